@@ -1,0 +1,104 @@
+"""The composition root: settings in, a wired `Container` out.
+
+Called from FastAPI's lifespan and from the CLI; nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
+
+from urbana.adapters.crypto import new_master_key, parse_master_key
+from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(Exception):
+    """Settings are missing or inconsistent; the message says which."""
+
+
+def master_key_for(settings: Settings) -> bytes:
+    """The master key from settings; locally, one kept in the data dir is made once."""
+    if settings.master_key is not None:
+        return parse_master_key(settings.master_key.get_secret_value())
+    if settings.env == "production":
+        raise ConfigurationError("URBANA_MASTER_KEY is required in production")
+    path = Path(settings.data_dir) / "master.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_master_key())
+    return parse_master_key(path.read_text().strip())
+
+
+@dataclass
+class Container:
+    """Everything a running process uses, made once and closed once."""
+
+    settings: Settings
+    store: Store
+    redis: aioredis.Redis | None = None
+    closers: list[object] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await asyncio.to_thread(self.store.close)
+
+
+def build_store(settings: Settings) -> Store:
+    if not settings.database_url:
+        raise ConfigurationError("URBANA_DATABASE_URL is not set")
+    return open_store(
+        settings.database_url,
+        master_key_for(settings),
+        schema=settings.database_schema,
+        pool_size=settings.pool_size,
+    )
+
+
+async def build(settings: Settings) -> Container:
+    store = await asyncio.to_thread(build_store, settings)
+    client = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    return Container(settings=settings, store=store, redis=client)
+
+
+async def check_postgres(settings: Settings) -> None:
+    """Raise if PostgreSQL does not answer."""
+    if not settings.database_url:
+        raise ConfigurationError("no database configured")
+
+    def ping() -> None:
+        with psycopg.connect(conninfo(settings.database_url or ""), connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+    await asyncio.to_thread(ping)
+
+
+async def check_kafka(settings: Settings) -> None:
+    """Raise if the Kafka bootstrap server does not answer a metadata request."""
+    if not settings.kafka_bootstrap:
+        raise ConfigurationError("no Kafka bootstrap configured")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=2000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout=3)
+        await asyncio.wait_for(admin.list_topics(), timeout=3)
+    finally:
+        await admin.close()
+
+
+async def check_redis(client: aioredis.Redis | None) -> None:
+    """Raise if Redis does not answer PING."""
+    if client is None:
+        raise ConfigurationError("no Redis configured")
+    await asyncio.wait_for(client.ping(), timeout=2)

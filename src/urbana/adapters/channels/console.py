@@ -1,0 +1,48 @@
+"""A channel that writes outbound messages to a terminal, for the demo and local runs."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+from urbana.application.channels import (
+    ChannelKind,
+    OutboundRequest,
+    ParsedWebhook,
+    WebhookRejected,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleDelivery:
+    """One message the console channel "sent"."""
+
+    provider_message_id: str
+    request: OutboundRequest
+    config: Mapping[str, str]
+
+
+class ConsoleChannel:
+    """Prints what would be sent and remembers it; it has no webhook."""
+
+    kind: ChannelKind = "console"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        # None means "whatever sys.stdout is at send time", so pytest's capture still works.
+        self._stream = stream
+        self.sent: list[ConsoleDelivery] = []
+
+    def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
+        """Always reject: nothing posts webhooks for the console channel."""
+        raise WebhookRejected(404, "the console channel has no webhook")
+
+    async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
+        """Print the message, record it in `sent`, and return a generated id."""
+        message_id = f"console.{uuid.uuid4().hex}"
+        body = f"[template {request.template}] {request.text}" if request.template else request.text
+        print(f"-> {request.to}: {body}", file=self._stream or sys.stdout, flush=True)
+        self.sent.append(ConsoleDelivery(message_id, request, dict(config)))
+        return message_id

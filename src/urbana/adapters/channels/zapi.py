@@ -1,0 +1,286 @@
+"""Z-API: webhook parsing and sending.
+
+Payload shapes follow Z-API's docs (developer.z-api.io, repo Z-API/z-api-docs):
+`ReceivedCallback` for messages (`momment` in milliseconds) and `MessageStatusCallback`
+for receipts, whose `ids` is a list. Z-API signs nothing: the per-tenant secret in the
+webhook path authenticates it, optionally with a header the operator configures.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+
+from urbana.adapters.channels.errors import ChannelSendError, post_json, require_config
+from urbana.application.channels import (
+    ChannelKind,
+    DeliveryStatus,
+    InboundMessage,
+    OutboundRequest,
+    ParsedWebhook,
+    StatusUpdate,
+    WebhookRejected,
+)
+
+_Json = dict[str, object]
+
+DEFAULT_API_BASE_URL = "https://api.z-api.io"
+
+_MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_STATUSES = {
+    "SENT": DeliveryStatus.SENT,
+    "RECEIVED": DeliveryStatus.DELIVERED,
+    "DELIVERED": DeliveryStatus.DELIVERED,
+    "MESSAGE_RECEIVED": DeliveryStatus.DELIVERED,
+    "READ": DeliveryStatus.READ,
+    "PLAYED": DeliveryStatus.READ,
+    "FAILED": DeliveryStatus.FAILED,
+    "ERROR": DeliveryStatus.FAILED,
+}
+_SKIP_FLAGS = ("isGroup", "isNewsletter", "broadcast", "isStatusReply", "waitingMessage")
+_MEDIA = {
+    "image": ("image", "imageUrl"),
+    "audio": ("audio", "audioUrl"),
+    "video": ("video", "videoUrl"),
+    "document": ("document", "documentUrl"),
+    "sticker": ("sticker", "stickerUrl"),
+}
+_AD_KEYS = {
+    "sourceUrl": "source_url",
+    "sourceId": "source_id",
+    "sourceType": "source_type",
+    "title": "headline",
+    "body": "body",
+    "ctwaClid": "ctwa_clid",
+    "thumbnailUrl": "thumbnail_url",
+}
+
+
+def verify_client_token(header: str | None, expected: str) -> None:
+    """Check an operator-configured webhook header (e.g. `Client-Token`); 401 when it differs."""
+    if header is None or not hmac.compare_digest(header.encode(), expected.encode()):
+        raise WebhookRejected(401, "webhook token header missing or wrong")
+
+
+class ZapiChannel:
+    """The Z-API gateway."""
+
+    kind: ChannelKind = "zapi"
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
+        """Parse a Z-API callback; presence, connection and delivery callbacks give nothing."""
+        root = _object(_decode(body))
+        callback = root.get("type")
+        if not isinstance(callback, str):
+            raise WebhookRejected(422, "type must be a string")
+        # The docs spell it both ReceivedCallback and ReceivedCallBack.
+        callback = callback.lower()
+        if callback == "receivedcallback":
+            route_key = _required_str(root, "instanceId")
+            message = _message(root)
+            return (ParsedWebhook(route_key, messages=(message,)),) if message else ()
+        if callback == "messagestatuscallback":
+            route_key = _required_str(root, "instanceId")
+            statuses = _statuses(root)
+            return (ParsedWebhook(route_key, statuses=statuses),) if statuses else ()
+        return ()
+
+    async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
+        """Send a text message through `/send-text`; return the WhatsApp message id."""
+        require_config(config, "instance_id", "token", "client_token")
+        base = (config.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
+        url = f"{base}/instances/{config['instance_id']}/token/{config['token']}/send-text"
+        answer = await post_json(
+            self._client,
+            url,
+            gateway="zapi",
+            headers={"Client-Token": config["client_token"]},
+            payload={"phone": request.to, "message": request.text},
+        )
+        if isinstance(answer, dict):
+            # messageId is WhatsApp's id, which status callbacks quote; zaapId is Z-API's own.
+            for key in ("messageId", "id", "zaapId"):
+                if isinstance(value := answer.get(key), str) and value:
+                    return value
+        raise ChannelSendError(False, "zapi: response has no messageId")
+
+
+def _message(root: _Json) -> InboundMessage | None:
+    if any(root.get(flag) is True for flag in _SKIP_FLAGS) or "notification" in root:
+        # Groups, channels, status replies, undecrypted placeholders and call/system notices.
+        return None
+    message_id = _required_str(root, "messageId")
+    phone_field = _required_str(root, "phone")
+    if phone_field.endswith(("-group", "@g.us", "@newsletter", "@broadcast")):
+        return None
+    sent_at = _epoch_ms(root.get("momment"))
+    from_me = root.get("fromMe") is True
+    extra: _Json = {}
+    if phone_field.endswith("@lid"):
+        contact, phone = phone_field, None
+        extra["lid"] = phone_field
+    elif phone_field.isascii() and phone_field.isdigit():
+        contact = phone = phone_field
+        lid = _text(root.get("chatLid")) or (None if from_me else _text(root.get("senderLid")))
+        if lid is not None and lid.endswith("@lid"):
+            extra["lid"] = lid
+    else:
+        raise WebhookRejected(422, f"unrecognised phone {phone_field!r}")
+    kind, text, media_url, media_mime = _content(root, extra)
+    if root.get("forwarded") is True:
+        extra["forwarded"] = True
+    contact_name = None
+    if not from_me:
+        contact_name = _text(root.get("senderName")) or _text(root.get("chatName"))
+    return InboundMessage(
+        provider_message_id=message_id,
+        contact=contact,
+        phone=phone,
+        sent_at=sent_at,
+        kind=kind,
+        text=text,
+        contact_name=contact_name,
+        media_url=media_url,
+        media_mime=media_mime,
+        reply_to=_text(root.get("referenceMessageId")),
+        referral=_referral(root.get("externalAdReply")),
+        extra=extra,
+        from_me=from_me,
+    )
+
+
+def _content(root: _Json, extra: _Json) -> tuple[str, str | None, str | None, str | None]:
+    """Kind, text, media link and media MIME type of one ReceivedCallback."""
+    for field, (kind, url_key) in _MEDIA.items():
+        if isinstance(part := root.get(field), dict):
+            if (file_name := _text(part.get("fileName"))) is not None:
+                extra["filename"] = file_name
+            if part.get("ptt") is True:
+                extra["voice"] = True
+            text = _text(part.get("caption"))
+            return kind, text, _text(part.get(url_key)), _text(part.get("mimeType"))
+    if isinstance(part := root.get("text"), dict):
+        return "text", _text(part.get("message")), None, None
+    if isinstance(part := root.get("location"), dict):
+        for key in ("latitude", "longitude"):
+            if (coordinate := _number(part.get(key))) is not None:
+                extra[key] = coordinate
+        labels = []
+        for key in ("name", "address", "url"):
+            if (label := _text(part.get(key))) is not None:
+                extra[key] = label
+                if key != "url":
+                    labels.append(label)
+        return "location", ", ".join(labels) or None, None, None
+    if isinstance(part := root.get("contact"), dict):
+        phones = [p for p in _list(part.get("phones")) if isinstance(p, str)]
+        name = _text(part.get("displayName"))
+        extra["contacts"] = [{"name": name, "phones": phones, "vcard": _text(part.get("vCard"))}]
+        return "contacts", name, None, None
+    if isinstance(part := root.get("reaction"), dict):
+        referenced = part.get("referencedMessage")
+        if isinstance(referenced, dict) and (reacted := _text(referenced.get("messageId"))):
+            extra["reacted_message_id"] = reacted
+        return "reaction", _text(part.get("value")), None, None
+    if isinstance(part := root.get("buttonsResponseMessage"), dict):
+        extra["reply_type"] = "button_reply"
+        if (reply_id := _text(part.get("buttonId"))) is not None:
+            extra["reply_id"] = reply_id
+        return "interactive", _text(part.get("message")), None, None
+    if isinstance(part := root.get("listResponseMessage"), dict):
+        extra["reply_type"] = "list_reply"
+        if (reply_id := _text(part.get("selectedRowId"))) is not None:
+            extra["reply_id"] = reply_id
+        if (description := _text(part.get("message"))) is not None:
+            extra["description"] = description
+        return "interactive", _text(part.get("title")), None, None
+    return "unknown", None, None, None
+
+
+def _referral(ad: object) -> Mapping[str, str] | None:
+    if not isinstance(ad, dict):
+        return None
+    referral = {
+        target: value
+        for source, target in _AD_KEYS.items()
+        if isinstance(value := ad.get(source), str) and value
+    }
+    return referral or None
+
+
+def _statuses(root: _Json) -> tuple[StatusUpdate, ...]:
+    if root.get("isGroup") is True:
+        return ()
+    raw_status = root.get("status")
+    if not isinstance(raw_status, str):
+        raise WebhookRejected(422, "status must be a string")
+    # READ_BY_ME is the business reading the lead's message; unknown values move nothing.
+    status = _STATUSES.get(raw_status.upper())
+    if status is None:
+        return ()
+    ids = root.get("ids")
+    if ids is None and isinstance(root.get("id"), str):
+        ids = [root["id"]]
+    if not isinstance(ids, list) or not ids or not all(_text(item) for item in ids):
+        raise WebhookRejected(422, "ids must be a non-empty list of message ids")
+    at = _epoch_ms(root.get("momment"))
+    contact = _text(root.get("phone"))
+    return tuple(
+        StatusUpdate(provider_message_id=str(item), status=status, at=at, contact=contact)
+        for item in ids
+    )
+
+
+def _decode(body: bytes) -> object:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WebhookRejected(400, f"body is not valid JSON: {exc}") from exc
+
+
+def _object(value: object) -> _Json:
+    if not isinstance(value, dict):
+        raise WebhookRejected(422, "webhook body must be a JSON object")
+    return value
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _required_str(obj: _Json, key: str) -> str:
+    value = _text(obj.get(key))
+    if value is None:
+        raise WebhookRejected(422, f"{key} must be a non-empty string")
+    return value
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _epoch_ms(value: object) -> datetime:
+    millis: int | None = None
+    if type(value) is int:
+        millis = value
+    elif isinstance(value, str) and 0 < len(value) <= 15 and value.isascii() and value.isdigit():
+        millis = int(value)
+    if millis is None or not 0 <= millis <= _MAX_EPOCH_MS:
+        raise WebhookRejected(422, "momment must be epoch milliseconds")
+    seconds, rest = divmod(millis, 1000)
+    return datetime.fromtimestamp(seconds, tz=UTC) + timedelta(milliseconds=rest)

@@ -1,0 +1,175 @@
+"""AES-GCM data keys per data subject, wrapped by the master key, kept in PostgreSQL.
+
+Envelope encryption: each subject (lead, tenant) gets a random 256-bit data key;
+the key is stored wrapped (AES-GCM under the master key, bound to the subject id)
+in `urbana_subject_keys`. Erasure deletes the row (crypto-shredding): every copy
+of the subject's data, in the store, Kafka or backups taken afterwards, becomes
+unreadable. Unwrapped keys are cached in process for speed; a shredded key is
+evicted from this process's cache at once and from others within `cache_ttl`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg_pool import ConnectionPool
+
+NONCE = 12
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS {schema}urbana_subject_keys (
+    subject_id uuid PRIMARY KEY,
+    wrapped bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class CryptoError(Exception):
+    """The master key is missing or malformed, or a record was tampered with."""
+
+
+def parse_master_key(value: str) -> bytes:
+    """A 32-byte key given as base64 (standard or urlsafe)."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError as exc:
+        raise CryptoError("master key is not base64") from exc
+    if len(raw) != 32:
+        raise CryptoError("master key must be 32 bytes (base64 of 32 random bytes)")
+    return raw
+
+
+def new_master_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+class PostgresSubjectCipher:
+    """SubjectCipher on AES-GCM with data keys stored wrapped in PostgreSQL."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        master_key: bytes,
+        *,
+        schema: str | None = None,
+        cache_size: int = 50_000,
+        cache_ttl: float = 60.0,
+    ) -> None:
+        self._pool = pool
+        self._master = AESGCM(master_key)
+        self._table = f'"{schema}".urbana_subject_keys' if schema else "urbana_subject_keys"
+        self._cache: OrderedDict[UUID, tuple[AESGCM, float]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_ttl = cache_ttl
+        self._lock = threading.Lock()
+
+    def create_table(self) -> None:
+        prefix = self._table.rsplit(".", 1)[0] + "." if "." in self._table else ""
+        with self._pool.connection() as conn:
+            conn.execute(SCHEMA_SQL.format(schema=prefix).encode())
+
+    # -- SubjectCipher -------------------------------------------------------
+
+    def seal(self, subject_id: UUID, plaintext: bytes) -> bytes:
+        """Encrypt with the subject's data key, creating the key if it has none."""
+        key = self._key(subject_id, create=True)
+        assert key is not None
+        nonce = os.urandom(NONCE)
+        return nonce + key.encrypt(nonce, plaintext, subject_id.bytes)
+
+    def open(self, subject_id: UUID, sealed: bytes) -> bytes | None:
+        """Decrypt; None when the subject's key was destroyed."""
+        key = self._key(subject_id, create=False)
+        if key is None:
+            return None
+        try:
+            return key.decrypt(sealed[:NONCE], sealed[NONCE:], subject_id.bytes)
+        except InvalidTag as exc:
+            raise CryptoError(f"sealed data of subject {subject_id} failed authentication") from exc
+
+    def prepare(self, subject_ids: Iterable[UUID]) -> None:
+        """Load or create keys for many subjects in two statements."""
+        now = time.monotonic()
+        with self._lock:
+            missing = [s for s in set(subject_ids) if not self._fresh(s, now)]
+        if not missing:
+            return
+        wrapped_new = [self._wrap(s, AESGCM.generate_key(256)) for s in missing]
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"INSERT INTO {self._table} (subject_id, wrapped) "  # noqa: S608
+                "SELECT * FROM unnest(%s::uuid[], %s::bytea[]) ON CONFLICT DO NOTHING",
+                (missing, wrapped_new),
+            )
+            rows = conn.execute(
+                f"SELECT subject_id, wrapped FROM {self._table} "  # noqa: S608
+                "WHERE subject_id = ANY(%s)",
+                (missing,),
+            ).fetchall()
+        with self._lock:
+            for subject, wrapped in rows:
+                self._remember(subject, self._unwrap(subject, bytes(wrapped)), now)
+
+    def shred(self, subject_id: UUID) -> None:
+        """Destroy the subject's key."""
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"DELETE FROM {self._table} WHERE subject_id = %s",  # noqa: S608
+                (subject_id,),
+            )
+        with self._lock:
+            self._cache.pop(subject_id, None)
+
+    # -- internals -----------------------------------------------------------
+
+    def _fresh(self, subject_id: UUID, now: float) -> bool:
+        entry = self._cache.get(subject_id)
+        return entry is not None and now - entry[1] < self._cache_ttl
+
+    def _remember(self, subject_id: UUID, key: AESGCM, now: float) -> None:
+        self._cache[subject_id] = (key, now)
+        self._cache.move_to_end(subject_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _key(self, subject_id: UUID, *, create: bool) -> AESGCM | None:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._cache.get(subject_id)
+            if entry is not None and now - entry[1] < self._cache_ttl:
+                return entry[0]
+        if create:
+            self.prepare([subject_id])
+        else:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    f"SELECT wrapped FROM {self._table} WHERE subject_id = %s",  # noqa: S608
+                    (subject_id,),
+                ).fetchone()
+            if row is None:
+                with self._lock:
+                    self._cache.pop(subject_id, None)
+                return None
+            with self._lock:
+                self._remember(subject_id, self._unwrap(subject_id, bytes(row[0])), now)
+        with self._lock:
+            entry = self._cache.get(subject_id)
+        return entry[0] if entry else None
+
+    def _wrap(self, subject_id: UUID, data_key: bytes) -> bytes:
+        nonce = os.urandom(NONCE)
+        return nonce + self._master.encrypt(nonce, data_key, subject_id.bytes)
+
+    def _unwrap(self, subject_id: UUID, wrapped: bytes) -> AESGCM:
+        try:
+            return AESGCM(self._master.decrypt(wrapped[:NONCE], wrapped[NONCE:], subject_id.bytes))
+        except InvalidTag as exc:
+            raise CryptoError("data key does not unwrap: wrong master key?") from exc

@@ -1,0 +1,1 @@
+"""PostgreSQL: the event store, the subject-key vault, read-model connections."""

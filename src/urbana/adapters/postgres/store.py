@@ -1,0 +1,81 @@
+"""Build the event-sourced application on PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from urbana.adapters.crypto import PostgresSubjectCipher
+from urbana.application.app import UrbanaApp
+from urbana.config import postgres_parts
+
+
+@dataclass
+class Store:
+    """The application and the pools it owns; `close()` releases them."""
+
+    app: UrbanaApp
+    pool: ConnectionPool
+    cipher: PostgresSubjectCipher
+    url: str
+    schema: str | None
+
+    def close(self) -> None:
+        self.app.close()
+        self.pool.close()
+
+
+def conninfo(url: str, schema: str | None = None) -> str:
+    """A libpq conninfo that also sets the search_path to `schema`."""
+    parts = postgres_parts(url)
+    kwargs: dict[str, str] = {
+        "dbname": parts["dbname"],
+        "host": parts["host"],
+        "port": parts["port"],
+        "user": parts["user"],
+    }
+    if parts["password"]:
+        kwargs["password"] = parts["password"]
+    if schema:
+        kwargs["options"] = f"-c search_path={schema},public"
+    return psycopg.conninfo.make_conninfo(**kwargs)
+
+
+def ensure_schema(url: str, schema: str) -> None:
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+def open_store(
+    url: str, master_key: bytes, *, schema: str | None = None, pool_size: int = 4
+) -> Store:
+    """Open the event store (creating its tables if needed) and the key vault."""
+    if schema:
+        ensure_schema(url, schema)
+    parts = postgres_parts(url)
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": parts["dbname"],
+        "POSTGRES_HOST": parts["host"],
+        "POSTGRES_PORT": parts["port"],
+        "POSTGRES_USER": parts["user"],
+        "POSTGRES_PASSWORD": parts["password"],
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "CREATE_TABLE": "y",
+        "AGGREGATE_CACHE_MAXSIZE": "10000",
+    }
+    if schema:
+        env["POSTGRES_SCHEMA"] = schema
+    pool = ConnectionPool(
+        conninfo(url, schema), min_size=1, max_size=pool_size, open=True, timeout=5.0
+    )
+    cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
+    cipher.create_table()
+    app = UrbanaApp(env=env, cipher=cipher)
+    return Store(app=app, pool=pool, cipher=cipher, url=url, schema=schema)

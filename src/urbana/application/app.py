@@ -1,0 +1,533 @@
+"""The Urbana application: commands over the event-sourced aggregates.
+
+Each command loads the aggregates it needs, calls the domain, and saves every
+aggregate it changed in one `save()` (one transaction). `receive_messages` takes
+a whole batch of inbound messages and saves them together: the store serialises
+writers with a table lock, so throughput comes from group commit (DESIGN §7a).
+Optimistic-concurrency conflicts (another process appended to the same stream)
+are retried from a fresh load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
+
+from urbana.application.channels import InboundMessage, StatusUpdate
+from urbana.application.ports import SubjectCipher
+from urbana.application.store import OrjsonTranscoder, PiiMapper
+from urbana.domain.contacts import (
+    channel_route_id_for,
+    contact_key,
+    lead_key,
+    message_ref_id_for,
+)
+from urbana.domain.conversation import Conversation
+from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput, StaleStatus
+from urbana.domain.lead import Lead
+from urbana.domain.message_ref import MessageRef
+from urbana.domain.tenant import ChannelRoute, Tenant
+
+log = logging.getLogger(__name__)
+
+A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
+
+CONFLICT_RETRIES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveMessage:
+    tenant_id: UUID
+    channel: str
+    message: InboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The outcome of one inbound message: where it landed, or that it was a duplicate."""
+
+    conversation_id: UUID
+    lead_id: UUID
+    seq: int
+    duplicate: bool = False
+    new_conversation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStatus:
+    tenant_id: UUID
+    channel: str
+    status: StatusUpdate
+
+
+def secret_route_key(secret: str) -> str:
+    """Routes by webhook secret use its hash, so the store never holds the secret."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class _UnitOfWork:
+    """The aggregates one batch has loaded or created, saved together at the end."""
+
+    def __init__(self, app: UrbanaApp) -> None:
+        self.app = app
+        self.loaded: dict[UUID, Aggregate | None] = {}
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        if aggregate_id not in self.loaded:
+            try:
+                self.loaded[aggregate_id] = self.app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                self.loaded[aggregate_id] = None
+        found = self.loaded[aggregate_id]
+        if found is not None and not isinstance(found, cls):
+            raise InvalidInput(f"{aggregate_id} is not a {cls.__name__}")
+        return found
+
+    def add(self, aggregate: Aggregate) -> None:
+        self.loaded[aggregate.id] = aggregate
+
+    def save(self) -> None:
+        changed = [a for a in self.loaded.values() if a is not None and a.pending_events]
+        if changed:
+            self.app.save(*changed)
+
+
+class UrbanaApp(Application[UUID]):
+    """Commands of the conversation engine; the only writer of domain events."""
+
+    name = "urbana"
+
+    def __init__(self, env: Mapping[str, str] | None, cipher: SubjectCipher) -> None:
+        self._cipher = cipher
+        super().__init__(env=dict(env) if env is not None else None)
+
+    def construct_transcoder(self) -> Transcoder:
+        return OrjsonTranscoder()
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return PiiMapper(transcoder=self.construct_transcoder(), cipher=self._cipher)
+
+    @property
+    def cipher(self) -> SubjectCipher:
+        return self._cipher
+
+    # --------------------------------------------------------------- plumbing
+
+    def _retrying(self, work: Callable[[_UnitOfWork], R]) -> R:
+        """Run `work` on a fresh unit of work and save it, retrying on conflicts."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            uow = _UnitOfWork(self)
+            result = work(uow)
+            try:
+                uow.save()
+            except IntegrityError:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                log.info("write conflict, retrying (attempt %d)", attempt)
+                # Jittered backoff, so two writers racing on one stream stop colliding.
+                time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))  # noqa: S311
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def _require(self, uow: _UnitOfWork, cls: type[A], aggregate_id: UUID) -> A:
+        found = uow.get(cls, aggregate_id)
+        if found is None:
+            raise InvalidInput(f"no {cls.__name__.lower()} {aggregate_id}")
+        return found
+
+    # ---------------------------------------------------------------- tenants
+
+    def register_tenant(self, name: str) -> tuple[UUID, bool]:
+        """Register a tenant by name; (id, created). Registering twice is harmless."""
+
+        def work(uow: _UnitOfWork) -> tuple[UUID, bool]:
+            tenant = Tenant.register(name)
+            if uow.get(Tenant, tenant.id) is not None:
+                return tenant.id, False
+            uow.add(tenant)
+            return tenant.id, True
+
+        return self._retrying(work)
+
+    def get_tenant(self, tenant_id: UUID) -> Tenant:
+        try:
+            tenant: Aggregate = self.repository.get(tenant_id)
+        except AggregateNotFoundError:
+            raise InvalidInput(f"no tenant {tenant_id}") from None
+        if not isinstance(tenant, Tenant):
+            raise InvalidInput(f"{tenant_id} is not a tenant")
+        return tenant
+
+    def connect_channel(
+        self,
+        tenant_id: UUID,
+        *,
+        channel: str,
+        route_key: str,
+        public: dict[str, str],
+        secrets: dict[str, str],
+        webhook_secret: str | None = None,
+    ) -> None:
+        """Connect a gateway to a tenant; its routes (id, secret) must be free."""
+
+        def work(uow: _UnitOfWork) -> None:
+            tenant = self._require(uow, Tenant, tenant_id)
+            routes = [(channel, route_key)]
+            if webhook_secret:
+                routes.append((f"{channel}-secret", secret_route_key(webhook_secret)))
+            for kind, key in routes:
+                route = uow.get(ChannelRoute, channel_route_id_for(kind, key))
+                if route is None:
+                    uow.add(ChannelRoute(channel=kind, route_key=key, tenant_id=tenant_id))
+                elif route.tenant_id != tenant_id:
+                    raise AlreadyConnected(f"{kind} {key[:12]} belongs to another tenant")
+            all_secrets = dict(secrets)
+            if webhook_secret:
+                all_secrets["webhook_secret"] = webhook_secret
+            tenant.connect_channel(
+                channel=channel, route_key=route_key, public=public, secrets=all_secrets
+            )
+
+        self._retrying(work)
+
+    def route(self, channel: str, route_key: str) -> UUID | None:
+        """The tenant that owns a routing key (phone number id, instance, secret hash)."""
+        try:
+            route: Aggregate = self.repository.get(channel_route_id_for(channel, route_key))
+        except AggregateNotFoundError:
+            return None
+        return cast(ChannelRoute, route).tenant_id
+
+    # ---------------------------------------------------------------- inbound
+
+    def receive_messages(self, commands: Sequence[ReceiveMessage]) -> list[Received | DomainError]:
+        """Record a batch of inbound messages in one transaction (group commit).
+
+        A message whose provider id was already recorded is reported `duplicate`
+        and appends nothing; a message the domain refuses gets its `DomainError`
+        and does not affect the rest of the batch.
+        """
+
+        def work(uow: _UnitOfWork) -> list[Received | DomainError]:
+            return [self._receive_one(uow, command) for command in commands]
+
+        return self._retrying(work)
+
+    def receive_message(self, command: ReceiveMessage) -> Received:
+        outcome = self.receive_messages([command])[0]
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def _receive_one(self, uow: _UnitOfWork, command: ReceiveMessage) -> Received | DomainError:
+        msg = command.message
+        try:
+            key = lead_key(msg.contact, msg.phone)
+            contact_key(msg.contact)
+        except DomainError as exc:
+            return exc
+        ref_id = message_ref_id_for(command.tenant_id, command.channel, msg.provider_message_id)
+        existing = uow.get(MessageRef, ref_id)
+        conversation_id = Conversation.create_id(command.tenant_id, command.channel, msg.contact)
+        lead_id = Lead.create_id(command.tenant_id, key)
+        if existing is not None and existing.linked:
+            conversation = uow.get(Conversation, existing.conversation_id or conversation_id)
+            seq = conversation.inbound_seq if conversation else 0
+            return Received(conversation_id, lead_id, seq, duplicate=True)
+
+        new: list[Aggregate] = []
+        conversation = uow.get(Conversation, conversation_id)
+        try:
+            if conversation is None:
+                lead = uow.get(Lead, lead_id)
+                if lead is None:
+                    lead = Lead.create(
+                        command.tenant_id, key, phone=msg.phone, name=msg.contact_name
+                    )
+                    new.append(lead)
+                conversation = Conversation.start(
+                    command.tenant_id, command.channel, msg.contact, lead.id
+                )
+                new.append(conversation)
+            outbound_id = f"ext:{msg.provider_message_id}" if msg.from_me else None
+            # Statuses about a business-phone message may have arrived before it.
+            held = list(existing.held) if existing is not None and outbound_id else []
+            if outbound_id is not None:
+                conversation.record_business_message(
+                    outbound_id=outbound_id,
+                    provider_message_id=msg.provider_message_id,
+                    text=msg.text,
+                    sent_at=msg.sent_at,
+                )
+            else:
+                conversation.receive(
+                    provider_message_id=msg.provider_message_id,
+                    kind=msg.kind,
+                    sent_at=msg.sent_at,
+                    text=msg.text,
+                    contact_name=msg.contact_name,
+                    media_url=msg.media_url,
+                    media_mime=msg.media_mime,
+                    reply_to=msg.reply_to,
+                    referral=dict(msg.referral) if msg.referral else None,
+                    extra=dict(msg.extra) if msg.extra else None,
+                    contact=msg.contact,
+                )
+        except DomainError as exc:
+            return exc
+        if existing is None:
+            uow.add(
+                MessageRef(
+                    tenant_id=command.tenant_id,
+                    channel=command.channel,
+                    provider_message_id=msg.provider_message_id,
+                    conversation_id=conversation.id,
+                    outbound_id=outbound_id,
+                )
+            )
+        else:
+            existing.link(conversation_id=conversation.id, outbound_id=outbound_id)
+        for item in held:
+            assert outbound_id is not None
+            _apply_status(
+                conversation, outbound_id, item["status"], item["at"], item["code"], item["title"]
+            )
+        for aggregate in new:
+            uow.add(aggregate)
+        return Received(
+            conversation.id,
+            conversation.lead_id,
+            conversation.inbound_seq,
+            new_conversation=bool(new) and isinstance(new[-1], Conversation),
+        )
+
+    def record_statuses(self, commands: Sequence[RecordStatus]) -> list[str]:
+        """Apply provider delivery statuses; hold those whose message is not known yet.
+
+        Returns per status: "applied", "held", "stale" (did not move forward).
+        """
+
+        def work(uow: _UnitOfWork) -> list[str]:
+            return [self._status_one(uow, c) for c in commands]
+
+        return self._retrying(work)
+
+    def _status_one(self, uow: _UnitOfWork, command: RecordStatus) -> str:
+        st = command.status
+        ref_id = message_ref_id_for(command.tenant_id, command.channel, st.provider_message_id)
+        ref = uow.get(MessageRef, ref_id)
+        if ref is None:
+            ref = MessageRef(
+                tenant_id=command.tenant_id,
+                channel=command.channel,
+                provider_message_id=st.provider_message_id,
+                conversation_id=None,
+                outbound_id=None,
+            )
+            uow.add(ref)
+        if not ref.linked or ref.outbound_id is None:
+            if ref.linked:
+                return "stale"  # a status about an inbound message: nothing to move
+            ref.hold_status(
+                status=st.status.value, at=st.at, code=st.error_code, title=st.error_title
+            )
+            return "held"
+        assert ref.conversation_id is not None
+        conversation = self._require(uow, Conversation, ref.conversation_id)
+        return _apply_status(
+            conversation, ref.outbound_id, st.status.value, st.at, st.error_code, st.error_title
+        )
+
+    # --------------------------------------------------------------- outbound
+
+    def mark_sent(self, conversation_id: UUID, outbound_id: str, provider_message_id: str) -> None:
+        """The gateway accepted the message; statuses held for its id apply now."""
+
+        def work(uow: _UnitOfWork) -> None:
+            conversation = self._require(uow, Conversation, conversation_id)
+            try:
+                conversation.mark_sent(
+                    outbound_id=outbound_id, provider_message_id=provider_message_id
+                )
+            except StaleStatus:
+                return
+            ref_id = message_ref_id_for(
+                conversation.tenant_id, conversation.channel, provider_message_id
+            )
+            ref = uow.get(MessageRef, ref_id)
+            if ref is None:
+                ref = MessageRef(
+                    tenant_id=conversation.tenant_id,
+                    channel=conversation.channel,
+                    provider_message_id=provider_message_id,
+                    conversation_id=conversation_id,
+                    outbound_id=outbound_id,
+                )
+                uow.add(ref)
+                return
+            for held in ref.link(conversation_id=conversation_id, outbound_id=outbound_id):
+                _apply_status(
+                    conversation,
+                    outbound_id,
+                    held["status"],
+                    held["at"],
+                    held["code"],
+                    held["title"],
+                )
+
+        self._retrying(work)
+
+    def mark_failed(
+        self, conversation_id: UUID, outbound_id: str, reason: str, code: str | None = None
+    ) -> None:
+        self._on_conversation(
+            conversation_id,
+            lambda c: c.mark_failed(outbound_id=outbound_id, reason=reason, code=code),
+        )
+
+    def cancel_outbound(self, conversation_id: UUID, outbound_id: str, reason: str) -> None:
+        self._on_conversation(
+            conversation_id, lambda c: c.cancel_outbound(outbound_id=outbound_id, reason=reason)
+        )
+
+    # ------------------------------------------------------- conversation flow
+
+    def _on_conversation(
+        self, conversation_id: UUID, change: Callable[[Conversation], Any]
+    ) -> None:
+        def work(uow: _UnitOfWork) -> None:
+            change(self._require(uow, Conversation, conversation_id))
+
+        self._retrying(work)
+
+    def get_conversation(self, conversation_id: UUID) -> Conversation:
+        try:
+            found: Aggregate = self.repository.get(conversation_id)
+        except AggregateNotFoundError:
+            raise InvalidInput(f"no conversation {conversation_id}") from None
+        if not isinstance(found, Conversation):
+            raise InvalidInput(f"{conversation_id} is not a conversation")
+        return found
+
+    def get_lead(self, lead_id: UUID) -> Lead:
+        try:
+            found: Aggregate = self.repository.get(lead_id)
+        except AggregateNotFoundError:
+            raise InvalidInput(f"no lead {lead_id}") from None
+        if not isinstance(found, Lead):
+            raise InvalidInput(f"{lead_id} is not a lead")
+        return found
+
+    def record_ai_reply(
+        self,
+        conversation_id: UUID,
+        *,
+        reply_to_seq: int,
+        text: str,
+        intent: str,
+        confidence: float,
+        usage: dict[str, Any] | None = None,
+        score_delta: int = 0,
+    ) -> str:
+        """Record the AI's answer to a burst and queue it; returns the outbound id."""
+        outbound_id = str(uuid4())
+
+        def work(uow: _UnitOfWork) -> str:
+            conversation = self._require(uow, Conversation, conversation_id)
+            conversation.record_ai_reply(
+                outbound_id=outbound_id,
+                reply_to_seq=reply_to_seq,
+                text=text,
+                intent=intent,
+                confidence=confidence,
+                usage=usage,
+            )
+            if score_delta:
+                lead = self._require(uow, Lead, conversation.lead_id)
+                tenant = uow.get(Tenant, conversation.tenant_id)
+                thresholds = tenant.settings["stage_thresholds"] if tenant else None
+                lead.score_by(score_delta, reason=intent, thresholds=thresholds)
+            return outbound_id
+
+        return self._retrying(work)
+
+    def request_handoff(
+        self, conversation_id: UUID, *, reason: str, summary: str | None = None
+    ) -> None:
+        self._on_conversation(
+            conversation_id, lambda c: c.request_handoff(reason=reason, summary=summary)
+        )
+
+    def accept_handoff(self, conversation_id: UUID, *, attendant: str) -> None:
+        self._on_conversation(conversation_id, lambda c: c.accept_handoff(attendant=attendant))
+
+    def attendant_reply(self, conversation_id: UUID, *, attendant: str, text: str) -> str:
+        outbound_id = str(uuid4())
+        self._on_conversation(
+            conversation_id,
+            lambda c: c.attendant_reply(outbound_id=outbound_id, attendant=attendant, text=text),
+        )
+        return outbound_id
+
+    def return_to_ai(self, conversation_id: UUID) -> None:
+        self._on_conversation(conversation_id, lambda c: c.return_to_ai())
+
+    def close_conversation(
+        self, conversation_id: UUID, *, by: str, resolution: str = "resolved"
+    ) -> None:
+        self._on_conversation(conversation_id, lambda c: c.close(by=by, resolution=resolution))
+
+    # ------------------------------------------------------------------ reads
+
+    def stream(self, aggregate_id: UUID) -> list[Any]:
+        """Every event of one stream, decrypted (or ERASED), oldest first."""
+        return list(self.events.get(aggregate_id))
+
+    def all_stream_ids(self) -> Iterable[UUID]:
+        seen: dict[UUID, None] = {}
+        for notification in self.recorder.select_notifications(start=None, limit=10**9):
+            seen.setdefault(UUID(str(notification.originator_id)), None)
+        return list(seen)
+
+
+def _apply_status(
+    conversation: Conversation,
+    outbound_id: str,
+    status: str,
+    at: datetime,
+    code: str | None,
+    title: str | None,
+) -> str:
+    try:
+        if status == "sent":
+            # Our own mark_sent records "sent" together with the provider id.
+            conversation.delivery(outbound_id)
+            return "stale"
+        if status == "delivered":
+            conversation.mark_delivered(outbound_id=outbound_id, at=at)
+        elif status == "read":
+            conversation.mark_read(outbound_id=outbound_id, at=at)
+        elif status == "failed":
+            conversation.mark_failed(outbound_id=outbound_id, reason=title or "failed", code=code)
+        else:
+            raise InvalidInput(f"unknown status {status!r}")
+    except StaleStatus:
+        return "stale"
+    return "applied"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

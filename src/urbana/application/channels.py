@@ -1,0 +1,95 @@
+"""The channel port: what a WhatsApp gateway adapter must do for the application.
+
+An adapter authenticates and parses a gateway's webhook into normalised
+`InboundEvent`s, and sends outbound messages. Everything gateway-specific stays
+in `urbana.adapters.channels`; the application sees only these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal, Protocol
+
+ChannelKind = Literal["cloud", "evolution", "zapi", "console"]
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+class WebhookRejected(Exception):
+    """The request is the client's fault (4xx); `status` and `reason` say why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message a lead (or the business phone itself, `from_me`) wrote."""
+
+    provider_message_id: str
+    contact: str  # wa_id / phone digits, or "bsuid:..." / "...@lid" when there is no phone
+    phone: str | None  # E.164 digits without '+', when the gateway gave one
+    sent_at: datetime  # provider timestamp, UTC
+    kind: str  # text, image, audio, video, document, sticker, location, contacts, ...
+    text: str | None = None  # body, caption, button/list title, reaction emoji, ...
+    contact_name: str | None = None  # profile / push name
+    media_url: str | None = None  # link or provider media id
+    media_mime: str | None = None
+    reply_to: str | None = None  # provider id of the quoted message
+    referral: Mapping[str, str] | None = None  # click-to-WhatsApp ad source
+    extra: Mapping[str, object] = field(default_factory=dict)  # kind-specific details
+    from_me: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A provider delivery status for a message we (or the business phone) sent."""
+
+    provider_message_id: str
+    status: DeliveryStatus
+    at: datetime
+    contact: str | None = None
+    error_code: str | None = None
+    error_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedWebhook:
+    """What one webhook carried: the routing key and the normalised items."""
+
+    route_key: str  # phone_number_id (cloud) or instance name/id (evolution, zapi)
+    messages: tuple[InboundMessage, ...] = ()
+    statuses: tuple[StatusUpdate, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    """A message to send to one contact through a connected channel."""
+
+    to: str
+    text: str
+    template: str | None = None
+
+
+class ChannelAdapter(Protocol):
+    """A WhatsApp gateway: parse inbound webhooks, send outbound messages."""
+
+    kind: ChannelKind
+
+    def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
+        """Parse a webhook body into one item per routing key; WebhookRejected on bad input."""
+        ...
+
+    async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
+        """Send a message; return the provider's message id."""
+        ...

@@ -1,0 +1,62 @@
+"""Settings: environment variables prefixed URBANA_, or a .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlparse
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDERS = {"changeme", "change-me", "secret", "admin", ""}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="URBANA_", env_file=".env", extra="ignore")
+
+    env: Literal["local", "test", "production"] = "local"
+    data_dir: Path = Path(".urbana")
+    database_url: str | None = None
+    database_schema: str | None = None
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    master_key: SecretStr | None = None
+    admin_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("URBANA_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    embeddings: Literal["local", "openai"] = "local"
+    debounce_ms: int = 1500
+    pool_size: int = 4
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @field_validator("admin_api_key", "master_key")
+    @classmethod
+    def _no_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDERS:
+            raise ValueError("refusing a placeholder secret")
+        return value
+
+
+def postgres_parts(url: str) -> dict[str, str]:
+    """Split a libpq URL into the parts the eventsourcing library wants.
+
+    Handles Unix-socket URLs of the form postgresql://user:@/db?host=/dir.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a PostgreSQL URL: {parsed.scheme}://...")
+    query = parse_qs(parsed.query)
+    host = query.get("host", [parsed.hostname or "localhost"])[0]
+    port = query.get("port", [str(parsed.port or 5432)])[0]
+    return {
+        "dbname": unquote(parsed.path.lstrip("/")) or "postgres",
+        "host": host,
+        "port": port,
+        "user": unquote(parsed.username or "postgres"),
+        "password": unquote(parsed.password or ""),
+    }

@@ -1,0 +1,1 @@
+"""The pure model: aggregates, events, value objects and policies."""

@@ -1,0 +1,459 @@
+"""The Conversation aggregate and its state machine (DESIGN §5).
+
+    ai -> waiting_human -> human -> ai | closed;  closed -> ai on a new inbound message
+
+Public methods check invariants and raise a `DomainError` before anything is
+recorded; the `@event` methods below them only change state, so replaying history
+never re-checks rules that held when the facts happened.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from urbana.domain.contacts import conversation_id_for
+from urbana.domain.errors import (
+    AIReplyNotAllowed,
+    BurstAlreadyAnswered,
+    InvalidInput,
+    InvalidTransition,
+    StaleStatus,
+    UnknownMessage,
+)
+from urbana.domain.pii import personal
+
+SERVICE_WINDOW = timedelta(hours=24)
+HISTORY_SIZE = 20  # recent messages kept on the aggregate for the AI's context
+MAX_TEXT = 65_536
+
+
+class Status(StrEnum):
+    AI = "ai"
+    WAITING_HUMAN = "waiting_human"
+    HUMAN = "human"
+    CLOSED = "closed"
+
+
+class Delivery(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_RANK = {Delivery.QUEUED: 0, Delivery.SENT: 1, Delivery.DELIVERED: 2, Delivery.READ: 3}
+_FINAL = {Delivery.FAILED, Delivery.CANCELLED}
+
+AUTHORS = ("ai", "human", "system")
+
+
+def _check_text(text: str | None, *, required: bool) -> None:
+    if text is None:
+        if required:
+            raise InvalidInput("text is required")
+        return
+    if required and not text.strip():
+        raise InvalidInput("text is empty")
+    if len(text) > MAX_TEXT:
+        raise InvalidInput(f"text longer than {MAX_TEXT} characters")
+
+
+class Conversation(Aggregate):
+    """One lead's thread with one tenant on one channel."""
+
+    @staticmethod
+    def create_id(tenant_id: UUID, channel: str, contact: str, **_: Any) -> UUID:
+        return conversation_id_for(tenant_id, channel, contact)
+
+    @classmethod
+    def start(cls, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> Conversation:
+        if channel not in ("cloud", "evolution", "zapi", "console"):
+            raise InvalidInput(f"unknown channel {channel!r}")
+        return cls(tenant_id=tenant_id, channel=channel, contact=contact, lead_id=lead_id)
+
+    @event("ConversationStarted")
+    def __init__(self, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> None:
+        self.tenant_id = tenant_id
+        self.channel = channel
+        self.contact = contact  # the address the gateway knows (to send back to)
+        self.lead_id = lead_id
+        self.status = Status.AI
+        self.assignee: str | None = None
+        self.inbound_seq = 0  # number of inbound messages so far
+        self.answered_seq = 0  # last inbound seq the AI (or a human stretch) covered
+        self.last_inbound_at: datetime | None = None
+        self.history: list[dict[str, Any]] = []
+        self.outbound: dict[str, str] = {}  # outbound id -> Delivery
+        self.outbound_author: dict[str, str] = {}
+        self.human_stretch_ended_seq: int | None = None
+        self.handoffs = 0
+        self.takeovers = 0  # grows at every handoff/takeover: AI messages queued before are void
+        self.outbound_epoch: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def pending_burst(self) -> int:
+        """Inbound messages not yet answered (0 = nothing to answer)."""
+        return self.inbound_seq - self.answered_seq
+
+    def within_service_window(self, now: datetime) -> bool:
+        """WhatsApp's 24-hour customer-service window for free-form messages."""
+        return self.last_inbound_at is not None and now - self.last_inbound_at < SERVICE_WINDOW
+
+    def delivery(self, outbound_id: str) -> Delivery:
+        try:
+            return Delivery(self.outbound[outbound_id])
+        except KeyError:
+            raise UnknownMessage(outbound_id) from None
+
+    # ----------------------------------------------------------------- commands
+
+    def receive(
+        self,
+        *,
+        provider_message_id: str,
+        kind: str,
+        sent_at: datetime,
+        text: str | None = None,
+        contact_name: str | None = None,
+        media_url: str | None = None,
+        media_mime: str | None = None,
+        reply_to: str | None = None,
+        referral: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        contact: str | None = None,
+    ) -> None:
+        """Record an inbound message; reopens a closed conversation in AI mode."""
+        if not provider_message_id:
+            raise InvalidInput("provider message id is required")
+        if not kind:
+            raise InvalidInput("message kind is required")
+        if sent_at.tzinfo is None:
+            raise InvalidInput("sent_at must be timezone-aware")
+        _check_text(text, required=kind == "text")
+        if self.status is Status.CLOSED:
+            self._reopened()
+        self._message_received(
+            lead_id=self.lead_id,
+            provider_message_id=provider_message_id,
+            seq=self.inbound_seq + 1,
+            kind=kind,
+            sent_at=sent_at,
+            text=text,
+            contact_name=contact_name,
+            media_url=media_url,
+            media_mime=media_mime,
+            reply_to=reply_to,
+            referral=dict(referral) if referral else None,
+            extra=dict(extra) if extra else None,
+            contact=contact if contact and contact != self.contact else None,
+        )
+
+    def record_ai_reply(
+        self,
+        *,
+        outbound_id: str,
+        reply_to_seq: int,
+        text: str,
+        intent: str,
+        confidence: float,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """The AI answered the burst up to `reply_to_seq`: record it and queue it."""
+        if self.status is not Status.AI:
+            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
+        if reply_to_seq <= self.answered_seq:
+            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
+        if reply_to_seq > self.inbound_seq:
+            raise InvalidInput(f"no inbound message {reply_to_seq}")
+        if not 0.0 <= confidence <= 1.0:
+            raise InvalidInput("confidence must be within [0, 1]")
+        _check_text(text, required=True)
+        self._check_new_outbound(outbound_id)
+        self._ai_reply_generated(
+            lead_id=self.lead_id,
+            reply_to_seq=reply_to_seq,
+            text=text,
+            intent=intent,
+            confidence=confidence,
+            usage=usage or {},
+        )
+        self._queue(outbound_id, text, "ai")
+
+    def reject_ai_reply(self, *, reply_to_seq: int, text: str, reason: str) -> None:
+        """The reply guard refused the AI's answer to this burst."""
+        if self.status is not Status.AI:
+            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
+        if reply_to_seq <= self.answered_seq:
+            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
+        if reply_to_seq > self.inbound_seq:
+            raise InvalidInput(f"no inbound message {reply_to_seq}")
+        self._ai_reply_rejected(
+            lead_id=self.lead_id, reply_to_seq=reply_to_seq, text=text, reason=reason
+        )
+
+    def queue_system_message(self, *, outbound_id: str, text: str) -> None:
+        """A fixed message of the engine's own (handoff notice, fallback answer)."""
+        if self.status in (Status.HUMAN, Status.CLOSED):
+            raise InvalidTransition(f"conversation is {self.status.value}")
+        _check_text(text, required=True)
+        self._check_new_outbound(outbound_id)
+        self._queue(outbound_id, text, "system")
+
+    def request_handoff(self, *, reason: str, summary: str | None = None) -> None:
+        """Hand the conversation to the attendants: the AI goes silent."""
+        if self.status is not Status.AI:
+            raise InvalidTransition(f"cannot hand off a conversation in {self.status.value}")
+        if not reason:
+            raise InvalidInput("handoff reason is required")
+        self._handoff_requested(lead_id=self.lead_id, reason=reason, summary=summary)
+
+    def accept_handoff(self, *, attendant: str) -> None:
+        """An attendant takes the conversation (from the queue, or straight from the AI)."""
+        if self.status not in (Status.AI, Status.WAITING_HUMAN):
+            raise InvalidTransition(f"cannot take over a conversation in {self.status.value}")
+        if not attendant:
+            raise InvalidInput("attendant is required")
+        self._handoff_accepted(attendant=attendant)
+
+    def attendant_reply(self, *, outbound_id: str, attendant: str, text: str) -> None:
+        """An attendant answers; only while a human owns the conversation."""
+        if self.status is not Status.HUMAN:
+            raise InvalidTransition(f"attendants reply in human mode, not {self.status.value}")
+        _check_text(text, required=True)
+        self._check_new_outbound(outbound_id)
+        self._queue(outbound_id, text, "human", attendant=attendant)
+
+    def record_business_message(
+        self, *, outbound_id: str, provider_message_id: str, text: str | None, sent_at: datetime
+    ) -> None:
+        """The business phone itself wrote (outside Urbana): a human took over."""
+        if not provider_message_id:
+            raise InvalidInput("provider message id is required")
+        if sent_at.tzinfo is None:
+            raise InvalidInput("sent_at must be timezone-aware")
+        _check_text(text, required=False)
+        self._check_new_outbound(outbound_id)
+        if self.status is Status.CLOSED:
+            self._reopened()
+        if self.status in (Status.AI, Status.WAITING_HUMAN):
+            self._handoff_accepted(attendant="business_phone")
+        self._outbound_queued(
+            lead_id=self.lead_id,
+            outbound_id=outbound_id,
+            text=text,
+            author="human",
+            attendant="business_phone",
+            external_provider_id=provider_message_id,
+        )
+
+    def return_to_ai(self) -> None:
+        """The attendant gives the conversation back to the AI."""
+        if self.status not in (Status.HUMAN, Status.WAITING_HUMAN):
+            raise InvalidTransition(f"cannot return to AI from {self.status.value}")
+        self._returned_to_ai(answered_seq=self.inbound_seq)
+
+    def close(self, *, by: str, resolution: str = "resolved") -> None:
+        if self.status is Status.CLOSED:
+            raise InvalidTransition("conversation is already closed")
+        self._closed(by=by, resolution=resolution)
+
+    def mark_sent(self, *, outbound_id: str, provider_message_id: str) -> None:
+        current = self.delivery(outbound_id)
+        if current is not Delivery.QUEUED:
+            raise StaleStatus(f"{outbound_id} is already {current.value}")
+        self._outbound_sent(outbound_id=outbound_id, provider_message_id=provider_message_id)
+
+    def mark_failed(self, *, outbound_id: str, reason: str, code: str | None = None) -> None:
+        current = self.delivery(outbound_id)
+        if current in _FINAL or current is Delivery.READ:
+            raise StaleStatus(f"{outbound_id} is already {current.value}")
+        self._outbound_failed(outbound_id=outbound_id, reason=reason, code=code)
+
+    def cancel_outbound(self, *, outbound_id: str, reason: str) -> None:
+        current = self.delivery(outbound_id)
+        if current is not Delivery.QUEUED:
+            raise StaleStatus(f"{outbound_id} is already {current.value}")
+        self._outbound_cancelled(outbound_id=outbound_id, reason=reason)
+
+    def mark_delivered(self, *, outbound_id: str, at: datetime) -> None:
+        self._forward(outbound_id, Delivery.DELIVERED)
+        self._delivered(outbound_id=outbound_id, at=at)
+
+    def mark_read(self, *, outbound_id: str, at: datetime) -> None:
+        self._forward(outbound_id, Delivery.READ)
+        self._read(outbound_id=outbound_id, at=at)
+
+    def may_send(self, outbound_id: str) -> bool:
+        """The send-time gate: an AI message is sent only while the AI owns the thread."""
+        if self.delivery(outbound_id) is not Delivery.QUEUED:
+            return False
+        author = self.outbound_author[outbound_id]
+        if author == "ai":
+            # Not only AI mode now: no human stretch may have started since it was queued.
+            return self.status is Status.AI and self.outbound_epoch[outbound_id] == self.takeovers
+        if author == "system":
+            return self.status in (Status.AI, Status.WAITING_HUMAN)
+        return True
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_new_outbound(self, outbound_id: str) -> None:
+        if not outbound_id:
+            raise InvalidInput("outbound id is required")
+        if outbound_id in self.outbound:
+            raise InvalidInput(f"outbound message {outbound_id} already exists")
+
+    def _forward(self, outbound_id: str, to: Delivery) -> None:
+        current = self.delivery(outbound_id)
+        if current in _FINAL or _RANK[current] >= _RANK[to]:
+            raise StaleStatus(f"{outbound_id} is {current.value}, not moving to {to.value}")
+
+    def _queue(
+        self, outbound_id: str, text: str, author: str, attendant: str | None = None
+    ) -> None:
+        self._outbound_queued(
+            lead_id=self.lead_id,
+            outbound_id=outbound_id,
+            text=text,
+            author=author,
+            attendant=attendant,
+            external_provider_id=None,
+        )
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        del self.history[:-HISTORY_SIZE]
+
+    # ------------------------------------------------------------------- events
+
+    @event("MessageReceived")
+    def _message_received(
+        self,
+        lead_id: UUID,
+        provider_message_id: str,
+        seq: int,
+        kind: str,
+        sent_at: datetime,
+        text: str | None,
+        contact_name: str | None,
+        media_url: str | None,
+        media_mime: str | None,
+        reply_to: str | None,
+        referral: dict[str, str] | None,
+        extra: dict[str, Any] | None,
+        contact: str | None,
+    ) -> None:
+        self.inbound_seq = seq
+        if self.last_inbound_at is None or sent_at > self.last_inbound_at:
+            self.last_inbound_at = sent_at
+        if contact:
+            self.contact = contact
+        self._remember({"role": "lead", "seq": seq, "kind": kind, "text": text})
+
+    @event("AIReplyGenerated")
+    def _ai_reply_generated(
+        self,
+        lead_id: UUID,
+        reply_to_seq: int,
+        text: str,
+        intent: str,
+        confidence: float,
+        usage: dict[str, Any],
+    ) -> None:
+        self.answered_seq = reply_to_seq
+
+    @event("AIReplyRejected")
+    def _ai_reply_rejected(self, lead_id: UUID, reply_to_seq: int, text: str, reason: str) -> None:
+        self.answered_seq = reply_to_seq
+
+    @event("OutboundMessageQueued")
+    def _outbound_queued(
+        self,
+        lead_id: UUID,
+        outbound_id: str,
+        text: str | None,
+        author: str,
+        attendant: str | None,
+        external_provider_id: str | None,
+    ) -> None:
+        self.outbound[outbound_id] = (
+            Delivery.SENT.value if external_provider_id else Delivery.QUEUED.value
+        )
+        self.outbound_author[outbound_id] = author
+        self.outbound_epoch[outbound_id] = self.takeovers
+        self._remember({"role": author, "outbound_id": outbound_id, "text": text})
+
+    @event("OutboundMessageSent")
+    def _outbound_sent(self, outbound_id: str, provider_message_id: str) -> None:
+        self.outbound[outbound_id] = Delivery.SENT.value
+
+    @event("OutboundMessageFailed")
+    def _outbound_failed(self, outbound_id: str, reason: str, code: str | None) -> None:
+        self.outbound[outbound_id] = Delivery.FAILED.value
+
+    @event("OutboundMessageCancelled")
+    def _outbound_cancelled(self, outbound_id: str, reason: str) -> None:
+        self.outbound[outbound_id] = Delivery.CANCELLED.value
+
+    @event("MessageDelivered")
+    def _delivered(self, outbound_id: str, at: datetime) -> None:
+        self.outbound[outbound_id] = Delivery.DELIVERED.value
+
+    @event("MessageRead")
+    def _read(self, outbound_id: str, at: datetime) -> None:
+        self.outbound[outbound_id] = Delivery.READ.value
+
+    @event("HandoffRequested")
+    def _handoff_requested(self, lead_id: UUID, reason: str, summary: str | None) -> None:
+        self.status = Status.WAITING_HUMAN
+        self.handoffs += 1
+        self.takeovers += 1
+
+    @event("HandoffAccepted")
+    def _handoff_accepted(self, attendant: str) -> None:
+        self.status = Status.HUMAN
+        self.assignee = attendant
+        self.takeovers += 1
+
+    @event("ReturnedToAI")
+    def _returned_to_ai(self, answered_seq: int) -> None:
+        self.status = Status.AI
+        self.assignee = None
+        self.answered_seq = answered_seq
+        self.human_stretch_ended_seq = answered_seq
+        self._remember({"role": "marker", "text": "human_stretch_ended", "seq": answered_seq})
+
+    @event("ConversationClosed")
+    def _closed(self, by: str, resolution: str) -> None:
+        self.status = Status.CLOSED
+        self.assignee = None
+        self.answered_seq = self.inbound_seq
+
+    @event("ConversationReopened")
+    def _reopened(self) -> None:
+        self.status = Status.AI
+
+
+personal("Conversation.ConversationStarted", "contact", subject="lead_id")
+personal(
+    "Conversation.MessageReceived",
+    "text",
+    "contact_name",
+    "media_url",
+    "extra",
+    "contact",
+    subject="lead_id",
+)
+personal("Conversation.AIReplyGenerated", "text", subject="lead_id")
+personal("Conversation.AIReplyRejected", "text", subject="lead_id")
+personal("Conversation.OutboundMessageQueued", "text", subject="lead_id")
+personal("Conversation.HandoffRequested", "summary", subject="lead_id")

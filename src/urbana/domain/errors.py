@@ -1,0 +1,49 @@
+"""The domain's one exception tree: every refusal of a command is one of these."""
+
+
+class DomainError(Exception):
+    """A command was refused by the model; nothing was recorded."""
+
+    code = "domain_error"
+
+
+class InvalidInput(DomainError):
+    """The command's data is malformed (empty text, bad phone, unknown channel...)."""
+
+    code = "invalid_input"
+
+
+class InvalidTransition(DomainError):
+    """The conversation's state does not allow this command."""
+
+    code = "invalid_transition"
+
+
+class AIReplyNotAllowed(InvalidTransition):
+    """The AI may not reply now (a human owns the conversation, or it is closed)."""
+
+    code = "ai_reply_not_allowed"
+
+
+class BurstAlreadyAnswered(InvalidTransition):
+    """The AI already replied to this inbound burst (one reply per burst)."""
+
+    code = "burst_already_answered"
+
+
+class StaleStatus(DomainError):
+    """A delivery status that does not move the message forward."""
+
+    code = "stale_status"
+
+
+class UnknownMessage(DomainError):
+    """The outbound message id is not part of this conversation."""
+
+    code = "unknown_message"
+
+
+class AlreadyConnected(DomainError):
+    """The channel route (phone number id, instance, secret) belongs to another tenant."""
+
+    code = "already_connected"

@@ -1,0 +1,95 @@
+"""The Lead aggregate: one person per tenant, scored and staged as they talk."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from urbana.domain.contacts import lead_id_for
+from urbana.domain.errors import InvalidInput, InvalidTransition
+from urbana.domain.pii import personal
+
+
+class Stage(StrEnum):
+    NEW = "new"
+    ENGAGED = "engaged"
+    QUALIFIED = "qualified"
+    HOT = "hot"
+
+
+STAGE_ORDER = (Stage.NEW, Stage.ENGAGED, Stage.QUALIFIED, Stage.HOT)
+DEFAULT_THRESHOLDS: dict[str, int] = {"engaged": 10, "qualified": 40, "hot": 70}
+MAX_DELTA = 100
+
+
+def stage_for(score: int, thresholds: dict[str, int]) -> Stage:
+    """The highest stage whose threshold the score reaches."""
+    stage = Stage.NEW
+    for candidate in STAGE_ORDER[1:]:
+        if score >= thresholds.get(candidate.value, DEFAULT_THRESHOLDS[candidate.value]):
+            stage = candidate
+    return stage
+
+
+class Lead(Aggregate):
+    @staticmethod
+    def create_id(tenant_id: UUID, key: str, **_: Any) -> UUID:
+        return lead_id_for(tenant_id, key)
+
+    @classmethod
+    def create(cls, tenant_id: UUID, key: str, phone: str | None, name: str | None = None) -> Lead:
+        if not key:
+            raise InvalidInput("lead key is required")
+        return cls(tenant_id=tenant_id, key=key, phone=phone, name=name)
+
+    @event("LeadCreated")
+    def __init__(self, tenant_id: UUID, key: str, phone: str | None, name: str | None) -> None:
+        self.tenant_id = tenant_id
+        self.key = key
+        self.phone = phone
+        self.name = name
+        self.score = 0
+        self.stage = Stage.NEW
+
+    def score_by(self, delta: int, reason: str, thresholds: dict[str, int] | None = None) -> None:
+        """Apply a score change (clamped to 0..100) and move the stage forward if due."""
+        if not -MAX_DELTA <= delta <= MAX_DELTA:
+            raise InvalidInput(f"score delta {delta} out of range")
+        if delta == 0:
+            return
+        new_score = max(0, min(100, self.score + delta))
+        if new_score == self.score:
+            return
+        self._scored(delta=delta, score=new_score, reason=reason)
+        target = stage_for(new_score, thresholds or DEFAULT_THRESHOLDS)
+        if STAGE_ORDER.index(target) > STAGE_ORDER.index(self.stage):
+            self._stage_changed(from_stage=self.stage.value, to_stage=target.value, reason=reason)
+
+    def move_to(self, stage: Stage, reason: str) -> None:
+        """An attendant sets the stage by hand (forward or back)."""
+        if stage is self.stage:
+            raise InvalidTransition(f"lead is already {stage.value}")
+        self._stage_changed(from_stage=self.stage.value, to_stage=stage.value, reason=reason)
+
+    def update_profile(self, *, name: str | None) -> None:
+        if name and name != self.name:
+            self._profile_updated(name=name)
+
+    @event("LeadScored")
+    def _scored(self, delta: int, score: int, reason: str) -> None:
+        self.score = score
+
+    @event("LeadStageChanged")
+    def _stage_changed(self, from_stage: str, to_stage: str, reason: str) -> None:
+        self.stage = Stage(to_stage)
+
+    @event("LeadProfileUpdated")
+    def _profile_updated(self, name: str | None) -> None:
+        self.name = name
+
+
+personal("Lead.LeadCreated", "key", "phone", "name", subject="originator_id")
+personal("Lead.LeadProfileUpdated", "name", subject="originator_id")

@@ -1,0 +1,63 @@
+"""MessageRef: the index of provider message ids (the store's dedupe authority).
+
+Its id is uuid5(tenant, channel, provider message id), so the store's unique
+(stream id, version) key refuses a second `MessageRefRecorded` for the same
+provider id: a redelivered webhook can never append a second message. It also
+links statuses to the conversation, holding those that arrive before the message
+they describe.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from urbana.domain.contacts import message_ref_id_for
+
+
+class MessageRef(Aggregate):
+    @staticmethod
+    def create_id(tenant_id: UUID, channel: str, provider_message_id: str, **_: Any) -> UUID:
+        return message_ref_id_for(tenant_id, channel, provider_message_id)
+
+    @event("MessageRefRecorded")
+    def __init__(
+        self,
+        tenant_id: UUID,
+        channel: str,
+        provider_message_id: str,
+        conversation_id: UUID | None,
+        outbound_id: str | None,
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.outbound_id = outbound_id
+        self.held: list[dict[str, Any]] = []
+
+    @property
+    def linked(self) -> bool:
+        return self.conversation_id is not None
+
+    def hold_status(
+        self, *, status: str, at: datetime, code: str | None, title: str | None
+    ) -> None:
+        """Keep a status whose message is not known yet."""
+        self._status_held(status=status, at=at, code=code, title=title)
+
+    def link(self, *, conversation_id: UUID, outbound_id: str | None) -> list[dict[str, Any]]:
+        """Attach the message; returns the statuses held until now, to apply them."""
+        held = list(self.held)
+        self._linked(conversation_id=conversation_id, outbound_id=outbound_id)
+        return held
+
+    @event("StatusHeld")
+    def _status_held(self, status: str, at: datetime, code: str | None, title: str | None) -> None:
+        self.held.append({"status": status, "at": at, "code": code, "title": title})
+
+    @event("MessageRefLinked")
+    def _linked(self, conversation_id: UUID, outbound_id: str | None) -> None:
+        self.conversation_id = conversation_id
+        self.outbound_id = outbound_id
+        self.held = []

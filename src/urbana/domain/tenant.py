@@ -1,0 +1,100 @@
+"""The Tenant aggregate (configuration) and the index aggregates that route to it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from urbana.domain.contacts import channel_route_id_for, tenant_id_for
+from urbana.domain.errors import InvalidInput
+from urbana.domain.pii import personal
+
+CHANNELS = ("cloud", "evolution", "zapi", "console")
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "debounce_ms": 1500,
+    "confidence_threshold": 0.55,
+    "hot_score": 70,
+    "stage_thresholds": {"engaged": 10, "qualified": 40, "hot": 70},
+    "handoff_intents": ["complaint", "cancel", "human"],
+    "include_groups": False,
+}
+
+
+class Tenant(Aggregate):
+    @staticmethod
+    def create_id(name: str, **_: Any) -> UUID:
+        return tenant_id_for(name)
+
+    @classmethod
+    def register(cls, name: str) -> Tenant:
+        if not name.strip():
+            raise InvalidInput("tenant name is required")
+        if len(name) > 200:
+            raise InvalidInput("tenant name longer than 200 characters")
+        return cls(name=name.strip())
+
+    @event("TenantRegistered")
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.channels: dict[str, dict[str, Any]] = {}
+        self.settings: dict[str, Any] = copy.deepcopy(DEFAULT_SETTINGS)
+        self.prompt: str | None = None
+
+    def connect_channel(
+        self, *, channel: str, route_key: str, public: dict[str, str], secrets: dict[str, str]
+    ) -> None:
+        """Connect a gateway. `public` holds ids and URLs; `secrets` is stored encrypted."""
+        if channel not in CHANNELS:
+            raise InvalidInput(f"unknown channel {channel!r}")
+        if not route_key:
+            raise InvalidInput("route key (phone number id / instance) is required")
+        self._channel_connected(
+            channel=channel, route_key=route_key, public=public, secrets=secrets
+        )
+
+    def change_settings(self, **changes: Any) -> None:
+        if not changes:
+            raise InvalidInput("no settings to change")
+        unknown = set(changes) - set(DEFAULT_SETTINGS)
+        if unknown:
+            raise InvalidInput(f"unknown settings: {sorted(unknown)}")
+        self._settings_changed(changes=changes)
+
+    def change_prompt(self, prompt: str) -> None:
+        if len(prompt) > 20_000:
+            raise InvalidInput("prompt longer than 20,000 characters")
+        self._prompt_changed(prompt=prompt)
+
+    @event("ChannelConnected")
+    def _channel_connected(
+        self, channel: str, route_key: str, public: dict[str, str], secrets: dict[str, str]
+    ) -> None:
+        self.channels[channel] = {"route_key": route_key, "public": public, "secrets": secrets}
+
+    @event("HandoffRulesChanged")
+    def _settings_changed(self, changes: dict[str, Any]) -> None:
+        self.settings.update(changes)
+
+    @event("PromptChanged")
+    def _prompt_changed(self, prompt: str) -> None:
+        self.prompt = prompt
+
+
+class ChannelRoute(Aggregate):
+    """Index: which tenant owns a phone number id, an instance, or a webhook secret."""
+
+    @staticmethod
+    def create_id(channel: str, route_key: str, **_: Any) -> UUID:
+        return channel_route_id_for(channel, route_key)
+
+    @event("ChannelRouted")
+    def __init__(self, channel: str, route_key: str, tenant_id: UUID) -> None:
+        self.channel = channel
+        self.tenant_id = tenant_id
+
+
+personal("Tenant.ChannelConnected", "secrets", subject="originator_id")

@@ -1,0 +1,57 @@
+"""Test harness: real services, started once per session, isolated data per test.
+
+By default the embedded services (PostgreSQL+pgvector, Tansu, Redis) are started
+in a temporary directory. Set URBANA_TEST_DATABASE_URL / URBANA_TEST_KAFKA_BOOTSTRAP /
+URBANA_TEST_REDIS_URL to run against external ones instead. Each test that needs
+the store gets its own PostgreSQL schema.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[object]:
+    from urbana.adapters.embedded import EmbeddedStack
+
+    with tempfile.TemporaryDirectory(prefix="urbana-test-") as tmp:
+        stack = EmbeddedStack(
+            Path(tmp),
+            postgres_url=os.environ.get("URBANA_TEST_DATABASE_URL"),
+            kafka_bootstrap=os.environ.get("URBANA_TEST_KAFKA_BOOTSTRAP"),
+            redis_url=os.environ.get("URBANA_TEST_REDIS_URL"),
+        )
+        try:
+            yield stack.start()
+        finally:
+            stack.stop()
+
+
+@pytest.fixture
+def master_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def schema() -> str:
+    return f"t_{uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store(services: object, master_key: bytes, schema: str) -> Iterator[object]:
+    from urbana.adapters.postgres.store import open_store
+
+    opened = open_store(services.postgres, master_key, schema=schema, pool_size=2)  # type: ignore[attr-defined]
+    try:
+        yield opened
+    finally:
+        opened.close()

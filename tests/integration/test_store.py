@@ -1,0 +1,254 @@
+"""The application on a real PostgreSQL: durability, idempotency, encryption, erasure."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import psycopg
+import pytest
+
+from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.application.app import ReceiveMessage, RecordStatus
+from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
+from urbana.domain.conversation import Conversation, Status
+from urbana.domain.errors import AIReplyNotAllowed, BurstAlreadyAnswered, InvalidInput
+from urbana.domain.pii import ERASED
+
+pytestmark = pytest.mark.integration
+
+
+def inbound(
+    contact: str, text: str | None = "oi", pid: str | None = None, **kw: object
+) -> InboundMessage:
+    phone = kw.pop("phone", None if contact.endswith("@lid") else contact)
+    return InboundMessage(
+        provider_message_id=pid or f"wamid.{uuid4().hex}",
+        contact=contact,
+        phone=phone,  # type: ignore[arg-type]
+        sent_at=datetime.now(UTC),
+        kind=str(kw.pop("kind", "text")),
+        text=text,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def event_count(store: Store) -> int:
+    return store.app.recorder.max_notification_id() or 0
+
+
+def tenant(store: Store) -> object:
+    tenant_id, created = store.app.register_tenant(f"Tenant {uuid4().hex[:8]}")
+    assert created
+    return tenant_id
+
+
+def test_message_is_durable_and_readable_after_reopening(store: Store, master_key: bytes) -> None:
+    tid = tenant(store)
+    got = store.app.receive_message(
+        ReceiveMessage(tid, "cloud", inbound("5511988887777", "Quero um orçamento"))
+    )  # type: ignore[arg-type]
+    reopened = open_store(store.url, master_key, schema=store.schema, pool_size=1)
+    try:
+        conv = reopened.app.get_conversation(got.conversation_id)
+        assert conv.history[-1]["text"] == "Quero um orçamento"
+        assert conv.inbound_seq == 1
+    finally:
+        reopened.close()
+
+
+def test_redelivered_message_is_duplicate_and_appends_nothing(store: Store) -> None:
+    tid = tenant(store)
+    msg = inbound("5511988887777")
+    first = store.app.receive_message(ReceiveMessage(tid, "cloud", msg))  # type: ignore[arg-type]
+    before = event_count(store)
+    again = store.app.receive_message(ReceiveMessage(tid, "cloud", msg))  # type: ignore[arg-type]
+    assert again.duplicate
+    assert not first.duplicate
+    assert event_count(store) == before
+
+
+def test_same_provider_id_twice_in_one_batch_records_once(store: Store) -> None:
+    tid = tenant(store)
+    msg = inbound("5511988887777")
+    outcomes = store.app.receive_messages([ReceiveMessage(tid, "cloud", msg)] * 3)  # type: ignore[arg-type]
+    assert [getattr(o, "duplicate", None) for o in outcomes] == [False, True, True]
+    conv = store.app.get_conversation(outcomes[0].conversation_id)  # type: ignore[union-attr]
+    assert conv.inbound_seq == 1
+
+
+def test_ninth_digit_variants_are_one_lead_and_one_conversation(store: Store) -> None:
+    tid = tenant(store)
+    a = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    b = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("551188887777")))  # type: ignore[arg-type]
+    assert a.lead_id == b.lead_id
+    assert a.conversation_id == b.conversation_id
+    assert store.app.get_conversation(a.conversation_id).inbound_seq == 2
+
+
+def test_lid_contact_without_phone_gets_its_own_lead(store: Store) -> None:
+    tid = tenant(store)
+    got = store.app.receive_message(ReceiveMessage(tid, "evolution", inbound("12345678901234@lid")))  # type: ignore[arg-type]
+    lead = store.app.get_lead(got.lead_id)
+    assert lead.key == "lid:12345678901234"
+    assert lead.phone is None
+
+
+def test_invalid_message_raises_typed_error_and_appends_nothing(store: Store) -> None:
+    tid = tenant(store)
+    before = event_count(store)
+    with pytest.raises(InvalidInput):
+        store.app.receive_message(
+            ReceiveMessage(tid, "cloud", inbound("5511988887777", text="   "))
+        )  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("not-a-phone")))  # type: ignore[arg-type]
+    assert event_count(store) == before
+
+
+def test_bad_message_in_a_batch_does_not_block_the_others(store: Store) -> None:
+    tid = tenant(store)
+    outcomes = store.app.receive_messages(
+        [
+            ReceiveMessage(tid, "cloud", inbound("5511911112222")),  # type: ignore[arg-type]
+            ReceiveMessage(tid, "cloud", inbound("5511933334444", text="")),  # type: ignore[arg-type]
+            ReceiveMessage(tid, "cloud", inbound("5511955556666")),  # type: ignore[arg-type]
+        ]
+    )
+    assert isinstance(outcomes[1], InvalidInput)
+    assert not isinstance(outcomes[0], Exception)
+    assert not isinstance(outcomes[2], Exception)
+    with pytest.raises(InvalidInput):
+        store.app.get_conversation(Conversation.create_id(tid, "cloud", "5511933334444"))
+
+
+def test_one_ai_reply_per_burst_and_none_in_human_mode(store: Store) -> None:
+    tid = tenant(store)
+    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    store.app.record_ai_reply(
+        got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
+    )
+    with pytest.raises(BurstAlreadyAnswered):
+        store.app.record_ai_reply(
+            got.conversation_id, reply_to_seq=1, text="Olá de novo", intent="greet", confidence=0.9
+        )
+    store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    store.app.request_handoff(got.conversation_id, reason="explicit_request")
+    with pytest.raises(AIReplyNotAllowed):
+        store.app.record_ai_reply(
+            got.conversation_id, reply_to_seq=2, text="...", intent="x", confidence=0.9
+        )
+    store.app.accept_handoff(got.conversation_id, attendant="ana")
+    store.app.attendant_reply(got.conversation_id, attendant="ana", text="Oi, é a Ana")
+    store.app.return_to_ai(got.conversation_id)
+    store.app.close_conversation(got.conversation_id, by="ana")
+    assert store.app.get_conversation(got.conversation_id).status is Status.CLOSED
+
+
+def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
+    tid = tenant(store)
+    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    out_id = store.app.record_ai_reply(
+        got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
+    )
+    now = datetime.now(UTC)
+    held = store.app.record_statuses(
+        [RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.DELIVERED, now))]
+    )  # type: ignore[arg-type]
+    assert held == ["held"]
+    store.app.mark_sent(got.conversation_id, out_id, "wamid.OUT1")
+    assert store.app.get_conversation(got.conversation_id).outbound[out_id] == "delivered"
+    results = store.app.record_statuses(
+        [
+            RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.READ, now)),  # type: ignore[arg-type]
+            RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.DELIVERED, now)),  # type: ignore[arg-type]
+        ]
+    )
+    assert results == ["applied", "stale"]
+    assert store.app.get_conversation(got.conversation_id).outbound[out_id] == "read"
+
+
+def test_concurrent_writers_on_one_conversation_lose_nothing(
+    store: Store, master_key: bytes
+) -> None:
+    tid = tenant(store)
+    other = open_store(store.url, master_key, schema=store.schema, pool_size=2)
+    store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def write(s: Store, n: int) -> None:
+        try:
+            for _ in range(n):
+                s.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s, 15)) for s in (store, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert errors == []
+    conv_id = Conversation.create_id(tid, "cloud", "5511988887777")  # type: ignore[arg-type]
+    assert store.app.get_conversation(conv_id).inbound_seq == 31
+
+
+def _all_table_text(url: str) -> str:
+    """Every row of every table in the database, as text (bytea rendered as hex)."""
+    chunks: list[str] = []
+    with psycopg.connect(conninfo(url)) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' "
+            "AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        for schema_name, table in tables:
+            rows = conn.execute(f'SELECT t::text FROM "{schema_name}"."{table}" t').fetchall()  # noqa: S608
+            chunks.extend(r[0] for r in rows)
+    return "\n".join(chunks)
+
+
+def test_no_phone_number_or_text_is_stored_in_clear(store: Store) -> None:
+    tid = tenant(store)
+    phone = "55119" + str(uuid4().int)[:8]
+    name = f"Fulana {uuid4().hex[:6]}"
+    text = f"meu cpf é {uuid4().hex[:10]}"
+    media = f"https://cdn.example/{uuid4().hex}.jpg"
+    got = store.app.receive_message(
+        ReceiveMessage(tid, "cloud", inbound(phone, text, contact_name=name, media_url=media))  # type: ignore[arg-type]
+    )
+    reply = f"resposta {uuid4().hex[:10]}"
+    store.app.record_ai_reply(
+        got.conversation_id, reply_to_seq=1, text=reply, intent="x", confidence=0.5
+    )
+    store.app.connect_channel(
+        tid,  # type: ignore[arg-type]
+        channel="cloud",
+        route_key=f"pnid{uuid4().hex[:8]}",
+        public={},
+        secrets={"app_secret": (app_secret := f"appsecret{uuid4().hex}")},
+    )
+    dump = _all_table_text(store.url)
+    assert dump, "the dump must see the rows"
+    needles = [phone, phone[-8:], name, text, media, reply, app_secret]
+    for needle in needles:
+        assert needle not in dump
+        assert needle.encode().hex() not in dump
+    # ... and yet the application reads them back.
+    conv = store.app.get_conversation(got.conversation_id)
+    assert conv.contact == phone
+    assert store.app.get_lead(got.lead_id).name == name
+
+
+def test_erased_subject_reads_as_erased_not_an_error(store: Store) -> None:
+    tid = tenant(store)
+    got = store.app.receive_message(
+        ReceiveMessage(tid, "cloud", inbound("5511977776666", "segredo", contact_name="Zé"))
+    )  # type: ignore[arg-type]
+    store.cipher.shred(got.lead_id)
+    events = store.app.stream(got.conversation_id)
+    received = [e for e in events if type(e).__qualname__ == "Conversation.MessageReceived"]
+    assert received[0].text == ERASED
+    assert store.app.get_lead(got.lead_id).name == ERASED

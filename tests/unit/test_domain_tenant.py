@@ -1,0 +1,129 @@
+"""The Tenant aggregate: name, channels and settings are validated before recording."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from urbana.domain.contacts import channel_route_id_for, tenant_id_for
+from urbana.domain.errors import InvalidInput
+from urbana.domain.tenant import CHANNELS, DEFAULT_SETTINGS, ChannelRoute, Tenant
+
+
+def registered(name: str | None = None) -> Tenant:
+    tenant = Tenant.register(name or f"tenant-{uuid4().hex}")
+    tenant.collect_events()
+    return tenant
+
+
+def names(events: Sequence[object]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def state(tenant: Tenant) -> dict[str, Any]:
+    return copy.deepcopy({k: v for k, v in vars(tenant).items() if k != "_pending_events"})
+
+
+def test_register_records_tenant_registered_with_default_settings() -> None:
+    tenant = Tenant.register("Imobiliária Sol")
+    assert names(tenant.collect_events()) == ["TenantRegistered"]
+    assert tenant.settings == DEFAULT_SETTINGS
+    assert tenant.channels == {}
+
+
+def test_register_strips_the_name_and_derives_the_id_from_it() -> None:
+    tenant = Tenant.register("  Imobiliária Sol  ")
+    assert tenant.name == "Imobiliária Sol"
+    assert tenant.id == tenant_id_for("imobiliária sol")
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t\n", "x" * 201])
+def test_register_rejects_an_invalid_name(name: str) -> None:
+    with pytest.raises(InvalidInput):
+        Tenant.register(name)
+
+
+def test_register_accepts_a_name_of_200_characters() -> None:
+    assert Tenant.register("x" * 200).name == "x" * 200
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_connect_channel_records_the_route(channel: str) -> None:
+    tenant = registered()
+    tenant.connect_channel(
+        channel=channel, route_key="1234567890", public={"phone": "5511"}, secrets={"token": "t"}
+    )
+    assert names(tenant.collect_events()) == ["ChannelConnected"]
+    assert tenant.channels[channel]["route_key"] == "1234567890"
+
+
+@pytest.mark.parametrize("channel", ["telegram", "", "Cloud"])
+def test_connect_channel_rejects_an_unknown_channel_kind(channel: str) -> None:
+    tenant = registered()
+    before = state(tenant)
+    with pytest.raises(InvalidInput):
+        tenant.connect_channel(channel=channel, route_key="1", public={}, secrets={})
+    assert tenant.collect_events() == []
+    assert state(tenant) == before
+
+
+def test_connect_channel_requires_a_route_key() -> None:
+    tenant = registered()
+    before = state(tenant)
+    with pytest.raises(InvalidInput):
+        tenant.connect_channel(channel="cloud", route_key="", public={}, secrets={})
+    assert tenant.collect_events() == []
+    assert state(tenant) == before
+
+
+def test_change_settings_updates_known_keys_only() -> None:
+    tenant = registered()
+    tenant.change_settings(confidence_threshold=0.7, hot_score=80)
+    assert names(tenant.collect_events()) == ["HandoffRulesChanged"]
+    assert tenant.settings["confidence_threshold"] == 0.7
+    assert tenant.settings["hot_score"] == 80
+    assert tenant.settings["debounce_ms"] == DEFAULT_SETTINGS["debounce_ms"]
+
+
+def test_change_settings_rejects_unknown_keys() -> None:
+    tenant = registered()
+    before = state(tenant)
+    with pytest.raises(InvalidInput, match="colour"):
+        tenant.change_settings(hot_score=80, colour="blue")
+    assert tenant.collect_events() == []
+    assert state(tenant) == before
+
+
+def test_change_prompt_records_the_prompt() -> None:
+    tenant = registered()
+    tenant.change_prompt("Você é a assistente da Imobiliária Sol.")
+    assert names(tenant.collect_events()) == ["PromptChanged"]
+    assert tenant.prompt == "Você é a assistente da Imobiliária Sol."
+
+
+def test_change_prompt_rejects_a_prompt_over_20000_characters() -> None:
+    tenant = registered()
+    before = state(tenant)
+    with pytest.raises(InvalidInput):
+        tenant.change_prompt("x" * 20_001)
+    assert tenant.collect_events() == []
+    assert state(tenant) == before
+
+
+def test_tenants_do_not_share_mutable_settings() -> None:
+    first, second = registered(), registered()
+    for key, value in first.settings.items():
+        if isinstance(value, list | dict):
+            assert value is not second.settings[key], key
+            assert value is not DEFAULT_SETTINGS[key], key
+
+
+def test_channel_route_id_comes_from_channel_and_route_key() -> None:
+    tenant_id = uuid4()
+    route = ChannelRoute(channel="cloud", route_key="1234567890", tenant_id=tenant_id)
+    assert route.id == channel_route_id_for("cloud", "1234567890")
+    assert route.tenant_id == tenant_id
