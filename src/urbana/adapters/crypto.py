@@ -104,6 +104,10 @@ class PostgresSubjectCipher:
             return
         wrapped_new = [self._wrap(s, AESGCM.generate_key(256)) for s in missing]
         with self._pool.connection() as conn:
+            # No fsync of its own: the events that use these keys commit right after,
+            # and their synchronous commit flushes the WAL up to and including these
+            # rows, so a key is durable whenever data sealed with it is.
+            conn.execute("SET LOCAL synchronous_commit = off")
             conn.execute(
                 f"INSERT INTO {self._table} (subject_id, wrapped) "  # noqa: S608
                 "SELECT * FROM unnest(%s::uuid[], %s::bytea[]) ON CONFLICT DO NOTHING",

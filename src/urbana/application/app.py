@@ -25,8 +25,8 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
 from urbana.application.channels import InboundMessage, StatusUpdate
-from urbana.application.ports import SubjectCipher
-from urbana.application.store import OrjsonTranscoder, PiiMapper
+from urbana.application.ports import StreamIndex, SubjectCipher
+from urbana.application.store import OrjsonTranscoder, PiiMapper, subjects_of
 from urbana.domain.contacts import (
     channel_route_id_for,
     contact_key,
@@ -98,9 +98,21 @@ class _UnitOfWork:
     def add(self, aggregate: Aggregate) -> None:
         self.loaded[aggregate.id] = aggregate
 
+    def known_absent(self, ids: Iterable[UUID]) -> None:
+        """Record in one query which of these streams do not exist yet."""
+        wanted = [i for i in ids if i not in self.loaded]
+        if self.app.index is None or not wanted:
+            return
+        present = self.app.index.existing(wanted)
+        for stream_id in wanted:
+            if stream_id not in present:
+                self.loaded[stream_id] = None
+
     def save(self) -> None:
         changed = [a for a in self.loaded.values() if a is not None and a.pending_events]
         if changed:
+            # One round trip for every data key the batch needs, not one per subject.
+            self.app.cipher.prepare(subjects_of(e for a in changed for e in a.pending_events))
             self.app.save(*changed)
 
 
@@ -109,8 +121,14 @@ class UrbanaApp(Application[UUID]):
 
     name = "urbana"
 
-    def __init__(self, env: Mapping[str, str] | None, cipher: SubjectCipher) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None,
+        cipher: SubjectCipher,
+        index: StreamIndex | None = None,
+    ) -> None:
         self._cipher = cipher
+        self.index = index
         super().__init__(env=dict(env) if env is not None else None)
 
     def construct_transcoder(self) -> Transcoder:
@@ -137,7 +155,7 @@ class UrbanaApp(Application[UUID]):
                     raise
                 log.info("write conflict, retrying (attempt %d)", attempt)
                 # Jittered backoff, so two writers racing on one stream stop colliding.
-                time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))  # noqa: S311
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311
                 continue
             return result
         raise AssertionError("unreachable")
@@ -222,9 +240,24 @@ class UrbanaApp(Application[UUID]):
         """
 
         def work(uow: _UnitOfWork) -> list[Received | DomainError]:
+            uow.known_absent(self._stream_ids(commands))
             return [self._receive_one(uow, command) for command in commands]
 
         return self._retrying(work)
+
+    @staticmethod
+    def _stream_ids(commands: Sequence[ReceiveMessage]) -> list[UUID]:
+        ids: list[UUID] = []
+        for c in commands:
+            msg = c.message
+            try:
+                key = lead_key(msg.contact, msg.phone)
+                ids.append(Conversation.create_id(c.tenant_id, c.channel, msg.contact))
+            except DomainError:
+                continue
+            ids.append(message_ref_id_for(c.tenant_id, c.channel, msg.provider_message_id))
+            ids.append(Lead.create_id(c.tenant_id, key))
+        return ids
 
     def receive_message(self, command: ReceiveMessage) -> Received:
         outcome = self.receive_messages([command])[0]

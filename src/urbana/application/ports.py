@@ -32,3 +32,11 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware (UTC)."""
         ...
+
+
+class StreamIndex(Protocol):
+    """Which streams exist: one query for a whole batch instead of one per stream."""
+
+    def existing(self, stream_ids: Iterable[UUID]) -> set[UUID]:
+        """The subset of `stream_ids` that have at least one stored event."""
+        ...

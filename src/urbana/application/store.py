@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from decimal import Decimal
+from collections.abc import Iterable
 from typing import Any, cast
 from uuid import UUID
 
@@ -75,6 +76,17 @@ def _subject_of(event_state: dict[str, Any], originator_id: UUID, field: str) ->
         return originator_id
     value = event_state[field]
     return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def subjects_of(events: Iterable[object]) -> set[UUID]:
+    """The data subjects whose keys sealing these events will need."""
+    subjects: set[UUID] = set()
+    for domain_event in events:
+        spec = pii_spec(type(domain_event))
+        if spec is not None:
+            state = vars(domain_event)
+            subjects.add(_subject_of(state, state["originator_id"], spec.subject_field))
+    return subjects
 
 
 class PiiMapper(Mapper[UUID]):

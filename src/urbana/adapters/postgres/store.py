@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -10,6 +12,27 @@ from psycopg_pool import ConnectionPool
 from urbana.adapters.crypto import PostgresSubjectCipher
 from urbana.application.app import UrbanaApp
 from urbana.config import postgres_parts
+
+
+class PostgresStreamIndex:
+    """StreamIndex over the event table: which stream ids have events."""
+
+    def __init__(self, pool: ConnectionPool, table: str) -> None:
+        self._pool = pool
+        self._table = table
+
+    def existing(self, stream_ids: Iterable[UUID]) -> set[UUID]:
+        """The subset of `stream_ids` with at least one stored event (one query)."""
+        ids = list(stream_ids)
+        if not ids:
+            return set()
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT originator_id FROM {self._table} "  # noqa: S608
+                "WHERE originator_id = ANY(%s) AND originator_version = 1",
+                (ids,),
+            ).fetchall()
+        return {r[0] for r in rows}
 
 
 @dataclass
@@ -77,5 +100,6 @@ def open_store(
     )
     cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
     cipher.create_table()
-    app = UrbanaApp(env=env, cipher=cipher)
+    table = f'"{schema}".urbana_events' if schema else "urbana_events"
+    app = UrbanaApp(env=env, cipher=cipher, index=PostgresStreamIndex(pool, table))
     return Store(app=app, pool=pool, cipher=cipher, url=url, schema=schema)
