@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
-from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -188,40 +187,6 @@ def tenant_create(name: str, data_dir: DataDir = Path(".urbana"), as_json: JsonO
     _emit(as_json, {"tenant_id": str(tenant_id), "created": created}, str(tenant_id))
 
 
-def _connect(
-    data_dir: Path,
-    tenant_id: str,
-    *,
-    channel: str,
-    route_key: str,
-    public: dict[str, str],
-    secrets: dict[str, str],
-    webhook_secret: str | None,
-    as_json: bool,
-) -> None:
-    from urbana.domain.errors import DomainError
-
-    settings = _with_running_services(_settings(data_dir))
-    with _store(settings) as store:
-        try:
-            store.app.connect_channel(
-                UUID(tenant_id),
-                channel=channel,
-                route_key=route_key,
-                public={k: v for k, v in public.items() if v},
-                secrets={k: v for k, v in secrets.items() if v},
-                webhook_secret=webhook_secret,
-            )
-        except (DomainError, ValueError) as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from exc
-    _emit(
-        as_json,
-        {"tenant_id": tenant_id, "channel": channel, "route_key": route_key},
-        f"connected {channel} {route_key} to {tenant_id}",
-    )
-
-
 @channel_app.command("connect")
 def channel_connect(
     tenant_id: str,
@@ -243,73 +208,51 @@ def channel_connect(
     as_json: JsonOut = False,
 ) -> None:
     """Connect a WhatsApp gateway to a tenant."""
-    required: dict[str, dict[str, str | None]] = {
-        "cloud": {
-            "--phone-number-id": phone_number_id,
-            "--app-secret": app_secret,
-            "--verify-token": verify_token,
-            "--access-token": access_token,
-        },
-        "evolution": {
-            "--instance": instance,
-            "--webhook-secret": webhook_secret,
-            "--api-url": api_url,
-            "--api-key": api_key,
-        },
-        "zapi": {
-            "--instance-id": instance_id,
-            "--webhook-secret": webhook_secret,
-            "--token": token,
-            "--client-token": client_token,
-        },
+    from urbana.application.gateways import GATEWAYS, gateway_config, tenant_uuid
+    from urbana.domain.errors import DomainError
+
+    given = {
+        "phone_number_id": phone_number_id,
+        "app_secret": app_secret,
+        "verify_token": verify_token,
+        "access_token": access_token,
+        "instance": instance,
+        "api_url": api_url,
+        "api_key": api_key,
+        "jwt_key": jwt_key,
+        "instance_id": instance_id,
+        "token": token,
+        "client_token": client_token,
+        "webhook_secret": webhook_secret,
+        "api_base_url": api_base_url,
     }
-    if kind not in required:
-        err.print(f"error: unknown channel kind {kind!r} (cloud | evolution | zapi)")
-        raise typer.Exit(2)
-    missing = [flag for flag, value in required[kind].items() if not value]
-    if missing:
-        err.print(f"error: {kind} needs {', '.join(missing)}")
-        raise typer.Exit(2)
-    if kind == "cloud":
-        assert phone_number_id is not None
-        _connect(
-            data_dir,
-            tenant_id,
-            channel="cloud",
-            route_key=phone_number_id,
-            public={"phone_number_id": phone_number_id, "api_base_url": api_base_url or ""},
-            secrets={
-                "app_secret": app_secret or "",
-                "verify_token": verify_token or "",
-                "access_token": access_token or "",
-            },
-            webhook_secret=None,
-            as_json=as_json,
-        )
-    elif kind == "evolution":
-        assert instance is not None
-        _connect(
-            data_dir,
-            tenant_id,
-            channel="evolution",
-            route_key=instance,
-            public={"instance": instance, "api_url": api_url or ""},
-            secrets={"api_key": api_key or "", "jwt_key": jwt_key or ""},
-            webhook_secret=webhook_secret,
-            as_json=as_json,
-        )
-    else:
-        assert instance_id is not None
-        _connect(
-            data_dir,
-            tenant_id,
-            channel="zapi",
-            route_key=instance_id,
-            public={"instance_id": instance_id, "api_base_url": api_base_url or ""},
-            secrets={"token": token or "", "client_token": client_token or ""},
-            webhook_secret=webhook_secret,
-            as_json=as_json,
-        )
+    spec = GATEWAYS.get(kind)
+    try:
+        if spec is None or kind == "console":
+            raise DomainError(f"unknown channel kind {kind!r} (cloud | evolution | zapi)")
+        allowed = set(spec.public) | set(spec.secret)
+        fields = {k: v for k, v in given.items() if v is not None}
+        stray = sorted(set(fields) - allowed)
+        if stray:
+            flags = ", ".join("--" + f.replace("_", "-") for f in stray)
+            raise DomainError(f"{kind} does not take {flags}")
+        config = gateway_config(kind, fields)
+        tid = tenant_uuid(tenant_id)
+    except DomainError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    settings = _with_running_services(_settings(data_dir))
+    with _store(settings) as store:
+        try:
+            store.app.connect_channel(tid, config)
+        except DomainError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from exc
+    _emit(
+        as_json,
+        {"tenant_id": tenant_id, "channel": kind, "route_key": config.route_key},
+        f"connected {kind} {config.route_key} to {tenant_id}",
+    )
 
 
 # -------------------------------------------------------------------------- demo

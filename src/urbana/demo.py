@@ -15,6 +15,7 @@ from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
+from urbana.application.gateways import gateway_config
 from urbana.config import Settings
 
 
@@ -35,9 +36,7 @@ def play(store: Store, console: Console) -> dict[str, UUID]:
     """Three leads: a question answered, a handoff and back, a redelivered webhook."""
     app = store.app
     tenant_id, _ = app.register_tenant("Imobiliária Demo")
-    app.connect_channel(
-        tenant_id, channel="console", route_key="demo", public={"name": "console"}, secrets={}
-    )
+    app.connect_channel(tenant_id, gateway_config("console", {"name": "demo"}))
     maria = "5511988887777"
     maria_old_format = "551188887777"  # same person, without the ninth digit
     first = app.receive_message(

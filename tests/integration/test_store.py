@@ -12,6 +12,7 @@ import pytest
 from urbana.adapters.postgres.store import Store, conninfo, open_store
 from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
+from urbana.application.gateways import gateway_config
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import AIReplyNotAllowed, BurstAlreadyAnswered, InvalidInput
 from urbana.domain.pii import ERASED
@@ -223,12 +224,18 @@ def test_no_phone_number_or_text_is_stored_in_clear(store: Store) -> None:
     store.app.record_ai_reply(
         got.conversation_id, reply_to_seq=1, text=reply, intent="x", confidence=0.5
     )
+    app_secret = f"appsecret{uuid4().hex}"
     store.app.connect_channel(
         tid,  # type: ignore[arg-type]
-        channel="cloud",
-        route_key=f"pnid{uuid4().hex[:8]}",
-        public={},
-        secrets={"app_secret": (app_secret := f"appsecret{uuid4().hex}")},
+        gateway_config(
+            "cloud",
+            {
+                "phone_number_id": f"pnid{uuid4().hex[:8]}",
+                "app_secret": app_secret,
+                "verify_token": f"verify{uuid4().hex}",
+                "access_token": f"token{uuid4().hex}",
+            },
+        ),
     )
     dump = _all_table_text(store.url)
     assert dump, "the dump must see the rows"

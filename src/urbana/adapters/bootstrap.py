@@ -8,14 +8,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psycopg
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 
+from urbana.adapters.channels.cloud import CloudChannel
+from urbana.adapters.channels.console import ConsoleChannel
+from urbana.adapters.channels.evolution import EvolutionChannel
+from urbana.adapters.channels.zapi import ZapiChannel
 from urbana.adapters.crypto import new_master_key, parse_master_key
+from urbana.adapters.http.directory import TenantDirectory
+from urbana.adapters.ingest import Ingestor
 from urbana.adapters.postgres.store import Store, conninfo, open_store
 from urbana.config import Settings
 
@@ -42,15 +50,37 @@ def master_key_for(settings: Settings) -> bytes:
 
 
 @dataclass
+class Channels:
+    """One adapter per gateway kind, sharing one HTTP client."""
+
+    cloud: CloudChannel
+    evolution: EvolutionChannel
+    zapi: ZapiChannel
+    console: ConsoleChannel
+
+    def get(self, kind: str) -> CloudChannel | EvolutionChannel | ZapiChannel | ConsoleChannel:
+        found: CloudChannel | EvolutionChannel | ZapiChannel | ConsoleChannel = getattr(self, kind)
+        return found
+
+
+@dataclass
 class Container:
     """Everything a running process uses, made once and closed once."""
 
     settings: Settings
     store: Store
+    http: httpx.AsyncClient
+    channels: Channels
+    directory: TenantDirectory
+    ingestor: Ingestor
     redis: aioredis.Redis | None = None
-    closers: list[object] = field(default_factory=list)
+    extra_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        for closer in reversed(self.extra_closers):
+            await closer()
+        await self.ingestor.aclose()
+        await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await asyncio.to_thread(self.store.close)
@@ -68,9 +98,33 @@ def build_store(settings: Settings) -> Store:
 
 
 async def build(settings: Settings) -> Container:
+    """Open pools and clients; start the ingest writer."""
     store = await asyncio.to_thread(build_store, settings)
-    client = aioredis.from_url(settings.redis_url) if settings.redis_url else None
-    return Container(settings=settings, store=store, redis=client)
+    redis_client = (
+        aioredis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10
+        )
+        if settings.redis_url
+        else None
+    )
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    channels = Channels(
+        cloud=CloudChannel(http),
+        evolution=EvolutionChannel(http),
+        zapi=ZapiChannel(http),
+        console=ConsoleChannel(),
+    )
+    ingestor = Ingestor(store.app, redis_client)
+    ingestor.start()
+    return Container(
+        settings=settings,
+        store=store,
+        http=http,
+        channels=channels,
+        directory=TenantDirectory(store.app),
+        ingestor=ingestor,
+        redis=redis_client,
+    )
 
 
 async def check_postgres(settings: Settings) -> None:

@@ -10,7 +10,6 @@ are retried from a fresh load.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -25,6 +24,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
 from urbana.application.channels import InboundMessage, StatusUpdate
+from urbana.application.gateways import GatewayConfig
 from urbana.application.ports import StreamIndex, SubjectCipher
 from urbana.application.store import OrjsonTranscoder, PiiMapper, subjects_of
 from urbana.domain.contacts import (
@@ -70,11 +70,6 @@ class RecordStatus:
     tenant_id: UUID
     channel: str
     status: StatusUpdate
-
-
-def secret_route_key(secret: str) -> str:
-    """Routes by webhook secret use its hash, so the store never holds the secret."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 class _UnitOfWork:
@@ -189,34 +184,23 @@ class UrbanaApp(Application[UUID]):
             raise InvalidInput(f"{tenant_id} is not a tenant")
         return tenant
 
-    def connect_channel(
-        self,
-        tenant_id: UUID,
-        *,
-        channel: str,
-        route_key: str,
-        public: dict[str, str],
-        secrets: dict[str, str],
-        webhook_secret: str | None = None,
-    ) -> None:
-        """Connect a gateway to a tenant; its routes (id, secret) must be free."""
+    def connect_channel(self, tenant_id: UUID, config: GatewayConfig) -> None:
+        """Connect a gateway to a tenant; its routes (id, hashed secrets) must be free."""
 
         def work(uow: _UnitOfWork) -> None:
             tenant = self._require(uow, Tenant, tenant_id)
-            routes = [(channel, route_key)]
-            if webhook_secret:
-                routes.append((f"{channel}-secret", secret_route_key(webhook_secret)))
+            routes = [(config.kind, config.route_key), *config.extra_routes.items()]
             for kind, key in routes:
                 route = uow.get(ChannelRoute, channel_route_id_for(kind, key))
                 if route is None:
                     uow.add(ChannelRoute(channel=kind, route_key=key, tenant_id=tenant_id))
                 elif route.tenant_id != tenant_id:
-                    raise AlreadyConnected(f"{kind} {key[:12]} belongs to another tenant")
-            all_secrets = dict(secrets)
-            if webhook_secret:
-                all_secrets["webhook_secret"] = webhook_secret
+                    raise AlreadyConnected(f"that {kind} route belongs to another tenant")
             tenant.connect_channel(
-                channel=channel, route_key=route_key, public=public, secrets=all_secrets
+                channel=config.kind,
+                route_key=config.route_key,
+                public=config.public,
+                secrets=config.secrets,
             )
 
         self._retrying(work)
@@ -230,6 +214,29 @@ class UrbanaApp(Application[UUID]):
         return cast(ChannelRoute, route).tenant_id
 
     # ---------------------------------------------------------------- inbound
+
+    def ingest(
+        self, commands: Sequence[ReceiveMessage | RecordStatus]
+    ) -> list[Received | str | DomainError]:
+        """Messages and statuses from webhooks, all saved in one transaction."""
+        messages = [c for c in commands if isinstance(c, ReceiveMessage)]
+
+        def work(uow: _UnitOfWork) -> list[Received | str | DomainError]:
+            uow.known_absent(self._stream_ids(messages))
+            return [
+                self._receive_one(uow, c)
+                if isinstance(c, ReceiveMessage)
+                else self._status_one_safe(uow, c)
+                for c in commands
+            ]
+
+        return self._retrying(work)
+
+    def _status_one_safe(self, uow: _UnitOfWork, command: RecordStatus) -> str | DomainError:
+        try:
+            return self._status_one(uow, command)
+        except DomainError as exc:
+            return exc
 
     def receive_messages(self, commands: Sequence[ReceiveMessage]) -> list[Received | DomainError]:
         """Record a batch of inbound messages in one transaction (group commit).

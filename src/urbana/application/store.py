@@ -13,9 +13,9 @@ and reads back as the original fields, or as `ERASED` once the key is destroyed.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from collections.abc import Iterable
 from typing import Any, cast
 from uuid import UUID
 

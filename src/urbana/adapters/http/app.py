@@ -8,9 +8,13 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import psycopg
+from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbana.adapters.bootstrap import (
@@ -20,10 +24,24 @@ from urbana.adapters.bootstrap import (
     check_postgres,
     check_redis,
 )
+from urbana.adapters.http import admin, webhooks
 from urbana.adapters.http.problems import problem
+from urbana.application.ingest import CommitterClosed
 from urbana.config import Settings
+from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput
 
 log = logging.getLogger(__name__)
+
+# Our own transient faults: the gateway should retry (503), never drop (4xx).
+TRANSIENT: tuple[type[Exception], ...] = (
+    PersistenceError,
+    psycopg.Error,
+    PoolTimeout,
+    RedisError,
+    CommitterClosed,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def get_container(request: Request) -> Container:
@@ -55,6 +73,26 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return problem(422, "invalid request", errors=exc.errors())
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        status = 409 if isinstance(exc, AlreadyConnected) else 422
+        if isinstance(exc, InvalidInput) and str(exc).startswith("no tenant"):
+            status = 404
+        return problem(status, exc.code.replace("_", " "), str(exc))
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "%s %s: unavailable: %s: %s", request.method, request.url.path, type(exc).__name__, exc
+        )
+        return problem(
+            503, "temporarily unavailable", type(exc).__name__, headers={"Retry-After": "5"}
+        )
+
+    for transient in TRANSIENT:
+        app.add_exception_handler(transient, unavailable)
+    app.include_router(webhooks.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

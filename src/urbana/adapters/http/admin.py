@@ -1,0 +1,69 @@
+"""Admin endpoints (tenants, channels), guarded by URBANA_ADMIN_API_KEY."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from urbana.adapters.bootstrap import Container
+from urbana.application.gateways import gateway_config, tenant_uuid
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def require_admin(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_admin_key: Annotated[str | None, Header()] = None,
+) -> Container:
+    container = _container(request)
+    expected = container.settings.admin_api_key
+    if expected is None:
+        raise HTTPException(403, "admin API disabled: set URBANA_ADMIN_API_KEY")
+    given = x_admin_key
+    if given is None and authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:]
+    if given is None or not hmac.compare_digest(
+        given.encode(), expected.get_secret_value().encode()
+    ):
+        raise HTTPException(401, "missing or wrong admin key")
+    return container
+
+
+AdminDep = Annotated[Container, Depends(require_admin)]
+
+
+class TenantIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ChannelIn(BaseModel):
+    kind: str
+    fields: dict[str, str]
+
+
+@router.post("/tenants", status_code=201)
+async def create_tenant(body: TenantIn, container: AdminDep) -> JSONResponse:
+    tenant_id, created = await asyncio.to_thread(container.store.app.register_tenant, body.name)
+    return JSONResponse(
+        {"tenant_id": str(tenant_id), "created": created}, status_code=201 if created else 200
+    )
+
+
+@router.post("/tenants/{tenant_id}/channels")
+async def connect_channel(tenant_id: str, body: ChannelIn, container: AdminDep) -> JSONResponse:
+    config = gateway_config(body.kind, body.fields)
+    await asyncio.to_thread(container.store.app.connect_channel, tenant_uuid(tenant_id), config)
+    return JSONResponse(
+        {"tenant_id": tenant_id, "channel": body.kind, "route_key": config.route_key}
+    )

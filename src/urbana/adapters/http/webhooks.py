@@ -1,0 +1,211 @@
+"""Gateway webhooks: authenticate, parse, commit, and only then answer 200.
+
+Client faults (bad JSON, unknown shape, bad signature, unknown tenant, too large)
+are 4xx problem+json and append nothing. Our own transient faults (store or cache
+unreachable) are 503 with Retry-After, which every gateway retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from urbana.adapters.bootstrap import Container
+from urbana.adapters.channels import cloud, evolution
+from urbana.adapters.http.problems import problem
+from urbana.adapters.ingest import IngestResult
+from urbana.application.app import ReceiveMessage, RecordStatus
+from urbana.application.channels import ParsedWebhook, WebhookRejected
+from urbana.application.gateways import secret_route_key
+from urbana.domain.contacts import contact_key, lead_key
+from urbana.domain.errors import DomainError
+
+log = logging.getLogger("urbana.webhooks")
+
+MAX_BODY = 1024 * 1024
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(_container)]
+
+
+class Rejected(Exception):
+    """Raised inside a handler to answer a 4xx problem; nothing has been appended."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refusing more than 1 MiB without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise Rejected(413, "body larger than 1 MiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise Rejected(413, "body larger than 1 MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validate(items: tuple[ParsedWebhook, ...]) -> None:
+    """Refuse the whole webhook if any message could not be recorded: all or nothing."""
+    for item in items:
+        for msg in item.messages:
+            try:
+                contact_key(msg.contact)
+                lead_key(msg.contact, msg.phone)
+            except DomainError as exc:
+                raise Rejected(422, f"message {msg.provider_message_id}: {exc}") from exc
+            if msg.kind == "text" and not (msg.text or "").strip():
+                raise Rejected(422, f"message {msg.provider_message_id}: empty text")
+
+
+def _commands(
+    tenant_id: UUID, channel: str, item: ParsedWebhook
+) -> list[ReceiveMessage | RecordStatus]:
+    commands: list[ReceiveMessage | RecordStatus] = [
+        ReceiveMessage(tenant_id, channel, m) for m in item.messages
+    ]
+    commands.extend(RecordStatus(tenant_id, channel, s) for s in item.statuses)
+    return commands
+
+
+async def _commit(
+    container: Container, commands: list[ReceiveMessage | RecordStatus]
+) -> JSONResponse:
+    if not commands:
+        return JSONResponse({"status": "ignored"})
+    result: IngestResult = await container.ingestor.ingest(commands)
+    if result.errors and not (result.received or result.duplicates or result.statuses):
+        raise Rejected(422, "; ".join(result.errors))
+    body: dict[str, Any] = {
+        "status": "ok",
+        "received": result.received,
+        "duplicates": result.duplicates,
+    }
+    if result.statuses:
+        body["statuses"] = result.statuses
+    if result.errors:
+        body["errors"] = result.errors
+    return JSONResponse(body)
+
+
+def _rejection(exc: Rejected | WebhookRejected, request: Request) -> JSONResponse:
+    log.info("rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.reason)
+    return problem(exc.status, "webhook rejected", exc.reason)
+
+
+@router.get("/whatsapp-cloud")
+async def cloud_handshake(request: Request, container: ContainerDep) -> Response:
+    """Meta's subscription handshake: echo hub.challenge when the verify token is ours."""
+    params = dict(request.query_params)
+    token = params.get("hub.verify_token")
+    if not token or "hub.challenge" not in params or "hub.mode" not in params:
+        return problem(
+            400, "handshake rejected", "hub.mode, hub.verify_token, hub.challenge required"
+        )
+    tenant_id = await container.directory.route("cloud-verify", secret_route_key(token))
+    if tenant_id is None:
+        log.info("handshake with an unknown verify token")
+        return problem(403, "handshake rejected", "unknown verify token")
+    try:
+        challenge = cloud.verify_handshake(params, token)
+    except WebhookRejected as exc:
+        return _rejection(exc, request)
+    return PlainTextResponse(challenge)
+
+
+@router.post("/whatsapp-cloud")
+async def cloud_webhook(request: Request, container: ContainerDep) -> Response:
+    try:
+        body = await read_body(request)
+        items = container.channels.cloud.parse(body)
+        commands: list[ReceiveMessage | RecordStatus] = []
+        checked: set[UUID] = set()
+        for item in items:
+            tenant_id = await container.directory.route("cloud", item.route_key)
+            if tenant_id is None:
+                raise Rejected(404, f"unknown phone_number_id {item.route_key}")
+            if tenant_id not in checked:
+                config = await container.directory.channel(tenant_id, "cloud")
+                if config is None or not config["secrets"].get("app_secret"):
+                    raise Rejected(404, "cloud channel not connected")
+                cloud.verify_signature(
+                    body,
+                    request.headers.get("x-hub-signature-256"),
+                    config["secrets"]["app_secret"],
+                )
+                checked.add(tenant_id)
+            commands.extend(_commands(tenant_id, "cloud", item))
+        _validate(items)
+        return await _commit(container, commands)
+    except (Rejected, WebhookRejected) as exc:
+        return _rejection(exc, request)
+
+
+async def _by_secret(container: Container, kind: str, secret: str) -> tuple[UUID, dict[str, Any]]:
+    tenant_id = await container.directory.route(f"{kind}-secret", secret_route_key(secret))
+    if tenant_id is None:
+        raise Rejected(404, "unknown webhook secret")
+    config = await container.directory.channel(tenant_id, kind)
+    if config is None or config["secrets"].get("webhook_secret") != secret:
+        raise Rejected(404, "unknown webhook secret")
+    return tenant_id, config
+
+
+def _check_route(items: tuple[ParsedWebhook, ...], expected: str, what: str) -> None:
+    for item in items:
+        if item.route_key != expected:
+            raise Rejected(403, f"{what} {item.route_key!r} is not the one this secret belongs to")
+
+
+@router.post("/evolution/{webhook_secret}")
+async def evolution_webhook(
+    webhook_secret: str, request: Request, container: ContainerDep
+) -> Response:
+    try:
+        body = await read_body(request)
+        tenant_id, config = await _by_secret(container, "evolution", webhook_secret)
+        jwt_key = config["secrets"].get("jwt_key")
+        if jwt_key:
+            evolution.verify_jwt(request.headers.get("authorization"), jwt_key)
+        tenant = await container.directory.tenant(tenant_id)
+        items = container.channels.evolution.parse(
+            body, include_groups=bool(tenant.settings.get("include_groups"))
+        )
+        _check_route(items, config["route_key"], "instance")
+        _validate(items)
+        commands = [c for item in items for c in _commands(tenant_id, "evolution", item)]
+        return await _commit(container, commands)
+    except (Rejected, WebhookRejected) as exc:
+        return _rejection(exc, request)
+
+
+@router.post("/zapi/{webhook_secret}")
+async def zapi_webhook(webhook_secret: str, request: Request, container: ContainerDep) -> Response:
+    try:
+        body = await read_body(request)
+        tenant_id, config = await _by_secret(container, "zapi", webhook_secret)
+        items = container.channels.zapi.parse(body)
+        _check_route(items, config["route_key"], "instanceId")
+        _validate(items)
+        commands = [c for item in items for c in _commands(tenant_id, "zapi", item)]
+        return await _commit(container, commands)
+    except (Rejected, WebhookRejected) as exc:
+        return _rejection(exc, request)

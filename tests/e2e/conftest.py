@@ -1,0 +1,89 @@
+"""An API server on the real (embedded) services, in a thread, one schema per test module."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import uvicorn
+
+from urbana.adapters.embedded import ServiceUrls
+from urbana.adapters.http.app import create_app
+from urbana.adapters.postgres.store import Store, open_store
+from urbana.config import Settings
+
+ADMIN_KEY = "test-admin-key-" + "x" * 16
+
+
+@dataclass
+class Api:
+    url: str
+    store: Store  # a second handle on the same schema, for assertions
+    settings: Settings
+    server: uvicorn.Server
+
+    def event_count(self) -> int:
+        return self.store.app.recorder.max_notification_id() or 0
+
+
+class ServerThread(threading.Thread):
+    def __init__(self, server: uvicorn.Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+
+    def run(self) -> None:
+        asyncio.run(self.server.serve())
+
+
+def start_api(services: ServiceUrls, schema: str, master_key: bytes, **overrides: Any) -> Api:
+    settings = Settings(
+        env="test",
+        database_url=overrides.pop("database_url", services.postgres),
+        database_schema=schema,
+        kafka_bootstrap=services.kafka,
+        redis_url=overrides.pop("redis_url", services.redis),
+        master_key=base64.urlsafe_b64encode(master_key).decode(),
+        admin_api_key=ADMIN_KEY,
+        pool_size=3,
+        **overrides,
+    )
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = ServerThread(server)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("API server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    store = open_store(settings.database_url or "", master_key, schema=schema, pool_size=2)
+    api = Api(url=f"http://127.0.0.1:{port}", store=store, settings=settings, server=server)
+    api.thread = thread  # type: ignore[attr-defined]
+    return api
+
+
+def stop_api(api: Api) -> None:
+    api.server.should_exit = True
+    api.thread.join(timeout=30)  # type: ignore[attr-defined]
+    api.store.close()
+
+
+@pytest.fixture(scope="module")
+def api(services: ServiceUrls) -> Iterator[Api]:
+    running = start_api(services, f"e2e_{uuid4().hex[:10]}", os.urandom(32))
+    try:
+        yield running
+    finally:
+        stop_api(running)
