@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,12 +128,22 @@ def dev(
             out.print(f"api: {api_url}")
             out.print("ready")
 
-        asyncio.run(_serve(settings, host, port, started))
+        _run(_serve(settings, host, port, started))
     except KeyboardInterrupt:
         err.print("stopping")
     finally:
         services_file.unlink(missing_ok=True)
         stack.stop()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when available: the ingest path is event-loop bound."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -148,7 +158,13 @@ async def _serve(
     from urbana.adapters.http.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http="httptools",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -172,7 +188,7 @@ def serve(
     """Run the HTTP API against external services (URBANA_DATABASE_URL, ...)."""
     _logging()
     settings = _with_running_services(_settings())
-    asyncio.run(_serve(settings, host, port, lambda url: out.print(f"api: {url}")))
+    _run(_serve(settings, host, port, lambda url: out.print(f"api: {url}")))
 
 
 # ----------------------------------------------------------------------- tenants

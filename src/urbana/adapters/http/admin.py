@@ -16,17 +16,17 @@ from urbana.application.gateways import gateway_config, tenant_uuid
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-def _container(request: Request) -> Container:
+async def _container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
 
-def require_admin(
+async def require_admin(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_admin_key: Annotated[str | None, Header()] = None,
 ) -> Container:
-    container = _container(request)
+    container = await _container(request)
     expected = container.settings.admin_api_key
     if expected is None:
         raise HTTPException(403, "admin API disabled: set URBANA_ADMIN_API_KEY")

@@ -44,7 +44,7 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 

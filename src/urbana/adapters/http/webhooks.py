@@ -31,7 +31,7 @@ MAX_BODY = 1024 * 1024
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-def _container(request: Request) -> Container:
+async def _container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 

@@ -90,7 +90,6 @@ def open_store(
         "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_LOCK_TIMEOUT": "5",
-        "POSTGRES_PRE_PING": "y",
         "CREATE_TABLE": "y",
         "AGGREGATE_CACHE_MAXSIZE": "10000",
     }
@@ -102,7 +101,6 @@ def open_store(
         max_size=pool_size,
         open=True,
         timeout=5.0,
-        check=ConnectionPool.check_connection,  # a restarted server must not break us
     )
     cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
     cipher.create_table()
