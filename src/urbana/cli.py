@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -128,7 +132,9 @@ def dev(
             out.print(f"api: {api_url}")
             out.print("ready")
 
-        _run(_serve(settings, host, port, started))
+        from urbana.adapters.runtime import ROLES
+
+        _run(_serve(settings, host, port, started, roles=ROLES))
     except KeyboardInterrupt:
         err.print("stopping")
     finally:
@@ -151,14 +157,18 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 async def _serve(
-    settings: Settings, host: str, port: int, started: Callable[[str], None] | None = None
+    settings: Settings,
+    host: str,
+    port: int,
+    started: Callable[[str], None] | None = None,
+    roles: tuple[str, ...] = (),
 ) -> None:
     import uvicorn
 
     from urbana.adapters.http.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, roles),
         host=host,
         port=port,
         log_level="warning",
@@ -189,6 +199,44 @@ def serve(
     _logging()
     settings = _with_running_services(_settings())
     _run(_serve(settings, host, port, lambda url: out.print(f"api: {url}")))
+
+
+@app.command()
+def worker(
+    role: Annotated[
+        list[str], typer.Option("--role", help="relay | projector | responder | dispatcher")
+    ],
+) -> None:
+    """Run background roles (repeat --role) against external services, until SIGTERM."""
+    from urbana.adapters.runtime import RoleError, parse_roles
+
+    _logging()
+    try:
+        roles = parse_roles(role)
+    except RoleError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    settings = _with_running_services(_settings())
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _run(_work(settings, roles))
+    except KeyboardInterrupt:
+        err.print("stopping")
+
+
+async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
+    from urbana.adapters.bootstrap import build
+    from urbana.adapters.runtime import Runtime
+
+    container = await build(settings)
+    runtime = Runtime(container, roles)
+    await runtime.start()
+    out.print(f"worker: {', '.join(roles)}")
+    try:
+        await asyncio.gather(*runtime.tasks)
+    finally:
+        await runtime.aclose()
+        await container.aclose()
 
 
 # ----------------------------------------------------------------------- tenants
@@ -268,6 +316,202 @@ def channel_connect(
         as_json,
         {"tenant_id": tenant_id, "channel": kind, "route_key": config.route_key},
         f"connected {kind} {config.route_key} to {tenant_id}",
+    )
+
+
+kb_app = typer.Typer(help="Knowledge base.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+kafka_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+
+
+@kb_app.command("add")
+def kb_add(
+    tenant_id: str,
+    files: Annotated[list[Path], typer.Argument(help="Markdown or text files.")],
+    data_dir: DataDir = Path(".urbana"),
+    as_json: JsonOut = False,
+) -> None:
+    """Add knowledge documents (Markdown / text) to a tenant; the AI answers from them."""
+    from urbana.application.gateways import tenant_uuid
+    from urbana.domain.errors import DomainError
+
+    try:
+        tid = tenant_uuid(tenant_id)
+        documents = [(f.name, f.read_text(encoding="utf-8")) for f in files]
+    except (DomainError, OSError, UnicodeDecodeError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    settings = _with_running_services(_settings(data_dir))
+    added = _run_kb_add(settings, tid, documents)
+    _emit(
+        as_json,
+        {"tenant_id": tenant_id, "documents": added},
+        "\n".join(f"added {d['name']} ({d['chunks']} chunks)" for d in added),
+    )
+
+
+def _run_kb_add(
+    settings: Settings, tenant_id: UUID, documents: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    from urbana.adapters.bootstrap import build_store
+    from urbana.adapters.embeddings import LocalE5Embeddings
+    from urbana.adapters.postgres.knowledge import PgKnowledgeStore
+    from urbana.application.ai import chunk_markdown
+    from urbana.domain.errors import DomainError
+
+    store = build_store(settings)
+    try:
+        knowledge = PgKnowledgeStore(store.pool, LocalE5Embeddings())
+        knowledge.create_tables()
+        added = []
+        for name, text in documents:
+            try:
+                store.app.add_knowledge_document(tenant_id, name, text)
+            except DomainError as exc:
+                err.print(f"error: {exc}")
+                raise typer.Exit(1) from exc
+            document_id = asyncio.run(knowledge.add_document(tenant_id, name, text))
+            added.append(
+                {
+                    "name": name,
+                    "document_id": str(document_id),
+                    "characters": len(text),
+                    "chunks": len(chunk_markdown(text)),
+                }
+            )
+        return added
+    finally:
+        store.close()
+
+
+@kafka_app.command("init")
+def kafka_init(
+    topics_file: Annotated[
+        Path | None, typer.Option(help="Default: infra/kafka/topics.yaml")
+    ] = None,
+    data_dir: DataDir = Path(".urbana"),
+    as_json: JsonOut = False,
+) -> None:
+    """Create the topics of topics.yaml (idempotent)."""
+    from urbana.adapters.kafka.topics import init_topics
+
+    settings = _with_running_services(_settings(data_dir))
+    if not settings.kafka_bootstrap:
+        err.print("no Kafka: set URBANA_KAFKA_BOOTSTRAP or start `urbana dev` first")
+        raise typer.Exit(2)
+    created = asyncio.run(init_topics(settings.kafka_bootstrap, topics_file))
+    _emit(
+        as_json, {"created": created}, "created: " + (", ".join(created) or "nothing (all exist)")
+    )
+
+
+@app.command()
+def replay(
+    projection: Annotated[
+        list[str] | None, typer.Option("--projection", help="Read model(s) to rebuild.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Rebuild every read model.")] = False,
+    from_position: Annotated[
+        int | None, typer.Option("--from", help="Skip events at or below this position.")
+    ] = None,
+    to_kafka: Annotated[
+        bool, typer.Option("--to-kafka", help="Republish events to Kafka instead.")
+    ] = False,
+    from_pos: Annotated[int | None, typer.Option("--from-position")] = None,
+    to_pos: Annotated[int | None, typer.Option("--to-position")] = None,
+    since: Annotated[datetime | None, typer.Option(help="occurred-at >= (ISO 8601)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="occurred-at < (ISO 8601)")] = None,
+    conversation: Annotated[str | None, typer.Option(help="Only this conversation.")] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic for --to-kafka.")] = None,
+    restart: Annotated[bool, typer.Option(help="--to-kafka: ignore a saved checkpoint.")] = False,
+    data_dir: DataDir = Path(".urbana"),
+    as_json: JsonOut = False,
+) -> None:
+    """Rebuild read models from the event store (resumable), or republish to Kafka."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    settings = _with_running_services(_settings(data_dir))
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} events"),
+        TextColumn("{task.fields[rate]:,.0f} ev/s"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=as_json,
+    )
+    if to_kafka:
+        from urbana.adapters.kafka.republish import republish
+
+        if not settings.kafka_bootstrap:
+            err.print("no Kafka: set URBANA_KAFKA_BOOTSTRAP or start `urbana dev` first")
+            raise typer.Exit(2)
+        with progress:
+            task = progress.add_task("republishing", total=None, rate=0.0)
+            started = time.monotonic()
+
+            def tick(done: int, total: int) -> None:
+                rate = done / max(time.monotonic() - started, 1e-6)
+                progress.update(task, completed=done, total=total, rate=rate)
+
+            published = asyncio.run(
+                republish(
+                    settings.database_url or "",
+                    settings.database_schema,
+                    settings.kafka_bootstrap,
+                    topic or settings.events_topic,
+                    from_pos,
+                    to_pos,
+                    since,
+                    until,
+                    conversation,
+                    restart=restart,
+                    progress=tick,
+                )
+            )
+        _emit(
+            as_json,
+            dataclasses.asdict(published),
+            f"republished {published.published:,} events up to position {published.position} "
+            f"(job {published.job})",
+        )
+        return
+
+    from urbana.projections.replay import replay as rebuild
+
+    if projection and all_:
+        err.print("error: give --projection or --all, not both")
+        raise typer.Exit(2)
+    with progress:
+        task = progress.add_task("replaying", total=None, rate=0.0)
+
+        def advance(done: int, total: int, rate: float) -> None:
+            progress.update(task, completed=done, total=total, rate=rate)
+
+        try:
+            result = rebuild(
+                settings.database_url or "",
+                settings.database_schema,
+                projection or None,
+                from_position,
+                advance,
+            )
+        except ValueError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(2) from exc
+    _emit(
+        as_json,
+        {
+            "projections": result.projections,
+            "events": result.events,
+            "position": result.position,
+            "seconds": round(result.seconds, 3),
+            "events_per_s": round(result.events_per_s, 1),
+            "resumed_from": result.resumed_from,
+        },
+        f"rebuilt {', '.join(result.projections)}: {result.events:,} events in "
+        f"{result.seconds:.1f} s ({result.events_per_s:,.0f} ev/s), position {result.position}",
     )
 
 

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     database_schema: str | None = None
     kafka_bootstrap: str | None = None
+    events_topic: str = "urbana.events.v1"
+    consumer_group_prefix: str = "urbana"
     redis_url: str | None = None
     master_key: SecretStr | None = None
     admin_api_key: SecretStr | None = None
@@ -28,6 +30,8 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
+    llm_fallback_model: str = "gpt-4.1-mini"
+    llm_timeout_s: float = 20.0
     embeddings: Literal["local", "openai"] = "local"
     debounce_ms: int = 1500
     pool_size: int = 4

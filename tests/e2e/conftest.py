@@ -43,7 +43,13 @@ class ServerThread(threading.Thread):
         asyncio.run(self.server.serve())
 
 
-def start_api(services: ServiceUrls, schema: str, master_key: bytes, **overrides: Any) -> Api:
+def start_api(
+    services: ServiceUrls,
+    schema: str,
+    master_key: bytes,
+    roles: tuple[str, ...] = (),
+    **overrides: Any,
+) -> Api:
     settings = Settings(
         env="test",
         database_url=overrides.pop("database_url", services.postgres),
@@ -56,10 +62,9 @@ def start_api(services: ServiceUrls, schema: str, master_key: bytes, **overrides
         **overrides,
     )
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        create_app(settings, roles), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = ServerThread(server)
     thread.start()
     deadline = time.monotonic() + 30

@@ -54,7 +54,9 @@ def connect(api: Api, tenant_id: str, kind: str, fields: dict[str, str]) -> None
     assert r.status_code == 200, r.text
 
 
-def cloud_tenant(api: Api, phone_number_id: str | None = None) -> CloudTenant:
+def cloud_tenant(
+    api: Api, phone_number_id: str | None = None, api_base_url: str | None = None
+) -> CloudTenant:
     t = CloudTenant(
         tenant_id=create_tenant(api),
         phone_number_id=phone_number_id or str(uuid4().int)[:15],
@@ -70,6 +72,7 @@ def cloud_tenant(api: Api, phone_number_id: str | None = None) -> CloudTenant:
             "app_secret": t.app_secret,
             "verify_token": t.verify_token,
             "access_token": "EAAG" + uuid4().hex,
+            **({"api_base_url": api_base_url} if api_base_url else {}),
         },
     )
     return t

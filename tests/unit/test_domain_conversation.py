@@ -627,11 +627,10 @@ def test_ai_message_is_sendable_in_ai_mode() -> None:
 @pytest.mark.parametrize(
     "take_over",
     [
-        lambda c: c.request_handoff(reason="explicit"),
         lambda c: c.accept_handoff(attendant="ana"),
         lambda c: c.close(by="ana"),
     ],
-    ids=["handoff-requested", "handoff-accepted", "closed"],
+    ids=["handoff-accepted", "closed"],
 )
 def test_ai_message_is_not_sendable_once_the_ai_lost_the_thread(
     take_over: Callable[[Conversation], object],
@@ -639,6 +638,13 @@ def test_ai_message_is_not_sendable_once_the_ai_lost_the_thread(
     conv = queued()
     take_over(conv)
     assert not conv.may_send("ai-1")
+
+
+def test_ai_answer_still_goes_out_while_waiting_for_a_human() -> None:
+    # The AI's own handoff: its answer is sent first, then the transition message.
+    conv = queued()
+    conv.request_handoff(reason="explicit_request")
+    assert conv.may_send("ai-1")
 
 
 def test_ai_message_queued_before_a_takeover_stays_unsendable_after_return_to_ai() -> None:

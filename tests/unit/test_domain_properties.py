@@ -257,10 +257,10 @@ class ConversationMachine(RuleBasedStateMachine):
         assert set(self.ranks) == set(self.conv.outbound)
 
     @invariant()
-    def ai_message_sendable_only_in_ai_mode(self) -> None:
+    def ai_message_sendable_only_while_no_human_owns_the_thread(self) -> None:
         for outbound_id, author in self.conv.outbound_author.items():
             if author == "ai" and self.conv.may_send(outbound_id):
-                assert self.conv.status is Status.AI
+                assert self.conv.status in (Status.AI, Status.WAITING_HUMAN)
 
     @invariant()
     def replaying_the_events_rebuilds_the_same_aggregate(self) -> None:

@@ -22,9 +22,15 @@ from urbana.adapters.channels.console import ConsoleChannel
 from urbana.adapters.channels.evolution import EvolutionChannel
 from urbana.adapters.channels.zapi import ZapiChannel
 from urbana.adapters.crypto import new_master_key, parse_master_key
+from urbana.adapters.embeddings import LocalE5Embeddings, OpenAIEmbeddings
 from urbana.adapters.http.directory import TenantDirectory
 from urbana.adapters.ingest import Ingestor
+from urbana.adapters.llm.openai_llm import OpenAILLM
+from urbana.adapters.llm.retrieval import RetrievalResponder
+from urbana.adapters.postgres.knowledge import PgKnowledgeStore
 from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.application.ai import LLM, Embeddings
+from urbana.application.channels import Sender
 from urbana.config import Settings
 
 log = logging.getLogger(__name__)
@@ -58,9 +64,22 @@ class Channels:
     zapi: ZapiChannel
     console: ConsoleChannel
 
-    def get(self, kind: str) -> CloudChannel | EvolutionChannel | ZapiChannel | ConsoleChannel:
-        found: CloudChannel | EvolutionChannel | ZapiChannel | ConsoleChannel = getattr(self, kind)
-        return found
+    def senders(self) -> dict[str, Sender]:
+        return {
+            "cloud": self.cloud,
+            "evolution": self.evolution,
+            "zapi": self.zapi,
+            "console": self.console,
+        }
+
+
+@dataclass
+class AIComponents:
+    """The responder's collaborators: LLM (or the offline retrieval responder), knowledge."""
+
+    llm: LLM
+    embeddings: Embeddings
+    knowledge: PgKnowledgeStore
 
 
 @dataclass
@@ -73,6 +92,7 @@ class Container:
     channels: Channels
     directory: TenantDirectory
     ingestor: Ingestor
+    ai: AIComponents
     redis: aioredis.Redis | None = None
     extra_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -116,6 +136,7 @@ async def build(settings: Settings) -> Container:
     )
     ingestor = Ingestor(store.app, redis_client)
     ingestor.start()
+    ai = await asyncio.to_thread(build_ai, settings, store, http)
     return Container(
         settings=settings,
         store=store,
@@ -123,8 +144,39 @@ async def build(settings: Settings) -> Container:
         channels=channels,
         directory=TenantDirectory(store.app),
         ingestor=ingestor,
+        ai=ai,
         redis=redis_client,
     )
+
+
+def build_ai(settings: Settings, store: Store, http: httpx.AsyncClient) -> AIComponents:
+    """OpenAI when a key is configured, else the offline retrieval responder."""
+    embeddings: Embeddings
+    if settings.embeddings == "openai":
+        if settings.openai_api_key is None:
+            raise ConfigurationError("URBANA_EMBEDDINGS=openai needs URBANA_OPENAI_API_KEY")
+        embeddings = OpenAIEmbeddings(
+            http,
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url or "https://api.openai.com/v1",
+        )
+    else:
+        embeddings = LocalE5Embeddings()
+    knowledge = PgKnowledgeStore(store.pool, embeddings)
+    knowledge.create_tables()
+    llm: LLM
+    if settings.openai_api_key is not None:
+        llm = OpenAILLM(
+            http,
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            model=settings.llm_model,
+            fallback_model=settings.llm_fallback_model,
+            timeout=settings.llm_timeout_s,
+        )
+    else:
+        llm = RetrievalResponder()
+    return AIComponents(llm=llm, embeddings=embeddings, knowledge=knowledge)
 
 
 async def check_postgres(settings: Settings) -> None:

@@ -66,6 +66,23 @@ class Received:
 
 
 @dataclass(frozen=True, slots=True)
+class AIOutcome:
+    """What the responder decided for one inbound burst."""
+
+    reply_to_seq: int
+    reply: str | None
+    intent: str
+    confidence: float
+    usage: dict[str, Any]
+    score_delta: int = 0
+    rejected: str | None = None  # the guard's reason; the reply is then not sent
+    fallback: str | None = None  # generic answer sent instead of a rejected reply
+    handoff_reason: str | None = None
+    transition_message: str | None = None
+    summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RecordStatus:
     tenant_id: UUID
     channel: str
@@ -202,6 +219,22 @@ class UrbanaApp(Application[UUID]):
                 public=config.public,
                 secrets=config.secrets,
             )
+
+        self._retrying(work)
+
+    def add_knowledge_document(self, tenant_id: UUID, name: str, text: str) -> None:
+        """Record a knowledge document on the tenant (the pgvector index is built from it)."""
+        self._on_tenant(tenant_id, lambda t: t.add_knowledge_document(name=name, text=text))
+
+    def change_settings(self, tenant_id: UUID, **changes: Any) -> None:
+        self._on_tenant(tenant_id, lambda t: t.change_settings(**changes))
+
+    def change_prompt(self, tenant_id: UUID, prompt: str) -> None:
+        self._on_tenant(tenant_id, lambda t: t.change_prompt(prompt))
+
+    def _on_tenant(self, tenant_id: UUID, change: Callable[[Tenant], Any]) -> None:
+        def work(uow: _UnitOfWork) -> None:
+            change(self._require(uow, Tenant, tenant_id))
 
         self._retrying(work)
 
@@ -501,6 +534,58 @@ class UrbanaApp(Application[UUID]):
                 thresholds = tenant.settings["stage_thresholds"] if tenant else None
                 lead.score_by(score_delta, reason=intent, thresholds=thresholds)
             return outbound_id
+
+        return self._retrying(work)
+
+    def apply_ai_outcome(self, conversation_id: UUID, outcome: AIOutcome) -> list[str]:
+        """Record one burst's AI outcome atomically; returns the queued outbound ids.
+
+        In one transaction: the AI's answer (or its rejection, or the fallback), the
+        lead's score and stage, and on handoff the transition message then the
+        handoff itself. The domain refuses a second outcome for the same burst, so a
+        redelivered trigger or a crash-and-retry cannot answer twice.
+        """
+
+        def work(uow: _UnitOfWork) -> list[str]:
+            conversation = self._require(uow, Conversation, conversation_id)
+            queued: list[str] = []
+            if outcome.reply and outcome.rejected is None:
+                out = str(uuid4())
+                conversation.record_ai_reply(
+                    outbound_id=out,
+                    reply_to_seq=outcome.reply_to_seq,
+                    text=outcome.reply,
+                    intent=outcome.intent,
+                    confidence=outcome.confidence,
+                    usage=outcome.usage,
+                )
+                queued.append(out)
+            else:
+                conversation.reject_ai_reply(
+                    reply_to_seq=outcome.reply_to_seq,
+                    text=outcome.reply or "",
+                    reason=outcome.rejected or "no_reply",
+                )
+                if outcome.fallback:
+                    out = str(uuid4())
+                    conversation.queue_system_message(outbound_id=out, text=outcome.fallback)
+                    queued.append(out)
+            if outcome.score_delta:
+                lead = self._require(uow, Lead, conversation.lead_id)
+                tenant = uow.get(Tenant, conversation.tenant_id)
+                thresholds = tenant.settings["stage_thresholds"] if tenant else None
+                lead.score_by(outcome.score_delta, reason=outcome.intent, thresholds=thresholds)
+            if outcome.handoff_reason:
+                if outcome.transition_message:
+                    out = str(uuid4())
+                    conversation.queue_system_message(
+                        outbound_id=out, text=outcome.transition_message
+                    )
+                    queued.append(out)
+                conversation.request_handoff(
+                    reason=outcome.handoff_reason, summary=outcome.summary
+                )
+            return queued
 
         return self._retrying(work)
 

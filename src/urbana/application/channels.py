@@ -93,3 +93,21 @@ class ChannelAdapter(Protocol):
     async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
         """Send a message; return the provider's message id."""
         ...
+
+
+class SendFailed(Exception):
+    """A gateway refused or failed to take an outbound message."""
+
+    def __init__(self, retryable: bool, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
+        self.reason = reason
+        self.status = status
+
+
+class Sender(Protocol):
+    """Sends one outbound message through a gateway."""
+
+    async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
+        """Send; return the provider's message id. Raises SendFailed."""
+        ...

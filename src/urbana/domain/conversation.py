@@ -94,8 +94,9 @@ class Conversation(Aggregate):
         self.outbound_author: dict[str, str] = {}
         self.human_stretch_ended_seq: int | None = None
         self.handoffs = 0
-        self.takeovers = 0  # grows at every handoff/takeover: AI messages queued before are void
+        self.takeovers = 0  # grows when a human takes over: AI messages queued before are void
         self.outbound_epoch: dict[str, int] = {}
+        self.pending_text: dict[str, str] = {}  # queued, not yet sent: what the dispatcher sends
 
     # ------------------------------------------------------------------ queries
 
@@ -298,8 +299,13 @@ class Conversation(Aggregate):
             return False
         author = self.outbound_author[outbound_id]
         if author == "ai":
-            # Not only AI mode now: no human stretch may have started since it was queued.
-            return self.status is Status.AI and self.outbound_epoch[outbound_id] == self.takeovers
+            # An answer queued before a human took over is void, even if the AI has the
+            # conversation back by now; while merely waiting for a human (the AI's own
+            # handoff), its last answer still goes out before the transition message.
+            return (
+                self.status in (Status.AI, Status.WAITING_HUMAN)
+                and self.outbound_epoch[outbound_id] == self.takeovers
+            )
         if author == "system":
             return self.status in (Status.AI, Status.WAITING_HUMAN)
         return True
@@ -390,19 +396,24 @@ class Conversation(Aggregate):
         )
         self.outbound_author[outbound_id] = author
         self.outbound_epoch[outbound_id] = self.takeovers
+        if not external_provider_id and text is not None:
+            self.pending_text[outbound_id] = text
         self._remember({"role": author, "outbound_id": outbound_id, "text": text})
 
     @event("OutboundMessageSent")
     def _outbound_sent(self, outbound_id: str, provider_message_id: str) -> None:
         self.outbound[outbound_id] = Delivery.SENT.value
+        self.pending_text.pop(outbound_id, None)
 
     @event("OutboundMessageFailed")
     def _outbound_failed(self, outbound_id: str, reason: str, code: str | None) -> None:
         self.outbound[outbound_id] = Delivery.FAILED.value
+        self.pending_text.pop(outbound_id, None)
 
     @event("OutboundMessageCancelled")
     def _outbound_cancelled(self, outbound_id: str, reason: str) -> None:
         self.outbound[outbound_id] = Delivery.CANCELLED.value
+        self.pending_text.pop(outbound_id, None)
 
     @event("MessageDelivered")
     def _delivered(self, outbound_id: str, at: datetime) -> None:
@@ -416,7 +427,6 @@ class Conversation(Aggregate):
     def _handoff_requested(self, lead_id: UUID, reason: str, summary: str | None) -> None:
         self.status = Status.WAITING_HUMAN
         self.handoffs += 1
-        self.takeovers += 1
 
     @event("HandoffAccepted")
     def _handoff_accepted(self, attendant: str) -> None:

@@ -13,6 +13,9 @@ from urbana.domain.errors import InvalidInput
 from urbana.domain.pii import personal
 
 CHANNELS = ("cloud", "evolution", "zapi", "console")
+# The document travels in its event; the store's pipelined insert stalls on events of
+# several hundred kB, so large documents are split by the operator.
+MAX_DOCUMENT = 200_000
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "debounce_ms": 1500,
@@ -21,6 +24,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "stage_thresholds": {"engaged": 10, "qualified": 40, "hot": 70},
     "handoff_intents": ["complaint", "cancel", "human"],
     "include_groups": False,
+    "bot_messages": {},  # overrides of urbana.domain.reply's Portuguese defaults
+    "outbound": None,  # None: reply through the conversation's gateway; "console": print
+    "rate_limit_per_s": 20,
 }
 
 
@@ -43,6 +49,7 @@ class Tenant(Aggregate):
         self.channels: dict[str, dict[str, Any]] = {}
         self.settings: dict[str, Any] = copy.deepcopy(DEFAULT_SETTINGS)
         self.prompt: str | None = None
+        self.knowledge_documents: dict[str, int] = {}  # name -> characters
 
     def connect_channel(
         self, *, channel: str, route_key: str, public: dict[str, str], secrets: dict[str, str]
@@ -68,6 +75,22 @@ class Tenant(Aggregate):
         if len(prompt) > 20_000:
             raise InvalidInput("prompt longer than 20,000 characters")
         self._prompt_changed(prompt=prompt)
+
+    def add_knowledge_document(self, *, name: str, text: str) -> None:
+        """Add (or replace, by name) a knowledge document the AI answers from."""
+        if not name.strip():
+            raise InvalidInput("document name is required")
+        if not text.strip():
+            raise InvalidInput(f"document {name!r} is empty")
+        if len(text) > MAX_DOCUMENT:
+            raise InvalidInput(
+                f"document {name!r} has {len(text):,} characters; split it (max {MAX_DOCUMENT:,})"
+            )
+        self._knowledge_added(name=name.strip(), text=text)
+
+    @event("KnowledgeDocumentAdded")
+    def _knowledge_added(self, name: str, text: str) -> None:
+        self.knowledge_documents[name] = len(text)
 
     @event("ChannelConnected")
     def _channel_connected(

@@ -7,15 +7,11 @@ from collections.abc import Callable, Mapping
 import httpx
 import orjson
 
+from urbana.application.channels import SendFailed
 
-class ChannelSendError(Exception):
+
+class ChannelSendError(SendFailed):
     """A gateway refused or could not take a message; `retryable` says whether to try again."""
-
-    def __init__(self, retryable: bool, reason: str, *, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.retryable = retryable
-        self.reason = reason
-        self.status = status
 
 
 def is_retryable_status(status: int) -> bool:

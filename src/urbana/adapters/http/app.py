@@ -26,6 +26,7 @@ from urbana.adapters.bootstrap import (
 )
 from urbana.adapters.http import admin, webhooks
 from urbana.adapters.http.problems import problem
+from urbana.adapters.runtime import Runtime
 from urbana.application.ingest import CommitterClosed
 from urbana.config import Settings
 from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput
@@ -52,16 +53,24 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the ASGI app; pools and clients are made in the lifespan, not here."""
+def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
+    """Build the ASGI app; pools and clients are made in the lifespan, not here.
+
+    `roles` are background roles (relay, projector, responder, dispatcher) run in
+    the same process, as `urbana dev` does.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container = await build(settings)
+        runtime = Runtime(container, roles)
         app.state.container = container
+        app.state.runtime = runtime
+        await runtime.start()
         try:
             yield
         finally:
+            await runtime.aclose()
             await container.aclose()
 
     app = FastAPI(title="Urbana", version="0.1.0", lifespan=lifespan)

@@ -1,0 +1,256 @@
+"""Engine overhead from webhook received to the gateway's send request, end to end.
+
+    python bench/ttfr.py [--quick]
+
+Runs `urbana dev` (API, relay, projector, AI responder, dispatcher on embedded
+PostgreSQL, Kafka-protocol broker and Redis) in its own process, with an instant
+local OpenAI-compatible server and a stand-in for Meta's Graph API send endpoint
+(both in this process), debounce 0, and posts signed Cloud API webhooks that each
+open a new conversation, paced at 50/s. For each one: time from sending the
+webhook to the gateway receiving the reply. Baseline in the same run: the
+webhook's own HTTP round trip (durable ingest). Targets (issue #5): p50 <= 30 ms,
+p99 <= 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import emit
+from urbana.adapters.crypto import parse_master_key
+from urbana.adapters.postgres.store import open_store
+from urbana.application.gateways import gateway_config
+
+PNID = "106540352242922"
+DECISION = {
+    "reply": "Atendemos de segunda a sexta, das 8h às 18h.",
+    "intent": "faq",
+    "confidence": 0.95,
+    "should_handoff": False,
+    "handoff_reason": None,
+    "score_delta": 1,
+}
+
+
+class Outside:
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+
+    async def completions(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse(
+            {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": json.dumps(DECISION)},
+                    }
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            }
+        )
+
+    async def send(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.arrived.setdefault(body["to"], time.perf_counter())
+        return JSONResponse({"messages": [{"id": f"wamid.OUT{uuid4().hex}"}]})
+
+
+def serve_outside(outside: Outside) -> tuple[str, uvicorn.Server]:
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", outside.completions, methods=["POST"]),
+            Route("/{version}/{pnid}/messages", outside.send, methods=["POST"]),
+        ]
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True).start()
+    while not server.started:
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def webhook(wa_id: str, secret: str) -> tuple[bytes, str]:
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "5511933334444",
+                                "phone_number_id": PNID,
+                            },
+                            "contacts": [{"profile": {"name": "Cliente"}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": f"wamid.{uuid4().hex}",
+                                    "timestamp": str(int(time.time())),
+                                    "type": "text",
+                                    "text": {"body": "Qual o horário de atendimento?"},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    body = json.dumps(payload).encode()
+    return body, "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def drive(api: str, secret: str, outside: Outside, n: int, rate: float) -> dict[str, Any]:
+    sent_at: dict[str, float] = {}
+    ingest: list[float] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def one(i: int, start: float) -> None:
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            wa_id = f"551197{uuid4().int % 10**7:07d}"
+            body, sig = webhook(wa_id, secret)
+            t0 = time.perf_counter()
+            sent_at[wa_id] = t0
+            r = await client.post(
+                f"{api}/webhooks/whatsapp-cloud", content=body, headers={"X-Hub-Signature-256": sig}
+            )
+            ingest.append(time.perf_counter() - t0)
+            r.raise_for_status()
+
+        start = time.perf_counter() + 0.1
+        await asyncio.gather(*(one(i, start) for i in range(n)))
+    deadline = time.monotonic() + 60
+    while len(set(sent_at) & set(outside.arrived)) < n and time.monotonic() < deadline:  # noqa: ASYNC110 - the arrivals come from another thread
+        await asyncio.sleep(0.05)
+    ttfr = sorted(outside.arrived[w] - t for w, t in sent_at.items() if w in outside.arrived)
+    return {"ttfr": ttfr, "ingest": sorted(ingest), "missing": n - len(ttfr)}
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1) if values else -1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n = 150 if args.quick else 1500
+    outside = Outside()
+    url, fake = serve_outside(outside)
+    with tempfile.TemporaryDirectory(prefix="urbana-ttfr-") as tmp:
+        port = free_port()
+        env = {
+            **os.environ,
+            "URBANA_OPENAI_API_KEY": "sk-bench",
+            "URBANA_OPENAI_BASE_URL": f"{url}/v1",
+            "URBANA_DEBOUNCE_MS": "0",
+        }
+        dev = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("urbana")),
+                "dev",
+                "--data-dir",
+                tmp,
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert dev.stdout is not None
+            for line in dev.stdout:
+                if line.strip() == "ready":
+                    break
+            services = json.loads((Path(tmp) / "services.json").read_text())
+            key = parse_master_key((Path(tmp) / "master.key").read_text().strip())
+            store = open_store(services["postgres"], key, pool_size=1)
+            secret = uuid4().hex
+            tenant_id, _ = store.app.register_tenant("Bench TTFR")
+            store.app.connect_channel(
+                tenant_id,
+                gateway_config(
+                    "cloud",
+                    {
+                        "phone_number_id": PNID,
+                        "app_secret": secret,
+                        "verify_token": uuid4().hex,
+                        "access_token": "x" * 20,
+                        "api_base_url": url,
+                    },
+                ),
+            )
+            store.app.change_settings(UUID(str(tenant_id)), debounce_ms=0)
+            store.close()
+            time.sleep(8)  # consumer groups join (Tansu takes a few seconds)
+            asyncio.run(drive(services["api"], secret, outside, 20, 10))  # warm-up
+            result = asyncio.run(drive(services["api"], secret, outside, n, 50.0))
+        finally:
+            dev.send_signal(signal.SIGINT)
+            dev.wait(timeout=60)
+            if dev.stdout is not None:
+                dev.stdout.close()
+            fake.should_exit = True
+    ttfr, ingest = result["ttfr"], result["ingest"]
+    emit(
+        {
+            "bench": "ttfr",
+            "rate_per_s": 50,
+            "conversations": n,
+            "missing": result["missing"],
+            "ttfr_ms": {
+                "p50": pct(ttfr, 0.5),
+                "p99": pct(ttfr, 0.99),
+                "mean": round(statistics.mean(ttfr) * 1000, 1) if ttfr else -1,
+            },
+            "baseline_ingest_roundtrip_ms": {"p50": pct(ingest, 0.5), "p99": pct(ingest, 0.99)},
+            "ratio_p50_ttfr_vs_ingest": round(pct(ttfr, 0.5) / max(pct(ingest, 0.5), 0.001), 2),
+            "targets_ms": {"p50": 30, "p99": 150},
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Kafka adapters: topic definitions, the outbox relay, and the consumers."""

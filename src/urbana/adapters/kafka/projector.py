@@ -1,0 +1,401 @@
+"""The projection runner: Kafka consumer groups that keep the read models up to date.
+
+One consumer group per projection (`urbana.projection.<name>.v<version>`), so each
+read model moves at its own pace and a new version starts from the beginning of the
+topic. A batch from `getmany` is applied in one PostgreSQL transaction together with
+the tracking of its partitions (`urbana.projections.apply.apply_tracked`); the Kafka
+offsets are committed only after that transaction commits. A crash in between makes
+Kafka redeliver the batch, and the tracking skips it: exactly-once effect.
+
+Kafka offsets are not store positions, so the runner cannot seek by its tracking; it
+starts from the group's committed offsets (earliest for a new group) and relies on the
+position skip. After a replay, the floor it leaves makes that skip cover everything the
+rebuilt tables already hold.
+
+A poison event (one whose application raises) must not stall its partition: when a
+batch fails, it is retried event by event; each event that still fails goes to the
+dead-letter topic with the error in its headers, is counted and logged, its position
+is marked handled, and the partition moves on. Database connection failures are not
+poison: the batch is retried after a reconnect, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from psycopg import AsyncConnection
+
+from urbana.adapters.kafka.topics import DLQ_TOPIC, EVENTS_TOPIC
+from urbana.application.envelope import Envelope
+from urbana.projections.apply import Applied, apply_tracked, mark_handled
+from urbana.projections.base import Projection
+from urbana.projections.schema import conninfo, ensure_live, select
+
+log = logging.getLogger(__name__)
+
+AfterCommit = Callable[[str, Applied], Awaitable[None]]
+
+_BACKOFF_START = 0.2
+_BACKOFF_MAX = 5.0
+
+
+# Tansu holds a fetch for the whole max wait even when records are there; the default
+# (500 ms) then becomes the projection lag.
+FETCH_MAX_WAIT_MS = 20
+
+
+class RunnerTimeout(TimeoutError):
+    """`run_until_caught_up` did not reach the end of the topic in time."""
+
+
+@dataclass
+class ProjectionMetrics:
+    applied: int = 0  # events newer than the tracking, applied
+    skipped: int = 0  # redelivered or already covered by a replay
+    dead_lettered: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    lag_records: int = 0  # as of the last caught-up check
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> tracked position
+
+
+def group_id(projection: Projection, prefix: str = "urbana.projection") -> str:
+    return f"{prefix}.{projection.name}.v{projection.version}"
+
+
+class _Worker:
+    """One projection: its consumer, its database connection, its metrics."""
+
+    def __init__(self, runner: ProjectionRunner, projection: Projection) -> None:
+        self.runner = runner
+        self.projection = projection
+        self.metrics = ProjectionMetrics()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.conn: AsyncConnection[Any] | None = None
+
+    async def start(self) -> None:
+        r = self.runner
+        self.conn = await self._connect()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=r.bootstrap,
+            group_id=group_id(self.projection, r.group_prefix),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        await self.consumer.start()
+        if r.assign:
+            await self._assign_all()
+        else:
+            self.consumer.subscribe([r.topic])
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            consumer, self.consumer = self.consumer, None
+            await consumer.stop()
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            await conn.close()
+
+    async def _connect(self) -> AsyncConnection[Any]:
+        r = self.runner
+        conn = await AsyncConnection.connect(conninfo(r.database_url, r.schema), autocommit=True)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('urbana.projection.ddl'))")
+            for statement in ensure_live(self.projection):
+                await conn.execute(statement)
+        return conn
+
+    async def _assign_all(self) -> None:
+        assert self.consumer is not None
+        topic = self.runner.topic
+        for _ in range(50):
+            await self.consumer.topics()  # refreshes metadata
+            partitions = self.consumer.partitions_for_topic(topic)
+            if partitions:
+                self.consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic} has no partitions")
+
+    # ------------------------------------------------------------------ the loop
+
+    async def step(self) -> int:
+        """Fetch one batch, apply it, commit its offsets; returns the records handled."""
+        assert self.consumer is not None
+        got = await self.consumer.getmany(
+            timeout_ms=self.runner.poll_ms, max_records=self.runner.batch_size
+        )
+        if not got:
+            return 0
+        records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]] = {}
+        offsets: dict[TopicPartition, int] = {}
+        handled = 0
+        for tp, batch in got.items():
+            offsets[tp] = batch[-1].offset + 1
+            handled += len(batch)
+            decoded = records.setdefault(tp.partition, [])
+            for record in batch:
+                try:
+                    decoded.append((record, Envelope.from_json(record.value)))
+                except Exception as exc:
+                    await self._dead_letter(record, exc)
+        if any(records.values()):
+            applied = await self._apply(records)
+            if self.runner.after_db_commit is not None:
+                await self.runner.after_db_commit(self.projection.name, applied)
+        await self.consumer.commit(offsets)
+        return handled
+
+    async def _apply(
+        self, records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]]
+    ) -> Applied:
+        batches = {p: [e for _, e in items] for p, items in records.items()}
+        try:
+            applied: Applied = await self._with_db(
+                lambda conn: apply_tracked(conn, self.projection, batches)
+            )
+        except _Poison as poison:
+            log.warning(
+                "projection %s: batch of %d failed (%s); retrying event by event",
+                self.projection.name,
+                sum(len(b) for b in batches.values()),
+                poison.cause,
+            )
+            applied = await self._one_by_one(records)
+        self._count(applied)
+        return applied
+
+    async def _one_by_one(
+        self, records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]]
+    ) -> Applied:
+        total_applied = total_skipped = 0
+        positions: dict[int, int] = {}
+        for partition, items in records.items():
+            for record, envelope in items:
+                try:
+                    one = await self._with_db(
+                        lambda conn, p=partition, e=envelope: apply_tracked(  # type: ignore[misc]
+                            conn, self.projection, {p: [e]}
+                        )
+                    )
+                except _Poison as poison:
+                    await self._dead_letter(record, poison.cause, envelope)
+                    await self._with_db(
+                        lambda conn, p=partition, e=envelope: mark_handled(  # type: ignore[misc]
+                            conn, self.projection, p, e.position
+                        )
+                    )
+                    positions[partition] = max(positions.get(partition, 0), envelope.position)
+                    continue
+                total_applied += one.applied
+                total_skipped += one.skipped
+                positions.update(one.positions)
+        return Applied(applied=total_applied, skipped=total_skipped, positions=positions)
+
+    async def _with_db(self, work: Callable[[AsyncConnection[Any]], Awaitable[Any]]) -> Any:
+        """Run a transaction; retry connection failures, report anything else as poison."""
+        delay = _BACKOFF_START
+        while True:
+            if self.conn is None or self.conn.closed:
+                try:
+                    self.conn = await self._connect()
+                except psycopg.OperationalError as exc:
+                    log.warning(
+                        "projection %s: database unreachable: %s", self.projection.name, exc
+                    )
+                    self.metrics.db_retries += 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                    continue
+            try:
+                return await work(self.conn)
+            except psycopg.OperationalError as exc:
+                # lost connection, deadlock, serialization failure: not the event's fault
+                log.warning(
+                    "projection %s: database error, retrying: %s", self.projection.name, exc
+                )
+                self.metrics.db_retries += 1
+                if self.conn is not None and self.conn.broken:
+                    with contextlib.suppress(Exception):
+                        await self.conn.close()
+                    self.conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+            except Exception as exc:
+                raise _Poison(exc) from exc
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord[Any, Any],
+        error: BaseException,
+        envelope: Envelope | None = None,
+    ) -> None:
+        detail = f"{type(error).__name__}: {error}"
+        log.error(
+            "projection %s: poison event at %s[%d]@%d (position %s) sent to %s: %s",
+            self.projection.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            envelope.position if envelope else "?",
+            self.runner.dlq_topic,
+            detail,
+        )
+        headers = [
+            *(record.headers or ()),
+            ("error", detail[:2000].encode()),
+            ("error_trace", "".join(traceback.format_exception(error))[-4000:].encode()),
+            ("projection", self.projection.name.encode()),
+            ("source_topic", record.topic.encode()),
+            ("source_partition", str(record.partition).encode()),
+            ("source_offset", str(record.offset).encode()),
+        ]
+        producer = await self.runner.producer()
+        await producer.send_and_wait(
+            self.runner.dlq_topic, key=record.key, value=record.value, headers=headers
+        )
+        self.metrics.dead_lettered += 1
+
+    def _count(self, applied: Applied) -> None:
+        self.metrics.batches += 1
+        self.metrics.applied += applied.applied
+        self.metrics.skipped += applied.skipped
+        for partition, position in applied.positions.items():
+            old = self.metrics.positions.get(partition, 0)
+            self.metrics.positions[partition] = max(old, position)
+
+    async def caught_up(self) -> bool:
+        """Whether every assigned partition has been consumed up to its end offset."""
+        assert self.consumer is not None
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return False
+        ends = await self.consumer.end_offsets(assigned)
+        lag = 0
+        for tp in assigned:
+            lag += max(0, ends[tp] - await self.consumer.position(tp))
+        self.metrics.lag_records = lag
+        return lag == 0
+
+
+class _Poison(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class ProjectionRunner:
+    """Runs the projections' consumer groups against one database schema and topic."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        schema: str | None,
+        bootstrap: str,
+        topic: str = EVENTS_TOPIC,
+        projections: Sequence[str] | None = None,
+        dlq_topic: str = DLQ_TOPIC,
+        batch_size: int = 2000,
+        poll_ms: int = 200,
+        group_prefix: str = "urbana.projection",
+        assign: bool = False,
+        after_db_commit: AfterCommit | None = None,
+    ) -> None:
+        """`assign=True` takes every partition of the topic without group rebalancing (one
+        instance per projection; offsets still committed to the group). `after_db_commit`
+        is called between the database commit and the offset commit (a seam for tests
+        that simulate a crash there).
+        """
+        self.database_url = database_url
+        self.schema = schema
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.projections = select(list(projections or []))
+        self.dlq_topic = dlq_topic
+        self.batch_size = batch_size
+        self.poll_ms = poll_ms
+        self.group_prefix = group_prefix
+        self.assign = assign
+        self.after_db_commit = after_db_commit
+        self._producer: AIOKafkaProducer | None = None
+        self._workers: list[_Worker] = []
+        self.metrics: dict[str, ProjectionMetrics] = {
+            p.name: ProjectionMetrics() for p in self.projections
+        }
+
+    async def producer(self) -> AIOKafkaProducer:
+        """The dead-letter producer, started on first use."""
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _start(self) -> None:
+        self._workers = []
+        try:
+            for projection in self.projections:
+                worker = _Worker(self, projection)
+                worker.metrics = self.metrics[projection.name]
+                self._workers.append(worker)
+                await worker.start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _close(self) -> None:
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                await worker.close()
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume and apply until `stop` is set; then close every client."""
+        await self._start()
+        try:
+            await asyncio.gather(*(self._loop(w, stop) for w in self._workers))
+        finally:
+            await self._close()
+
+    async def _loop(self, worker: _Worker, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await worker.step()
+
+    async def run_until_caught_up(
+        self,
+        timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for tests and benchmarks
+    ) -> dict[str, ProjectionMetrics]:
+        """Consume until every projection reached the end of the topic (tests, benchmarks)."""
+        await self._start()
+        deadline = time.monotonic() + timeout
+        try:
+            pending = list(self._workers)
+            while pending:
+                if time.monotonic() > deadline:
+                    raise RunnerTimeout(
+                        f"not caught up after {timeout}s: {[w.projection.name for w in pending]}"
+                    )
+                still = []
+                for worker in pending:
+                    if await worker.step() == 0 and await worker.caught_up():
+                        continue
+                    still.append(worker)
+                pending = still
+        finally:
+            await self._close()
+        return self.metrics

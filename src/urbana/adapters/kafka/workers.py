@@ -1,0 +1,285 @@
+"""Consumer groups that act on events: the AI responder and the outbound dispatcher.
+
+Each worker reads `urbana.events.v1` in its own consumer group, handles the events
+it cares about (events of one conversation in order, different conversations
+concurrently) and commits offsets only after handling, so a crash redelivers;
+the handlers are idempotent (one reply per burst is a domain invariant, and a
+message is dispatched only while queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from urbana.adapters.kafka.projector import FETCH_MAX_WAIT_MS
+from urbana.adapters.kafka.topics import (
+    EVENTS_TOPIC,
+    TopicsError,
+    create_topics,
+    load_topics,
+    spec_for,
+)
+from urbana.adapters.redis_coord import RedisCoordinator
+from urbana.application.app import UrbanaApp
+from urbana.application.dispatcher import Dispatcher
+from urbana.application.envelope import Envelope
+from urbana.application.responder import Responder
+from urbana.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass
+class WorkerMetrics:
+    handled: int = 0
+    skipped: int = 0
+    failed: int = 0
+    restarts: int = 0
+    retries: int = 0
+
+
+class EventWorker:
+    """One consumer group; `handle` is called for envelopes whose type is in `types`.
+
+    The consumer never waits for handlers (a responder may sleep out a debounce):
+    each envelope becomes a task, chained behind the previous one of its stream when
+    `ordered`, and offsets are committed only below the oldest unfinished task of
+    each partition, so a crash redelivers exactly what was not finished.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        handle: Handler,
+        types: Sequence[str],
+        topic: str = EVENTS_TOPIC,
+        group_id: str | None = None,
+        max_records: int = 500,
+        ordered: bool = True,
+        on_arrival: Handler | None = None,
+    ) -> None:
+        self.name = name
+        self._bootstrap = bootstrap
+        self._handle = handle
+        self._types = frozenset(types)
+        self._topic = topic
+        self._group_id = group_id or f"urbana.worker.{name}"
+        self._max_records = max_records
+        self._ordered = ordered
+        self._on_arrival = on_arrival
+        self.metrics = WorkerMetrics()
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._in_flight: dict[TopicPartition, dict[int, asyncio.Task[None]]] = defaultdict(dict)
+        self._seen: dict[TopicPartition, int] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; broker faults restart the consumer after a pause."""
+        delay = 0.5
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                self._topic,
+                bootstrap_servers=self._bootstrap,
+                group_id=self._group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self._max_records,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            )
+            try:
+                # Subscribing to a topic that does not exist yet would wait for a
+                # metadata refresh (minutes); create it first, idempotently.
+                await create_topics(self._bootstrap, [spec_for(self._topic, load_topics())])
+                await consumer.start()
+                delay = 0.5
+                while not stop.is_set():
+                    batch = await consumer.getmany(timeout_ms=100, max_records=self._max_records)
+                    for tp, records in batch.items():
+                        for record in records:
+                            await self._accept(tp, record)
+                    await self._commit(consumer)
+                await self._drain()
+                await self._commit(consumer)
+            except (KafkaError, OSError, TopicsError) as exc:
+                self.metrics.restarts += 1
+                log.warning("%s: broker fault, restarting: %s", self.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                await self._drain()
+                self._in_flight.clear()
+                self._seen.clear()
+                await consumer.stop()
+
+    async def _accept(self, tp: TopicPartition, record: Any) -> None:
+        self._seen[tp] = record.offset
+        try:
+            envelope = Envelope.from_json(record.value)
+        except (ValueError, TypeError) as exc:
+            self.metrics.skipped += 1
+            log.warning("%s: undecodable record at offset %s: %s", self.name, record.offset, exc)
+            return
+        if envelope.type not in self._types:
+            self.metrics.skipped += 1
+            return
+        if self._on_arrival is not None:
+            await self._on_arrival(envelope)
+        previous = self._tails.get(envelope.stream_id) if self._ordered else None
+        task = asyncio.create_task(self._run_one(envelope, previous))
+        self._tails[envelope.stream_id] = task
+        self._in_flight[tp][record.offset] = task
+        task.add_done_callback(functools.partial(self._done, tp, record.offset, envelope))
+
+    def _done(
+        self, tp: TopicPartition, offset: int, envelope: Envelope, _task: asyncio.Task[None]
+    ) -> None:
+        self._in_flight[tp].pop(offset, None)
+        tail = self._tails.get(envelope.stream_id)
+        if tail is not None and tail.done():
+            self._tails.pop(envelope.stream_id, None)
+
+    async def _run_one(self, envelope: Envelope, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        delay = 0.2
+        while True:
+            try:
+                await self._handle(envelope)
+                self.metrics.handled += 1
+                return
+            except DomainError as exc:  # the state moved on; the event is simply moot
+                self.metrics.failed += 1
+                log.info("%s: %s at %s: %s", self.name, envelope.type, envelope.position, exc)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Our own fault (store, cache, gateway down): keep the offset uncommitted
+                # and try again; the event is never skipped.
+                self.metrics.retries += 1
+                log.exception(
+                    "%s: %s at %s failed; retrying in %.1f s",
+                    self.name,
+                    envelope.type,
+                    envelope.position,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        offsets = {}
+        for tp, last in self._seen.items():
+            pending = self._in_flight.get(tp)
+            offsets[tp] = min(pending) if pending else last + 1
+        if offsets:
+            await consumer.commit(offsets)
+
+    async def _drain(self, grace: float = 5.0) -> None:
+        """Let running handlers finish for `grace` seconds, then cancel the rest
+        (uncommitted, so redelivered on the next start)."""
+        tasks = [t for by_offset in self._in_flight.values() for t in by_offset.values()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class TenantSettingsCache:
+    def __init__(self, app: UrbanaApp, ttl: float = 5.0) -> None:
+        self._app = app
+        self._ttl = ttl
+        self._cache: dict[UUID, tuple[dict[str, Any], float]] = {}
+
+    async def get(self, tenant_id: UUID) -> dict[str, Any]:
+        hit = self._cache.get(tenant_id)
+        if hit and hit[1] > time.monotonic():
+            return hit[0]
+        tenant = await asyncio.to_thread(self._app.get_tenant, tenant_id)
+        self._cache[tenant_id] = (tenant.settings, time.monotonic() + self._ttl)
+        return tenant.settings
+
+
+def responder_worker(
+    *,
+    app: UrbanaApp,
+    responder: Responder,
+    coordinator: RedisCoordinator,
+    bootstrap: str,
+    default_debounce_ms: int,
+    topic: str = EVENTS_TOPIC,
+    group_id: str | None = None,
+) -> EventWorker:
+    """On MessageReceived: wait for the burst to end, then answer it under a lock."""
+    tenants = TenantSettingsCache(app)
+
+    async def handle(envelope: Envelope) -> None:
+        conversation_id = UUID(envelope.stream_id)
+        debounce = default_debounce_ms
+        if envelope.tenant_id:
+            settings = await tenants.get(UUID(envelope.tenant_id))
+            debounce = int(settings.get("debounce_ms", default_debounce_ms))
+        if not await coordinator.quiet_after(conversation_id, int(envelope.data["seq"]), debounce):
+            return  # a later message of the burst will trigger the answer
+        async with coordinator.lock(conversation_id):
+            outcome = await responder.respond(conversation_id)
+        log.info("responder %s: %s %s", conversation_id, outcome.action, outcome.detail)
+
+    async def arrived(envelope: Envelope) -> None:
+        # Noted as soon as it is read, so an earlier message's debounce sees it.
+        await coordinator.note_message(UUID(envelope.stream_id), int(envelope.data["seq"]))
+
+    return EventWorker(
+        name="responder",
+        bootstrap=bootstrap,
+        handle=handle,
+        types=["MessageReceived"],
+        topic=topic,
+        group_id=group_id,
+        ordered=False,  # the per-conversation lock serialises answers
+        on_arrival=arrived,
+    )
+
+
+def dispatcher_worker(
+    *,
+    dispatcher: Dispatcher,
+    coordinator: RedisCoordinator,
+    bootstrap: str,
+    topic: str = EVENTS_TOPIC,
+    group_id: str | None = None,
+) -> EventWorker:
+    """On OutboundMessageQueued (ours, not the business phone's): send it."""
+
+    async def handle(envelope: Envelope) -> None:
+        if envelope.data.get("external_provider_id"):
+            return
+        conversation_id = UUID(envelope.stream_id)
+        async with coordinator.lock(conversation_id):
+            result = await dispatcher.dispatch(conversation_id, str(envelope.data["outbound_id"]))
+        log.info("dispatch %s/%s: %s", conversation_id, envelope.data["outbound_id"], result)
+
+    return EventWorker(
+        name="dispatcher",
+        bootstrap=bootstrap,
+        handle=handle,
+        types=["OutboundMessageQueued"],
+        topic=topic,
+        group_id=group_id,
+    )

@@ -1,0 +1,181 @@
+"""The tenants' knowledge bases in PostgreSQL with pgvector.
+
+A document is chunked (`chunk_markdown`), embedded as passages, and stored one row
+per chunk with its vector, the model that made it and its dimension; a search only
+compares vectors of the model the store embeds queries with. An HNSW index
+(`vector_cosine_ops`) serves the nearest-neighbour search.
+
+Knowledge text is the tenant's own published content (opening hours, prices,
+policies), not personal data of leads: it is stored in the clear and is not subject
+to crypto-shredding. Tenants must not upload documents about identifiable people.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from uuid import UUID, uuid5
+
+from psycopg import Error as PsycopgError
+from psycopg_pool import ConnectionPool
+
+from urbana.application.ai import (
+    DEFAULT_K,
+    Embeddings,
+    KnowledgeUnavailable,
+    Passage,
+    chunk_markdown,
+)
+
+DIM = 384
+DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
+
+_DDL = (
+    "CREATE EXTENSION IF NOT EXISTS vector SCHEMA public",
+    f"""CREATE TABLE IF NOT EXISTS kb_chunks (
+        id BIGSERIAL PRIMARY KEY,
+        tenant_id UUID NOT NULL,
+        document_id UUID NOT NULL,
+        chunk_no INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        embedding vector({DIM}) NOT NULL,
+        model TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (tenant_id, document_id, chunk_no)
+    )""",
+    "CREATE INDEX IF NOT EXISTS kb_chunks_embedding_hnsw "
+    "ON kb_chunks USING hnsw (embedding vector_cosine_ops)",
+    "CREATE INDEX IF NOT EXISTS kb_chunks_tenant ON kb_chunks (tenant_id, model)",
+)
+
+
+def document_id_for(tenant_id: UUID, name: str) -> UUID:
+    """Documents are keyed by name: adding one again replaces its chunks."""
+    return uuid5(DOCUMENT_NAMESPACE, f"{tenant_id}:{name}")
+
+
+def _literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+
+
+class PgKnowledgeStore:
+    """`KnowledgeStore` on pgvector; SQL runs in worker threads on the given pool.
+
+    The pool's connections must have the store's schema on their search_path, with
+    `public` (where the `vector` type lives) after it, as `conninfo(url, schema)` does.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        embeddings: Embeddings,
+        *,
+        max_chars: int = 800,
+        overlap: int = 120,
+        ef_search: int = 100,
+    ) -> None:
+        if embeddings.dim != DIM:
+            raise ValueError(f"kb_chunks holds {DIM}-d vectors, not {embeddings.dim}-d")
+        self._pool = pool
+        self._embeddings = embeddings
+        self._max_chars = max_chars
+        self._overlap = overlap
+        self._ef_search = ef_search
+
+    def create_tables(self) -> None:
+        """Create the table and its indexes if they do not exist (idempotent)."""
+        try:
+            with self._pool.connection() as conn:
+                for statement in _DDL:
+                    conn.execute(statement)
+        except PsycopgError as exc:
+            raise KnowledgeUnavailable(f"cannot create kb_chunks: {exc}") from exc
+
+    async def add_document(self, tenant_id: UUID, name: str, text: str) -> UUID:
+        """Chunk, embed and store a document, replacing one of the same name; its id."""
+        if not name.strip():
+            raise ValueError("document name is required")
+        chunks = chunk_markdown(text, max_chars=self._max_chars, overlap=self._overlap)
+        if not chunks:
+            raise ValueError("document has no text")
+        vectors = await self._embeddings.embed_passages(chunks)
+        document_id = document_id_for(tenant_id, name.strip())
+        await asyncio.to_thread(self._replace, tenant_id, document_id, chunks, vectors)
+        return document_id
+
+    async def search(
+        self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
+    ) -> list[Passage]:
+        """The tenant's `k` chunks closest to the vector (cosine), best first."""
+        return await asyncio.to_thread(self.search_sync, tenant_id, query_vector, k)
+
+    async def delete_document(self, tenant_id: UUID, document_id: UUID) -> int:
+        """Remove a document's chunks; how many there were."""
+        return await asyncio.to_thread(self._delete, tenant_id, document_id)
+
+    def search_sync(
+        self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
+    ) -> list[Passage]:
+        """`search` in the calling thread."""
+        if len(query_vector) != DIM:
+            raise ValueError(f"query vector has {len(query_vector)} dimensions, not {DIM}")
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                # The tenant filter runs after the index scan: look wider than k.
+                conn.execute(f"SET LOCAL hnsw.ef_search = {int(self._ef_search)}")
+                rows = conn.execute(
+                    "SELECT text, 1 - (embedding <=> %s::vector) AS score, document_id, chunk_no "
+                    "FROM kb_chunks WHERE tenant_id = %s AND model = %s "
+                    "ORDER BY embedding <=> %s::vector LIMIT %s",
+                    (
+                        _literal(query_vector),
+                        tenant_id,
+                        self._embeddings.model,
+                        _literal(query_vector),
+                        k,
+                    ),
+                ).fetchall()
+        except PsycopgError as exc:
+            raise KnowledgeUnavailable(f"knowledge search failed: {exc}") from exc
+        return [
+            Passage(text=r[0], score=float(r[1]), document_id=r[2], chunk_no=r[3]) for r in rows
+        ]
+
+    def _replace(
+        self,
+        tenant_id: UUID,
+        document_id: UUID,
+        chunks: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+    ) -> None:
+        model = self._embeddings.model
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute(
+                    "DELETE FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
+                    (tenant_id, document_id),
+                )
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO kb_chunks "
+                        "(tenant_id, document_id, chunk_no, text, embedding, model, dim) "
+                        "VALUES (%s, %s, %s, %s, %s::vector, %s, %s)",
+                        [
+                            (tenant_id, document_id, n, chunk, _literal(vec), model, len(vec))
+                            for n, (chunk, vec) in enumerate(zip(chunks, vectors, strict=True))
+                        ],
+                    )
+        except PsycopgError as exc:
+            raise KnowledgeUnavailable(f"cannot store document: {exc}") from exc
+
+    def _delete(self, tenant_id: UUID, document_id: UUID) -> int:
+        try:
+            with self._pool.connection() as conn:
+                cur = conn.execute(
+                    "DELETE FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
+                    (tenant_id, document_id),
+                )
+                return cur.rowcount
+        except PsycopgError as exc:
+            raise KnowledgeUnavailable(f"cannot delete document: {exc}") from exc

@@ -1,0 +1,132 @@
+"""Background roles of a process: relay, projector, responder, dispatcher.
+
+`urbana dev` runs them all inside the API process; `urbana worker --role ROLE`
+runs one per process against external services. Each role is a task that stops
+when the shared stop event is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from urbana.adapters.bootstrap import Container
+from urbana.adapters.kafka.projector import ProjectionRunner
+from urbana.adapters.kafka.relay import Relay
+from urbana.adapters.kafka.workers import EventWorker, dispatcher_worker, responder_worker
+from urbana.adapters.redis_coord import RedisCoordinator
+from urbana.application.dispatcher import Dispatcher
+from urbana.application.responder import Responder
+
+log = logging.getLogger(__name__)
+
+ROLES = ("relay", "projector", "responder", "dispatcher")
+
+
+class RoleError(ValueError):
+    """An unknown role, or a role whose services are not configured."""
+
+
+@dataclass
+class Runtime:
+    container: Container
+    roles: tuple[str, ...]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    relay: Relay | None = None
+    projector: ProjectionRunner | None = None
+    workers: dict[str, EventWorker] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        for role in self.roles:
+            self.tasks.append(asyncio.create_task(self._supervise(role), name=f"role:{role}"))
+
+    async def aclose(self) -> None:
+        self.stop.set()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _supervise(self, role: str) -> None:
+        """Run a role; an unexpected crash is logged and the role restarted after a pause."""
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                await self._run(role)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("role %s crashed; restarting in %.0f s", role, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _run(self, role: str) -> None:
+        c = self.container
+        s = c.settings
+        if not s.kafka_bootstrap:
+            raise RoleError(f"role {role} needs URBANA_KAFKA_BOOTSTRAP")
+        if role == "relay":
+            self.relay = Relay(
+                database_url=s.database_url or "",
+                schema=s.database_schema,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.events_topic,
+            )
+            try:
+                await self.relay.run(self.stop)
+            finally:
+                await self.relay.close()
+        elif role == "projector":
+            self.projector = ProjectionRunner(
+                database_url=s.database_url or "",
+                schema=s.database_schema,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.events_topic,
+                group_prefix=f"{s.consumer_group_prefix}.projection",
+            )
+            await self.projector.run(self.stop)
+        elif role in ("responder", "dispatcher"):
+            if c.redis is None:
+                raise RoleError(f"role {role} needs URBANA_REDIS_URL")
+            coordinator = RedisCoordinator(c.redis)
+            if role == "responder":
+                responder = Responder(
+                    c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings
+                )
+                worker = responder_worker(
+                    app=c.store.app,
+                    responder=responder,
+                    coordinator=coordinator,
+                    bootstrap=s.kafka_bootstrap,
+                    default_debounce_ms=s.debounce_ms,
+                    topic=s.events_topic,
+                    group_id=f"{s.consumer_group_prefix}.worker.responder",
+                )
+            else:
+                dispatcher = Dispatcher(c.store.app, c.channels.senders(), rate_limiter=coordinator)
+                worker = dispatcher_worker(
+                    dispatcher=dispatcher,
+                    coordinator=coordinator,
+                    bootstrap=s.kafka_bootstrap,
+                    topic=s.events_topic,
+                    group_id=f"{s.consumer_group_prefix}.worker.dispatcher",
+                )
+            self.workers[role] = worker
+            await worker.run(self.stop)
+        else:
+            raise RoleError(f"unknown role {role!r} ({', '.join(ROLES)})")
+
+
+def parse_roles(values: Iterable[str]) -> tuple[str, ...]:
+    roles = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise RoleError(f"unknown role(s): {', '.join(unknown)} ({', '.join(ROLES)})")
+    return roles
+
+
+RuntimeFactory = Callable[[Container], Awaitable[Runtime]]

@@ -1,0 +1,183 @@
+"""The AI responder: one grounded answer per inbound burst, or a handoff.
+
+Load the conversation, skip unless the AI owns it and a burst is pending, guard
+the input, retrieve knowledge, ask the LLM, guard the output, decide on handoff,
+and record everything in one transaction (`UrbanaApp.apply_ai_outcome`). The
+domain refuses a second outcome for the same burst, so a redelivered trigger is
+harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from urbana.application.ai import (
+    LLM,
+    AIError,
+    Embeddings,
+    KnowledgeSearch,
+    Passage,
+    build_prompt,
+    burst_of,
+)
+from urbana.application.app import AIOutcome, UrbanaApp
+from urbana.domain.conversation import Conversation, Status
+from urbana.domain.errors import BurstAlreadyAnswered, DomainError, InvalidTransition
+from urbana.domain.guard import check_input, check_output
+from urbana.domain.reply import LLM_FAILURE, bot_message, handoff_reason
+
+log = logging.getLogger(__name__)
+
+GUARD_REJECTED = "guard_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Responded:
+    action: str  # replied | handoff | skipped
+    detail: str = ""
+    outbound_ids: tuple[str, ...] = ()
+
+
+class Responder:
+    """Answers the pending burst of a conversation (see module docstring)."""
+
+    def __init__(
+        self,
+        app: UrbanaApp,
+        llm: LLM,
+        *,
+        knowledge: KnowledgeSearch | None = None,
+        embeddings: Embeddings | None = None,
+        k: int = 4,
+    ) -> None:
+        self._app = app
+        self._llm = llm
+        self._knowledge = knowledge
+        self._embeddings = embeddings
+        self._k = k
+
+    async def respond(self, conversation_id: UUID) -> Responded:
+        conv: Conversation = await asyncio.to_thread(self._app.get_conversation, conversation_id)
+        if conv.status is not Status.AI:
+            return Responded("skipped", f"conversation is {conv.status.value}")
+        if conv.pending_burst == 0:
+            return Responded("skipped", "nothing to answer")
+        tenant = await asyncio.to_thread(self._app.get_tenant, conv.tenant_id)
+        settings: dict[str, Any] = tenant.settings
+        messages = settings.get("bot_messages") or {}
+        burst = burst_of(conv.history, conv.answered_seq)
+        reply_to = conv.inbound_seq
+        verdict = check_input(burst)
+        if not verdict.ok:
+            outcome = self._refusal(reply_to, "", verdict.reason or GUARD_REJECTED, burst, messages)
+            return await self._record(conversation_id, outcome)
+
+        passages = await self._retrieve(conv.tenant_id, burst)
+        prompt = build_prompt(
+            history=conv.history,
+            answered_seq=conv.answered_seq,
+            tenant_prompt=tenant.prompt,
+            passages=passages,
+            handoff_intents=settings.get("handoff_intents", ()),
+        )
+        result = await self._llm.complete(prompt)
+        decision = result.decision
+        usage = result.usage.as_dict()
+        if decision.reply and not result.failure:  # the last resort is our own text
+            out_verdict = check_output(
+                decision.reply,
+                system_prompt=prompt.system,
+                passages=[p.text for p in passages],
+                confidence=decision.confidence,
+            )
+            if not out_verdict.ok:
+                outcome = self._refusal(
+                    reply_to, decision.reply, out_verdict.reason or GUARD_REJECTED, burst, messages
+                )
+                return await self._record(conversation_id, outcome, usage=usage)
+
+        lead = await asyncio.to_thread(self._app.get_lead, conv.lead_id)
+        hot = int(settings.get("hot_score", 70))
+        after = max(0, min(100, lead.score + decision.score_delta))
+        crossed_hot = lead.score < hot <= after
+        if result.failure:
+            reason: str | None = LLM_FAILURE
+        else:
+            reason = handoff_reason(
+                decision,
+                burst_text=burst,
+                confidence_threshold=float(settings.get("confidence_threshold", 0.55)),
+                handoff_intents=settings.get("handoff_intents", ()),
+                hot_score=hot,
+                # Hot is a threshold to cross, not a state that keeps handing off.
+                lead_score=after if crossed_hot else min(after, hot - 1),
+            )
+        outcome = AIOutcome(
+            reply_to_seq=reply_to,
+            reply=decision.reply or None,
+            intent=decision.intent,
+            confidence=decision.confidence,
+            usage=usage,
+            score_delta=decision.score_delta,
+            handoff_reason=reason,
+            transition_message=bot_message("handoff", messages) if reason else None,
+            summary=_summary(burst, decision.intent, reason) if reason else None,
+        )
+        return await self._record(conversation_id, outcome)
+
+    async def _retrieve(self, tenant_id: UUID, burst: str) -> list[Passage]:
+        if self._knowledge is None or self._embeddings is None or not burst.strip():
+            return []
+        try:
+            vector = await self._embeddings.embed_query(burst)
+            return await self._knowledge.search(tenant_id, vector, self._k)
+        except AIError as exc:  # no knowledge is a worse answer, not a lost message
+            log.warning("retrieval failed for tenant %s: %s", tenant_id, exc)
+            return []
+
+    @staticmethod
+    def _refusal(
+        reply_to: int, reply: str, reason: str, burst: str, messages: dict[str, str]
+    ) -> AIOutcome:
+        return AIOutcome(
+            reply_to_seq=reply_to,
+            reply=reply,
+            intent="guard",
+            confidence=0.0,
+            usage={},
+            rejected=reason,
+            fallback=bot_message("fallback", messages),
+            handoff_reason=reason,
+            transition_message=bot_message("handoff", messages),
+            summary=_summary(burst, "guard", reason),
+        )
+
+    async def _record(
+        self, conversation_id: UUID, outcome: AIOutcome, usage: dict[str, Any] | None = None
+    ) -> Responded:
+        if usage is not None:
+            outcome = AIOutcome(**{**_fields(outcome), "usage": usage})
+        try:
+            queued = await asyncio.to_thread(self._app.apply_ai_outcome, conversation_id, outcome)
+        except (BurstAlreadyAnswered, InvalidTransition) as exc:
+            # Someone (a redelivery, a human) got there first: nothing to do.
+            return Responded("skipped", f"{type(exc).__name__}: {exc}")
+        except DomainError:
+            raise
+        action = "handoff" if outcome.handoff_reason else "replied"
+        return Responded(action, outcome.handoff_reason or "", tuple(queued))
+
+
+def _fields(outcome: AIOutcome) -> dict[str, Any]:
+    return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
+
+
+def _summary(burst: str, intent: str, reason: str | None) -> str:
+    text = " ".join(burst.split())
+    if len(text) > 280:
+        text = text[:277] + "..."
+    return f"Motivo: {reason}. Intenção: {intent}. Última mensagem do cliente: {text}"

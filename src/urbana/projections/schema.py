@@ -1,0 +1,143 @@
+"""Read-model DDL: versioned tables, stable views, tracking and replay checkpoints.
+
+Every projection writes physical tables named `rm_<table>_v<version>`; a stable view
+`rm_<table>` points at the version in service, for analysts and ad-hoc SQL (the
+queries in this package name the versioned tables of the code's own versions).
+Replay builds `rm_<table>_v<version>_rebuild` and swaps it in (see `replay`).
+
+Tracking (`rm_tracking`): one row per (projection, version, Kafka partition) with the
+global position of the last event applied from that partition, written in the same
+transaction as the rows. Partition `-1` is the *floor* that a replay leaves behind:
+every event at or below it is in the tables, whatever partition it travels on. The
+runner skips an event when its position is at or below max(floor, its partition's row).
+
+Runners hold a shared transaction-level advisory lock on the projection while they
+apply a batch; the replay swap takes it exclusively, so no batch straddles a swap.
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg.conninfo import make_conninfo
+
+from urbana.projections.base import Projection, table_names
+from urbana.projections.conversation_view import ConversationView
+from urbana.projections.kpis import Kpis
+from urbana.projections.lead_pipeline import LeadPipeline
+
+FLOOR = -1
+REBUILD = "_rebuild"
+
+TRACKING_DDL = (
+    "CREATE TABLE IF NOT EXISTS rm_tracking ("
+    "projection text NOT NULL, version int NOT NULL, partition int NOT NULL, "
+    "position bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+    "PRIMARY KEY (projection, version, partition))",
+    "CREATE TABLE IF NOT EXISTS rm_replay ("
+    "projection text NOT NULL, version int NOT NULL, position bigint NOT NULL, "
+    "events bigint NOT NULL DEFAULT 0, started_at timestamptz NOT NULL DEFAULT now(), "
+    "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (projection, version))",
+)
+
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def all_projections() -> list[Projection]:
+    """Every read model, in a fixed order."""
+    return [ConversationView(), LeadPipeline(), Kpis()]
+
+
+def select(names: list[str] | None) -> list[Projection]:
+    """The projections named (all when None or empty); unknown names raise ValueError."""
+    every = all_projections()
+    if not names:
+        return every
+    by_name = {p.name: p for p in every}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown projection(s): {', '.join(unknown)}; known: {sorted(by_name)}")
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def render(sql: str, names: dict[str, str]) -> str:
+    """Fill `{table}` placeholders with physical table names."""
+    for value in names.values():
+        if not _IDENT.match(value):
+            raise ValueError(f"bad table name {value!r}")
+    return sql.format(**names)
+
+
+def lock_key(projection: Projection) -> str:
+    return f"urbana.projection.{projection.name}.v{projection.version}"
+
+
+def conninfo(database_url: str, schema: str | None) -> str:
+    """A libpq conninfo for `database_url` whose search_path starts with `schema`."""
+    if not schema:
+        return database_url
+    if not _IDENT.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    return make_conninfo(database_url, options=f"-c search_path={schema},public")
+
+
+def create_tables(projection: Projection, suffix: str = "", *, indexes: bool = True) -> list[str]:
+    """Statements that create the projection's tables (idempotent).
+
+    `indexes=False` leaves out the secondary indexes (a rebuild creates them at the end:
+    building an index once is cheaper than maintaining it through a million upserts).
+    """
+    names = table_names(projection, suffix)
+    return [
+        render(s, names) for s in projection.ddl() if indexes or not s.startswith("CREATE INDEX")
+    ]
+
+
+def create_indexes(projection: Projection, suffix: str = "") -> list[str]:
+    """The secondary indexes `create_tables(indexes=False)` left out."""
+    names = table_names(projection, suffix)
+    return [render(s, names) for s in projection.ddl() if s.startswith("CREATE INDEX")]
+
+
+def create_views_if_missing(projection: Projection) -> list[str]:
+    """Point `rm_<table>` at this version's table unless a view already exists."""
+    out = []
+    for table, physical in table_names(projection).items():
+        view = f"rm_{table}"
+        out.append(
+            "DO $$ BEGIN "  # noqa: S608
+            f"IF to_regclass('{view}') IS NULL THEN "
+            f"CREATE VIEW {view} AS SELECT * FROM {physical}; "
+            "END IF; END $$"
+        )
+    return out
+
+
+def ensure_live(projection: Projection) -> list[str]:
+    """Everything a runner needs before applying: tracking, live tables, views."""
+    return [*TRACKING_DDL, *create_tables(projection), *create_views_if_missing(projection)]
+
+
+def drop_rebuild(projection: Projection) -> list[str]:
+    return [f"DROP TABLE IF EXISTS {t}" for t in table_names(projection, REBUILD).values()]
+
+
+def swap_statements(projection: Projection, rebuild_indexes: list[str]) -> list[str]:
+    """Replace the live tables by the rebuilt ones and repoint the views (one transaction).
+
+    `rebuild_indexes` are the names of the rebuilt tables' indexes, renamed to the names
+    the live ones had so that `create_tables` stays idempotent afterwards.
+    """
+    out = []
+    live = table_names(projection)
+    rebuilt = table_names(projection, REBUILD)
+    for table, physical in live.items():
+        out.append(f"DROP VIEW IF EXISTS rm_{table}")
+        out.append(f"DROP TABLE IF EXISTS {physical}")
+        out.append(f"ALTER TABLE {rebuilt[table]} RENAME TO {physical}")
+    for index in rebuild_indexes:
+        if REBUILD in index:
+            out.append(f"ALTER INDEX {index} RENAME TO {index.replace(REBUILD, '', 1)}")
+    for table, physical in live.items():
+        out.append(f"CREATE VIEW rm_{table} AS SELECT * FROM {physical}")  # noqa: S608
+    return out
