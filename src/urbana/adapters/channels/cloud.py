@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import httpx
-import orjson
 
 from urbana.adapters.channels.errors import ChannelSendError, post_json, require_config
+from urbana.adapters.channels.payload import decode_json as _decode
+from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
     ChannelKind,
     DeliveryStatus,
@@ -363,13 +364,6 @@ def _status(raw: _Json) -> StatusUpdate | None:
     )
 
 
-def _decode(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise WebhookRejected(400, f"body is not valid JSON: {exc}") from exc
-
-
 def _object(value: object, where: str) -> _Json:
     if not isinstance(value, dict):
         raise WebhookRejected(422, f"{where} must be a JSON object")
@@ -389,10 +383,6 @@ def _optional_array(obj: _Json, key: str) -> list[object]:
 
 def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _required_str(obj: _Json, key: str, where: str) -> str:

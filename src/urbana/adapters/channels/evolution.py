@@ -9,16 +9,17 @@ event as `{event, instance, data, destination, date_time, sender, server_url, ap
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import httpx
 import jwt
-import orjson
 
 from urbana.adapters.channels.errors import ChannelSendError, post_json, require_config
+from urbana.adapters.channels.payload import decode_json as _decode
+from urbana.adapters.channels.payload import finite_number as _number
+from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
     ChannelKind,
     DeliveryStatus,
@@ -372,21 +373,10 @@ def _status(data: _Json, date_time: object, include_groups: bool) -> StatusUpdat
     )
 
 
-def _decode(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise WebhookRejected(400, f"body is not valid JSON: {exc}") from exc
-
-
 def _object(value: object, where: str) -> _Json:
     if not isinstance(value, dict):
         raise WebhookRejected(422, f"{where} must be a JSON object")
     return value
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _required_str(obj: _Json, key: str, where: str) -> str:
@@ -394,13 +384,6 @@ def _required_str(obj: _Json, key: str, where: str) -> str:
     if value is None:
         raise WebhookRejected(422, f"{where}.{key} must be a non-empty string")
     return value
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _epoch_seconds(value: object) -> datetime:

@@ -9,14 +9,15 @@ webhook path authenticates it, optionally with a header the operator configures.
 from __future__ import annotations
 
 import hmac
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import orjson
 
 from urbana.adapters.channels.errors import ChannelSendError, post_json, require_config
+from urbana.adapters.channels.payload import decode_json as _decode
+from urbana.adapters.channels.payload import finite_number as _number
+from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
     ChannelKind,
     DeliveryStatus,
@@ -239,13 +240,6 @@ def _statuses(root: _Json) -> tuple[StatusUpdate, ...]:
     )
 
 
-def _decode(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise WebhookRejected(400, f"body is not valid JSON: {exc}") from exc
-
-
 def _object(value: object) -> _Json:
     if not isinstance(value, dict):
         raise WebhookRejected(422, "webhook body must be a JSON object")
@@ -256,22 +250,11 @@ def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _required_str(obj: _Json, key: str) -> str:
     value = _text(obj.get(key))
     if value is None:
         raise WebhookRejected(422, f"{key} must be a non-empty string")
     return value
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _epoch_ms(value: object) -> datetime:
