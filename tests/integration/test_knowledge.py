@@ -196,6 +196,17 @@ async def test_offline_responder_hands_off_an_unrelated_question(
     assert result.decision.confidence < 0.55
 
 
+async def test_offline_responder_hands_off_an_explicit_request_without_a_passage(
+    kb: tuple[PgKnowledgeStore, UUID], embeddings: LocalE5Embeddings
+) -> None:
+    store, tenant = kb
+    # "atendente" shares a stem with "atendimento": no passage about opening hours.
+    result = await answer(store, embeddings, tenant, "Quero falar com um atendente, por favor")
+    assert result.decision.should_handoff
+    assert result.decision.handoff_reason == "explicit_request"
+    assert result.decision.reply == ""
+
+
 async def test_offline_responder_greets_back(
     kb: tuple[PgKnowledgeStore, UUID], embeddings: LocalE5Embeddings
 ) -> None:

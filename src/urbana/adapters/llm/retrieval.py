@@ -24,7 +24,13 @@ from collections.abc import Mapping, Sequence
 
 from urbana.application.ai import LLMResult, Passage, Prompt, Usage
 from urbana.domain.guard import content_words, fold
-from urbana.domain.reply import NO_ANSWER, AIDecision, bot_message
+from urbana.domain.reply import (
+    EXPLICIT_REQUEST,
+    NO_ANSWER,
+    AIDecision,
+    bot_message,
+    is_explicit_request,
+)
 
 THRESHOLD = 0.87
 LEXICAL_THRESHOLD = 0.845
@@ -109,6 +115,16 @@ class RetrievalResponder:
                 confidence=1.0,
                 should_handoff=False,
                 score_delta=1,
+            )
+            return self._result(decision, started)
+        if is_explicit_request(prompt.burst):
+            # Asked for a person: a passage that merely shares words would be noise.
+            decision = AIDecision(
+                reply="",
+                intent="human",
+                confidence=1.0,
+                should_handoff=True,
+                handoff_reason=EXPLICIT_REQUEST,
             )
             return self._result(decision, started)
         best = self.best(prompt.burst, prompt.passages)
