@@ -127,3 +127,15 @@ def test_channel_route_id_comes_from_channel_and_route_key() -> None:
     route = ChannelRoute(channel="cloud", route_key="1234567890", tenant_id=tenant_id)
     assert route.id == channel_route_id_for("cloud", "1234567890")
     assert route.tenant_id == tenant_id
+
+
+def test_a_knowledge_document_over_the_limit_is_refused_and_records_nothing() -> None:
+    from urbana.domain.tenant import MAX_DOCUMENT
+
+    tenant = Tenant.register("Loja Grande")
+    tenant.collect_events()
+    with pytest.raises(InvalidInput):
+        tenant.add_knowledge_document(name="manual.md", text="x" * (MAX_DOCUMENT + 1))
+    assert tenant.collect_events() == []
+    tenant.add_knowledge_document(name="manual.md", text="Trocas em até 30 dias.")
+    assert tenant.knowledge_documents == {"manual.md": 22}
