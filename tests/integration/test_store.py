@@ -196,6 +196,28 @@ def test_concurrent_writers_on_one_conversation_lose_nothing(
     assert store.app.get_conversation(conv_id).inbound_seq == 31
 
 
+def test_inbound_batches_see_what_other_writers_recorded_meanwhile(
+    store: Store, master_key: bytes
+) -> None:
+    """The ingest writer keeps aggregates between batches; it must still catch up."""
+    tid = tenant(store)
+    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    other = open_store(store.url, master_key, schema=store.schema, pool_size=1)
+    try:
+        other.app.request_handoff(got.conversation_id, reason="explicit_request")
+        other.app.accept_handoff(got.conversation_id, attendant="ana")
+    finally:
+        other.close()
+    again = store.app.ingest(
+        [ReceiveMessage(tid, "cloud", inbound("5511988887777", "ainda aí?"))]  # type: ignore[arg-type]
+    )
+    assert again[0].seq == 2  # type: ignore[union-attr]
+    conv = store.app.get_conversation(got.conversation_id)
+    assert conv.status is Status.HUMAN
+    assert conv.assignee == "ana"
+    assert [m["text"] for m in conv.history if m["role"] == "lead"] == ["oi", "ainda aí?"]
+
+
 def _all_table_text(url: str) -> str:
     """Every row of every table in the database, as text (bytea rendered as hex)."""
     chunks: list[str] = []

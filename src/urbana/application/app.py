@@ -10,8 +10,10 @@ are retried from a fresh load.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    LRUCache,
+    project_aggregate,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
@@ -45,6 +52,7 @@ A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
 
 CONFLICT_RETRIES = 12
+WRITER_CACHE_SIZE = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,18 +98,27 @@ class RecordStatus:
 
 
 class _UnitOfWork:
-    """The aggregates one batch has loaded or created, saved together at the end."""
+    """The aggregates one batch has loaded or created, saved together at the end.
 
-    def __init__(self, app: UrbanaApp) -> None:
+    With a `cache` (the ingest writer's), aggregates are read from it and brought up
+    to date with one query for the whole batch, and mutated in place: a unit that does
+    not save cleanly must `forget()` what it loaded, so the next one reads afresh.
+    """
+
+    def __init__(self, app: UrbanaApp, cache: LRUCache[UUID, Aggregate] | None = None) -> None:
         self.app = app
+        self.cache = cache
         self.loaded: dict[UUID, Aggregate | None] = {}
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id not in self.loaded:
-            try:
-                self.loaded[aggregate_id] = self.app.repository.get(aggregate_id)
-            except AggregateNotFoundError:
-                self.loaded[aggregate_id] = None
+            if self.cache is not None and self.app.index is not None:
+                self.preload([aggregate_id])
+            else:
+                try:
+                    self.loaded[aggregate_id] = self.app.repository.get(aggregate_id)
+                except AggregateNotFoundError:
+                    self.loaded[aggregate_id] = None
         found = self.loaded[aggregate_id]
         if found is not None and not isinstance(found, cls):
             raise InvalidInput(f"{aggregate_id} is not a {cls.__name__}")
@@ -110,15 +127,33 @@ class _UnitOfWork:
     def add(self, aggregate: Aggregate) -> None:
         self.loaded[aggregate.id] = aggregate
 
-    def known_absent(self, ids: Iterable[UUID]) -> None:
-        """Record in one query which of these streams do not exist yet."""
-        wanted = [i for i in ids if i not in self.loaded]
-        if self.app.index is None or not wanted:
+    def preload(self, ids: Iterable[UUID]) -> None:
+        """Load these streams (absent ones as None) in one query.
+
+        Cached aggregates are fast-forwarded by the events stored since; the others
+        are rebuilt from all their events.
+        """
+        index = self.app.index
+        if index is None:
             return
-        present = self.app.index.existing(wanted)
-        for stream_id in wanted:
-            if stream_id not in present:
-                self.loaded[stream_id] = None
+        base: dict[UUID, Aggregate | None] = {}
+        for stream_id in ids:
+            if stream_id in self.loaded or stream_id in base:
+                continue
+            try:
+                base[stream_id] = self.cache.get(stream_id) if self.cache is not None else None
+            except KeyError:
+                base[stream_id] = None
+        if not base:
+            return
+        versions = {i: a.version if a is not None else 0 for i, a in base.items()}
+        found: dict[UUID, list[Any]] = {}
+        for stored in index.stored_after(versions):
+            found.setdefault(cast(UUID, stored.originator_id), []).append(
+                self.app.mapper.to_domain_event(stored)
+            )
+        for stream_id, aggregate in base.items():
+            self.loaded[stream_id] = project_aggregate(aggregate, found.get(stream_id, ()))
 
     def save(self) -> None:
         changed = [a for a in self.loaded.values() if a is not None and a.pending_events]
@@ -126,6 +161,18 @@ class _UnitOfWork:
             # One round trip for every data key the batch needs, not one per subject.
             self.app.cipher.prepare(subjects_of(e for a in changed for e in a.pending_events))
             self.app.save(*changed)
+        if self.cache is not None:
+            for aggregate in self.loaded.values():
+                if aggregate is not None:
+                    self.cache.put(aggregate.id, aggregate)
+
+    def forget(self) -> None:
+        """Drop what this unit loaded from the cache (after a failed or refused save)."""
+        if self.cache is None:
+            return
+        for aggregate_id in self.loaded:
+            with contextlib.suppress(KeyError):
+                self.cache.get(aggregate_id, evict=True)
 
 
 class UrbanaApp(Application[UUID]):
@@ -142,6 +189,10 @@ class UrbanaApp(Application[UUID]):
         self._cipher = cipher
         self.index = index
         super().__init__(env=dict(env) if env is not None else None)
+        # Inbound batches keep their aggregates between batches (no copy, one query per
+        # batch to catch up); one batch at a time may use them.
+        self._writer_cache: LRUCache[UUID, Aggregate] = LRUCache(maxsize=WRITER_CACHE_SIZE)
+        self._writer_lock = threading.Lock()
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -157,18 +208,30 @@ class UrbanaApp(Application[UUID]):
 
     def _retrying(self, work: Callable[[_UnitOfWork], R]) -> R:
         """Run `work` on a fresh unit of work and save it, retrying on conflicts."""
+        return self._attempts(lambda: _UnitOfWork(self), work)
+
+    def _batch(self, work: Callable[[_UnitOfWork], R]) -> R:
+        """`_retrying` for inbound batches, on the writer's cache."""
+        with self._writer_lock:
+            return self._attempts(lambda: _UnitOfWork(self, self._writer_cache), work)
+
+    def _attempts(self, unit: Callable[[], _UnitOfWork], work: Callable[[_UnitOfWork], R]) -> R:
         for attempt in range(1, CONFLICT_RETRIES + 1):
-            uow = _UnitOfWork(self)
-            result = work(uow)
+            uow = unit()
             try:
+                result = work(uow)
                 uow.save()
             except IntegrityError:
+                uow.forget()
                 if attempt == CONFLICT_RETRIES:
                     raise
                 log.info("write conflict, retrying (attempt %d)", attempt)
                 # Jittered backoff, so two writers racing on one stream stop colliding.
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311
                 continue
+            except BaseException:
+                uow.forget()
+                raise
             return result
         raise AssertionError("unreachable")
 
@@ -252,10 +315,9 @@ class UrbanaApp(Application[UUID]):
         self, commands: Sequence[ReceiveMessage | RecordStatus]
     ) -> list[Received | str | DomainError]:
         """Messages and statuses from webhooks, all saved in one transaction."""
-        messages = [c for c in commands if isinstance(c, ReceiveMessage)]
 
         def work(uow: _UnitOfWork) -> list[Received | str | DomainError]:
-            uow.known_absent(self._stream_ids(messages))
+            self._preload_batch(uow, commands)
             return [
                 self._receive_one(uow, c)
                 if isinstance(c, ReceiveMessage)
@@ -263,7 +325,7 @@ class UrbanaApp(Application[UUID]):
                 for c in commands
             ]
 
-        return self._retrying(work)
+        return self._batch(work)
 
     def _status_one_safe(self, uow: _UnitOfWork, command: RecordStatus) -> str | DomainError:
         try:
@@ -280,15 +342,19 @@ class UrbanaApp(Application[UUID]):
         """
 
         def work(uow: _UnitOfWork) -> list[Received | DomainError]:
-            uow.known_absent(self._stream_ids(commands))
+            self._preload_batch(uow, commands)
             return [self._receive_one(uow, command) for command in commands]
 
-        return self._retrying(work)
+        return self._batch(work)
 
     @staticmethod
-    def _stream_ids(commands: Sequence[ReceiveMessage]) -> list[UUID]:
+    def _stream_ids(commands: Sequence[ReceiveMessage | RecordStatus]) -> list[UUID]:
+        """The streams a batch of inbound commands reads, to load them in one query."""
         ids: list[UUID] = []
         for c in commands:
+            if isinstance(c, RecordStatus):
+                ids.append(message_ref_id_for(c.tenant_id, c.channel, c.status.provider_message_id))
+                continue
             msg = c.message
             try:
                 key = lead_key(msg.contact, msg.phone)
@@ -298,6 +364,16 @@ class UrbanaApp(Application[UUID]):
             ids.append(message_ref_id_for(c.tenant_id, c.channel, msg.provider_message_id))
             ids.append(Lead.create_id(c.tenant_id, key))
         return ids
+
+    @staticmethod
+    def _preload_batch(uow: _UnitOfWork, commands: Sequence[ReceiveMessage | RecordStatus]) -> None:
+        """Two queries for a whole batch: its streams, then the conversations of its refs."""
+        uow.preload(UrbanaApp._stream_ids(commands))
+        uow.preload(
+            a.conversation_id
+            for a in list(uow.loaded.values())
+            if isinstance(a, MessageRef) and a.conversation_id is not None
+        )
 
     def receive_message(self, command: ReceiveMessage) -> Received:
         outcome = self.receive_messages([command])[0]
@@ -394,9 +470,10 @@ class UrbanaApp(Application[UUID]):
         """
 
         def work(uow: _UnitOfWork) -> list[str]:
+            self._preload_batch(uow, commands)
             return [self._status_one(uow, c) for c in commands]
 
-        return self._retrying(work)
+        return self._batch(work)
 
     def _status_one(self, uow: _UnitOfWork, command: RecordStatus) -> str:
         st = command.status
@@ -582,9 +659,7 @@ class UrbanaApp(Application[UUID]):
                         outbound_id=out, text=outcome.transition_message
                     )
                     queued.append(out)
-                conversation.request_handoff(
-                    reason=outcome.handoff_reason, summary=outcome.summary
-                )
+                conversation.request_handoff(reason=outcome.handoff_reason, summary=outcome.summary)
             return queued
 
         return self._retrying(work)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
 
 
 class SubjectCipher(Protocol):
@@ -35,8 +37,8 @@ class Clock(Protocol):
 
 
 class StreamIndex(Protocol):
-    """Which streams exist: one query for a whole batch instead of one per stream."""
+    """Many streams read in one query instead of one query per stream."""
 
-    def existing(self, stream_ids: Iterable[UUID]) -> set[UUID]:
-        """The subset of `stream_ids` that have at least one stored event."""
+    def stored_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        """Each stream's stored events after the given version, in stream order."""
         ...

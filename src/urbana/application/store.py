@@ -30,8 +30,13 @@ from urbana.domain.pii import ERASED, pii_spec
 PII_KEY = "_pii_"
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _tag(value: Any) -> Any:
     """Replace the types JSON lacks with tagged objects, recursively."""
+    if type(value) in _PLAIN:  # most values: skip the isinstance chain
+        return value
     if isinstance(value, dict):
         return {k: _tag(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
 import psycopg
+from eventsourcing.persistence import StoredEvent
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.crypto import PostgresSubjectCipher
@@ -15,24 +16,26 @@ from urbana.config import postgres_parts
 
 
 class PostgresStreamIndex:
-    """StreamIndex over the event table: which stream ids have events."""
+    """StreamIndex over the event table."""
 
     def __init__(self, pool: ConnectionPool, table: str) -> None:
         self._pool = pool
         self._table = table
 
-    def existing(self, stream_ids: Iterable[UUID]) -> set[UUID]:
-        """The subset of `stream_ids` with at least one stored event (one query)."""
-        ids = list(stream_ids)
-        if not ids:
-            return set()
+    def stored_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        """Each stream's events after the given version, in one query for all streams."""
+        if not versions:
+            return []
         with self._pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT DISTINCT originator_id FROM {self._table} "  # noqa: S608
-                "WHERE originator_id = ANY(%s) AND originator_version = 1",
-                (ids,),
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state "  # noqa: S608
+                "FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, after) "
+                f"JOIN {self._table} e "
+                "ON e.originator_id = w.id AND e.originator_version > w.after "
+                "ORDER BY e.originator_id, e.originator_version",
+                (list(versions), list(versions.values())),
             ).fetchall()
-        return {r[0] for r in rows}
+        return [StoredEvent(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
 
 @dataclass
