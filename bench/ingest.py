@@ -174,6 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--conns", type=int, default=64)
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="`urbana serve --workers`"
+    )
     args = parser.parse_args()
     sat_n = 3000 if args.quick else 20000
     paced_n = 2000 if args.quick else 10000
@@ -212,13 +215,20 @@ def main() -> None:
             "URBANA_DATA_DIR": tmp,
         }
         server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("urbana")), "serve", "--port", str(port)],
+            [
+                str(Path(sys.executable).with_name("urbana")),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         profiler = None
-        if os.environ.get("BENCH_PROFILE"):
+        if os.environ.get("BENCH_PROFILE") and args.workers == 1:
             profiler = subprocess.Popen(
                 [
                     "py-spy",
@@ -275,6 +285,7 @@ def main() -> None:
             "bench": "ingest",
             "webhooks_per_run": sat_n,
             "concurrency": args.conns,
+            "server_workers": args.workers,
             "saturation": {
                 "median_webhooks_per_s": round(best["per_s"], 1),
                 "p50_ms": best["p50_ms"],

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -194,11 +195,47 @@ async def _serve(
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="HTTP worker processes (one group committer each).")
+    ] = 1,
 ) -> None:
     """Run the HTTP API against external services (URBANA_DATABASE_URL, ...)."""
     _logging()
     settings = _with_running_services(_settings())
-    _run(_serve(settings, host, port, lambda url: out.print(f"api: {url}")))
+    if workers == 1:
+        _run(_serve(settings, host, port, lambda url: out.print(f"api: {url}")))
+        return
+    import uvicorn
+
+    # Spawned workers read their settings from the environment: pass on what was resolved.
+    os.environ.update(
+        {
+            f"URBANA_{name.upper()}": str(getattr(settings, name))
+            for name in ("database_url", "kafka_bootstrap", "redis_url", "data_dir")
+            if getattr(settings, name) is not None
+        }
+    )
+    out.print(f"api: http://{host}:{port} ({workers} workers)")
+    uvicorn.run(
+        "urbana.adapters.http.app:from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        lifespan="on",
+        http="httptools",
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        access_log=False,
+    )
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @app.command()

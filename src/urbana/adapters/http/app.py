@@ -124,3 +124,8 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
         return problem(503, "not ready", checks=status, headers={"Retry-After": "5"})
 
     return app
+
+
+def from_environment() -> FastAPI:
+    """The app with settings from the environment: the factory `serve --workers N` spawns."""
+    return create_app(Settings())
