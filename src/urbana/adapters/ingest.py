@@ -4,6 +4,10 @@ The event store is the authority on duplicates (MessageRef streams); Redis only
 remembers recently committed provider ids so a redelivery is answered without a
 trip through the writer. An id is written to Redis only after its batch
 committed, so Redis can never claim something the store does not hold.
+
+Redis is asked and told once per event-loop turn, not once per request: the
+requests parsed in one turn share one MGET, and the ids committed meanwhile are
+remembered by one pipelined write that nobody waits for.
 """
 
 from __future__ import annotations
@@ -44,6 +48,67 @@ def _seen_key(command: ReceiveMessage) -> str:
     )
 
 
+class SeenIds:
+    """The Redis fast path, coalesced: one MGET per loop turn, one write per flush."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._asks: list[tuple[list[str], asyncio.Future[set[str]]]] = []
+        self._to_remember: list[str] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._lookups: set[asyncio.Task[None]] = set()  # held so they are not collected
+
+    async def seen(self, keys: list[str]) -> set[str]:
+        """Which of `keys` were committed recently (raises RedisError if unreachable)."""
+        future: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        self._asks.append((keys, future))
+        if len(self._asks) == 1:
+            asyncio.get_running_loop().call_soon(self._ask_all)
+        return await future
+
+    def _ask_all(self) -> None:
+        asks, self._asks = self._asks, []
+        task = asyncio.ensure_future(self._mget(asks))
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    async def _mget(self, asks: list[tuple[list[str], asyncio.Future[set[str]]]]) -> None:
+        keys = list(dict.fromkeys(k for ks, _ in asks for k in ks))
+        try:
+            flags = await self._redis.mget(keys)
+        except Exception as exc:  # every asker gets the fault (a 503 upstream)
+            for _, future in asks:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        hits = {k for k, flag in zip(keys, flags, strict=True) if flag is not None}
+        for ks, future in asks:
+            if not future.done():
+                future.set_result(hits.intersection(ks))
+
+    def remember(self, keys: list[str]) -> None:
+        """Note committed ids; they are written to Redis soon, in one round trip."""
+        self._to_remember.extend(keys)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush(), name="seen-ids-flush")
+
+    async def _flush(self) -> None:
+        while self._to_remember:
+            keys, self._to_remember = self._to_remember, []
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.set(key, b"1", ex=SEEN_TTL_S)
+                    await pipe.execute()
+            except RedisError as exc:
+                # Already durable: the store still refuses a redelivery, only slower.
+                log.warning("could not remember %d ids in Redis: %s", len(keys), exc)
+
+    async def aclose(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
+
+
 class Ingestor:
     """Turns parsed webhook items into durable events, exactly once."""
 
@@ -55,7 +120,7 @@ class Ingestor:
         window_ms: float = 2.0,
         max_batch: int = 256,
     ) -> None:
-        self._redis = redis
+        self._seen = SeenIds(redis) if redis is not None else None
         self.committer: GroupCommitter[Command, Outcome] = GroupCommitter(
             app.ingest, window_ms=window_ms, max_batch=max_batch, name="ingest-writer"
         )
@@ -65,16 +130,16 @@ class Ingestor:
 
     async def aclose(self) -> None:
         await self.committer.aclose()
+        if self._seen is not None:
+            await self._seen.aclose()
 
     async def ingest(self, commands: Sequence[Command]) -> IngestResult:
         """Commit the commands (skipping recently seen ids); raises on infrastructure faults."""
         result = IngestResult()
         messages = [c for c in commands if isinstance(c, ReceiveMessage)]
         seen: set[str] = set()
-        if self._redis is not None and messages:
-            keys = [_seen_key(c) for c in messages]
-            flags = await self._redis.mget(keys)
-            seen = {k for k, flag in zip(keys, flags, strict=True) if flag is not None}
+        if self._seen is not None and messages:
+            seen = await self._seen.seen([_seen_key(c) for c in messages])
         todo = [c for c in commands if not (isinstance(c, ReceiveMessage) and _seen_key(c) in seen)]
         result.duplicates += len(commands) - len(todo)
         outcomes = await asyncio.gather(*(self.committer.submit(c) for c in todo))
@@ -92,13 +157,6 @@ class Ingestor:
                 committed.append(_seen_key(command))
             else:
                 result.statuses[outcome] = result.statuses.get(outcome, 0) + 1
-        if self._redis is not None and committed:
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key in committed:
-                        pipe.set(key, b"1", ex=SEEN_TTL_S)
-                    await pipe.execute()
-            except RedisError as exc:
-                # Already durable: the store still refuses a redelivery, only slower.
-                log.warning("could not remember %d ids in Redis: %s", len(committed), exc)
+        if self._seen is not None and committed:
+            self._seen.remember(committed)
         return result
