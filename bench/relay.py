@@ -358,6 +358,12 @@ async def _project(
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
+    # Ready once every consumer group has joined: the lag measured is steady state,
+    # not the broker's group rebalance.
+    for _ in range(1200):
+        if runner.assigned() or task.done():
+            break
+        await asyncio.sleep(0.05)
     conn.send("ready")
     last = await asyncio.to_thread(conn.recv)
     names = [p.name for p in runner.projections]

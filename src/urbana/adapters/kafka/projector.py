@@ -364,6 +364,12 @@ class ProjectionRunner:
             producer, self._producer = self._producer, None
             await producer.stop()
 
+    def assigned(self) -> bool:
+        """Whether every projection's consumer holds partitions (its group has joined)."""
+        return bool(self._workers) and all(
+            w.consumer is not None and w.consumer.assignment() for w in self._workers
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume and apply until `stop` is set; then close every client."""
         await self._start()
