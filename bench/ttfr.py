@@ -5,13 +5,13 @@
 Starts embedded PostgreSQL, Kafka-protocol broker and Redis, then the engine as it is
 deployed (`--topology processes`, the default, as in infra/compose.yaml: `urbana
 serve` and one `urbana worker` process per role: relay, projector, responder,
-dispatcher) or all in one process (`--topology dev`, as `urbana dev`), with an instant
-local OpenAI-compatible server and a stand-in for Meta's Graph API send endpoint
-(both in this process), debounce 0, and posts signed Cloud API webhooks that each
-open a new conversation, paced at `--rate` (default 50/s). For each one: time from sending the
-webhook to the gateway receiving the reply. Baseline in the same run: the
-webhook's own HTTP round trip (durable ingest). Targets (issue #5): p50 <= 30 ms,
-p99 <= 150 ms.
+dispatcher, knowledge) or all in one process (`--topology dev`, as `urbana dev`), with
+an instant local OpenAI-compatible server and a stand-in for Meta's Graph API send
+endpoint (both in this process), debounce 0, and posts signed Cloud API webhooks that
+each open a new conversation, paced at `--rate` (default 50/s). For each one: time
+from sending the webhook to the gateway receiving the reply, and where it went
+(`stages_ms`, from the events' timestamps). Baseline in the same run: the webhook's
+own HTTP round trip (durable ingest). Targets (issue #5): p50 <= 30 ms, p99 <= 150 ms.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.kafka.topics import init_topics
 from urbana.adapters.postgres.store import open_store
 from urbana.application.gateways import gateway_config
+from urbana.domain.conversation import Conversation
 
 PNID = "106540352242922"
 DECISION = {
@@ -64,6 +65,7 @@ DECISION = {
 class Outside:
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
+        self.arrived_wall: dict[str, float] = {}
 
     async def completions(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -87,6 +89,7 @@ class Outside:
     async def send(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.arrived.setdefault(body["to"], time.perf_counter())
+        self.arrived_wall.setdefault(body["to"], time.time())
         return JSONResponse({"messages": [{"id": f"wamid.OUT{uuid4().hex}"}]})
 
 
@@ -147,6 +150,7 @@ def webhook(wa_id: str, secret: str) -> tuple[bytes, str]:
 
 async def drive(api: str, secret: str, outside: Outside, n: int, rate: float) -> dict[str, Any]:
     sent_at: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
     ingest: list[float] = []
     async with httpx.AsyncClient(timeout=10) as client:
 
@@ -156,6 +160,7 @@ async def drive(api: str, secret: str, outside: Outside, n: int, rate: float) ->
             body, sig = webhook(wa_id, secret)
             t0 = time.perf_counter()
             sent_at[wa_id] = t0
+            sent_wall[wa_id] = time.time()
             r = await client.post(
                 f"{api}/webhooks/whatsapp-cloud", content=body, headers={"X-Hub-Signature-256": sig}
             )
@@ -168,7 +173,34 @@ async def drive(api: str, secret: str, outside: Outside, n: int, rate: float) ->
     while len(set(sent_at) & set(outside.arrived)) < n and time.monotonic() < deadline:  # noqa: ASYNC110 - the arrivals come from another thread
         await asyncio.sleep(0.05)
     ttfr = sorted(outside.arrived[w] - t for w, t in sent_at.items() if w in outside.arrived)
-    return {"ttfr": ttfr, "ingest": sorted(ingest), "missing": n - len(ttfr)}
+    return {
+        "ttfr": ttfr,
+        "ingest": sorted(ingest),
+        "missing": n - len(ttfr),
+        "sent_wall": sent_wall,
+    }
+
+
+def stages(
+    store: Any, tenant_id: UUID, sent_wall: dict[str, float], arrived: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Where the time goes, from the events' own timestamps (one clock, this machine):
+    webhook -> MessageReceived (ingest), -> AIReplyGenerated (relay, Kafka, responder up
+    to its decision), -> the gateway's send request (commit, relay, Kafka, dispatcher)."""
+    parts: dict[str, list[float]] = {"ingest": [], "to_ai_decision": [], "to_gateway": []}
+    for wa_id, sent in sent_wall.items():
+        if wa_id not in arrived:
+            continue
+        stream = store.app.stream(Conversation.create_id(tenant_id, "cloud", wa_id))
+        at = {type(e).__name__: e.timestamp.timestamp() for e in stream}
+        if "MessageReceived" not in at or "AIReplyGenerated" not in at:
+            continue
+        parts["ingest"].append(at["MessageReceived"] - sent)
+        parts["to_ai_decision"].append(at["AIReplyGenerated"] - at["MessageReceived"])
+        parts["to_gateway"].append(arrived[wa_id] - at["AIReplyGenerated"])
+    return {
+        name: {"p50": pct(sorted(v), 0.5), "p99": pct(sorted(v), 0.99)} for name, v in parts.items()
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -253,7 +285,7 @@ def main() -> None:
                     URBANA_REDIS_URL=urls.redis,
                 )
                 procs.append(spawn(["serve", "--port", str(port)], env))
-                for role in ("relay", "projector", "responder", "dispatcher"):
+                for role in ("relay", "projector", "responder", "dispatcher", "knowledge"):
                     procs.append(spawn(["worker", "--role", role], env))
             wait_healthy(services["api"], procs)
             store = open_store(services["postgres"], parse_master_key(master), pool_size=1)
@@ -283,6 +315,13 @@ def main() -> None:
             time.sleep(8)  # consumer groups join (Tansu takes a few seconds)
             asyncio.run(drive(services["api"], secret, outside, 20, 10))  # warm-up
             result = asyncio.run(drive(services["api"], secret, outside, n, args.rate))
+            store = open_store(services["postgres"], parse_master_key(master), pool_size=1)
+            try:
+                breakdown = stages(
+                    store, UUID(str(tenant_id)), result["sent_wall"], outside.arrived_wall
+                )
+            finally:
+                store.close()
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGINT)
@@ -306,6 +345,7 @@ def main() -> None:
                 "p99": pct(ttfr, 0.99),
                 "mean": round(statistics.mean(ttfr) * 1000, 1) if ttfr else -1,
             },
+            "stages_ms": breakdown,
             "baseline_ingest_roundtrip_ms": {"p50": pct(ingest, 0.5), "p99": pct(ingest, 0.99)},
             "ratio_p50_ttfr_vs_ingest": round(pct(ttfr, 0.5) / max(pct(ingest, 0.5), 0.001), 2),
             "targets_ms": {"p50": 30, "p99": 150},

@@ -241,7 +241,8 @@ def _has_uvloop() -> bool:
 @app.command()
 def worker(
     role: Annotated[
-        list[str], typer.Option("--role", help="relay | projector | responder | dispatcher")
+        list[str],
+        typer.Option("--role", help="relay | projector | responder | dispatcher | knowledge"),
     ],
 ) -> None:
     """Run background roles (repeat --role) against external services, until SIGTERM."""
@@ -391,35 +392,83 @@ def kb_add(
 def _run_kb_add(
     settings: Settings, tenant_id: UUID, documents: list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
+    """Record the documents, then index them as the knowledge role would (so `kb add`
+    works without workers running; indexing the same event twice is harmless)."""
     from urbana.adapters.bootstrap import build_store
-    from urbana.adapters.embeddings import LocalE5Embeddings
-    from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-    from urbana.application.ai import chunk_markdown
     from urbana.domain.errors import DomainError
 
     store = build_store(settings)
     try:
-        knowledge = PgKnowledgeStore(store.pool, LocalE5Embeddings())
-        knowledge.create_tables()
-        added = []
         for name, text in documents:
             try:
                 store.app.add_knowledge_document(tenant_id, name, text)
             except DomainError as exc:
                 err.print(f"error: {exc}")
                 raise typer.Exit(1) from exc
-            document_id = asyncio.run(knowledge.add_document(tenant_id, name, text))
-            added.append(
-                {
-                    "name": name,
-                    "document_id": str(document_id),
-                    "characters": len(text),
-                    "chunks": len(chunk_markdown(text)),
-                }
-            )
-        return added
+        names = {name.strip() for name, _ in documents}
+        return _index(settings, store, tenant_id, names)
     finally:
         store.close()
+
+
+def _index(
+    settings: Settings, store: Any, tenant_id: UUID, names: set[str] | None
+) -> list[dict[str, Any]]:
+    """Embed the tenant's documents (those named, or all) from its event stream, with
+    the embeddings the settings choose (as the knowledge role does)."""
+    import httpx
+
+    from urbana.adapters.bootstrap import build_ai
+    from urbana.application.ai import chunk_markdown
+
+    async def index() -> list[dict[str, Any]]:
+        indexed = []
+        async with httpx.AsyncClient(timeout=30) as http:
+            knowledge = build_ai(settings, store, http).knowledge
+            for doc in store.app.knowledge_documents(tenant_id):
+                if names is not None and doc.name not in names:
+                    continue
+                document_id = await knowledge.add_document(
+                    tenant_id, doc.name, doc.text, version=doc.version
+                )
+                indexed.append(
+                    {
+                        "name": doc.name,
+                        "document_id": str(document_id),
+                        "characters": len(doc.text),
+                        "chunks": len(chunk_markdown(doc.text)),
+                    }
+                )
+        return indexed
+
+    return asyncio.run(index())
+
+
+@kb_app.command("reindex")
+def kb_reindex(
+    tenant_id: str, data_dir: DataDir = Path(".urbana"), as_json: JsonOut = False
+) -> None:
+    """Rebuild a tenant's pgvector knowledge index from its events."""
+    from urbana.adapters.bootstrap import build_store
+    from urbana.application.gateways import tenant_uuid
+    from urbana.domain.errors import DomainError
+
+    try:
+        tid = tenant_uuid(tenant_id)
+    except DomainError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    settings = _with_running_services(_settings(data_dir))
+    store = build_store(settings)
+    try:
+        indexed = _index(settings, store, tid, None)
+    finally:
+        store.close()
+    _emit(
+        as_json,
+        {"tenant_id": tenant_id, "documents": indexed},
+        "\n".join(f"indexed {d['name']} ({d['chunks']} chunks)" for d in indexed) or "no documents",
+    )
 
 
 @kafka_app.command("init")

@@ -265,7 +265,10 @@ async def _main(data_dir: Path, console: Console) -> None:
             knowledge = web.state.container.ai.knowledge
             for name, text in KNOWLEDGE.items():
                 app.add_knowledge_document(tenant_id, name, text)
-                await knowledge.add_document(tenant_id, name, text)
+            # Indexed now rather than waiting for the knowledge role's consumer group to
+            # join; the role re-indexes the same versions as a no-op.
+            for doc in app.knowledge_documents(tenant_id):
+                await knowledge.add_document(tenant_id, doc.name, doc.text, version=doc.version)
             console.print(f"knowledge base: {', '.join(KNOWLEDGE)}")
             demo = Demo(console, api, store, secret)
             try:

@@ -4,7 +4,6 @@ and a stand-in for Meta's Graph API."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -17,12 +16,10 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from tests.e2e.conftest import Api, start_api, stop_api
+from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
 from tests.e2e.fakes import ANSWER, Outside, start_outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
-from urbana.adapters.embeddings import LocalE5Embeddings
-from urbana.adapters.postgres.knowledge import PgKnowledgeStore
 from urbana.adapters.runtime import ROLES
 from urbana.domain.conversation import Conversation, Status
 
@@ -78,11 +75,25 @@ def tenant(loop_api: Api, outside: Outside) -> CloudTenant:
 
 
 def add_knowledge(api: Api, t: CloudTenant) -> None:
-    tid = UUID(t.tenant_id)
-    api.store.app.add_knowledge_document(tid, "atendimento.md", KNOWLEDGE)
-    knowledge = PgKnowledgeStore(api.store.pool, LocalE5Embeddings())
-    knowledge.create_tables()
-    asyncio.run(knowledge.add_document(tid, "atendimento.md", KNOWLEDGE))
+    """Through the admin API; the knowledge role indexes it (waited for here)."""
+    r = httpx.post(
+        f"{api.url}/admin/tenants/{t.tenant_id}/knowledge",
+        json={"name": "atendimento.md", "text": KNOWLEDGE},
+        headers={"X-Admin-Key": ADMIN_KEY},
+    )
+    assert r.status_code == 202, r.text
+
+    def indexed() -> bool:
+        with api.store.pool.connection() as conn:
+            table = conn.execute("SELECT to_regclass('kb_chunks')").fetchone()
+            if table is None or table[0] is None:
+                return False
+            row = conn.execute(
+                "SELECT count(*) FROM kb_chunks WHERE tenant_id = %s", (UUID(t.tenant_id),)
+            ).fetchone()
+        return bool(row and row[0])
+
+    wait_until(indexed, timeout=60)
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0) -> Any:

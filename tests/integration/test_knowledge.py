@@ -170,6 +170,22 @@ async def test_adding_a_document_again_replaces_its_chunks(
     assert await store.delete_document(tenant, document_id) == 1
 
 
+async def test_an_older_event_never_replaces_a_newer_document(
+    kb: tuple[PgKnowledgeStore, UUID], pool: ConnectionPool
+) -> None:
+    """Redelivered or reordered KnowledgeDocumentAdded events leave the newest text."""
+    store, tenant = kb
+    await store.add_document(tenant, "precos.md", "Frete grátis acima de R$ 500.", version=7)
+    await store.add_document(tenant, "precos.md", "Frete grátis acima de R$ 300.", version=4)
+    await store.add_document(tenant, "precos.md", "Frete grátis acima de R$ 500.", version=7)
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT text, source_version FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
+            (tenant, document_id_for(tenant, "precos.md")),
+        ).fetchall()
+    assert rows == [("Frete grátis acima de R$ 500.", 7)]
+
+
 async def test_offline_responder_answers_the_opening_hours_question(
     kb: tuple[PgKnowledgeStore, UUID], embeddings: LocalE5Embeddings
 ) -> None:

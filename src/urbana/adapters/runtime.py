@@ -1,4 +1,4 @@
-"""Background roles of a process: relay, projector, responder, dispatcher.
+"""Background roles of a process: relay, projector, responder, dispatcher, knowledge.
 
 `urbana dev` runs them all inside the API process; `urbana worker --role ROLE`
 runs one per process against external services. Each role is a task that stops
@@ -16,14 +16,19 @@ from dataclasses import dataclass, field
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import Relay
-from urbana.adapters.kafka.workers import EventWorker, dispatcher_worker, responder_worker
+from urbana.adapters.kafka.workers import (
+    EventWorker,
+    dispatcher_worker,
+    knowledge_worker,
+    responder_worker,
+)
 from urbana.adapters.redis_coord import RedisCoordinator
 from urbana.application.dispatcher import Dispatcher
 from urbana.application.responder import Responder
 
 log = logging.getLogger(__name__)
 
-ROLES = ("relay", "projector", "responder", "dispatcher")
+ROLES = ("relay", "projector", "responder", "dispatcher", "knowledge")
 
 
 class RoleError(ValueError):
@@ -115,6 +120,15 @@ class Runtime:
                     topic=s.events_topic,
                     group_id=f"{s.consumer_group_prefix}.worker.dispatcher",
                 )
+            self.workers[role] = worker
+            await worker.run(self.stop)
+        elif role == "knowledge":
+            worker = knowledge_worker(
+                knowledge=c.ai.knowledge,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.events_topic,
+                group_id=f"{s.consumer_group_prefix}.worker.knowledge",
+            )
             self.workers[role] = worker
             await worker.run(self.stop)
         else:

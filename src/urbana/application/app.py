@@ -74,6 +74,13 @@ class Received:
 
 
 @dataclass(frozen=True, slots=True)
+class KnowledgeDocument:
+    name: str
+    text: str
+    version: int  # of the tenant stream event that added it
+
+
+@dataclass(frozen=True, slots=True)
 class AIOutcome:
     """What the responder decided for one inbound burst."""
 
@@ -691,6 +698,17 @@ class UrbanaApp(Application[UUID]):
         self._on_conversation(conversation_id, lambda c: c.close(by=by, resolution=resolution))
 
     # ------------------------------------------------------------------ reads
+
+    def knowledge_documents(self, tenant_id: UUID) -> list[KnowledgeDocument]:
+        """The tenant's knowledge documents as last added, from its event stream."""
+        latest: dict[str, KnowledgeDocument] = {}
+        for event in self.events.get(tenant_id):
+            if type(event).__name__ == "KnowledgeDocumentAdded":
+                data: dict[str, Any] = vars(event)
+                latest[data["name"]] = KnowledgeDocument(
+                    data["name"], data["text"], data["originator_version"]
+                )
+        return list(latest.values())
 
     def stream(self, aggregate_id: UUID) -> list[Any]:
         """Every event of one stream, decrypted (or ERASED), oldest first."""

@@ -8,9 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from urbana.adapters.bootstrap import Container
+from urbana.adapters.postgres.knowledge import document_id_for
 from urbana.application.gateways import gateway_config, tenant_uuid
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -66,4 +67,49 @@ async def connect_channel(tenant_id: str, body: ChannelIn, container: AdminDep) 
     await asyncio.to_thread(container.store.app.connect_channel, tenant_uuid(tenant_id), config)
     return JSONResponse(
         {"tenant_id": tenant_id, "channel": body.kind, "route_key": config.route_key}
+    )
+
+
+class DocumentIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1)
+
+
+@router.post("/tenants/{tenant_id}/knowledge", status_code=202)
+async def add_knowledge(
+    tenant_id: str, request: Request, container: AdminDep, name: str | None = None
+) -> JSONResponse:
+    """Add (or replace, by name) a Markdown / text document to a tenant's knowledge base.
+
+    JSON `{"name", "text"}`, or the raw document as `text/markdown` / `text/plain` with
+    `?name=`. Answered once `KnowledgeDocumentAdded` is durable; the knowledge role
+    embeds it into pgvector moments later (202).
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("text/markdown", "text/plain"):
+        if not name:
+            raise HTTPException(422, "?name= is required with a raw document body")
+        raw = await request.body()
+        try:
+            doc = DocumentIn(name=name, text=raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValidationError) as exc:
+            raise HTTPException(422, f"not a UTF-8 text document: {exc}") from exc
+    elif kind == "application/json":
+        try:
+            doc = DocumentIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(422, f"expected {{name, text}}: {exc.errors()}") from exc
+    else:
+        raise HTTPException(415, "send application/json, text/markdown or text/plain")
+    tid = tenant_uuid(tenant_id)
+    await asyncio.to_thread(container.store.app.add_knowledge_document, tid, doc.name, doc.text)
+    return JSONResponse(
+        {
+            "tenant_id": tenant_id,
+            "name": doc.name.strip(),
+            "document_id": str(document_id_for(tid, doc.name.strip())),
+            "characters": len(doc.text),
+            "status": "accepted",
+        },
+        status_code=202,
     )

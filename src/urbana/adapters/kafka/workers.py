@@ -1,4 +1,5 @@
-"""Consumer groups that act on events: the AI responder and the outbound dispatcher.
+"""Consumer groups that act on events: the AI responder, the outbound dispatcher and
+the knowledge indexer.
 
 Each worker reads `urbana.events.v1` in its own consumer group, handles the events
 it cares about (events of one conversation in order, different conversations
@@ -30,6 +31,7 @@ from urbana.adapters.kafka.topics import (
     load_topics,
     spec_for,
 )
+from urbana.adapters.postgres.knowledge import PgKnowledgeStore
 from urbana.adapters.redis_coord import RedisCoordinator
 from urbana.application.app import UrbanaApp
 from urbana.application.dispatcher import Dispatcher
@@ -280,6 +282,38 @@ def dispatcher_worker(
         bootstrap=bootstrap,
         handle=handle,
         types=["OutboundMessageQueued"],
+        topic=topic,
+        group_id=group_id,
+    )
+
+
+def knowledge_worker(
+    *,
+    knowledge: PgKnowledgeStore,
+    bootstrap: str,
+    topic: str = EVENTS_TOPIC,
+    group_id: str | None = None,
+) -> EventWorker:
+    """On KnowledgeDocumentAdded: chunk and embed the document into pgvector.
+
+    The embeddings projection: a document is stored with the tenant stream version of
+    its event, so a redelivered or older event never replaces newer text.
+    """
+
+    async def handle(envelope: Envelope) -> None:
+        document_id = await knowledge.add_document(
+            UUID(envelope.stream_id),
+            str(envelope.data["name"]),
+            str(envelope.data["text"]),
+            version=envelope.stream_version,
+        )
+        log.info("knowledge %s: document %s indexed", envelope.stream_id, document_id)
+
+    return EventWorker(
+        name="knowledge",
+        bootstrap=bootstrap,
+        handle=handle,
+        types=["KnowledgeDocumentAdded"],
         topic=topic,
         group_id=group_id,
     )

@@ -5,6 +5,10 @@ per chunk with its vector, the model that made it and its dimension; a search on
 compares vectors of the model the store embeds queries with. An HNSW index
 (`vector_cosine_ops`) serves the nearest-neighbour search.
 
+The table is a projection of the tenants' `KnowledgeDocumentAdded` events: each row
+keeps the tenant stream version of the event it came from, and an event older than
+what a document already holds changes nothing (redeliveries, replays out of order).
+
 Knowledge text is the tenant's own published content (opening hours, prices,
 policies), not personal data of leads: it is stored in the clear and is not subject
 to crypto-shredding. Tenants must not upload documents about identifiable people.
@@ -44,6 +48,7 @@ _DDL = (
         created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         UNIQUE (tenant_id, document_id, chunk_no)
     )""",
+    "ALTER TABLE kb_chunks ADD COLUMN IF NOT EXISTS source_version BIGINT NOT NULL DEFAULT 0",
     "CREATE INDEX IF NOT EXISTS kb_chunks_embedding_hnsw "
     "ON kb_chunks USING hnsw (embedding vector_cosine_ops)",
     "CREATE INDEX IF NOT EXISTS kb_chunks_tenant ON kb_chunks (tenant_id, model)",
@@ -92,17 +97,40 @@ class PgKnowledgeStore:
         except PsycopgError as exc:
             raise KnowledgeUnavailable(f"cannot create kb_chunks: {exc}") from exc
 
-    async def add_document(self, tenant_id: UUID, name: str, text: str) -> UUID:
-        """Chunk, embed and store a document, replacing one of the same name; its id."""
+    async def add_document(
+        self, tenant_id: UUID, name: str, text: str, *, version: int | None = None
+    ) -> UUID:
+        """Chunk, embed and store a document, replacing one of the same name; its id.
+
+        `version` is the tenant stream version of the event the text comes from: a
+        document already stored from that event or a later one is left alone (no
+        embedding either). Without a version the document is replaced unconditionally.
+        """
         if not name.strip():
             raise ValueError("document name is required")
         chunks = chunk_markdown(text, max_chars=self._max_chars, overlap=self._overlap)
         if not chunks:
             raise ValueError("document has no text")
-        vectors = await self._embeddings.embed_passages(chunks)
         document_id = document_id_for(tenant_id, name.strip())
-        await asyncio.to_thread(self._replace, tenant_id, document_id, chunks, vectors)
+        if version is not None and (
+            await asyncio.to_thread(self._stored_version, tenant_id, document_id) >= version
+        ):
+            return document_id
+        vectors = await self._embeddings.embed_passages(chunks)
+        await asyncio.to_thread(self._replace, tenant_id, document_id, chunks, vectors, version)
         return document_id
+
+    def _stored_version(self, tenant_id: UUID, document_id: UUID) -> int:
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT max(source_version) FROM kb_chunks "
+                    "WHERE tenant_id = %s AND document_id = %s",
+                    (tenant_id, document_id),
+                ).fetchone()
+        except PsycopgError as exc:
+            raise KnowledgeUnavailable(f"cannot read kb_chunks: {exc}") from exc
+        return int(row[0]) if row and row[0] is not None else -1
 
     async def search(
         self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
@@ -148,21 +176,40 @@ class PgKnowledgeStore:
         document_id: UUID,
         chunks: Sequence[str],
         vectors: Sequence[Sequence[float]],
+        version: int | None = None,
     ) -> None:
         model = self._embeddings.model
         try:
             with self._pool.connection() as conn, conn.transaction():
+                # Serialise writers of one document, then re-check under the lock.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"kb:{document_id}",))
+                row = conn.execute(
+                    "SELECT max(source_version) FROM kb_chunks "
+                    "WHERE tenant_id = %s AND document_id = %s",
+                    (tenant_id, document_id),
+                ).fetchone()
+                if version is not None and row and row[0] is not None and int(row[0]) >= version:
+                    return
                 conn.execute(
                     "DELETE FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
                     (tenant_id, document_id),
                 )
                 with conn.cursor() as cur:
                     cur.executemany(
-                        "INSERT INTO kb_chunks "
-                        "(tenant_id, document_id, chunk_no, text, embedding, model, dim) "
-                        "VALUES (%s, %s, %s, %s, %s::vector, %s, %s)",
+                        "INSERT INTO kb_chunks (tenant_id, document_id, chunk_no, text, "
+                        "embedding, model, dim, source_version) "
+                        "VALUES (%s, %s, %s, %s, %s::vector, %s, %s, %s)",
                         [
-                            (tenant_id, document_id, n, chunk, _literal(vec), model, len(vec))
+                            (
+                                tenant_id,
+                                document_id,
+                                n,
+                                chunk,
+                                _literal(vec),
+                                model,
+                                len(vec),
+                                version or 0,
+                            )
                             for n, (chunk, vec) in enumerate(zip(chunks, vectors, strict=True))
                         ],
                     )
