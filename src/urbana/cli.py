@@ -36,6 +36,9 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="Where embedded servic
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+METRICS_EVERY_S = 30.0
+
+
 def _settings(data_dir: Path | None = None) -> Settings:
     settings = Settings()
     if data_dir is not None:
@@ -270,9 +273,20 @@ async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
     runtime = Runtime(container, roles)
     await runtime.start()
     out.print(f"worker: {', '.join(roles)}")
+
+    async def report() -> None:
+        # No HTTP server in a worker: its figures (relay lag, ...) go to the log.
+        while True:
+            await asyncio.sleep(METRICS_EVERY_S)
+            logging.getLogger("urbana.metrics").info(
+                "%s", json.dumps(runtime.metrics(), default=str)
+            )
+
+    reporter = asyncio.create_task(report())
     try:
         await asyncio.gather(*runtime.tasks)
     finally:
+        reporter.cancel()
         await runtime.aclose()
         await container.aclose()
 

@@ -118,3 +118,24 @@ def test_bad_documents_are_problems_and_append_nothing(kb_api: Api) -> None:
         assert response.status_code == status, response.text
         assert response.headers["content-type"] == "application/problem+json"
     assert kb_api.event_count() == before
+
+
+def test_metrics_show_the_roles_of_the_process(kb_api: Api) -> None:
+    tid = create_tenant(kb_api)
+    r = httpx.post(
+        f"{kb_api.url}/admin/tenants/{tid}/knowledge",
+        json={"name": "pix.md", "text": "Aceitamos Pix."},
+        headers=ADMIN,
+    )
+    assert r.status_code == 202
+    wait_for(lambda: chunks(kb_api, tid, "pix.md"))
+
+    def caught_up() -> bool:
+        m = httpx.get(f"{kb_api.url}/metrics").json()
+        return bool(m["relay"]["lag_events"] == 0 and m["knowledge"]["handled"] >= 1)
+
+    wait_for(caught_up, timeout=30)
+    m = httpx.get(f"{kb_api.url}/metrics").json()
+    assert m["relay"]["published"] >= 2
+    assert m["relay"]["last_position"] == m["relay"]["head_position"]
+    assert set(m["ingest"]) == {"batches", "items", "mean_batch"}

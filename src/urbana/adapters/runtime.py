@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.kafka.projector import ProjectionRunner
@@ -44,6 +46,19 @@ class Runtime:
     relay: Relay | None = None
     projector: ProjectionRunner | None = None
     workers: dict[str, EventWorker] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        """This process's roles: relay position and lag, projections, workers."""
+        out: dict[str, Any] = {}
+        if self.relay is not None:
+            out["relay"] = self.relay.metrics()
+        if self.projector is not None:
+            out["projections"] = {
+                name: dataclasses.asdict(m) for name, m in self.projector.metrics.items()
+            }
+        for role, worker in self.workers.items():
+            out[role] = dataclasses.asdict(worker.metrics)
+        return out
 
     async def start(self) -> None:
         for role in self.roles:

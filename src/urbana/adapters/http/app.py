@@ -107,6 +107,24 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    async def metrics(request: Request, container: ContainerDep) -> JSONResponse:
+        """This process's figures: ingest group commits, and the roles it runs."""
+        committer = container.ingestor.committer
+        runtime: Runtime = request.app.state.runtime
+        return JSONResponse(
+            {
+                "ingest": {
+                    "batches": committer.batches,
+                    "items": committer.items,
+                    "mean_batch": round(committer.items / committer.batches, 2)
+                    if committer.batches
+                    else 0.0,
+                },
+                **runtime.metrics(),
+            }
+        )
+
     @app.get("/readyz")
     async def readyz(container: ContainerDep) -> JSONResponse:
         checks: dict[str, Awaitable[None]] = {
