@@ -7,7 +7,6 @@ on duplicates and optimistic concurrency, so nothing is lost or recorded twice.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import socket
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Api, start_api, stop_api
-from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, sign
+from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.domain.conversation import Conversation
 
@@ -92,15 +91,7 @@ def workers(services: ServiceUrls, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def _post(w: Workers, client: httpx.Client, t: CloudTenant, payload: dict[str, object]) -> int:
-    body = json.dumps(payload).encode()
-    return client.post(
-        f"{w.url}/webhooks/whatsapp-cloud",
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Hub-Signature-256": sign(body, t.app_secret),
-        },
-    ).status_code
+    return post_cloud(client, w.url, t, payload).status_code
 
 
 def _received(api: Api, conversation_id: UUID) -> int:

@@ -152,11 +152,13 @@ def cloud_text(
 
 
 def post_cloud(
-    client: httpx.Client, api: Api, tenant: CloudTenant, payload: dict[str, Any] | bytes
+    client: httpx.Client, api: Api | str, tenant: CloudTenant, payload: dict[str, Any] | bytes
 ) -> httpx.Response:
+    """Post a Cloud API webhook signed with the tenant's app secret (to an API or a URL)."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    base = api if isinstance(api, str) else api.url
     return client.post(
-        f"{api.url}/webhooks/whatsapp-cloud",
+        f"{base}/webhooks/whatsapp-cloud",
         content=body,
         headers={
             "Content-Type": "application/json",
