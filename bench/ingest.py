@@ -225,7 +225,10 @@ def main() -> None:
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            # BENCH_LOG_DIR keeps the server's log
+            stderr=open(Path(os.environ["BENCH_LOG_DIR"]) / "serve.log", "w")  # noqa: SIM115
+            if os.environ.get("BENCH_LOG_DIR")
+            else subprocess.DEVNULL,
         )
         profiler = None
         if os.environ.get("BENCH_PROFILE") and args.workers == 1:
