@@ -426,7 +426,12 @@ def _run_kb_add(
 
 
 def _index(
-    settings: Settings, store: Any, tenant_id: UUID, names: set[str] | None
+    settings: Settings,
+    store: Any,
+    tenant_id: UUID,
+    names: set[str] | None,
+    *,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Embed the tenant's documents (those named, or all) from its event stream, with
     the embeddings the settings choose (as the knowledge role does)."""
@@ -443,7 +448,7 @@ def _index(
                 if names is not None and doc.name not in names:
                     continue
                 document_id = await knowledge.add_document(
-                    tenant_id, doc.name, doc.text, version=doc.version
+                    tenant_id, doc.name, doc.text, version=doc.version, force=force
                 )
                 indexed.append(
                     {
@@ -475,7 +480,7 @@ def kb_reindex(
     settings = _with_running_services(_settings(data_dir))
     store = build_store(settings)
     try:
-        indexed = _index(settings, store, tid, None)
+        indexed = _index(settings, store, tid, None, force=True)
     finally:
         store.close()
     _emit(

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
 from tests.e2e.webhook_helpers import create_tenant
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.postgres.knowledge import document_id_for
+from urbana.cli import app
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +143,29 @@ def test_metrics_show_the_roles_of_the_process(kb_api: Api) -> None:
     assert m["relay"]["published"] >= 2
     assert m["relay"]["last_position"] == m["relay"]["head_position"]
     assert set(m["ingest"]) == {"batches", "items", "mean_batch"}
+
+
+def test_cli_kb_add_indexes_at_once_and_reindex_rebuilds(
+    kb_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = kb_api.settings
+    monkeypatch.setenv("URBANA_ENV", "test")
+    monkeypatch.setenv("URBANA_DATABASE_URL", settings.database_url or "")
+    monkeypatch.setenv("URBANA_DATABASE_SCHEMA", settings.database_schema or "")
+    monkeypatch.setenv("URBANA_MASTER_KEY", settings.master_key.get_secret_value())  # type: ignore[union-attr]
+    tid = create_tenant(kb_api)
+    doc = tmp_path / "garantia.md"
+    doc.write_text("# Garantia\n\nTodos os colchões têm garantia de 2 anos.", encoding="utf-8")
+    runner = CliRunner()
+    added = runner.invoke(app, ["kb", "add", tid, str(doc), "--data-dir", str(tmp_path), "--json"])
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.output)["documents"][0]["name"] == "garantia.md"
+    [(text, version)] = chunks(kb_api, tid, "garantia.md")  # indexed before it returned
+    assert "garantia de 2 anos" in text
+    assert version == 2
+    with kb_api.store.pool.connection() as conn:
+        conn.execute("DELETE FROM kb_chunks WHERE tenant_id = %s", (UUID(tid),))
+    rebuilt = runner.invoke(app, ["kb", "reindex", tid, "--data-dir", str(tmp_path), "--json"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert [d["name"] for d in json.loads(rebuilt.output)["documents"]] == ["garantia.md"]
+    assert len(chunks(kb_api, tid, "garantia.md")) == 1

@@ -186,6 +186,29 @@ async def test_an_older_event_never_replaces_a_newer_document(
     assert rows == [("Frete grátis acima de R$ 500.", 7)]
 
 
+async def test_the_same_version_is_embedded_again_only_when_forced(
+    kb: tuple[PgKnowledgeStore, UUID], pool: ConnectionPool
+) -> None:
+    store, tenant = kb
+
+    def stored() -> list[tuple[str, int]]:
+        with pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT text, source_version FROM kb_chunks "
+                "WHERE tenant_id = %s AND document_id = %s",
+                (tenant, document_id_for(tenant, "pix.md")),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    await store.add_document(tenant, "pix.md", "Aceitamos Pix.", version=5)
+    await store.add_document(tenant, "pix.md", "Aceitamos Pix e boleto.", version=5)
+    assert stored() == [("Aceitamos Pix.", 5)]
+    await store.add_document(tenant, "pix.md", "Aceitamos Pix e boleto.", version=5, force=True)
+    assert stored() == [("Aceitamos Pix e boleto.", 5)]
+    await store.add_document(tenant, "pix.md", "Só dinheiro.", version=4, force=True)
+    assert stored() == [("Aceitamos Pix e boleto.", 5)]
+
+
 async def test_offline_responder_answers_the_opening_hours_question(
     kb: tuple[PgKnowledgeStore, UUID], embeddings: LocalE5Embeddings
 ) -> None:

@@ -98,13 +98,20 @@ class PgKnowledgeStore:
             raise KnowledgeUnavailable(f"cannot create kb_chunks: {exc}") from exc
 
     async def add_document(
-        self, tenant_id: UUID, name: str, text: str, *, version: int | None = None
+        self,
+        tenant_id: UUID,
+        name: str,
+        text: str,
+        *,
+        version: int | None = None,
+        force: bool = False,
     ) -> UUID:
         """Chunk, embed and store a document, replacing one of the same name; its id.
 
         `version` is the tenant stream version of the event the text comes from: a
         document already stored from that event or a later one is left alone (no
-        embedding either). Without a version the document is replaced unconditionally.
+        embedding either); `force` re-embeds the same version (a rebuild, say after a
+        model change). Without a version the document is replaced unconditionally.
         """
         if not name.strip():
             raise ValueError("document name is required")
@@ -112,12 +119,16 @@ class PgKnowledgeStore:
         if not chunks:
             raise ValueError("document has no text")
         document_id = document_id_for(tenant_id, name.strip())
-        if version is not None and (
-            await asyncio.to_thread(self._stored_version, tenant_id, document_id) >= version
+        if (
+            version is not None
+            and not force
+            and await asyncio.to_thread(self._stored_version, tenant_id, document_id) >= version
         ):
             return document_id
         vectors = await self._embeddings.embed_passages(chunks)
-        await asyncio.to_thread(self._replace, tenant_id, document_id, chunks, vectors, version)
+        await asyncio.to_thread(
+            self._replace, tenant_id, document_id, chunks, vectors, version, force
+        )
         return document_id
 
     def _stored_version(self, tenant_id: UUID, document_id: UUID) -> int:
@@ -177,6 +188,7 @@ class PgKnowledgeStore:
         chunks: Sequence[str],
         vectors: Sequence[Sequence[float]],
         version: int | None = None,
+        force: bool = False,
     ) -> None:
         model = self._embeddings.model
         try:
@@ -188,7 +200,12 @@ class PgKnowledgeStore:
                     "WHERE tenant_id = %s AND document_id = %s",
                     (tenant_id, document_id),
                 ).fetchone()
-                if version is not None and row and row[0] is not None and int(row[0]) >= version:
+                stored = int(row[0]) if row and row[0] is not None else None
+                if (
+                    version is not None
+                    and stored is not None
+                    and (stored > version or (stored == version and not force))
+                ):
                     return
                 conn.execute(
                     "DELETE FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
