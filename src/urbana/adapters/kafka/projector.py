@@ -4,7 +4,8 @@ One consumer group per projection (`urbana.projection.<name>.v<version>`), so ea
 read model moves at its own pace and a new version starts from the beginning of the
 topic. A batch from `getmany` is applied in one PostgreSQL transaction together with
 the tracking of its partitions (`urbana.projections.apply.apply_tracked`); the Kafka
-offsets are committed only after that transaction commits. A crash in between makes
+offsets are committed only after that transaction commits (batched: at most once a
+second, and when the runner closes). A crash in between makes
 Kafka redeliver the batch, and the tracking skips it: exactly-once effect.
 
 Kafka offsets are not store positions, so the runner cannot seek by its tracking; it
@@ -52,6 +53,11 @@ _BACKOFF_MAX = 5.0
 # (500 ms) then becomes the projection lag.
 FETCH_MAX_WAIT_MS = 20
 
+# Kafka offsets only spare the tracking skip some redelivered records (the tracking in
+# PostgreSQL is what makes a batch apply once), so they are committed at most this
+# often, off the path of every batch, and when the runner closes.
+OFFSET_COMMIT_EVERY_S = 1.0
+
 
 class RunnerTimeout(TimeoutError):
     """`run_until_caught_up` did not reach the end of the topic in time."""
@@ -81,6 +87,8 @@ class _Worker:
         self.metrics = ProjectionMetrics()
         self.consumer: AIOKafkaConsumer | None = None
         self.conn: AsyncConnection[Any] | None = None
+        self._offsets: dict[TopicPartition, int] = {}  # applied, not yet committed
+        self._committed_at = time.monotonic()
 
     async def start(self) -> None:
         r = self.runner
@@ -101,6 +109,8 @@ class _Worker:
 
     async def close(self) -> None:
         if self.consumer is not None:
+            with contextlib.suppress(Exception):  # redelivery is harmless, only slower
+                await self.commit_offsets()
             consumer, self.consumer = self.consumer, None
             await consumer.stop()
         if self.conn is not None:
@@ -136,6 +146,8 @@ class _Worker:
         got = await self.consumer.getmany(
             timeout_ms=self.runner.poll_ms, max_records=self.runner.batch_size
         )
+        if time.monotonic() - self._committed_at >= OFFSET_COMMIT_EVERY_S:
+            await self.commit_offsets()
         if not got:
             return 0
         records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]] = {}
@@ -154,8 +166,15 @@ class _Worker:
             applied = await self._apply(records)
             if self.runner.after_db_commit is not None:
                 await self.runner.after_db_commit(self.projection.name, applied)
-        await self.consumer.commit(offsets)
+        self._offsets.update(offsets)
         return handled
+
+    async def commit_offsets(self) -> None:
+        """Commit the offsets of what has been applied (and dead-lettered)."""
+        self._committed_at = time.monotonic()
+        if self._offsets and self.consumer is not None:
+            offsets, self._offsets = self._offsets, {}
+            await self.consumer.commit(offsets)
 
     async def _apply(
         self, records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]]
