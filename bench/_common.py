@@ -1,12 +1,16 @@
-"""Shared bench helpers: an embedded PostgreSQL and JSON output."""
+"""Shared bench helpers: rates, free ports, process logs and JSON output."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 
 def median_rate(runs: int, once: Callable[[], tuple[int, float]]) -> dict[str, float]:
@@ -26,3 +30,17 @@ def median_rate(runs: int, once: Callable[[], tuple[int, float]]) -> dict[str, f
 def emit(result: dict[str, Any]) -> None:
     """The last line of a bench's output is one JSON object."""
     sys.stdout.write(json.dumps(result) + "\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log_sink(name: str) -> IO[str] | int:
+    """Where a spawned process's stderr goes: BENCH_LOG_DIR/NAME.log when that is set."""
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    if not log_dir:
+        return subprocess.DEVNULL
+    return open(Path(log_dir) / f"{name}.log", "w")

@@ -34,7 +34,7 @@ from pathlib import Path
 from uuid import uuid4
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit, median_rate
+from _common import emit, free_port, log_sink, median_rate
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.postgres.store import open_store
 from urbana.application.gateways import gateway_config
@@ -43,12 +43,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from append import bench_raw
 
 PNID = "106540352242922"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_requests(n: int, secret: str, port: int) -> list[bytes]:
@@ -225,10 +219,7 @@ def main() -> None:
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            # BENCH_LOG_DIR keeps the server's log
-            stderr=open(Path(os.environ["BENCH_LOG_DIR"]) / "serve.log", "w")  # noqa: SIM115
-            if os.environ.get("BENCH_LOG_DIR")
-            else subprocess.DEVNULL,
+            stderr=log_sink("serve"),
         )
         profiler = None
         if os.environ.get("BENCH_PROFILE") and args.workers == 1:

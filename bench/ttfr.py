@@ -24,7 +24,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit
+from _common import emit, free_port, log_sink
 from urbana.adapters.crypto import parse_master_key
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.kafka.topics import init_topics
@@ -105,12 +104,6 @@ def serve_outside(outside: Outside) -> tuple[str, uvicorn.Server]:
     while not server.started:
         time.sleep(0.01)
     return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def webhook(wa_id: str, secret: str) -> tuple[bytes, str]:
@@ -209,17 +202,11 @@ def pct(values: list[float], q: float) -> float:
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     """An `urbana` process; its stderr goes to BENCH_LOG_DIR when that is set."""
-    log_dir = os.environ.get("BENCH_LOG_DIR")
-    stderr = (
-        open(Path(log_dir) / f"{'-'.join(args[:3])}.log", "w")  # noqa: SIM115 - lives with the process
-        if log_dir
-        else subprocess.DEVNULL
-    )
     return subprocess.Popen(
         [str(Path(sys.executable).with_name("urbana")), *args],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=stderr,
+        stderr=log_sink("-".join(args[:3])),
         text=True,
     )
 

@@ -9,6 +9,7 @@ the store gets its own PostgreSQL schema.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,3 +56,11 @@ def store(services: object, master_key: bytes, schema: str) -> Iterator[object]:
         yield opened
     finally:
         opened.close()
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

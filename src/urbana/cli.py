@@ -148,12 +148,12 @@ def dev(
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop when available: the ingest path is event-loop bound."""
-    try:
+    if _has_uvloop():
         import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
+
         uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 def _interrupt(signum: int, frame: object) -> None:

