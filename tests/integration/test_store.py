@@ -281,3 +281,32 @@ def test_erased_subject_reads_as_erased_not_an_error(store: Store) -> None:
     received = [e for e in events if type(e).__qualname__ == "Conversation.MessageReceived"]
     assert received[0].text == ERASED
     assert store.app.get_lead(got.lead_id).name == ERASED
+
+
+def test_processes_starting_together_create_the_schema_once(
+    store: Store, master_key: bytes
+) -> None:
+    """The API and every worker of a stack open the store at the same moment."""
+    schema = f"race_{uuid4().hex[:8]}"
+    errors: list[BaseException] = []
+    opened: list[Store] = []
+    gate = threading.Barrier(6)
+
+    def start() -> None:
+        try:
+            gate.wait()
+            opened.append(open_store(store.url, master_key, schema=schema, pool_size=1))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in opened:
+        s.close()
+    with psycopg.connect(conninfo(store.url), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    assert errors == []
+    assert len(opened) == 6

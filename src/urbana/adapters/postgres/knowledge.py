@@ -23,6 +23,7 @@ from uuid import UUID, uuid5
 from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
+from urbana.adapters.postgres.store import DDL_LOCK
 from urbana.application.ai import (
     DEFAULT_K,
     Embeddings,
@@ -91,7 +92,9 @@ class PgKnowledgeStore:
     def create_tables(self) -> None:
         """Create the table and its indexes if they do not exist (idempotent)."""
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, conn.transaction():
+                # Processes starting together would collide on CREATE ... IF NOT EXISTS.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (DDL_LOCK,))
                 for statement in _DDL:
                     conn.execute(statement)
         except PsycopgError as exc:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -75,10 +76,33 @@ def ensure_schema(url: str, schema: str) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
+DDL_LOCK = "urbana.ddl"
+
+
+@contextmanager
+def ddl_lock(url: str) -> Iterator[None]:
+    """Serialise schema creation across processes.
+
+    `CREATE ... IF NOT EXISTS` is not safe against itself: processes starting together
+    (the API and every worker of a compose stack) collide on the catalog's unique keys.
+    """
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (DDL_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (DDL_LOCK,))
+
+
 def open_store(
     url: str, master_key: bytes, *, schema: str | None = None, pool_size: int = 4
 ) -> Store:
     """Open the event store (creating its tables if needed) and the key vault."""
+    with ddl_lock(url):
+        return _open_store(url, master_key, schema=schema, pool_size=pool_size)
+
+
+def _open_store(url: str, master_key: bytes, *, schema: str | None, pool_size: int) -> Store:
     if schema:
         ensure_schema(url, schema)
     parts = postgres_parts(url)
