@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     pool_size: int = 4
     host: str = "127.0.0.1"
     port: int = 8000
+    # Outbound: how long a gateway call may take, and how the dispatcher retries.
+    send_timeout_s: float = Field(default=10.0, gt=0)
+    dispatch_horizon_s: float = Field(default=900.0, gt=0, le=86_400)  # within WhatsApp's 24 h
+    dispatch_backoff_initial_s: float = Field(default=1.0, gt=0)
+    dispatch_backoff_max_s: float = Field(default=60.0, gt=0)
+    dispatch_reconcile_wait_s: float = Field(default=20.0, ge=0)
+    dispatch_breaker_failures: int = Field(default=5, ge=1)
+    dispatch_breaker_open_s: float = Field(default=5.0, gt=0)
+    dispatch_breaker_max_open_s: float = Field(default=120.0, gt=0)
 
     @field_validator("admin_api_key", "master_key")
     @classmethod

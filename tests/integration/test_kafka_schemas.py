@@ -201,7 +201,9 @@ def rich_history(store: Store) -> None:
     app.request_handoff(cid, reason="pricing", summary="quer orçamento")
     app.accept_handoff(cid, attendant="ana")
     failed = app.attendant_reply(cid, attendant="ana", text="Olá, sou a Ana")
+    app.record_send_attempt(cid, failed, _now())
     app.mark_failed(cid, failed, "gateway down", code="131000")
+    app.retry_outbound(cid, failed, by="ops")
     app.return_to_ai(cid)
     app.close_conversation(cid, by="ana")
     app.receive_message(ReceiveMessage(tid, "cloud", inbound(phone, "voltei")))
@@ -270,6 +272,8 @@ async def test_every_published_envelope_validates_against_the_schemas(
         "HandoffRequested",
         "HandoffAccepted",
         "OutboundMessageFailed",
+        "OutboundSendAttempted",
+        "OutboundMessageRetried",
         "ReturnedToAI",
         "ConversationClosed",
         "ConversationReopened",

@@ -241,6 +241,13 @@ EXPECTED_STATUSES: dict[str, StatusUpdate] = {
         error_code="131047",
         error_title="Re-engagement message",
     ),
+    "status_sent_callback_data": StatusUpdate(
+        "wamid.OUT013",
+        DeliveryStatus.SENT,
+        at(1749416600),
+        WA,
+        callback_data="0b6f3c2e-5a1d-5c7e-9f00-3d2a1b4c5e6f:7c9e6679-7425-40de-944b-e07fc1f90ae7",
+    ),
 }
 
 
@@ -582,36 +589,86 @@ async def test_send_to_a_bsuid_contact_uses_the_recipient_field() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "retryable"),
+    ("status", "body", "retryable", "channel_wide"),
     [
-        (500, {"error": {"message": "Internal"}}, True),
-        (503, {}, True),
-        (429, {"error": {"code": 80007}}, True),
-        (400, {"error": {"code": 130429, "message": "Rate limit hit"}}, True),
-        (400, {"error": {"code": 131047, "message": "Re-engagement message"}}, False),
-        (401, {"error": {"code": 190, "message": "Invalid OAuth access token"}}, False),
-        (200, {"messaging_product": "whatsapp"}, False),
+        (500, {"error": {"message": "Internal"}}, True, True),
+        (503, {}, True, True),
+        (429, {"error": {"code": 80007}}, True, True),
+        (400, {"error": {"code": 130429, "message": "Rate limit hit"}}, True, True),
+        (400, {"error": {"code": 4, "message": "Application request limit reached"}}, True, True),
+        (400, {"error": {"code": 613, "message": "Calls exceeded the rate limit"}}, True, True),
+        (400, {"error": {"code": 131056, "message": "(Business, Consumer) pair"}}, True, False),
+        (400, {"error": {"code": 131000, "message": "Something went wrong"}}, True, True),
+        (400, {"error": {"code": 131047, "message": "Re-engagement message"}}, False, True),
+        (400, {"error": {"code": 131030, "message": "Recipient not in allowed list"}}, False, True),
+        (401, {"error": {"code": 190, "message": "Invalid OAuth access token"}}, False, True),
     ],
 )
 async def test_send_maps_gateway_answers_to_channel_send_error(
-    status: int, body: object, retryable: bool
+    status: int, body: object, retryable: bool, channel_wide: bool
 ) -> None:
     with pytest.raises(ChannelSendError) as caught:
         await send_with(replying(status, body, []), OutboundRequest(to=WA, text="Oi"))
     assert caught.value.retryable is retryable
+    assert caught.value.channel_wide is channel_wide
+    assert caught.value.outcome_unknown is False
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    assert caught.value.code == (str(code) if code is not None else None)
+
+
+async def test_a_success_without_a_wamid_is_an_unknown_outcome() -> None:
+    with pytest.raises(ChannelSendError) as caught:
+        await send_with(
+            replying(200, {"messaging_product": "whatsapp"}, []), OutboundRequest(to=WA, text="Oi")
+        )
+    assert caught.value.retryable is True
+    assert caught.value.outcome_unknown is True
 
 
 @pytest.mark.parametrize(
-    "error",
-    [httpx.ReadTimeout("lento demais"), httpx.ConnectError("recusado")],
+    ("header", "seconds"),
+    [("7", 7.0), ("0", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None)],
 )
-async def test_send_transport_failures_are_retryable(error: httpx.HTTPError) -> None:
+async def test_retry_after_is_read_from_a_throttled_answer(
+    header: str, seconds: float | None
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429, json={"error": {"code": 130429}}, headers={"Retry-After": header}
+        )
+
+    with pytest.raises(ChannelSendError) as caught:
+        await send_with(handler, OutboundRequest(to=WA, text="Oi"))
+    assert caught.value.retry_after == seconds
+
+
+async def test_callback_data_goes_out_as_biz_opaque_callback_data() -> None:
+    seen: list[httpx.Request] = []
+    await send_with(
+        replying(200, ACCEPTED, seen), OutboundRequest(to=WA, text="Oi", callback_data="c:o")
+    )
+    assert json.loads(seen[0].content)["biz_opaque_callback_data"] == "c:o"
+
+
+@pytest.mark.parametrize(
+    ("error", "unknown"),
+    [
+        (httpx.ReadTimeout("lento demais"), True),
+        (httpx.RemoteProtocolError("connection closed"), True),
+        (httpx.ConnectError("recusado"), False),
+        (httpx.ConnectTimeout("sem rota"), False),
+    ],
+)
+async def test_send_transport_failures_are_retryable(error: httpx.HTTPError, unknown: bool) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise error
 
     with pytest.raises(ChannelSendError) as caught:
         await send_with(handler, OutboundRequest(to=WA, text="Oi"))
     assert caught.value.retryable is True
+    # Refused before it reached the gateway: surely not sent. Broken after: maybe sent.
+    assert caught.value.outcome_unknown is unknown
     assert caught.value.__cause__ is error
 
 

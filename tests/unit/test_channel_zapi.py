@@ -390,7 +390,8 @@ async def test_send_falls_back_to_zaap_id_and_honours_the_base_url() -> None:
         (429, {"error": "Too many requests"}, True),
         (400, {"error": "Phone is required"}, False),
         (403, {"error": "your client-token is not configured"}, False),
-        (200, {"value": True}, False),
+        # Taken, but with no id to confirm it by: sent again (at-least-once).
+        (200, {"value": True}, True),
     ],
 )
 async def test_send_maps_gateway_answers_to_channel_send_error(

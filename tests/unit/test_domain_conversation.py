@@ -812,3 +812,91 @@ def test_outbound_messages_do_not_extend_the_window() -> None:
     ai_reply(conv)
     business_message(conv)
     assert not conv.within_service_window(NOW)
+
+
+# ------------------------------------------------------- attempts and retries
+
+
+def test_a_send_attempt_is_recorded_before_the_call_and_counted() -> None:
+    conv = queued()
+    assert conv.record_send_attempt(outbound_id="ai-1", at=NOW) == 1
+    assert conv.record_send_attempt(outbound_id="ai-1", at=NOW + timedelta(seconds=5)) == 2
+    assert names(conv.collect_events()) == ["OutboundSendAttempted", "OutboundSendAttempted"]
+    assert conv.first_attempt_at["ai-1"] == NOW
+    assert conv.last_attempt_at["ai-1"] == NOW + timedelta(seconds=5)
+    assert conv.delivery("ai-1") is Delivery.QUEUED
+
+
+def test_an_attempt_is_refused_once_the_message_left_the_queue() -> None:
+    conv = queued()
+    conv.mark_sent(outbound_id="ai-1", provider_message_id="wamid.out")
+    conv.collect_events()
+    assert_refused(conv, StaleStatus, lambda: conv.record_send_attempt(outbound_id="ai-1", at=NOW))
+
+
+def test_an_attempt_is_refused_when_the_send_time_gate_is_closed() -> None:
+    conv = queued()
+    conv.accept_handoff(attendant="ana")
+    conv.collect_events()
+    assert_refused(
+        conv, InvalidTransition, lambda: conv.record_send_attempt(outbound_id="ai-1", at=NOW)
+    )
+
+
+def test_a_message_failed_before_the_gateway_took_it_may_be_retried() -> None:
+    conv = queued()
+    conv.record_send_attempt(outbound_id="ai-1", at=NOW)
+    conv.mark_failed(outbound_id="ai-1", reason="gave up", code="500")
+    assert conv.retry_refusal("ai-1", NOW) is None
+    conv.retry_outbound(outbound_id="ai-1", by="ops", now=NOW)
+    assert names(conv.collect_events())[-1] == "OutboundMessageRetried"
+    assert conv.delivery("ai-1") is Delivery.QUEUED
+    assert conv.send_attempts.get("ai-1") is None  # a fresh start: horizon and attempts
+    assert conv.pending_text["ai-1"] == "Olá! Como posso ajudar?"
+    assert conv.may_send("ai-1")
+
+
+@pytest.mark.parametrize(
+    ("setup", "refusal"),
+    [
+        (lambda c: None, "it is queued, not failed"),
+        (
+            lambda c: (
+                c.mark_sent(outbound_id="ai-1", provider_message_id="w"),
+                c.mark_failed(outbound_id="ai-1", reason="131026", code="131026"),
+            ),
+            "the gateway accepted it and reported it undeliverable",
+        ),
+        (
+            lambda c: (
+                c.mark_failed(outbound_id="ai-1", reason="x"),
+                c.accept_handoff(attendant="ana"),
+            ),
+            "the conversation moved on (a human took over, or it is closed)",
+        ),
+    ],
+    ids=["not-failed", "failed-after-sent", "human-took-over"],
+)
+def test_the_domain_refuses_retries_that_would_be_wrong(
+    setup: Callable[[Conversation], object], refusal: str
+) -> None:
+    conv = queued()
+    setup(conv)
+    conv.collect_events()
+    assert conv.retry_refusal("ai-1", NOW) == refusal
+    assert_refused(
+        conv, InvalidTransition, lambda: conv.retry_outbound(outbound_id="ai-1", by="ops", now=NOW)
+    )
+
+
+def test_a_retry_outside_the_24h_window_is_refused() -> None:
+    conv = queued()
+    conv.mark_failed(outbound_id="ai-1", reason="outside_window")
+    conv.collect_events()
+    later = NOW + timedelta(hours=25)
+    assert conv.retry_refusal("ai-1", later) == "outside_window"
+    assert_refused(
+        conv,
+        InvalidTransition,
+        lambda: conv.retry_outbound(outbound_id="ai-1", by="ops", now=later),
+    )

@@ -128,10 +128,11 @@ async def build(settings: Settings) -> Container:
         else None
     )
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    send_timeout = settings.send_timeout_s
     channels = Channels(
-        cloud=CloudChannel(http),
-        evolution=EvolutionChannel(http),
-        zapi=ZapiChannel(http),
+        cloud=CloudChannel(http, timeout=send_timeout),
+        evolution=EvolutionChannel(http, timeout=send_timeout),
+        zapi=ZapiChannel(http, timeout=send_timeout),
         console=ConsoleChannel(),
     )
     ingestor = Ingestor(store.app, redis_client)

@@ -24,8 +24,9 @@ from urbana.adapters.kafka.workers import (
     knowledge_worker,
     responder_worker,
 )
+from urbana.adapters.rate_limit import RedisRateLimiter
 from urbana.adapters.redis_coord import RedisCoordinator
-from urbana.application.dispatcher import Dispatcher
+from urbana.application.dispatcher import Dispatcher, DispatchPolicy
 from urbana.application.responder import Responder
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,8 @@ class Runtime:
             )
         if c.redis is None:
             raise RoleError(f"role {role} needs URBANA_REDIS_URL")
-        coordinator = RedisCoordinator(c.redis)
         if role == "responder":
+            coordinator = RedisCoordinator(c.redis)
             responder = Responder(
                 c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings
             )
@@ -145,10 +146,22 @@ class Runtime:
                 topic=s.events_topic,
                 group_id=group_id,
             )
-        dispatcher = Dispatcher(c.store.app, c.channels.senders(), rate_limiter=coordinator)
+        dispatcher = Dispatcher(
+            c.store.app,
+            c.channels.senders(),
+            rate_limiter=RedisRateLimiter(c.redis),
+            policy=DispatchPolicy(
+                horizon_s=s.dispatch_horizon_s,
+                backoff_initial_s=s.dispatch_backoff_initial_s,
+                backoff_max_s=s.dispatch_backoff_max_s,
+                reconcile_wait_s=s.dispatch_reconcile_wait_s,
+                breaker_failures=s.dispatch_breaker_failures,
+                breaker_open_s=s.dispatch_breaker_open_s,
+                breaker_max_open_s=max(s.dispatch_breaker_max_open_s, s.dispatch_breaker_open_s),
+            ),
+        )
         return dispatcher_worker(
             dispatcher=dispatcher,
-            coordinator=coordinator,
             bootstrap=s.kafka_bootstrap,
             topic=s.events_topic,
             group_id=group_id,

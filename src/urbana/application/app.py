@@ -29,6 +29,7 @@ from eventsourcing.application import (
 )
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
+from eventsourcing.utils import get_topic
 
 from urbana.application.channels import InboundMessage, StatusUpdate
 from urbana.application.gateways import GatewayConfig
@@ -40,7 +41,7 @@ from urbana.domain.contacts import (
     lead_key,
     message_ref_id_for,
 )
-from urbana.domain.conversation import Conversation
+from urbana.domain.conversation import Conversation, Delivery
 from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput, StaleStatus
 from urbana.domain.lead import Lead
 from urbana.domain.message_ref import MessageRef
@@ -95,6 +96,41 @@ class AIOutcome:
     handoff_reason: str | None = None
     transition_message: str | None = None
     summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedOutbound:
+    """An outbound message that failed for good, and whether it may be retried."""
+
+    tenant_id: UUID
+    conversation_id: UUID
+    outbound_id: str
+    channel: str
+    author: str
+    reason: str
+    code: str | None
+    failed_at: datetime
+    refusal: str | None  # why it may not be retried; None when it may
+
+    @property
+    def retryable(self) -> bool:
+        return self.refusal is None
+
+
+def callback_data_for(conversation_id: UUID, outbound_id: str) -> str:
+    """What we pass to a gateway that echoes it in status webhooks."""
+    return f"{conversation_id}:{outbound_id}"
+
+
+def parse_callback_data(value: str | None) -> tuple[UUID, str] | None:
+    """(conversation id, outbound id) from our callback data; None for anything else."""
+    if not value or ":" not in value:
+        return None
+    conversation, outbound_id = value.split(":", 1)
+    try:
+        return UUID(conversation), outbound_id
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +531,10 @@ class UrbanaApp(Application[UUID]):
                 outbound_id=None,
             )
             uow.add(ref)
+        if not ref.linked and st.callback_data:
+            reconciled = self._reconcile(uow, command, ref)
+            if reconciled is not None:
+                return reconciled
         if not ref.linked or ref.outbound_id is None:
             if ref.linked:
                 return "stale"  # a status about an inbound message: nothing to move
@@ -506,6 +546,32 @@ class UrbanaApp(Application[UUID]):
         conversation = self._require(uow, Conversation, ref.conversation_id)
         return _apply_status(
             conversation, ref.outbound_id, st.status.value, st.at, st.error_code, st.error_title
+        )
+
+    def _reconcile(self, uow: _UnitOfWork, command: RecordStatus, ref: MessageRef) -> str | None:
+        """A status for a provider id we never learnt, carrying our callback data.
+
+        The send's answer was lost (a timeout, a crash after the call), but the gateway
+        took the message: mark that outbound message sent with this id, then apply the
+        status. None when the callback data names nothing of ours that is still queued.
+        """
+        found = parse_callback_data(command.status.callback_data)
+        if found is None:
+            return None
+        conversation_id, outbound_id = found
+        conversation = uow.get(Conversation, conversation_id)
+        if (
+            conversation is None
+            or conversation.tenant_id != command.tenant_id
+            or conversation.channel != command.channel
+            or conversation.outbound.get(outbound_id) != Delivery.QUEUED.value
+        ):
+            return None
+        st = command.status
+        conversation.mark_sent(outbound_id=outbound_id, provider_message_id=st.provider_message_id)
+        self._link_sent(uow, conversation, outbound_id, st.provider_message_id, ref)
+        return _apply_status(
+            conversation, outbound_id, st.status.value, st.at, st.error_code, st.error_title
         )
 
     # --------------------------------------------------------------- outbound
@@ -524,28 +590,116 @@ class UrbanaApp(Application[UUID]):
             ref_id = message_ref_id_for(
                 conversation.tenant_id, conversation.channel, provider_message_id
             )
-            ref = uow.get(MessageRef, ref_id)
-            if ref is None:
-                ref = MessageRef(
+            self._link_sent(
+                uow, conversation, outbound_id, provider_message_id, uow.get(MessageRef, ref_id)
+            )
+
+        self._retrying(work)
+
+    @staticmethod
+    def _link_sent(
+        uow: _UnitOfWork,
+        conversation: Conversation,
+        outbound_id: str,
+        provider_message_id: str,
+        ref: MessageRef | None,
+    ) -> None:
+        """Index a sent message's provider id; apply the statuses held for it."""
+        if ref is None:
+            uow.add(
+                MessageRef(
                     tenant_id=conversation.tenant_id,
                     channel=conversation.channel,
                     provider_message_id=provider_message_id,
-                    conversation_id=conversation_id,
+                    conversation_id=conversation.id,
                     outbound_id=outbound_id,
                 )
-                uow.add(ref)
-                return
-            for held in ref.link(conversation_id=conversation_id, outbound_id=outbound_id):
-                _apply_status(
-                    conversation,
-                    outbound_id,
-                    held["status"],
-                    held["at"],
-                    held["code"],
-                    held["title"],
-                )
+            )
+            return
+        for held in ref.link(conversation_id=conversation.id, outbound_id=outbound_id):
+            _apply_status(
+                conversation,
+                outbound_id,
+                held["status"],
+                held["at"],
+                held["code"],
+                held["title"],
+            )
 
-        self._retrying(work)
+    def record_send_attempt(self, conversation_id: UUID, outbound_id: str, at: datetime) -> int:
+        """Record, before the gateway call, that the message is being sent; the attempt number.
+
+        Refused (StaleStatus, InvalidTransition) when the message is no longer queued or
+        the send-time gate closed: a concurrent writer changed the conversation first.
+        """
+
+        def work(uow: _UnitOfWork) -> int:
+            conversation = self._require(uow, Conversation, conversation_id)
+            return conversation.record_send_attempt(outbound_id=outbound_id, at=at)
+
+        return self._retrying(work)
+
+    def retry_outbound(
+        self, conversation_id: UUID, outbound_id: str, *, by: str, now: datetime | None = None
+    ) -> None:
+        """Queue a failed message again; the dispatcher sends it (the domain decides if it may)."""
+        when = now or utcnow()
+        self._on_conversation(
+            conversation_id,
+            lambda c: c.retry_outbound(outbound_id=outbound_id, by=by, now=when),
+        )
+
+    def failed_outbounds(
+        self, tenant_id: UUID | None = None, now: datetime | None = None
+    ) -> list[FailedOutbound]:
+        """Outbound messages failed for good (the dead letters), oldest first.
+
+        Read from the event store, the authority, not from a read model that may lag.
+        """
+        when = now or utcnow()
+        # The class the @event decorator made (mypy does not see it as an attribute).
+        topic = get_topic(vars(Conversation)["OutboundMessageFailed"])
+        latest: dict[tuple[UUID, str], datetime] = {}
+        start: int | None = None
+        while True:
+            page = self.recorder.select_notifications(
+                start, 500, topics=[topic], inclusive_of_start=False
+            )
+            for notification in page:
+                event: Any = self.mapper.to_domain_event(notification)
+                key = (UUID(str(notification.originator_id)), str(event.outbound_id))
+                latest[key] = event.timestamp
+            if len(page) < 500:
+                break
+            start = page[-1].id
+        found: list[FailedOutbound] = []
+        conversations: dict[UUID, Conversation] = {}
+        for (conversation_id, outbound_id), failed_at in latest.items():
+            conversation = conversations.get(conversation_id)
+            if conversation is None:
+                conversation = conversations[conversation_id] = self.get_conversation(
+                    conversation_id
+                )
+            if tenant_id is not None and conversation.tenant_id != tenant_id:
+                continue
+            if conversation.outbound.get(outbound_id) != Delivery.FAILED.value:
+                continue  # retried since, and sent or failed again later
+            failure = conversation.failures.get(outbound_id, {})
+            found.append(
+                FailedOutbound(
+                    tenant_id=conversation.tenant_id,
+                    conversation_id=conversation_id,
+                    outbound_id=outbound_id,
+                    channel=conversation.channel,
+                    author=conversation.outbound_author.get(outbound_id, "system"),
+                    reason=str(failure.get("reason", "")),
+                    code=failure.get("code"),
+                    failed_at=failed_at,
+                    refusal=conversation.retry_refusal(outbound_id, when),
+                )
+            )
+        found.sort(key=lambda f: f.failed_at)
+        return found
 
     def mark_failed(
         self, conversation_id: UUID, outbound_id: str, reason: str, code: str | None = None

@@ -61,6 +61,9 @@ class StatusUpdate:
     contact: str | None = None
     error_code: str | None = None
     error_title: str | None = None
+    # What we passed with the send (Cloud API `biz_opaque_callback_data`), echoed back:
+    # it names the outbound message even when we never learnt its provider id.
+    callback_data: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class OutboundRequest:
     to: str
     text: str
     template: str | None = None
+    # Echoed by gateways that support it in the message's status webhooks.
+    callback_data: str | None = None
 
 
 class ChannelAdapter(Protocol):
@@ -96,17 +101,46 @@ class ChannelAdapter(Protocol):
 
 
 class SendFailed(Exception):
-    """A gateway refused or failed to take an outbound message."""
+    """A gateway refused or failed to take an outbound message.
 
-    def __init__(self, retryable: bool, reason: str, *, status: int | None = None) -> None:
+    `retryable`: a transient fault (5xx, 429, rate-limit codes, timeouts, connection
+    errors); otherwise the request itself is refused and retrying will not help.
+    `outcome_unknown`: the request may have reached the gateway (a timeout after it was
+    sent): the message may be out. `retry_after`: seconds the gateway asked us to wait.
+    `channel_wide`: the fault is the gateway's or the number's as a whole, not this
+    recipient's (a per-recipient rate limit says nothing about the others).
+    """
+
+    def __init__(
+        self,
+        retryable: bool,
+        reason: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+        channel_wide: bool = True,
+    ) -> None:
         super().__init__(reason)
         self.retryable = retryable
         self.reason = reason
         self.status = status
+        self.code = code
+        self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+        self.channel_wide = channel_wide
 
 
 class Sender(Protocol):
-    """Sends one outbound message through a gateway."""
+    """Sends one outbound message through a gateway.
+
+    `reconciles` is True when the gateway echoes `OutboundRequest.callback_data` in
+    its status webhooks, so a send whose outcome is unknown can be confirmed later
+    instead of repeated.
+    """
+
+    reconciles: bool
 
     async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
         """Send; return the provider's message id. Raises SendFailed."""

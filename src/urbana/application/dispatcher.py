@@ -3,38 +3,104 @@
 Checks at send time, in order: still queued; the send-time gate (an AI answer is
 cancelled when a human took over since it was queued); WhatsApp's 24-hour window
 (free-form text only within 24 h of the lead's last message, otherwise
-`OutboundMessageFailed` with reason `outside_window`); the tenant's rate limit.
-Then the gateway's send, retried with jittered backoff on transient faults, and
-`OutboundMessageSent` with the provider id, or `OutboundMessageFailed`.
+`OutboundMessageFailed` with reason `outside_window`); the tenant channel's circuit
+breaker; the tenant's rate limit. Then `OutboundSendAttempted`, the gateway call, and
+`OutboundMessageSent` with the provider id.
+
+A transient fault (5xx, 429 and Meta's rate-limit codes, timeouts, connection errors)
+delays a message, it never drops it: the send is retried with jittered exponential
+backoff, never sooner than the gateway's `Retry-After`, for up to `horizon_s` from the
+first attempt and never past the 24-hour window. Each tenant channel has a circuit
+breaker: after a run of transient faults (or a Retry-After) the messages of that
+channel wait instead of each calling a gateway that is down, and the first one to go
+after the open period is the probe. `OutboundMessageFailed` is recorded only for a
+permanent refusal or when the horizon ran out, with the reason; the domain then lets
+an operator queue it again (`OutboundMessageRetried`, `urbana dlq retry`).
+
+A send whose outcome is unknown (a timeout after the request was written, a crash
+between the call and `OutboundMessageSent`) is not blindly repeated. The attempt is
+recorded before the call, and the request carries `<conversation id>:<outbound id>` as
+callback data (the Cloud API's `biz_opaque_callback_data`, echoed in that message's
+status webhooks): a status carrying it for a provider id we never learnt marks the
+message sent (`UrbanaApp._reconcile`). Before sending again after such an attempt the
+dispatcher waits up to `reconcile_wait_s` from it for that to happen. Gateways that
+echo nothing (Evolution, Z-API) are at-least-once: after that wait for another
+dispatcher's attempt (or at once after a timeout of our own) the message is sent again.
+
+How this fits the consumer (`urbana.adapters.kafka.workers`): each envelope is a task,
+chained behind the previous one of its conversation, and offsets are committed only
+below the oldest unfinished task of a partition. A message retried for minutes keeps
+only its own conversation waiting; the others on its partition go on. What it holds
+back is the committed offset, so a restart redelivers what came after it: every
+delivery re-reads the conversation, skips what is no longer queued, and resumes a
+queued one from its durable attempt record (horizon counted from the first recorded
+attempt, reconciliation wait from the last). Two dispatchers working the same message
+(a rebalance) cannot record the same attempt twice: the attempt is an append under
+the stream's optimistic concurrency, and the second one reloads and waits as above.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, Protocol
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 from uuid import UUID
 
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from urbana.application.app import UrbanaApp
+from urbana.application.app import UrbanaApp, callback_data_for
+from urbana.application.breaker import ChannelBreaker
 from urbana.application.channels import OutboundRequest, Sender, SendFailed
 from urbana.domain.conversation import Conversation, Delivery, Status
+from urbana.domain.errors import InvalidTransition, StaleStatus
 
 log = logging.getLogger(__name__)
+
+RECONCILE_POLL_S = 0.5
+_R = TypeVar("_R")
 
 
 class RateLimiter(Protocol):
     async def acquire(self, tenant_id: UUID, per_second: int) -> None:
         """Wait until the tenant may send one more message."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPolicy:
+    """How long and how often the dispatcher keeps trying (settings `URBANA_DISPATCH_*`)."""
+
+    horizon_s: float = 900.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    reconcile_wait_s: float = 20.0
+    breaker_failures: int = 5
+    breaker_open_s: float = 5.0
+    breaker_max_open_s: float = 120.0
+
+
+class _Transient(Exception):
+    """One try did not send the message, and a later one may."""
+
+    def __init__(self, failure: SendFailed) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+@dataclass
+class _Progress:
+    """What one dispatch call learnt about its message across tries (in memory only)."""
+
+    started: datetime
+    deadline: datetime
+    mine: set[int] = field(default_factory=set)  # attempts this process made
+    not_sent: set[int] = field(default_factory=set)  # attempts known not to have gone out
+    waited_for: int = 0  # last attempt whose reconciliation we already waited for
 
 
 def _now() -> datetime:
@@ -48,71 +114,202 @@ class Dispatcher:
         senders: Mapping[str, Sender],
         *,
         rate_limiter: RateLimiter | None = None,
-        attempts: int = 4,
-        backoff_max: float = 5.0,
-        clock: Any = _now,
+        policy: DispatchPolicy | None = None,
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self._app = app
         self._senders = senders
         self._limiter = rate_limiter
-        self._attempts = attempts
-        self._backoff_max = backoff_max
+        self._policy = policy or DispatchPolicy()
         self._clock = clock
+        self._breakers: dict[tuple[UUID, str], ChannelBreaker] = {}
+
+    def breaker(self, tenant_id: UUID, route: str) -> ChannelBreaker:
+        """The circuit breaker of one tenant's channel (made on first use)."""
+        key = (tenant_id, route)
+        if key not in self._breakers:
+            p = self._policy
+            self._breakers[key] = ChannelBreaker(
+                failures=p.breaker_failures,
+                open_s=p.breaker_open_s,
+                max_open_s=p.breaker_max_open_s,
+            )
+        return self._breakers[key]
 
     async def dispatch(self, conversation_id: UUID, outbound_id: str) -> str:
         """Send one queued message; returns sent | cancelled | failed | skipped."""
-        conv: Conversation = await asyncio.to_thread(self._app.get_conversation, conversation_id)
+        now = self._clock()
+        progress = _Progress(started=now, deadline=now + timedelta(seconds=self._policy.horizon_s))
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=lambda _: self._clock() >= progress.deadline,
+            wait=lambda state: self._wait(state, progress),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._try(conversation_id, outbound_id, progress)
+        except _Transient as exc:
+            return await self._give_up(conversation_id, outbound_id, progress, exc.failure)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ one try
+
+    async def _try(self, conversation_id: UUID, outbound_id: str, progress: _Progress) -> str:
+        while True:
+            conv = await self._load(conversation_id)
+            early = await self._send_time_checks(conv, outbound_id, progress)
+            if early is not None:
+                return early
+            if await self._reconciled(conv, outbound_id, progress):
+                continue  # look again: sent meanwhile, or safe to send again
+            return await self._attempt(conv, outbound_id, progress)
+
+    async def _send_time_checks(
+        self, conv: Conversation, outbound_id: str, progress: _Progress
+    ) -> str | None:
+        """The outcome when the message must not (or need not) be sent now; else None."""
         if conv.outbound.get(outbound_id) != Delivery.QUEUED.value:
             return "skipped"
         if not conv.may_send(outbound_id):
             reason = "conversation_closed" if conv.status is Status.CLOSED else "human_took_over"
-            await asyncio.to_thread(self._app.cancel_outbound, conversation_id, outbound_id, reason)
+            await self._call(self._app.cancel_outbound, conv.id, outbound_id, reason)
             return "cancelled"
-        if not conv.within_service_window(self._clock()):
-            await asyncio.to_thread(
-                self._app.mark_failed, conversation_id, outbound_id, "outside_window"
-            )
+        now = self._clock()
+        if not conv.within_service_window(now):
+            await self._fail(conv.id, outbound_id, "outside_window")
             return "failed"
-        tenant = await asyncio.to_thread(self._app.get_tenant, conv.tenant_id)
+        first = conv.first_attempt_at.get(outbound_id, progress.started)
+        horizon_end = min(first, progress.started) + timedelta(seconds=self._policy.horizon_s)
+        window_end = conv.service_window_ends() or horizon_end
+        progress.deadline = min(horizon_end, window_end)
+        return None
+
+    async def _reconciled(self, conv: Conversation, outbound_id: str, progress: _Progress) -> bool:
+        """After an attempt that may have gone out, wait (bounded) for its confirmation.
+
+        True when we waited (the caller looks at the conversation again).
+        """
+        attempt = conv.send_attempts.get(outbound_id, 0)
+        if attempt == 0 or attempt in progress.not_sent or attempt <= progress.waited_for:
+            return False
+        sender = self._senders.get(conv.channel)
+        reconciles = sender is not None and sender.reconciles
+        if attempt in progress.mine and not reconciles:
+            return False  # our own timeout, and nothing will confirm it: at-least-once
+        progress.waited_for = attempt
+        until = conv.last_attempt_at[outbound_id] + timedelta(seconds=self._policy.reconcile_wait_s)
+        log.info("outbound %s: attempt %d may have gone out; waiting", outbound_id, attempt)
+        while self._clock() < until:
+            await asyncio.sleep(min(RECONCILE_POLL_S, (until - self._clock()).total_seconds()))
+            latest = await self._load(conv.id)
+            if latest.outbound.get(outbound_id) != Delivery.QUEUED.value:
+                break
+        return True
+
+    async def _attempt(self, conv: Conversation, outbound_id: str, progress: _Progress) -> str:
+        tenant = await self._call(self._app.get_tenant, conv.tenant_id)
         route = tenant.settings.get("outbound") or conv.channel
         sender = self._senders.get(route)
         channel = tenant.channels.get(conv.channel)
         if sender is None or (channel is None and route == conv.channel):
-            await asyncio.to_thread(
-                self._app.mark_failed,
-                conversation_id,
-                outbound_id,
-                f"channel_not_connected:{route}",
-            )
+            await self._fail(conv.id, outbound_id, f"channel_not_connected:{route}")
             return "failed"
         config = {**(channel or {}).get("public", {}), **(channel or {}).get("secrets", {})}
-        if self._limiter is not None:
-            await self._limiter.acquire(
-                conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 80))
-            )
-        request = OutboundRequest(to=conv.contact, text=conv.pending_text[outbound_id])
+        breaker = self.breaker(conv.tenant_id, route)
+        remaining = (progress.deadline - self._clock()).total_seconds()
+        if not await breaker.admit(remaining):
+            raise _Transient(SendFailed(True, f"{route}: circuit open, gateway unavailable"))
+        told = False  # whether the breaker heard how the call went
         try:
-            provider_id = await self._send(sender, config, request)
-        except SendFailed as exc:
-            log.warning("send of %s failed: %s", outbound_id, exc.reason)
-            await asyncio.to_thread(
-                self._app.mark_failed,
-                conversation_id,
-                outbound_id,
-                exc.reason[:200],
-                str(exc.status) if exc.status else None,
+            if self._limiter is not None:
+                await self._limiter.acquire(
+                    conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 80))
+                )
+            try:
+                number = await self._call(
+                    self._app.record_send_attempt, conv.id, outbound_id, self._clock()
+                )
+            except (StaleStatus, InvalidTransition):
+                return await self._try(conv.id, outbound_id, progress)  # it changed meanwhile
+            progress.mine.add(number)
+            request = OutboundRequest(
+                to=conv.contact,
+                text=conv.pending_text[outbound_id],
+                callback_data=callback_data_for(conv.id, outbound_id),
             )
-            return "failed"
-        await asyncio.to_thread(self._app.mark_sent, conversation_id, outbound_id, provider_id)
+            try:
+                provider_id = await sender.send(config, request)
+            except SendFailed as exc:
+                if not exc.outcome_unknown:
+                    progress.not_sent.add(number)
+                if not exc.retryable:
+                    breaker.success()  # it answered: the gateway is up, the request was wrong
+                    told = True
+                    log.warning("send of %s refused: %s", outbound_id, exc.reason)
+                    await self._fail(conv.id, outbound_id, exc.reason, exc.code or _code(exc))
+                    return "failed"
+                if exc.channel_wide:
+                    breaker.failure(exc.retry_after)
+                    told = True
+                log.info("send of %s (attempt %d) failed: %s", outbound_id, number, exc.reason)
+                raise _Transient(exc) from exc
+            breaker.success()
+            told = True
+        finally:
+            if not told:
+                breaker.release()
+        await self._call(self._app.mark_sent, conv.id, outbound_id, provider_id)
         return "sent"
 
-    async def _send(self, sender: Sender, config: dict[str, str], request: OutboundRequest) -> str:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_random_exponential(multiplier=0.2, max=self._backoff_max),
-            retry=retry_if_exception(lambda e: isinstance(e, SendFailed) and e.retryable),
-            reraise=True,
-        ):
-            with attempt:
-                return await sender.send(config, request)
-        raise AssertionError("unreachable")
+    # ------------------------------------------------------------------ helpers
+
+    def _wait(self, state: RetryCallState, progress: _Progress) -> float:
+        """Jittered exponential backoff, at least the gateway's Retry-After, within the deadline."""
+        p = self._policy
+        ceiling = min(p.backoff_max_s, p.backoff_initial_s * 2 ** (state.attempt_number - 1))
+        delay = random.uniform(p.backoff_initial_s / 2, ceiling)  # noqa: S311
+        outcome = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(outcome, _Transient) and outcome.failure.retry_after is not None:
+            delay = max(delay, outcome.failure.retry_after)
+        remaining = (progress.deadline - self._clock()).total_seconds()
+        return max(0.0, min(delay, remaining))
+
+    async def _give_up(
+        self, conversation_id: UUID, outbound_id: str, progress: _Progress, last: SendFailed
+    ) -> str:
+        conv = await self._load(conversation_id)
+        if conv.outbound.get(outbound_id) != Delivery.QUEUED.value:
+            return "skipped"
+        if not conv.within_service_window(self._clock()):
+            reason = "outside_window"
+        else:
+            attempts = conv.send_attempts.get(outbound_id, 0)
+            reason = (
+                f"gave up after {attempts} attempt(s) within {self._policy.horizon_s:.0f} s: "
+                f"{last.reason}"
+            )
+        await self._fail(conversation_id, outbound_id, reason, last.code or _code(last))
+        return "failed"
+
+    async def _fail(
+        self, conversation_id: UUID, outbound_id: str, reason: str, code: str | None = None
+    ) -> None:
+        # StaleStatus: confirmed (or cancelled) meanwhile, so nothing failed.
+        with contextlib.suppress(StaleStatus):
+            await self._call(
+                self._app.mark_failed, conversation_id, outbound_id, reason[:300], code
+            )
+
+    async def _load(self, conversation_id: UUID) -> Conversation:
+        return await self._call(self._app.get_conversation, conversation_id)
+
+    @staticmethod
+    async def _call(function: Callable[..., _R], *args: object) -> _R:
+        # The event store is synchronous: never on the event loop.
+        return await asyncio.to_thread(function, *args)
+
+
+def _code(failure: SendFailed) -> str | None:
+    return str(failure.status) if failure.status else None

@@ -96,7 +96,13 @@ class Conversation(Aggregate):
         self.handoffs = 0
         self.takeovers = 0  # grows when a human takes over: AI messages queued before are void
         self.outbound_epoch: dict[str, int] = {}
-        self.pending_text: dict[str, str] = {}  # queued, not yet sent: what the dispatcher sends
+        self.pending_text: dict[str, str] = {}  # not yet sent: what the dispatcher sends
+        # Send attempts of queued messages, recorded before each gateway call, so a
+        # dispatcher that restarts knows an attempt may have reached the gateway.
+        self.send_attempts: dict[str, int] = {}
+        self.first_attempt_at: dict[str, datetime] = {}
+        self.last_attempt_at: dict[str, datetime] = {}
+        self.failures: dict[str, dict[str, Any]] = {}  # failed outbound id -> why
 
     # ------------------------------------------------------------------ queries
 
@@ -108,6 +114,10 @@ class Conversation(Aggregate):
     def within_service_window(self, now: datetime) -> bool:
         """WhatsApp's 24-hour customer-service window for free-form messages."""
         return self.last_inbound_at is not None and now - self.last_inbound_at < SERVICE_WINDOW
+
+    def service_window_ends(self) -> datetime | None:
+        """When free-form messages stop being allowed (None: the lead never wrote)."""
+        return None if self.last_inbound_at is None else self.last_inbound_at + SERVICE_WINDOW
 
     def delivery(self, outbound_id: str) -> Delivery:
         try:
@@ -285,6 +295,52 @@ class Conversation(Aggregate):
             raise StaleStatus(f"{outbound_id} is already {current.value}")
         self._outbound_cancelled(outbound_id=outbound_id, reason=reason)
 
+    def record_send_attempt(self, *, outbound_id: str, at: datetime) -> int:
+        """Note that the message is about to go to the gateway; returns the attempt number.
+
+        Recorded before the call: after a crash or a timeout the outcome is unknown, and
+        this record tells the next dispatcher to reconcile before sending again.
+        """
+        current = self.delivery(outbound_id)
+        if current is not Delivery.QUEUED:
+            raise StaleStatus(f"{outbound_id} is already {current.value}")
+        if not self.may_send(outbound_id):
+            raise InvalidTransition(f"{outbound_id} may no longer be sent")
+        if at.tzinfo is None:
+            raise InvalidInput("at must be timezone-aware")
+        attempt = self.send_attempts.get(outbound_id, 0) + 1
+        self._send_attempted(outbound_id=outbound_id, attempt=attempt, at=at)
+        return attempt
+
+    def retry_refusal(self, outbound_id: str, now: datetime) -> str | None:
+        """Why a failed message may not be sent again, or None when it may."""
+        current = self.delivery(outbound_id)
+        if current is not Delivery.FAILED:
+            return f"it is {current.value}, not failed"
+        if self.failures.get(outbound_id, {}).get("after_send"):
+            # The gateway took it and then reported it undeliverable: sending the same
+            # text again would be a second message with the same fate.
+            return "the gateway accepted it and reported it undeliverable"
+        if outbound_id not in self.pending_text:
+            return "its text is not known"
+        if not self._gate_allows(outbound_id):
+            return "the conversation moved on (a human took over, or it is closed)"
+        if not self.within_service_window(now):
+            return "outside_window"
+        return None
+
+    def retry_outbound(self, *, outbound_id: str, by: str, now: datetime) -> None:
+        """Queue a failed message again (an operator's or attendant's decision)."""
+        if not by:
+            raise InvalidInput("who retries is required")
+        refusal = self.retry_refusal(outbound_id, now)
+        if refusal is not None:
+            raise InvalidTransition(f"{outbound_id} cannot be retried: {refusal}")
+        failure = self.failures[outbound_id]
+        self._outbound_retried(
+            outbound_id=outbound_id, by=by, previous_reason=str(failure["reason"])
+        )
+
     def mark_delivered(self, *, outbound_id: str, at: datetime) -> None:
         self._forward(outbound_id, Delivery.DELIVERED)
         self._delivered(outbound_id=outbound_id, at=at)
@@ -297,6 +353,11 @@ class Conversation(Aggregate):
         """The send-time gate: an AI message is sent only while the AI owns the thread."""
         if self.delivery(outbound_id) is not Delivery.QUEUED:
             return False
+        return self._gate_allows(outbound_id)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _gate_allows(self, outbound_id: str) -> bool:
         author = self.outbound_author[outbound_id]
         if author == "ai":
             # An answer queued before a human took over is void, even if the AI has the
@@ -309,8 +370,6 @@ class Conversation(Aggregate):
         if author == "system":
             return self.status in (Status.AI, Status.WAITING_HUMAN)
         return True
-
-    # ------------------------------------------------------------------ helpers
 
     def _check_new_outbound(self, outbound_id: str) -> None:
         if not outbound_id:
@@ -400,20 +459,42 @@ class Conversation(Aggregate):
             self.pending_text[outbound_id] = text
         self._remember({"role": author, "outbound_id": outbound_id, "text": text})
 
+    @event("OutboundSendAttempted")
+    def _send_attempted(self, outbound_id: str, attempt: int, at: datetime) -> None:
+        self.send_attempts[outbound_id] = attempt
+        self.first_attempt_at.setdefault(outbound_id, at)
+        self.last_attempt_at[outbound_id] = at
+
     @event("OutboundMessageSent")
     def _outbound_sent(self, outbound_id: str, provider_message_id: str) -> None:
         self.outbound[outbound_id] = Delivery.SENT.value
         self.pending_text.pop(outbound_id, None)
+        self._forget_attempts(outbound_id)
 
     @event("OutboundMessageFailed")
     def _outbound_failed(self, outbound_id: str, reason: str, code: str | None) -> None:
+        after_send = self.outbound[outbound_id] != Delivery.QUEUED.value
         self.outbound[outbound_id] = Delivery.FAILED.value
-        self.pending_text.pop(outbound_id, None)
+        self.failures[outbound_id] = {"reason": reason, "code": code, "after_send": after_send}
+        if after_send:
+            self.pending_text.pop(outbound_id, None)
+        self._forget_attempts(outbound_id)
+
+    @event("OutboundMessageRetried")
+    def _outbound_retried(self, outbound_id: str, by: str, previous_reason: str) -> None:
+        self.outbound[outbound_id] = Delivery.QUEUED.value
+        self.failures.pop(outbound_id, None)
 
     @event("OutboundMessageCancelled")
     def _outbound_cancelled(self, outbound_id: str, reason: str) -> None:
         self.outbound[outbound_id] = Delivery.CANCELLED.value
         self.pending_text.pop(outbound_id, None)
+        self._forget_attempts(outbound_id)
+
+    def _forget_attempts(self, outbound_id: str) -> None:
+        self.send_attempts.pop(outbound_id, None)
+        self.first_attempt_at.pop(outbound_id, None)
+        self.last_attempt_at.pop(outbound_id, None)
 
     @event("MessageDelivered")
     def _delivered(self, outbound_id: str, at: datetime) -> None:

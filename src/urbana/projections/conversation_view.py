@@ -13,7 +13,9 @@ no rewrite of the read model: queries then serve `ERASED`.
 Unread = inbound messages since the last AI or human outbound (system notices do
 not count as an answer); closing a conversation clears it.
 Delivery status only moves forward: queued < sent < delivered < read; failed and
-cancelled are final (failed is refused after read, cancelled only leaves queued).
+cancelled are final (failed is refused after read, cancelled only leaves queued),
+except that `OutboundMessageRetried` puts a failed message back to queued. A failed
+message's `error` is "<code>: <reason>" (the gateway's code when it gave one).
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class ConversationView:
             "OutboundMessageSent",
             "OutboundMessageFailed",
             "OutboundMessageCancelled",
+            "OutboundMessageRetried",
             "MessageDelivered",
             "MessageRead",
             "HandoffRequested",
@@ -217,6 +220,7 @@ _STATUS_EVENTS = frozenset(
     {
         "OutboundMessageSent",
         "OutboundMessageFailed",
+        "OutboundMessageRetried",
         "OutboundMessageCancelled",
         "MessageDelivered",
         "MessageRead",
@@ -334,6 +338,13 @@ def _apply_conversation(
 
 def _apply_status(msg: list[Any], e: Envelope) -> None:
     t, d = e.type, e.data
+    if t == "OutboundMessageRetried":
+        # The one way out of "failed": queued again by an operator, the error cleared.
+        if msg[_M["status"]] == "failed":
+            msg[_M["status"]] = "queued"
+            msg[_M["error"]] = None
+            msg[_M["updated_at"]] = e.occurred_at
+        return
     status = {
         "OutboundMessageSent": "sent",
         "OutboundMessageFailed": "failed",

@@ -18,7 +18,12 @@ from datetime import UTC, datetime
 
 import httpx
 
-from urbana.adapters.channels.errors import ChannelSendError, post_json, require_config
+from urbana.adapters.channels.errors import (
+    BodyVerdict,
+    post_json,
+    require_config,
+    unknown_outcome,
+)
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
@@ -58,8 +63,17 @@ _STATUSES = {
     "played": DeliveryStatus.READ,  # voice notes: played implies read
     "failed": DeliveryStatus.FAILED,
 }
-# Graph API error codes that mean "slow down", sent with HTTP 400 rather than 429.
-_RATE_LIMIT_CODES = frozenset({4, 80007, 130429, 131048, 131056})
+# Graph API error codes that mean "slow down", often sent with HTTP 400 rather than 429:
+# app call rate (4), API rate (613), WABA rate (80007), number throughput (130429),
+# spam-rate restriction (131048). They concern the whole number.
+_RATE_LIMIT_CODES = frozenset({4, 613, 80007, 130429, 131048})
+# Too many messages to one recipient in a short time: only that recipient waits.
+_PAIR_RATE_LIMIT = 131056
+# Meta's own temporary faults: service down or overloaded (2), "something went wrong"
+# (131000), service unavailable (131016), server temporarily unavailable (133004).
+_TRANSIENT_CODES = frozenset({2, 131000, 131016, 133004})
+# Longest opaque callback data Meta accepts on a send.
+MAX_CALLBACK_DATA = 512
 
 _Json = dict[str, object]
 
@@ -94,9 +108,11 @@ class CloudChannel:
     """The WhatsApp Cloud API gateway."""
 
     kind: ChannelKind = "cloud"
+    reconciles = True  # Meta echoes biz_opaque_callback_data in the message's statuses
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, timeout: float | None = None) -> None:
         self._client = client
+        self._timeout = timeout
 
     def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
         """Parse a Cloud API webhook into one ParsedWebhook per `phone_number_id`."""
@@ -152,26 +168,36 @@ class CloudChannel:
         else:
             payload["type"] = "text"
             payload["text"] = {"body": request.text, "preview_url": False}
+        if request.callback_data:
+            payload["biz_opaque_callback_data"] = request.callback_data[:MAX_CALLBACK_DATA]
         answer = await post_json(
             self._client,
             url,
             gateway="cloud",
             headers={"Authorization": f"Bearer {config['access_token']}"},
             payload=payload,
-            retryable_body=_is_rate_limited,
+            timeout_s=self._timeout,
+            judge_body=judge_error,
         )
         messages = answer.get("messages") if isinstance(answer, dict) else None
         first = messages[0] if isinstance(messages, list) and messages else None
         message_id = first.get("id") if isinstance(first, dict) else None
         if not isinstance(message_id, str) or not message_id:
-            raise ChannelSendError(False, "cloud: response has no messages[0].id")
+            raise unknown_outcome("cloud: response has no messages[0].id")
         return message_id
 
 
-def _is_rate_limited(body: object) -> bool:
+def judge_error(body: object) -> BodyVerdict:
+    """Read a Graph API error body: its code, and whether it is a rate limit or transient."""
     error = body.get("error") if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
-    return isinstance(code, int) and code in _RATE_LIMIT_CODES
+    if not isinstance(code, int) or isinstance(code, bool):
+        return BodyVerdict()
+    if code == _PAIR_RATE_LIMIT:
+        return BodyVerdict(code=str(code), retryable=True, channel_wide=False)
+    if code in _RATE_LIMIT_CODES or code in _TRANSIENT_CODES:
+        return BodyVerdict(code=str(code), retryable=True)
+    return BodyVerdict(code=str(code))
 
 
 def _message(msg: _Json, contacts: list[_Json]) -> InboundMessage | None:
@@ -361,6 +387,7 @@ def _status(raw: _Json) -> StatusUpdate | None:
         contact=contact,
         error_code=error_code,
         error_title=error_title,
+        callback_data=_text(raw.get("biz_opaque_callback_data")),
     )
 
 

@@ -29,6 +29,7 @@ class ConsoleChannel:
     """Prints what would be sent and remembers it; it has no webhook."""
 
     kind: ChannelKind = "console"
+    reconciles = False
 
     def __init__(self, stream: TextIO | None = None) -> None:
         # None means "whatever sys.stdout is at send time", so pytest's capture still works.

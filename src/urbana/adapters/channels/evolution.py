@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import httpx
 import jwt
 
-from urbana.adapters.channels.errors import ChannelSendError, post_json, require_config
+from urbana.adapters.channels.errors import post_json, require_config, unknown_outcome
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import finite_number as _number
 from urbana.adapters.channels.payload import text as _text
@@ -111,8 +111,13 @@ class EvolutionChannel:
 
     kind: ChannelKind = "evolution"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    # Nothing we pass comes back in its status webhooks: a send whose outcome is unknown
+    # is sent again (at-least-once).
+    reconciles = False
+
+    def __init__(self, client: httpx.AsyncClient, *, timeout: float | None = None) -> None:
         self._client = client
+        self._timeout = timeout
 
     def parse(self, body: bytes, *, include_groups: bool = False) -> tuple[ParsedWebhook, ...]:
         """Parse an Evolution webhook; events other than messages.upsert/update give nothing."""
@@ -153,13 +158,14 @@ class EvolutionChannel:
             self._client,
             url,
             gateway="evolution",
+            timeout_s=self._timeout,
             headers={"apikey": config["api_key"]},
             payload=payload,
         )
         key = answer.get("key") if isinstance(answer, dict) else None
         message_id = key.get("id") if isinstance(key, dict) else None
         if not isinstance(message_id, str) or not message_id:
-            raise ChannelSendError(False, "evolution: response has no key.id")
+            raise unknown_outcome("evolution: response has no key.id")
         return message_id
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from urbana.adapters.channels.errors import ChannelSendError, post_json, require_config
+from urbana.adapters.channels.errors import post_json, require_config, unknown_outcome
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import finite_number as _number
 from urbana.adapters.channels.payload import text as _text
@@ -73,8 +73,13 @@ class ZapiChannel:
 
     kind: ChannelKind = "zapi"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    # Nothing we pass comes back in its status webhooks: a send whose outcome is unknown
+    # is sent again (at-least-once).
+    reconciles = False
+
+    def __init__(self, client: httpx.AsyncClient, *, timeout: float | None = None) -> None:
         self._client = client
+        self._timeout = timeout
 
     def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
         """Parse a Z-API callback; presence, connection and delivery callbacks give nothing."""
@@ -103,6 +108,7 @@ class ZapiChannel:
             self._client,
             url,
             gateway="zapi",
+            timeout_s=self._timeout,
             headers={"Client-Token": config["client_token"]},
             payload={"phone": request.to, "message": request.text},
         )
@@ -111,7 +117,7 @@ class ZapiChannel:
             for key in ("messageId", "id", "zaapId"):
                 if isinstance(value := answer.get(key), str) and value:
                     return value
-        raise ChannelSendError(False, "zapi: response has no messageId")
+        raise unknown_outcome("zapi: response has no messageId")
 
 
 def _message(root: _Json) -> InboundMessage | None:

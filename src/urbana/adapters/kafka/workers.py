@@ -262,26 +262,33 @@ def responder_worker(
 def dispatcher_worker(
     *,
     dispatcher: Dispatcher,
-    coordinator: RedisCoordinator,
     bootstrap: str,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
 ) -> EventWorker:
-    """On OutboundMessageQueued (ours, not the business phone's): send it."""
+    """On OutboundMessageQueued (ours, not the business phone's) or OutboundMessageRetried:
+    send it.
+
+    No conversation lock is held: a send may wait minutes for a gateway to come back,
+    and the attempt record (an append under the stream's optimistic concurrency) is
+    what keeps two dispatchers from sending the same message at once. Tasks of one
+    conversation still run in order (the worker chains them), so replies go out in the
+    order they were queued.
+    """
 
     async def handle(envelope: Envelope) -> None:
         if envelope.data.get("external_provider_id"):
             return
         conversation_id = UUID(envelope.stream_id)
-        async with coordinator.lock(conversation_id):
-            result = await dispatcher.dispatch(conversation_id, str(envelope.data["outbound_id"]))
-        log.info("dispatch %s/%s: %s", conversation_id, envelope.data["outbound_id"], result)
+        outbound_id = str(envelope.data["outbound_id"])
+        result = await dispatcher.dispatch(conversation_id, outbound_id)
+        log.info("dispatch %s/%s: %s", conversation_id, outbound_id, result)
 
     return EventWorker(
         name="dispatcher",
         bootstrap=bootstrap,
         handle=handle,
-        types=["OutboundMessageQueued"],
+        types=["OutboundMessageQueued", "OutboundMessageRetried"],
         topic=topic,
         group_id=group_id,
     )
