@@ -238,33 +238,50 @@ def test_each_handoff_trigger_hands_off_and_the_ai_goes_silent(
 
 
 def test_human_mode_blocks_an_ai_reply_already_queued(
-    loop_api: Api, tenant: CloudTenant, outside: Outside
+    services: ServiceUrls, outside: Outside
 ) -> None:
-    wa_id = wa()
-    send(loop_api, tenant, wa_id, "Oi, bom dia")
-    settle(outside, wa_id, 1, quiet=0.5)
-    conv = conversation(loop_api, tenant, wa_id)
-    app = loop_api.store.app
-    outside.llm_delay = 0  # the reply below is queued directly, not through the LLM
-    send(loop_api, tenant, wa_id, "Mais uma pergunta")
-    seq = wait_until(lambda: conversation(loop_api, tenant, wa_id).inbound_seq == 2 and 2)
-    try:
-        app.record_ai_reply(
-            conv.id,
-            reply_to_seq=seq,
-            text="resposta que não deve sair",
-            intent="faq",
-            confidence=0.9,
-        )
-    except Exception:  # the responder may have answered first: then queue nothing here
-        pytest.skip("the responder answered before the test could queue its own reply")
-    app.accept_handoff(conv.id, attendant="ana")
-    cancelled = wait_until(lambda: events(loop_api, tenant, wa_id, "OutboundMessageCancelled"))
-    assert cancelled[0].reason == "human_took_over"
-    time.sleep(1.0)
-    assert all(
-        s["body"]["text"]["body"] != "resposta que não deve sair" for s in outside.sends_to(wa_id)
+    """The AI's reply is queued, then a human takes over, and only then does a dispatcher
+    consume it: no race decides what the test shows."""
+    run = uuid4().hex[:8]
+    key = os.urandom(32)
+    common: dict[str, Any] = {
+        "events_topic": f"e2e.held.{run}",
+        "consumer_group_prefix": f"e2e.held.{run}",
+        "debounce_ms": 0,
+    }
+    held = start_api(
+        services,
+        f"held_{run}",
+        key,
+        roles=("relay", "responder", "knowledge"),  # no dispatcher yet
+        openai_api_key="sk-test-e2e",
+        openai_base_url=f"{outside.url}/v1",
+        llm_model="gpt-test",
+        llm_fallback_model="gpt-test-fallback",
+        **common,
     )
+    dispatcher: Api | None = None
+    try:
+        t = cloud_tenant(held, api_base_url=outside.url)
+        held.store.app.change_settings(UUID(t.tenant_id), debounce_ms=0)
+        add_knowledge(held, t)
+        wa_id = wa()
+        send(held, t, wa_id, "Qual o horário de atendimento?")
+        (queued,) = wait_until(lambda: events(held, t, wa_id, "OutboundMessageQueued"))
+        assert queued.author == "ai"
+        conv = conversation(held, t, wa_id)
+        held.store.app.accept_handoff(conv.id, attendant="ana")
+        # Now a dispatcher comes up and reads the queued reply.
+        dispatcher = start_api(services, f"held_{run}", key, roles=("dispatcher",), **common)
+        (cancelled,) = wait_until(lambda: events(held, t, wa_id, "OutboundMessageCancelled"))
+        assert cancelled.outbound_id == queued.outbound_id
+        assert cancelled.reason == "human_took_over"
+        assert outside.sends_to(wa_id) == []
+        assert events(held, t, wa_id, "OutboundSendAttempted") == []
+    finally:
+        if dispatcher is not None:
+            stop_api(dispatcher)
+        stop_api(held)
 
 
 def test_outside_the_24h_window_nothing_is_sent(

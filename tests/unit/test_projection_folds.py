@@ -127,6 +127,28 @@ def test_late_delivered_does_not_undo_read() -> None:
     assert out["read_at"] == "2025-03-01T10:05:00+00:00"
 
 
+def test_a_failed_message_shows_its_error_until_it_is_retried_and_sent() -> None:
+    e = Events()
+    events = [
+        started(e),
+        received(e, 1),
+        queued(e, "o1", "ai"),
+        e("OutboundSendAttempted", outbound_id="o1", attempt=1, at="2025-03-01T10:00:00+00:00"),
+        e("OutboundMessageFailed", outbound_id="o1", reason="gave up: HTTP 500", code="131000"),
+    ]
+    _, messages = conversation_after(events)
+    assert (messages["out:o1"]["status"], messages["out:o1"]["error"]) == (
+        "failed",
+        "131000: gave up: HTTP 500",
+    )
+    events.append(e("OutboundMessageRetried", outbound_id="o1", by="cli", previous_reason="x"))
+    _, messages = conversation_after(events)
+    assert (messages["out:o1"]["status"], messages["out:o1"]["error"]) == ("queued", None)
+    events.append(e("OutboundMessageSent", outbound_id="o1", provider_message_id="wamid.o1"))
+    _, messages = conversation_after(events)
+    assert messages["out:o1"]["status"] == "sent"
+
+
 def test_unread_counts_inbound_since_the_last_ai_or_human_reply() -> None:
     e = Events()
     conv, _ = conversation_after(

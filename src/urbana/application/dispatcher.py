@@ -223,10 +223,6 @@ class Dispatcher:
             raise _Transient(SendFailed(True, f"{route}: circuit open, gateway unavailable"))
         told = False  # whether the breaker heard how the call went
         try:
-            if self._limiter is not None:
-                await self._limiter.acquire(
-                    conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 80))
-                )
             try:
                 number = await self._call(
                     self._app.record_send_attempt, conv.id, outbound_id, self._clock()
@@ -239,6 +235,11 @@ class Dispatcher:
                 text=conv.pending_text[outbound_id],
                 callback_data=callback_data_for(conv.id, outbound_id),
             )
+            if self._limiter is not None:
+                # Last thing before the call, so the gateway sees the pace the limiter set.
+                await self._limiter.acquire(
+                    conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 80))
+                )
             try:
                 provider_id = await sender.send(config, request)
             except SendFailed as exc:
