@@ -137,7 +137,7 @@ class Dispatcher:
         return self._breakers[key]
 
     async def dispatch(self, conversation_id: UUID, outbound_id: str) -> str:
-        """Send one queued message; returns sent | cancelled | failed | skipped."""
+        """Send one queued message; returns sent | reconciled | cancelled | failed | skipped."""
         now = self._clock()
         progress = _Progress(started=now, deadline=now + timedelta(seconds=self._policy.horizon_s))
         retrying = AsyncRetrying(
@@ -160,6 +160,8 @@ class Dispatcher:
         while True:
             conv = await self._load(conversation_id)
             early = await self._send_time_checks(conv, outbound_id, progress)
+            if early == "skipped" and progress.mine:
+                return "reconciled"  # confirmed by the gateway's status, not by our call
             if early is not None:
                 return early
             if await self._reconciled(conv, outbound_id, progress):
