@@ -62,6 +62,7 @@ from urbana.domain.errors import InvalidTransition, StaleStatus
 log = logging.getLogger(__name__)
 
 RECONCILE_POLL_S = 0.5
+_OUT = frozenset({Delivery.SENT.value, Delivery.DELIVERED.value, Delivery.READ.value})
 _R = TypeVar("_R")
 
 
@@ -160,7 +161,7 @@ class Dispatcher:
         while True:
             conv = await self._load(conversation_id)
             early = await self._send_time_checks(conv, outbound_id, progress)
-            if early == "skipped" and progress.mine:
+            if early == "skipped" and progress.mine and conv.outbound.get(outbound_id) in _OUT:
                 return "reconciled"  # confirmed by the gateway's status, not by our call
             if early is not None:
                 return early

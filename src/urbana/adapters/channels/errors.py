@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
-from httpx._client import USE_CLIENT_DEFAULT
 
 from urbana.application.channels import SendFailed
 
@@ -85,7 +84,7 @@ async def post_json(
             url,
             json=payload,
             headers=dict(headers),
-            timeout=USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
         )
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         # A misconfigured base URL will not fix itself by retrying.
