@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from urbana.adapters.bootstrap import Container
+from urbana.adapters.kafka.consumer import GroupTimeouts
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import Relay
 from urbana.adapters.kafka.workers import (
@@ -107,6 +108,7 @@ class Runtime:
                 bootstrap=s.kafka_bootstrap,
                 topic=s.events_topic,
                 group_prefix=f"{s.consumer_group_prefix}.projection",
+                timeouts=self._timeouts(),
             )
             await self.projector.run(self.stop)
         elif role in ("responder", "dispatcher", "knowledge"):
@@ -122,12 +124,14 @@ class Runtime:
         s = c.settings
         assert s.kafka_bootstrap is not None
         group_id = f"{s.consumer_group_prefix}.worker.{role}"
+        timeouts = self._timeouts()
         if role == "knowledge":
             return knowledge_worker(
                 knowledge=c.ai.knowledge,
                 bootstrap=s.kafka_bootstrap,
                 topic=s.events_topic,
                 group_id=group_id,
+                timeouts=timeouts,
             )
         if c.redis is None:
             raise RoleError(f"role {role} needs URBANA_REDIS_URL")
@@ -144,6 +148,7 @@ class Runtime:
                 default_debounce_ms=s.debounce_ms,
                 topic=s.events_topic,
                 group_id=group_id,
+                timeouts=timeouts,
             )
         dispatcher = Dispatcher(c.store.app, c.channels.senders(), rate_limiter=coordinator)
         return dispatcher_worker(
@@ -152,7 +157,12 @@ class Runtime:
             bootstrap=s.kafka_bootstrap,
             topic=s.events_topic,
             group_id=group_id,
+            timeouts=timeouts,
         )
+
+    def _timeouts(self) -> GroupTimeouts:
+        """One set of consumer-group settings for every role that consumes."""
+        return GroupTimeouts(session_timeout_ms=self.container.settings.kafka_session_timeout_ms)
 
 
 def parse_roles(values: Iterable[str]) -> tuple[str, ...]:

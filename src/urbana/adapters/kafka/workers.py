@@ -23,7 +23,12 @@ from uuid import UUID
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from urbana.adapters.kafka.projector import FETCH_MAX_WAIT_MS
+from urbana.adapters.kafka.consumer import (
+    GroupTimeouts,
+    describe_fault,
+    group_consumer,
+    stop_consumer,
+)
 from urbana.adapters.kafka.topics import (
     EVENTS_TOPIC,
     TopicsError,
@@ -74,6 +79,7 @@ class EventWorker:
         max_records: int = 500,
         ordered: bool = True,
         on_arrival: Handler | None = None,
+        timeouts: GroupTimeouts | None = None,
     ) -> None:
         self.name = name
         self._bootstrap = bootstrap
@@ -84,6 +90,7 @@ class EventWorker:
         self._max_records = max_records
         self._ordered = ordered
         self._on_arrival = on_arrival
+        self._timeouts = timeouts or GroupTimeouts()
         self.metrics = WorkerMetrics()
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[TopicPartition, dict[int, asyncio.Task[None]]] = defaultdict(dict)
@@ -93,14 +100,12 @@ class EventWorker:
         """Consume until `stop` is set; broker faults restart the consumer after a pause."""
         delay = 0.5
         while not stop.is_set():
-            consumer = AIOKafkaConsumer(
+            consumer = group_consumer(
                 self._topic,
-                bootstrap_servers=self._bootstrap,
+                bootstrap=self._bootstrap,
                 group_id=self._group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                timeouts=self._timeouts,
                 max_poll_records=self._max_records,
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             try:
                 # Subscribing to a topic that does not exist yet would wait for a
@@ -118,14 +123,14 @@ class EventWorker:
                 await self._commit(consumer)
             except (KafkaError, OSError, TopicsError) as exc:
                 self.metrics.restarts += 1
-                log.warning("%s: broker fault, restarting: %s", self.name, exc)
+                log.warning("%s: broker fault, restarting: %s", self.name, describe_fault(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
                 await self._drain()
                 self._in_flight.clear()
                 self._seen.clear()
-                await consumer.stop()
+                await stop_consumer(consumer)
 
     async def _accept(self, tp: TopicPartition, record: Any) -> None:
         self._seen[tp] = record.offset
@@ -227,6 +232,7 @@ def responder_worker(
     default_debounce_ms: int,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
+    timeouts: GroupTimeouts | None = None,
 ) -> EventWorker:
     """On MessageReceived: wait for the burst to end, then answer it under a lock."""
     tenants = TenantSettingsCache(app)
@@ -254,6 +260,7 @@ def responder_worker(
         types=["MessageReceived"],
         topic=topic,
         group_id=group_id,
+        timeouts=timeouts,
         ordered=False,  # the per-conversation lock serialises answers
         on_arrival=arrived,
     )
@@ -266,6 +273,7 @@ def dispatcher_worker(
     bootstrap: str,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
+    timeouts: GroupTimeouts | None = None,
 ) -> EventWorker:
     """On OutboundMessageQueued (ours, not the business phone's): send it."""
 
@@ -284,6 +292,7 @@ def dispatcher_worker(
         types=["OutboundMessageQueued"],
         topic=topic,
         group_id=group_id,
+        timeouts=timeouts,
     )
 
 
@@ -293,6 +302,7 @@ def knowledge_worker(
     bootstrap: str,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
+    timeouts: GroupTimeouts | None = None,
 ) -> EventWorker:
     """On KnowledgeDocumentAdded: chunk and embed the document into pgvector.
 
@@ -316,4 +326,5 @@ def knowledge_worker(
         types=["KnowledgeDocumentAdded"],
         topic=topic,
         group_id=group_id,
+        timeouts=timeouts,
     )
