@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ from urbana.application.responder import Responder
 log = logging.getLogger(__name__)
 
 ROLES = ("relay", "projector", "responder", "dispatcher", "knowledge")
+
+# A role that ran this long before it crashed restarts after the shortest pause again.
+HEALTHY_RUN_S = 60.0
 
 
 class RoleError(ValueError):
@@ -74,12 +78,15 @@ class Runtime:
         """Run a role; an unexpected crash is logged and the role restarted after a pause."""
         delay = 1.0
         while not self.stop.is_set():
+            began = time.monotonic()
             try:
                 await self._run(role)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if time.monotonic() - began > HEALTHY_RUN_S:
+                    delay = 1.0  # a crash after a good run is not a crash loop
                 log.exception("role %s crashed; restarting in %.0f s", role, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), timeout=delay)
