@@ -26,6 +26,7 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -215,7 +216,7 @@ class EventWorker:
         exc = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         # Redis down or a busy lock are expected; anything else gets its trace.
-        expected = isinstance(exc, CoordinationUnavailable | LockBusy)
+        expected = isinstance(exc, CoordinationUnavailable | LockBusy | RedisError)
         log.log(
             logging.WARNING if expected else logging.ERROR,
             "%s: %s at %s failed (%s); retrying in %.1f s",
