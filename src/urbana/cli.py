@@ -271,6 +271,17 @@ async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
 
     container = await build(settings)
     runtime = Runtime(container, roles)
+
+    def graceful() -> None:
+        # Not KeyboardInterrupt: cancelled roles could not finish their work in hand,
+        # commit their offsets and leave their consumer groups (a successor would wait
+        # out their sessions).
+        err.print("stopping")
+        runtime.stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, graceful)
     await runtime.start()
     out.print(f"worker: {', '.join(roles)}")
 

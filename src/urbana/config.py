@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     events_topic: str = "urbana.events.v1"
     consumer_group_prefix: str = "urbana"
+    # Short, so a restarted worker is assigned its partitions in seconds; Apache Kafka
+    # needs at least its group.min.session.timeout.ms (6000 by default).
+    kafka_session_timeout_ms: int = 2000
     redis_url: str | None = None
     master_key: SecretStr | None = None
     admin_api_key: SecretStr | None = None

@@ -1,16 +1,20 @@
-"""The Redis fast path for redeliveries, on a real Redis: coalesced, and never a lie."""
+"""The Redis fast path for redeliveries, on a real Redis: coalesced, never a lie, and
+never a fault: when Redis does not answer, the event store decides alone."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from tests.redis_server import RedisServer
 
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.ingest import SeenIds
+from urbana.adapters.redis_coord import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +53,59 @@ async def test_remembered_ids_are_seen_after_the_flush(services: ServiceUrls) ->
         await client.aclose()
 
 
-async def test_unreachable_redis_fails_every_asker(services: ServiceUrls) -> None:
-    client = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+async def test_an_unreachable_redis_leaves_every_lookup_to_the_store(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis_client(server.url)
     try:
         seen = SeenIds(client)
-        results = await asyncio.gather(seen.seen(["a"]), seen.seen(["b"]), return_exceptions=True)
-        assert all(isinstance(r, RedisError) for r in results)
+        key = f"test:{uuid4().hex}"
+        seen.remember([key])
+        await seen.aclose()
+        assert await seen.seen([key]) == {key}
+        server.stop()
+        began = time.monotonic()
+        results = await asyncio.gather(seen.seen([key]), seen.seen(["b"]))
+        assert results == [set(), set()]  # not a fault: the store decides
+        assert time.monotonic() - began < 1.0
         seen.remember(["c"])  # logged, not raised: the store is the authority
         await seen.aclose()
     finally:
         await client.aclose()
+        server.stop()
+
+
+async def test_a_paused_redis_does_not_hold_a_lookup(tmp_path: Path) -> None:
+    """SIGSTOP: connections are accepted and nothing answers; the lookup gives up fast."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis_client(server.url)
+    try:
+        seen = SeenIds(client)
+        assert await seen.seen(["warm-up"]) == set()
+        server.pause()
+        began = time.monotonic()
+        assert await seen.seen([f"test:{uuid4().hex}"]) == set()
+        assert time.monotonic() - began < 1.0
+    finally:
+        server.resume()
+        await client.aclose()
+        server.stop()
+
+
+async def test_lookups_use_redis_again_once_it_is_back(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis_client(server.url)
+    try:
+        seen = SeenIds(client, retry_after_s=0.2)
+        server.stop()
+        assert await seen.seen(["x"]) == set()
+        server.start()
+        key = f"test:{uuid4().hex}"
+        await client.set(key, b"1")
+        await asyncio.sleep(0.3)
+        assert await seen.seen([key]) == {key}
+    finally:
+        await client.aclose()
+        server.stop()

@@ -29,6 +29,7 @@ from urbana.adapters.llm.openai_llm import OpenAILLM
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
 from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.redis_coord import redis_client
 from urbana.application.ai import LLM, Embeddings
 from urbana.application.channels import Sender
 from urbana.config import Settings
@@ -120,13 +121,7 @@ def build_store(settings: Settings) -> Store:
 async def build(settings: Settings) -> Container:
     """Open pools and clients; start the ingest writer."""
     store = await asyncio.to_thread(build_store, settings)
-    redis_client = (
-        aioredis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10
-        )
-        if settings.redis_url
-        else None
-    )
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     send_timeout = settings.send_timeout_s
     channels = Channels(
@@ -135,7 +130,7 @@ async def build(settings: Settings) -> Container:
         zapi=ZapiChannel(http, timeout=send_timeout),
         console=ConsoleChannel(),
     )
-    ingestor = Ingestor(store.app, redis_client)
+    ingestor = Ingestor(store.app, redis)
     ingestor.start()
     ai = await asyncio.to_thread(build_ai, settings, store, http)
     return Container(
@@ -146,7 +141,7 @@ async def build(settings: Settings) -> Container:
         directory=TenantDirectory(store.app),
         ingestor=ingestor,
         ai=ai,
-        redis=redis_client,
+        redis=redis,
     )
 
 

@@ -3,7 +3,9 @@
 The event store is the authority on duplicates (MessageRef streams); Redis only
 remembers recently committed provider ids so a redelivery is answered without a
 trip through the writer. An id is written to Redis only after its batch
-committed, so Redis can never claim something the store does not hold.
+committed, so Redis can never claim something the store does not hold. And
+Redis is never a reason to refuse a webhook: when it does not answer, ids are
+looked up in the store alone (`SeenIds`).
 
 Redis is asked and told once per event-loop turn, not once per request: the
 requests parsed in one turn share one MGET, and the ids committed meanwhile are
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -49,17 +52,50 @@ def _seen_key(command: ReceiveMessage) -> str:
 
 
 class SeenIds:
-    """The Redis fast path, coalesced: one MGET per loop turn, one write per flush."""
+    """The Redis fast path, coalesced: one MGET per loop turn, one write per flush.
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    Never a fault: when Redis does not answer within `timeout_s` (down, paused, pool
+    exhausted), every id counts as unseen and the store decides; Redis is then left
+    alone for `retry_after_s`, so an outage costs each webhook nothing, not a timeout.
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, *, timeout_s: float = 0.25, retry_after_s: float = 1.0
+    ) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
+        self._retry_after_s = retry_after_s
+        self._down_until = 0.0  # monotonic; Redis is skipped until then
+        self._down = False  # for logging the outage once, and its end
         self._asks: list[tuple[list[str], asyncio.Future[set[str]]]] = []
         self._to_remember: list[str] = []
         self._flushing: asyncio.Task[None] | None = None
         self._lookups: set[asyncio.Task[None]] = set()  # held so they are not collected
 
+    def _skipping(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _failed(self, doing: str, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self._retry_after_s
+        if not self._down:
+            self._down = True
+            log.warning(
+                "Redis unreachable while %s (%s: %s); redeliveries are deduplicated by the "
+                "event store alone until it answers",
+                doing,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _answered(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("Redis answers again; the redelivery fast path is back")
+
     async def seen(self, keys: list[str]) -> set[str]:
-        """Which of `keys` were committed recently (raises RedisError if unreachable)."""
+        """Which of `keys` were committed recently, as far as Redis knows (empty if it is down)."""
+        if self._skipping():
+            return set()
         future: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
         self._asks.append((keys, future))
         if len(self._asks) == 1:
@@ -74,20 +110,23 @@ class SeenIds:
 
     async def _mget(self, asks: list[tuple[list[str], asyncio.Future[set[str]]]]) -> None:
         keys = list(dict.fromkeys(k for ks, _ in asks for k in ks))
+        hits: set[str] = set()
         try:
-            flags = await self._redis.mget(keys)
-        except Exception as exc:  # every asker gets the fault (a 503 upstream)
-            for _, future in asks:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        hits = {k for k, flag in zip(keys, flags, strict=True) if flag is not None}
+            async with asyncio.timeout(self._timeout_s):
+                flags = await self._redis.mget(keys)
+        except (RedisError, TimeoutError) as exc:
+            self._failed("looking up ids", exc)
+        else:
+            self._answered()
+            hits = {k for k, flag in zip(keys, flags, strict=True) if flag is not None}
         for ks, future in asks:
             if not future.done():
                 future.set_result(hits.intersection(ks))
 
     def remember(self, keys: list[str]) -> None:
         """Note committed ids; they are written to Redis soon, in one round trip."""
+        if self._skipping():
+            return  # durable already: the store still refuses a redelivery, only slower
         self._to_remember.extend(keys)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush(), name="seen-ids-flush")
@@ -96,13 +135,16 @@ class SeenIds:
         while self._to_remember:
             keys, self._to_remember = self._to_remember, []
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key in keys:
-                        pipe.set(key, b"1", ex=SEEN_TTL_S)
-                    await pipe.execute()
-            except RedisError as exc:
+                async with asyncio.timeout(self._timeout_s * 4):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key in keys:
+                            pipe.set(key, b"1", ex=SEEN_TTL_S)
+                        await pipe.execute()
+            except (RedisError, TimeoutError) as exc:
                 # Already durable: the store still refuses a redelivery, only slower.
-                log.warning("could not remember %d ids in Redis: %s", len(keys), exc)
+                self._failed(f"remembering {len(keys)} ids", exc)
+                self._to_remember.clear()
+                return
 
     async def aclose(self) -> None:
         if self._flushing is not None:

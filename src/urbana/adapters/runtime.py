@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from urbana.adapters.bootstrap import Container
+from urbana.adapters.kafka.consumer import GroupTimeouts
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import Relay
 from urbana.adapters.kafka.workers import (
@@ -32,6 +34,9 @@ from urbana.application.responder import Responder
 log = logging.getLogger(__name__)
 
 ROLES = ("relay", "projector", "responder", "dispatcher", "knowledge")
+
+# A role that ran this long before it crashed restarts after the shortest pause again.
+HEALTHY_RUN_S = 60.0
 
 
 class RoleError(ValueError):
@@ -74,12 +79,15 @@ class Runtime:
         """Run a role; an unexpected crash is logged and the role restarted after a pause."""
         delay = 1.0
         while not self.stop.is_set():
+            began = time.monotonic()
             try:
                 await self._run(role)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if time.monotonic() - began > HEALTHY_RUN_S:
+                    delay = 1.0  # a crash after a good run is not a crash loop
                 log.exception("role %s crashed; restarting in %.0f s", role, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), timeout=delay)
@@ -108,6 +116,7 @@ class Runtime:
                 bootstrap=s.kafka_bootstrap,
                 topic=s.events_topic,
                 group_prefix=f"{s.consumer_group_prefix}.projection",
+                timeouts=self._timeouts(),
             )
             await self.projector.run(self.stop)
         elif role in ("responder", "dispatcher", "knowledge"):
@@ -123,12 +132,14 @@ class Runtime:
         s = c.settings
         assert s.kafka_bootstrap is not None
         group_id = f"{s.consumer_group_prefix}.worker.{role}"
+        timeouts = self._timeouts()
         if role == "knowledge":
             return knowledge_worker(
                 knowledge=c.ai.knowledge,
                 bootstrap=s.kafka_bootstrap,
                 topic=s.events_topic,
                 group_id=group_id,
+                timeouts=timeouts,
             )
         if c.redis is None:
             raise RoleError(f"role {role} needs URBANA_REDIS_URL")
@@ -145,6 +156,7 @@ class Runtime:
                 default_debounce_ms=s.debounce_ms,
                 topic=s.events_topic,
                 group_id=group_id,
+                timeouts=timeouts,
             )
         dispatcher = Dispatcher(
             c.store.app,
@@ -165,7 +177,12 @@ class Runtime:
             bootstrap=s.kafka_bootstrap,
             topic=s.events_topic,
             group_id=group_id,
+            timeouts=timeouts,
         )
+
+    def _timeouts(self) -> GroupTimeouts:
+        """One set of consumer-group settings for every role that consumes."""
+        return GroupTimeouts(session_timeout_ms=self.container.settings.kafka_session_timeout_ms)
 
 
 def parse_roles(values: Iterable[str]) -> tuple[str, ...]:

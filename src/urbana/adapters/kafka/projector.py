@@ -35,6 +35,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from psycopg import AsyncConnection
 
+from urbana.adapters.kafka.consumer import GroupTimeouts, group_consumer, stop_consumer
 from urbana.adapters.kafka.topics import DLQ_TOPIC, EVENTS_TOPIC
 from urbana.application.envelope import Envelope
 from urbana.projections.apply import Applied, apply_tracked, mark_handled
@@ -47,11 +48,6 @@ AfterCommit = Callable[[str, Applied], Awaitable[None]]
 
 _BACKOFF_START = 0.2
 _BACKOFF_MAX = 5.0
-
-
-# Tansu holds a fetch for the whole max wait even when records are there; the default
-# (500 ms) then becomes the projection lag.
-FETCH_MAX_WAIT_MS = 20
 
 # Kafka offsets only spare the tracking skip some redelivered records (the tracking in
 # PostgreSQL is what makes a batch apply once), so they are committed at most this
@@ -93,13 +89,11 @@ class _Worker:
     async def start(self) -> None:
         r = self.runner
         self.conn = await self._connect()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=r.bootstrap,
+        self.consumer = group_consumer(
+            bootstrap=r.bootstrap,
             group_id=group_id(self.projection, r.group_prefix),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            timeouts=r.timeouts,
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await self.consumer.start()
         if r.assign:
@@ -112,7 +106,7 @@ class _Worker:
             with contextlib.suppress(Exception):  # redelivery is harmless, only slower
                 await self.commit_offsets()
             consumer, self.consumer = self.consumer, None
-            await consumer.stop()
+            await stop_consumer(consumer)
         if self.conn is not None:
             conn, self.conn = self.conn, None
             await conn.close()
@@ -331,11 +325,13 @@ class ProjectionRunner:
         group_prefix: str = "urbana.projection",
         assign: bool = False,
         after_db_commit: AfterCommit | None = None,
+        timeouts: GroupTimeouts | None = None,
     ) -> None:
         """`assign=True` takes every partition of the topic without group rebalancing (one
         instance per projection; offsets still committed to the group). `after_db_commit`
         is called between the database commit and the offset commit (a seam for tests
-        that simulate a crash there).
+        that simulate a crash there). `timeouts` are the consumer group's (the
+        workers' too), see `urbana.adapters.kafka.consumer`.
         """
         self.database_url = database_url
         self.schema = schema
@@ -348,6 +344,7 @@ class ProjectionRunner:
         self.group_prefix = group_prefix
         self.assign = assign
         self.after_db_commit = after_db_commit
+        self.timeouts = timeouts or GroupTimeouts()
         self._producer: AIOKafkaProducer | None = None
         self._workers: list[_Worker] = []
         self.metrics: dict[str, ProjectionMetrics] = {

@@ -6,6 +6,10 @@ it cares about (events of one conversation in order, different conversations
 concurrently) and commits offsets only after handling, so a crash redelivers;
 the handlers are idempotent (one reply per burst is a domain invariant, and a
 message is dispatched only while queued).
+
+A handler that fails on our own fault (store, Redis, gateway down) is retried with
+a jittered backoff capped at `RETRY_CAP_S`, so the work resumes within a couple of
+seconds of the fault's end; the event is never skipped.
 """
 
 from __future__ import annotations
@@ -22,8 +26,21 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential,
+    wait_random,
+)
 
-from urbana.adapters.kafka.projector import FETCH_MAX_WAIT_MS
+from urbana.adapters.kafka.consumer import (
+    GroupTimeouts,
+    describe_fault,
+    group_consumer,
+    stop_consumer,
+)
 from urbana.adapters.kafka.topics import (
     EVENTS_TOPIC,
     TopicsError,
@@ -32,7 +49,7 @@ from urbana.adapters.kafka.topics import (
     spec_for,
 )
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-from urbana.adapters.redis_coord import RedisCoordinator
+from urbana.adapters.redis_coord import CoordinationUnavailable, LockBusy, RedisCoordinator
 from urbana.application.app import UrbanaApp
 from urbana.application.dispatcher import Dispatcher
 from urbana.application.envelope import Envelope
@@ -42,6 +59,11 @@ from urbana.domain.errors import DomainError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
+Arrivals = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+RETRY_CAP_S = 2.0
+# The consumer loop waits this long at most for the responder to note a batch's arrivals.
+ARRIVAL_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -60,6 +82,8 @@ class EventWorker:
     each envelope becomes a task, chained behind the previous one of its stream when
     `ordered`, and offsets are committed only below the oldest unfinished task of
     each partition, so a crash redelivers exactly what was not finished.
+    `on_arrival` sees each fetched batch's envelopes before their tasks start; it runs
+    in the consumer loop, so it should be quick, and its failures are only logged.
     """
 
     def __init__(
@@ -73,7 +97,9 @@ class EventWorker:
         group_id: str | None = None,
         max_records: int = 500,
         ordered: bool = True,
-        on_arrival: Handler | None = None,
+        on_arrival: Arrivals | None = None,
+        timeouts: GroupTimeouts | None = None,
+        retry_cap_s: float = RETRY_CAP_S,
     ) -> None:
         self.name = name
         self._bootstrap = bootstrap
@@ -84,6 +110,8 @@ class EventWorker:
         self._max_records = max_records
         self._ordered = ordered
         self._on_arrival = on_arrival
+        self._timeouts = timeouts or GroupTimeouts()
+        self._retry_cap_s = retry_cap_s
         self.metrics = WorkerMetrics()
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[TopicPartition, dict[int, asyncio.Task[None]]] = defaultdict(dict)
@@ -93,14 +121,12 @@ class EventWorker:
         """Consume until `stop` is set; broker faults restart the consumer after a pause."""
         delay = 0.5
         while not stop.is_set():
-            consumer = AIOKafkaConsumer(
+            consumer = group_consumer(
                 self._topic,
-                bootstrap_servers=self._bootstrap,
+                bootstrap=self._bootstrap,
                 group_id=self._group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                timeouts=self._timeouts,
                 max_poll_records=self._max_records,
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             try:
                 # Subscribing to a topic that does not exist yet would wait for a
@@ -110,41 +136,51 @@ class EventWorker:
                 delay = 0.5
                 while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=100, max_records=self._max_records)
-                    for tp, records in batch.items():
-                        for record in records:
-                            await self._accept(tp, record)
+                    await self._accept(batch)
                     await self._commit(consumer)
                 await self._drain()
                 await self._commit(consumer)
             except (KafkaError, OSError, TopicsError) as exc:
                 self.metrics.restarts += 1
-                log.warning("%s: broker fault, restarting: %s", self.name, exc)
+                log.warning("%s: broker fault, restarting: %s", self.name, describe_fault(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
                 await self._drain()
                 self._in_flight.clear()
                 self._seen.clear()
-                await consumer.stop()
+                await stop_consumer(consumer)
 
-    async def _accept(self, tp: TopicPartition, record: Any) -> None:
-        self._seen[tp] = record.offset
-        try:
-            envelope = Envelope.from_json(record.value)
-        except (ValueError, TypeError) as exc:
-            self.metrics.skipped += 1
-            log.warning("%s: undecodable record at offset %s: %s", self.name, record.offset, exc)
-            return
-        if envelope.type not in self._types:
-            self.metrics.skipped += 1
-            return
-        if self._on_arrival is not None:
-            await self._on_arrival(envelope)
-        previous = self._tails.get(envelope.stream_id) if self._ordered else None
-        task = asyncio.create_task(self._run_one(envelope, previous))
-        self._tails[envelope.stream_id] = task
-        self._in_flight[tp][record.offset] = task
-        task.add_done_callback(functools.partial(self._done, tp, record.offset, envelope))
+    async def _accept(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        accepted: list[tuple[TopicPartition, int, Envelope]] = []
+        for tp, records in batch.items():
+            for record in records:
+                self._seen[tp] = record.offset
+                try:
+                    envelope = Envelope.from_json(record.value)
+                except (ValueError, TypeError) as exc:
+                    self.metrics.skipped += 1
+                    log.warning(
+                        "%s: undecodable record at offset %s: %s", self.name, record.offset, exc
+                    )
+                    continue
+                if envelope.type not in self._types:
+                    self.metrics.skipped += 1
+                    continue
+                accepted.append((tp, record.offset, envelope))
+        if accepted and self._on_arrival is not None:
+            try:
+                await self._on_arrival([envelope for _, _, envelope in accepted])
+            except Exception:
+                # Advisory (the responder notes arrivals for its debounce): a fault here
+                # must not stop the consumer, and the handlers run regardless.
+                log.exception("%s: arrival hook failed for %d events", self.name, len(accepted))
+        for tp, offset, envelope in accepted:
+            previous = self._tails.get(envelope.stream_id) if self._ordered else None
+            task = asyncio.create_task(self._run_one(envelope, previous))
+            self._tails[envelope.stream_id] = task
+            self._in_flight[tp][offset] = task
+            task.add_done_callback(functools.partial(self._done, tp, offset, envelope))
 
     def _done(
         self, tp: TopicPartition, offset: int, envelope: Envelope, _task: asyncio.Task[None]
@@ -157,31 +193,40 @@ class EventWorker:
     async def _run_one(self, envelope: Envelope, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
-        delay = 0.2
-        while True:
-            try:
-                await self._handle(envelope)
-                self.metrics.handled += 1
-                return
-            except DomainError as exc:  # the state moved on; the event is simply moot
-                self.metrics.failed += 1
-                log.info("%s: %s at %s: %s", self.name, envelope.type, envelope.position, exc)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Our own fault (store, cache, gateway down): keep the offset uncommitted
-                # and try again; the event is never skipped.
-                self.metrics.retries += 1
-                log.exception(
-                    "%s: %s at %s failed; retrying in %.1f s",
-                    self.name,
-                    envelope.type,
-                    envelope.position,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        # Our own faults (store, cache, gateway down) keep the offset uncommitted and are
+        # retried; the event is never skipped. A DomainError means the state moved on.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_ours),
+            wait=wait_exponential(multiplier=0.2, max=self._retry_cap_s) + wait_random(0, 0.2),
+            before_sleep=functools.partial(self._retrying, envelope),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._handle(envelope)
+        except DomainError as exc:  # the event is simply moot
+            self.metrics.failed += 1
+            log.info("%s: %s at %s: %s", self.name, envelope.type, envelope.position, exc)
+            return
+        self.metrics.handled += 1
+
+    def _retrying(self, envelope: Envelope, state: RetryCallState) -> None:
+        self.metrics.retries += 1
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        # Redis down or a busy lock are expected; anything else gets its trace.
+        expected = isinstance(exc, CoordinationUnavailable | LockBusy | RedisError)
+        log.log(
+            logging.WARNING if expected else logging.ERROR,
+            "%s: %s at %s failed (%s); retrying in %.1f s",
+            self.name,
+            envelope.type,
+            envelope.position,
+            exc,
+            wait,
+            exc_info=None if expected else exc,
+        )
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         offsets = {}
@@ -201,6 +246,11 @@ class EventWorker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _ours(exc: BaseException) -> bool:
+    """Retried: any failure but a domain refusal (and cancellation, not an Exception)."""
+    return isinstance(exc, Exception) and not isinstance(exc, DomainError)
 
 
 class TenantSettingsCache:
@@ -227,8 +277,16 @@ def responder_worker(
     default_debounce_ms: int,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
+    timeouts: GroupTimeouts | None = None,
 ) -> EventWorker:
-    """On MessageReceived: wait for the burst to end, then answer it under a lock."""
+    """On MessageReceived: wait for the burst to end, then answer it under a lock.
+
+    Redis holds the debounce and the lock, so while it is down the responder waits:
+    each trigger is retried (backoff capped at `RETRY_CAP_S`) until Redis answers, and
+    answers within seconds of its return. It never answers without them: a burst
+    would get several answers, and the lock is what keeps two LLM calls from racing
+    for one burst (the store would refuse the second answer anyway).
+    """
     tenants = TenantSettingsCache(app)
 
     async def handle(envelope: Envelope) -> None:
@@ -243,9 +301,19 @@ def responder_worker(
             outcome = await responder.respond(conversation_id)
         log.info("responder %s: %s %s", conversation_id, outcome.action, outcome.detail)
 
-    async def arrived(envelope: Envelope) -> None:
-        # Noted as soon as it is read, so an earlier message's debounce sees it.
-        await coordinator.note_message(UUID(envelope.stream_id), int(envelope.data["seq"]))
+    async def arrived(envelopes: Sequence[Envelope]) -> None:
+        # Noted as soon as they are read, so an earlier message's debounce sees them.
+        latest: dict[UUID, int] = {}
+        for envelope in envelopes:
+            conversation_id = UUID(envelope.stream_id)
+            latest[conversation_id] = max(latest.get(conversation_id, 0), int(envelope.data["seq"]))
+        try:
+            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+                await coordinator.note_messages(latest)
+        except (CoordinationUnavailable, TimeoutError) as exc:
+            # Only a shorter debounce: each trigger notes its own message again before
+            # it waits, and retries until Redis answers.
+            log.warning("responder: could not note %d arrivals: %s", len(latest), exc)
 
     return EventWorker(
         name="responder",
@@ -256,6 +324,7 @@ def responder_worker(
         group_id=group_id,
         ordered=False,  # the per-conversation lock serialises answers
         on_arrival=arrived,
+        timeouts=timeouts,
     )
 
 
@@ -265,6 +334,7 @@ def dispatcher_worker(
     bootstrap: str,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
+    timeouts: GroupTimeouts | None = None,
 ) -> EventWorker:
     """On OutboundMessageQueued (ours, not the business phone's) or OutboundMessageRetried:
     send it.
@@ -291,6 +361,7 @@ def dispatcher_worker(
         types=["OutboundMessageQueued", "OutboundMessageRetried"],
         topic=topic,
         group_id=group_id,
+        timeouts=timeouts,
     )
 
 
@@ -300,6 +371,7 @@ def knowledge_worker(
     bootstrap: str,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
+    timeouts: GroupTimeouts | None = None,
 ) -> EventWorker:
     """On KnowledgeDocumentAdded: chunk and embed the document into pgvector.
 
@@ -323,4 +395,5 @@ def knowledge_worker(
         types=["KnowledgeDocumentAdded"],
         topic=topic,
         group_id=group_id,
+        timeouts=timeouts,
     )
