@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
-    llm_fallback_model: str = "gpt-4.1-mini"
+    llm_fallback_model: str = "gpt-4.1-nano"
     llm_timeout_s: float = 20.0
     embeddings: Literal["local", "openai"] = "local"
     debounce_ms: int = 1500
