@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDERS = {"changeme", "change-me", "secret", "admin", ""}
 
 
+class ConfigurationError(Exception):
+    """Settings are missing or inconsistent; the message says which."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="URBANA_", env_file=".env", extra="ignore")
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import inspect
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+from typer.core import TyperGroup
 
 from urbana.adapters.llm.openai_llm import PRICES, OpenAILLM
+from urbana.cli import app
 from urbana.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,3 +43,39 @@ def test_env_files_are_ignored_by_git(name: str) -> None:
         ["git", "check-ignore", "--quiet", "--no-index", name], cwd=ROOT, check=False
     )
     assert checked.returncode == 0, f"{name} is not git-ignored"
+
+
+def commands(group: TyperGroup, prefix: str = "") -> dict[str, Any]:
+    """Every leaf command by its full name ("kb add")."""
+    found: dict[str, Any] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            found.update(commands(command, f"{prefix}{name} "))
+        else:
+            found[prefix + name] = command
+    return found
+
+
+def test_every_command_takes_its_data_dir_from_the_settings() -> None:
+    group = typer.main.get_group(app)
+    assert isinstance(group, TyperGroup)
+    every = commands(group)
+    with_data_dir = {
+        name: next(p for p in command.params if p.name == "data_dir")
+        for name, command in every.items()
+        if any(p.name == "data_dir" for p in command.params)
+    }
+    assert {
+        "dev",
+        "demo",
+        "serve",
+        "worker",
+        "tenant create",
+        "channel connect",
+        "kb add",
+        "kb reindex",
+        "kafka init",
+        "replay",
+    } <= set(with_data_dir)
+    # No default of its own: unset, the command reads URBANA_DATA_DIR (or `.env`).
+    assert {name: p.default for name, p in with_data_dir.items()} == dict.fromkeys(with_data_dir)
