@@ -15,13 +15,18 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
 from rich.console import Console
 
 from urbana.config import Settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from urbana.adapters.postgres.store import Store
 
 app = typer.Typer(help="Urbana: event-sourced WhatsApp conversation engine.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
@@ -32,14 +37,35 @@ app.add_typer(channel_app, name="channel")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Where embedded services keep data.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where `urbana dev` keeps its services and data "
+        "(default: URBANA_DATA_DIR, else .urbana)",
+        show_default=False,
+    ),
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Host = Annotated[
+    str | None,
+    typer.Option(
+        help="API bind address (default: URBANA_HOST, else 127.0.0.1)", show_default=False
+    ),
+]
+Port = Annotated[
+    int | None,
+    typer.Option(
+        help="API port, 0 = any free one (default: URBANA_PORT, else 8000)", show_default=False
+    ),
+]
 
 
 METRICS_EVERY_S = 30.0
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
+    """The settings (environment, `.env`), with `--data-dir` over URBANA_DATA_DIR when given."""
     settings = Settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
@@ -60,16 +86,30 @@ def _with_running_services(settings: Settings) -> Settings:
             updates["redis_url"] = services.get("redis")
         settings = settings.model_copy(update=updates)
     if not settings.database_url:
-        err.print("no database: set URBANA_DATABASE_URL or start `urbana dev` first")
+        err.print(
+            "no database: set URBANA_DATABASE_URL or start `urbana dev` first "
+            f"(no services.json in {Path(settings.data_dir).resolve()})"
+        )
         raise typer.Exit(2)
     return settings
 
 
-@contextmanager
-def _store(settings: Settings) -> Iterator[Any]:
-    from urbana.adapters.bootstrap import build_store
+def _open_store(settings: Settings) -> Store:
+    """The event store alone: no LLM, Kafka or Redis client to import or open."""
+    from urbana.adapters.keys import master_key_for
+    from urbana.adapters.postgres.store import open_store
 
-    store = build_store(settings)
+    return open_store(
+        settings.database_url or "",
+        master_key_for(settings),
+        schema=settings.database_schema,
+        pool_size=settings.pool_size,
+    )
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    store = _open_store(settings)
     try:
         yield store
     finally:
@@ -88,9 +128,9 @@ def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
 
 @app.command()
 def dev(
-    data_dir: DataDir = Path(".urbana"),
-    host: Annotated[str, typer.Option(help="API bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port (0 = any free port).")] = 8000,
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
     reset: Annotated[bool, typer.Option("--reset", help="Wipe the data dir first.")] = False,
 ) -> None:
     """Run the whole system on embedded services (PostgreSQL, Kafka, Redis)."""
@@ -100,11 +140,14 @@ def dev(
     # SIGTERM must unwind like Ctrl-C so the `finally` below stops every service
     # (uvicorn re-raises the signal it captured once it has shut down).
     signal.signal(signal.SIGTERM, _interrupt)
-    data_dir = data_dir.resolve()
+    settings = _settings(data_dir)
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    data_dir = Path(settings.data_dir).resolve()
+    settings = settings.model_copy(update={"data_dir": data_dir})
     if reset:
         wipe(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = _settings(data_dir)
     stack = EmbeddedStack(
         data_dir,
         postgres_url=settings.database_url,
@@ -196,15 +239,18 @@ async def _serve(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    host: Host = None,
+    port: Port = None,
     workers: Annotated[
         int, typer.Option(min=1, help="HTTP worker processes (one group committer each).")
     ] = 1,
+    data_dir: DataDir = None,
 ) -> None:
     """Run the HTTP API against external services (URBANA_DATABASE_URL, ...)."""
     _logging()
-    settings = _with_running_services(_settings())
+    settings = _with_running_services(_settings(data_dir))
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
     if workers == 1:
         _run(_serve(settings, host, port, lambda url: out.print(f"api: {url}")))
         return
@@ -247,6 +293,7 @@ def worker(
         list[str],
         typer.Option("--role", help="relay | projector | responder | dispatcher | knowledge"),
     ],
+    data_dir: DataDir = None,
 ) -> None:
     """Run background roles (repeat --role) against external services, until SIGTERM."""
     from urbana.adapters.runtime import RoleError, parse_roles
@@ -257,31 +304,29 @@ def worker(
     except RoleError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc
-    settings = _with_running_services(_settings())
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        _run(_work(settings, roles))
-    except KeyboardInterrupt:
-        err.print("stopping")
+    settings = _with_running_services(_settings(data_dir))
+    _run(_work(settings, roles))
 
 
 async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
     from urbana.adapters.bootstrap import build
     from urbana.adapters.runtime import Runtime
 
-    container = await build(settings)
-    runtime = Runtime(container, roles)
+    # SIGTERM and Ctrl-C set the roles' stop event: each finishes what it holds and
+    # closes its clients. (A KeyboardInterrupt raised from a signal handler lands in
+    # whatever callback runs, e.g. in the middle of a Kafka connection's read.)
+    stop = asyncio.Event()
 
-    def graceful() -> None:
-        # Not KeyboardInterrupt: cancelled roles could not finish their work in hand,
-        # commit their offsets and leave their consumer groups (a successor would wait
-        # out their sessions).
-        err.print("stopping")
-        runtime.stop.set()
+    def stopping() -> None:
+        if not stop.is_set():
+            err.print("stopping")
+            stop.set()
 
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, graceful)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping)
+    container = await build(settings)
+    runtime = Runtime(container, roles, stop=stop)
     await runtime.start()
     out.print(f"worker: {', '.join(roles)}")
 
@@ -306,7 +351,7 @@ async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
 
 
 @tenant_app.command("create")
-def tenant_create(name: str, data_dir: DataDir = Path(".urbana"), as_json: JsonOut = False) -> None:
+def tenant_create(name: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Register a tenant; prints its id."""
     settings = _with_running_services(_settings(data_dir))
     with _store(settings) as store:
@@ -331,7 +376,7 @@ def channel_connect(
     client_token: Annotated[str | None, typer.Option(help="zapi")] = None,
     webhook_secret: Annotated[str | None, typer.Option(help="evolution, zapi")] = None,
     api_base_url: Annotated[str | None, typer.Option(help="cloud, zapi")] = None,
-    data_dir: DataDir = Path(".urbana"),
+    data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Connect a WhatsApp gateway to a tenant."""
@@ -392,7 +437,7 @@ app.add_typer(kafka_app, name="kafka")
 def kb_add(
     tenant_id: str,
     files: Annotated[list[Path], typer.Argument(help="Markdown or text files.")],
-    data_dir: DataDir = Path(".urbana"),
+    data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Add knowledge documents (Markdown / text) to a tenant; the AI answers from them."""
@@ -419,10 +464,9 @@ def _run_kb_add(
 ) -> list[dict[str, Any]]:
     """Record the documents, then index them as the knowledge role would (so `kb add`
     works without workers running; indexing the same event twice is harmless)."""
-    from urbana.adapters.bootstrap import build_store
     from urbana.domain.errors import DomainError
 
-    store = build_store(settings)
+    store = _open_store(settings)
     try:
         for name, text in documents:
             try:
@@ -438,7 +482,7 @@ def _run_kb_add(
 
 def _index(
     settings: Settings,
-    store: Any,
+    store: Store,
     tenant_id: UUID,
     names: set[str] | None,
     *,
@@ -475,11 +519,8 @@ def _index(
 
 
 @kb_app.command("reindex")
-def kb_reindex(
-    tenant_id: str, data_dir: DataDir = Path(".urbana"), as_json: JsonOut = False
-) -> None:
+def kb_reindex(tenant_id: str, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Rebuild a tenant's pgvector knowledge index from its events."""
-    from urbana.adapters.bootstrap import build_store
     from urbana.application.gateways import tenant_uuid
     from urbana.domain.errors import DomainError
 
@@ -489,7 +530,7 @@ def kb_reindex(
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc
     settings = _with_running_services(_settings(data_dir))
-    store = build_store(settings)
+    store = _open_store(settings)
     try:
         indexed = _index(settings, store, tid, None, force=True)
     finally:
@@ -506,17 +547,21 @@ def kafka_init(
     topics_file: Annotated[
         Path | None, typer.Option(help="Default: infra/kafka/topics.yaml")
     ] = None,
-    data_dir: DataDir = Path(".urbana"),
+    data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Create the topics of topics.yaml (idempotent)."""
-    from urbana.adapters.kafka.topics import init_topics
+    from urbana.adapters.kafka.topics import TopicsError, init_topics
 
     settings = _with_running_services(_settings(data_dir))
     if not settings.kafka_bootstrap:
         err.print("no Kafka: set URBANA_KAFKA_BOOTSTRAP or start `urbana dev` first")
         raise typer.Exit(2)
-    created = asyncio.run(init_topics(settings.kafka_bootstrap, topics_file))
+    try:
+        created = asyncio.run(init_topics(settings.kafka_bootstrap, topics_file))
+    except TopicsError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
     _emit(
         as_json, {"created": created}, "created: " + (", ".join(created) or "nothing (all exist)")
     )
@@ -541,35 +586,30 @@ def replay(
     conversation: Annotated[str | None, typer.Option(help="Only this conversation.")] = None,
     topic: Annotated[str | None, typer.Option(help="Topic for --to-kafka.")] = None,
     restart: Annotated[bool, typer.Option(help="--to-kafka: ignore a saved checkpoint.")] = False,
-    data_dir: DataDir = Path(".urbana"),
+    data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Rebuild read models from the event store (resumable), or republish to Kafka."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     settings = _with_running_services(_settings(data_dir))
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} events"),
-        TextColumn("{task.fields[rate]:,.0f} ev/s"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=as_json,
-    )
     if to_kafka:
         from urbana.adapters.kafka.republish import republish
 
         if not settings.kafka_bootstrap:
             err.print("no Kafka: set URBANA_KAFKA_BOOTSTRAP or start `urbana dev` first")
             raise typer.Exit(2)
+        # How many events a range holds is not known before it is read (filters apply
+        # event by event): count what went out and show the store position reached.
+        progress = _progress(
+            as_json,
+            "{task.completed:,} events, position {task.fields[position]}",
+        )
         with progress:
-            task = progress.add_task("republishing", total=None, rate=0.0)
+            task = progress.add_task("republishing", total=None, rate=0.0, position=0)
             started = time.monotonic()
 
-            def tick(done: int, total: int) -> None:
+            def tick(done: int, position: int) -> None:
                 rate = done / max(time.monotonic() - started, 1e-6)
-                progress.update(task, completed=done, total=total, rate=rate)
+                progress.update(task, completed=done, rate=rate, position=position)
 
             published = asyncio.run(
                 republish(
@@ -599,6 +639,8 @@ def replay(
     if projection and all_:
         err.print("error: give --projection or --all, not both")
         raise typer.Exit(2)
+    # The total is known once the first page is read; until then the bar pulses.
+    progress = _progress(as_json, None)
     with progress:
         task = progress.add_task("replaying", total=None, rate=0.0)
 
@@ -631,19 +673,56 @@ def replay(
     )
 
 
+def _progress(as_json: bool, counts: str | None) -> Progress:
+    """A progress bar on stderr (none with --json) whose columns accept an unknown total.
+
+    `counts` formats the count column; by default "done/total events", with "?" for a
+    total not known yet.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    count: list[ProgressColumn] = (
+        [MofNCompleteColumn(), TextColumn("events")] if counts is None else [TextColumn(counts)]
+    )
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        *count,
+        TextColumn("{task.fields[rate]:,.0f} ev/s"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=as_json,
+    )
+
+
 # -------------------------------------------------------------------------- demo
 
 
 @app.command()
 def demo(
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Keep data here (default: a temp dir).")
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Keep data here (default: URBANA_DATA_DIR, else a temp dir)",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """The end-to-end showcase on the embedded default."""
     from urbana.demo import run_demo
 
     _logging()
+    settings = Settings()
+    if data_dir is None and "data_dir" in settings.model_fields_set:
+        data_dir = Path(settings.data_dir)
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         run_demo(data_dir.resolve(), out)

@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDERS = {"changeme", "change-me", "secret", "admin", ""}
 
 
+class ConfigurationError(Exception):
+    """Settings are missing or inconsistent; the message says which."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="URBANA_", env_file=".env", extra="ignore")
 
@@ -33,7 +37,7 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
-    llm_fallback_model: str = "gpt-4.1-mini"
+    llm_fallback_model: str = "gpt-4.1-nano"
     llm_timeout_s: float = 20.0
     embeddings: Literal["local", "openai"] = "local"
     debounce_ms: int = 1500

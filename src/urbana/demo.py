@@ -27,9 +27,9 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from urbana.adapters.bootstrap import master_key_for
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.http.app import create_app
+from urbana.adapters.keys import master_key_for
 from urbana.adapters.postgres.store import Store, conninfo, open_store
 from urbana.adapters.runtime import ROLES
 from urbana.application.gateways import gateway_config

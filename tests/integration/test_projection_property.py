@@ -26,26 +26,24 @@ from hypothesis import strategies as st
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import to_record
 from urbana.adapters.postgres.store import Store, conninfo, open_store
-from urbana.application.app import ReceiveMessage, RecordStatus
+from urbana.application.app import AIOutcome, ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.envelope import Envelope
 from urbana.domain.errors import DomainError
+from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
+from urbana.projections.base import physical_name
 from urbana.projections.replay import NotificationReader, replay
+from urbana.projections.schema import all_projections
 
 pytestmark = pytest.mark.integration
 
-TABLES = (
-    "rm_conversations_v1",
-    "rm_messages_v1",
-    "rm_leads_v1",
-    "rm_kpi_daily_v1",
-    "rm_kpi_conversations_v1",
-)
+TABLES = tuple(physical_name(p, t) for p in all_projections() for t in p.tables)
 CONTACTS = ("5511900000001", "5511900000002", "5511900000003")
 
 command = st.one_of(
     st.tuples(st.just("receive"), st.integers(0, 2)),
     st.tuples(st.just("ai_reply"), st.integers(0, 2), st.integers(-5, 40)),
+    st.tuples(st.just("ai_failure"), st.integers(0, 2)),
     st.tuples(st.just("handoff"), st.integers(0, 2)),
     st.tuples(st.just("accept"), st.integers(0, 2)),
     st.tuples(st.just("human_reply"), st.integers(0, 2)),
@@ -112,6 +110,24 @@ class World:
                     score_delta=cmd[2],
                 )
                 outbound.append((oid, None))
+            elif name == "ai_failure":
+                # What the responder records when every model failed: the generic
+                # answer as the AI's reply, the transition message, the handoff.
+                conv = app.get_conversation(conversation_id)
+                queued = app.apply_ai_outcome(
+                    conversation_id,
+                    AIOutcome(
+                        reply_to_seq=conv.inbound_seq,
+                        reply=DEFAULT_MESSAGES["fallback"],
+                        intent="other",
+                        confidence=0.0,
+                        usage={"tokens_in": 5, "tokens_out": 0, "cost_usd": 0.00001},
+                        handoff_reason=LLM_FAILURE,
+                        transition_message=DEFAULT_MESSAGES["handoff"],
+                        summary="resumo",
+                    ),
+                )
+                outbound.extend((oid, None) for oid in queued)
             elif name == "handoff":
                 app.request_handoff(conversation_id, reason="asked", summary="resumo")
             elif name == "accept":

@@ -19,17 +19,13 @@ from urbana.adapters.postgres.store import Store, conninfo
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.application.envelope import Envelope
+from urbana.projections.base import physical_name
 from urbana.projections.replay import NotificationReader, replay
+from urbana.projections.schema import all_projections
 
 pytestmark = pytest.mark.integration
 
-TABLES = (
-    "rm_conversations_v1",
-    "rm_messages_v1",
-    "rm_leads_v1",
-    "rm_kpi_daily_v1",
-    "rm_kpi_conversations_v1",
-)
+TABLES = tuple(physical_name(p, t) for p in all_projections() for t in p.tables)
 
 
 def inbound(contact: str, text: str) -> InboundMessage:

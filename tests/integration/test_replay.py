@@ -15,8 +15,10 @@ from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.domain.pii import ERASED
 from urbana.projections import queries
+from urbana.projections.base import physical_name
+from urbana.projections.kpis import Kpis
 from urbana.projections.replay import replay
-from urbana.projections.schema import FLOOR
+from urbana.projections.schema import FLOOR, all_projections
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +164,9 @@ async def test_replay_builds_leads_and_kpis(store: Store) -> None:
     # two bursts of conversation A were answered (by the AI, then by Ana), all within a minute
     assert k.counts["frt_count"] == 2
     assert k.first_response["frt_lt_1m"] == 2
-    assert k.handoff_rate == 0.5
+    # A was handled by the AI and handed off; B has not been answered yet
+    assert (k.counts["ai_handled"], k.counts["handed_off"], k.handoff_rate) == (1, 1, 1.0)
+    assert (k.counts["ai_closed"], k.counts["ai_resolved"], k.ai_resolution_rate) == (1, 0, 0.0)
 
 
 async def test_erased_lead_reads_as_erased_without_error(store: Store) -> None:
@@ -202,13 +206,7 @@ async def test_queries_only_return_the_callers_tenant(store: Store) -> None:
 
 
 def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
-    tables = [
-        "rm_conversations_v1",
-        "rm_messages_v1",
-        "rm_leads_v1",
-        "rm_kpi_daily_v1",
-        "rm_kpi_conversations_v1",
-    ]
+    tables = [physical_name(p, t) for p in all_projections() for t in p.tables]
     return {
         t: sorted(rows(store, f"SELECT * FROM {t}"), key=repr)  # noqa: S608
         for t in tables
@@ -254,7 +252,7 @@ def test_replay_swaps_tables_views_and_sets_the_tracking_floor(store: Store) -> 
             " position bigint, updated_at timestamptz DEFAULT now(),"
             " PRIMARY KEY (projection, version, partition))"
         )
-        conn.execute("INSERT INTO rm_tracking VALUES ('kpis', 1, 3, 5, now())")
+        conn.execute("INSERT INTO rm_tracking VALUES ('kpis', %s, 3, 5, now())", (Kpis.version,))
     first = replay(store.url, store.schema, ["kpis"])
     assert first.projections == ["kpis"]
     assert rows(store, "SELECT partition, position FROM rm_tracking WHERE projection = 'kpis'") == [

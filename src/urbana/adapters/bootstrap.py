@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -21,10 +19,10 @@ from urbana.adapters.channels.cloud import CloudChannel
 from urbana.adapters.channels.console import ConsoleChannel
 from urbana.adapters.channels.evolution import EvolutionChannel
 from urbana.adapters.channels.zapi import ZapiChannel
-from urbana.adapters.crypto import new_master_key, parse_master_key
 from urbana.adapters.embeddings import LocalE5Embeddings, OpenAIEmbeddings
 from urbana.adapters.http.directory import TenantDirectory
 from urbana.adapters.ingest import Ingestor
+from urbana.adapters.keys import master_key_for
 from urbana.adapters.llm.openai_llm import OpenAILLM
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
@@ -32,28 +30,9 @@ from urbana.adapters.postgres.store import Store, conninfo, open_store
 from urbana.adapters.redis_coord import redis_client
 from urbana.application.ai import LLM, Embeddings
 from urbana.application.channels import Sender
-from urbana.config import Settings
+from urbana.config import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
-
-
-class ConfigurationError(Exception):
-    """Settings are missing or inconsistent; the message says which."""
-
-
-def master_key_for(settings: Settings) -> bytes:
-    """The master key from settings; locally, one kept in the data dir is made once."""
-    if settings.master_key is not None:
-        return parse_master_key(settings.master_key.get_secret_value())
-    if settings.env == "production":
-        raise ConfigurationError("URBANA_MASTER_KEY is required in production")
-    path = Path(settings.data_dir) / "master.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(new_master_key())
-    return parse_master_key(path.read_text().strip())
 
 
 @dataclass

@@ -1,29 +1,56 @@
-"""KPIs per tenant per day (UTC), as help-desk tools define them (DESIGN §7).
+"""KPIs per tenant per day (UTC), defined once here (the README repeats them).
 
-Counters: conversations started, inbound messages, AI replies (and replies the guard
-rejected), human replies, system messages, handoffs requested, takeovers (a human
-took the thread), resolved (closed), reopened, failed sends; tokens and cost from
-`AIReplyGenerated.usage`; first-response time.
+A *stretch* of a conversation runs from `ConversationStarted` (or `ConversationReopened`)
+to `ConversationClosed`. A conversation *the AI handled* on a day is one in which the AI
+took at least one decision that day: it answered a burst (`AIReplyGenerated`), had its
+answer refused by the guard (`AIReplyRejected`), or handed off (`HandoffRequested`, which
+only ever leaves AI mode).
 
-First-response time: from the first inbound message of a burst (the first inbound
-after the conversation's last outbound, or since it started) to the next outbound
-message of any author. It is counted on the day of the response, in buckets
-(<1m, <5m, <15m, <1h, <4h, >=4h) plus count and total, so averages and distributions
-add up over days. A burst closed without an answer has no response time.
+First response time
+    From the first inbound message of a burst (the first inbound after the conversation's
+    last outbound, or since it started) to the next outbound message of any author (AI,
+    system or human): how long the lead waited for an answer. Counted on the day of the
+    response, as `frt_count`, `frt_ms_sum` and buckets (<1m, <5m, <15m, <1h, <4h, >=4h),
+    so averages and distributions add up over days. A burst closed unanswered has none.
+Resolution time
+    From the start of a stretch to its `ConversationClosed`, counted on the day of the
+    close: `resolution_ms_sum` over `resolved` (every close counts once).
+Handoff rate
+    Conversations handed off / conversations the AI handled, per day:
+    `handed_off / ai_handled`. Each counts a conversation at most once a day, and every
+    conversation handed off that day was handled by the AI that day, so the rate is
+    within [0, 1]. `handoffs` still counts every `HandoffRequested`.
+AI resolution rate
+    Of the stretches the AI took part in that were closed that day (`ai_closed`), the
+    share in which no human took part, i.e. no handoff was requested and no attendant took
+    over (`ai_resolved`): `ai_resolved / ai_closed`, within [0, 1].
 
-Every daily column is a sum, merged with `+` in SQL: the per-conversation pending
-burst (`kpi_conversations`) is the only state, and it belongs to the conversation's
-stream. Cost is summed as `numeric`, so totals do not depend on the order of addition.
+Other counters: conversations started, inbound messages, AI replies, replies the guard
+rejected, human replies, system messages, takeovers (a human took the thread), reopened,
+failed sends, bursts every model failed on (`llm_failures`); tokens and cost from
+`AIReplyGenerated.usage`.
+
+When every model failed, the responder records the engine's generic answer as an
+`AIReplyGenerated` followed, in the same transaction, by `HandoffRequested` with reason
+`llm_failure`. That answer is not the AI's: the handoff moves it from `ai_replies` to
+`system_messages` on the day it was counted (its tokens and cost stay: they were spent).
+
+Every daily column is a sum, merged with `+` in SQL, so partitions applied in any order
+give the same rows; the per-conversation state (`kpi_conversations`: the pending burst,
+the stretch, the days already counted) is the only state, and it belongs to the
+conversation's stream. Cost is summed as `numeric`, so totals do not depend on the order
+of addition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from urbana.application.envelope import Envelope
+from urbana.domain.reply import LLM_FAILURE
 from urbana.projections.base import Load, Row, Write, parse_time, upsert_sql
 
 BUCKETS: tuple[tuple[str, float], ...] = (
@@ -47,6 +74,12 @@ COUNTERS: tuple[str, ...] = (
     "resolved",
     "reopened",
     "failed_outbound",
+    "llm_failures",
+    "ai_handled",
+    "handed_off",
+    "ai_closed",
+    "ai_resolved",
+    "resolution_ms_sum",
     "frt_count",
     "frt_ms_sum",
     *(b for b, _ in BUCKETS),
@@ -63,8 +96,18 @@ DAILY_COLUMNS: tuple[tuple[str, str], ...] = (
 STATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "uuid"),
     ("tenant_id", "uuid"),
-    ("pending_since", "timestamptz"),
+    ("pending_since", "timestamptz"),  # first inbound of the unanswered burst
     ("last_position", "bigint"),
+    ("opened_at", "timestamptz"),  # start of the current stretch
+    ("ai_day", "date"),  # last day counted in ai_handled
+    ("handoff_day", "date"),  # last day counted in handed_off
+    ("ai_reply_day", "date"),  # day of an AI reply whose outcome may still hand off
+    ("ai_in_stretch", "boolean"),
+    ("human_in_stretch", "boolean"),
+)
+# Positions in a state row (the order of STATE_COLUMNS).
+_TENANT, _PENDING, _POSITION, _OPENED, _AI_DAY, _HANDOFF_DAY, _REPLY_DAY, _AI_IN, _HUMAN_IN = range(
+    1, 10
 )
 
 _DAILY_UPSERT = upsert_sql(
@@ -122,7 +165,7 @@ class _Day:
 
 class Kpis:
     name: ClassVar[str] = "kpis"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: stretches, per-day distinct conversations
     tables: ClassVar[tuple[str, ...]] = ("kpi_daily", "kpi_conversations")
     handles: ClassVar[frozenset[str]] = frozenset(
         "Conversation." + t
@@ -142,12 +185,12 @@ class Kpis:
 
     def ddl(self) -> list[str]:
         counters = ", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in COUNTERS)
+        state = ", ".join(f"{c} {kind}" for c, kind in STATE_COLUMNS)
         return [
             "CREATE TABLE IF NOT EXISTS {kpi_daily} (tenant_id uuid NOT NULL, day date NOT NULL, "
             f"{counters}, cost_usd numeric NOT NULL DEFAULT 0, "
             "CONSTRAINT {kpi_daily}_pkey PRIMARY KEY (tenant_id, day))",
-            "CREATE TABLE IF NOT EXISTS {kpi_conversations} (id uuid, tenant_id uuid, "
-            "pending_since timestamptz, last_position bigint, "
+            f"CREATE TABLE IF NOT EXISTS {{kpi_conversations}} ({state}, "
             "CONSTRAINT {kpi_conversations}_pkey PRIMARY KEY (id))",
         ]
 
@@ -155,11 +198,11 @@ class Kpis:
         ids = list(dict.fromkeys(e.stream_id for e in envelopes if e.type != "ConversationStarted"))
         if not ids:
             return []
+        columns = ", ".join(c + "::text" if kind == "uuid" else c for c, kind in STATE_COLUMNS)
         return [
             Load(
                 "kpi_conversations",
-                "SELECT id::text, tenant_id::text, pending_since, last_position "
-                "FROM {kpi_conversations} WHERE id = ANY(%s::uuid[])",
+                f"SELECT {columns} FROM {{kpi_conversations}} WHERE id = ANY(%s::uuid[])",  # noqa: S608
                 (ids,),
             )
         ]
@@ -168,23 +211,26 @@ class Kpis:
         state: dict[str, list[Any]] = {r[0]: list(r) for r in loaded.get("kpi_conversations", [])}
         touched: dict[str, None] = {}
         days: dict[tuple[str, date], _Day] = {}
+
+        def day_for(tenant_id: str, on: date) -> _Day:
+            day = days.get((tenant_id, on))
+            if day is None:
+                day = days[(tenant_id, on)] = _Day(tenant_id, on)
+            return day
+
         for e in envelopes:
             conv = state.get(e.stream_id)
             if e.type == "ConversationStarted":
                 conv = [e.stream_id, e.tenant_id or e.data.get("tenant_id"), None, None]
+                conv += [parse_time(e.occurred_at), None, None, None, False, False]
                 state[e.stream_id] = conv
             elif conv is None:
                 continue
-            tenant_id = conv[1]
+            tenant_id = conv[_TENANT]
             if tenant_id is None:
                 continue
-            on = day_of(e.occurred_at)
-            key = (tenant_id, on)
-            day = days.get(key)
-            if day is None:
-                day = days[key] = _Day(tenant_id, on)
-            _count(day, conv, e)
-            conv[3] = e.position
+            _count(conv, e, tenant_id, day_of(e.occurred_at), day_for)
+            conv[_POSITION] = e.position
             touched[e.stream_id] = None
         writes = []
         if days:
@@ -209,20 +255,38 @@ def day_of(occurred_at: str) -> date:
 _DAYS: dict[str, date] = {}
 
 
-def _count(day: _Day, conv: list[Any], e: Envelope) -> None:
+_AI_DECISIONS = frozenset({"AIReplyGenerated", "AIReplyRejected", "HandoffRequested"})
+
+
+def _count(
+    conv: list[Any], e: Envelope, tenant_id: str, on: date, day_for: Callable[[str, date], _Day]
+) -> None:
+    """Fold one event of a conversation into its state and the tenant's counters of `on`."""
     t = e.type
+    day = day_for(tenant_id, on)
+    reply_day: date | None = conv[_REPLY_DAY]
+    if t != "OutboundMessageQueued":
+        # An AI reply's outcome (its message, the transition, the handoff) is recorded
+        # in one transaction: any other event means that outcome is complete.
+        conv[_REPLY_DAY] = None
+    if t in _AI_DECISIONS:
+        if conv[_AI_DAY] != on:
+            day.add("ai_handled")
+            conv[_AI_DAY] = on
+        conv[_AI_IN] = True
     if t == "ConversationStarted":
         day.add("conversations_started")
     elif t == "MessageReceived":
         day.add("inbound")
-        if conv[2] is None:
-            conv[2] = parse_time(e.occurred_at)
+        if conv[_PENDING] is None:
+            conv[_PENDING] = parse_time(e.occurred_at)
     elif t == "AIReplyGenerated":
         day.add("ai_replies")
         tokens_in, tokens_out, cost = usage_figures(e.data.get("usage"))
         day.add("tokens_in", tokens_in)
         day.add("tokens_out", tokens_out)
         day.add("cost_usd", cost)
+        conv[_REPLY_DAY] = on
     elif t == "AIReplyRejected":
         day.add("ai_rejected")
     elif t == "OutboundMessageQueued":
@@ -231,21 +295,42 @@ def _count(day: _Day, conv: list[Any], e: Envelope) -> None:
             day.add("human_replies")
         elif author != "ai":  # AI replies are counted on AIReplyGenerated
             day.add("system_messages")
-        pending: datetime | None = conv[2]
+        pending: datetime | None = conv[_PENDING]
         if pending is not None:
             elapsed = max(0.0, (parse_time(e.occurred_at) - pending).total_seconds())
             day.add("frt_count")
             day.add("frt_ms_sum", round(elapsed * 1000))
             day.add(bucket_for(elapsed))
-            conv[2] = None
+            conv[_PENDING] = None
     elif t == "OutboundMessageFailed":
         day.add("failed_outbound")
     elif t == "HandoffRequested":
         day.add("handoffs")
+        if conv[_HANDOFF_DAY] != on:
+            day.add("handed_off")
+            conv[_HANDOFF_DAY] = on
+        conv[_HUMAN_IN] = True
+        if e.data.get("reason") == LLM_FAILURE:
+            day.add("llm_failures")
+            if reply_day is not None:  # the generic answer, recorded as the AI's reply
+                replied = day_for(tenant_id, reply_day)
+                replied.add("ai_replies", -1)
+                replied.add("system_messages")
     elif t == "HandoffAccepted":
         day.add("takeovers")
+        conv[_HUMAN_IN] = True
     elif t == "ConversationClosed":
         day.add("resolved")
-        conv[2] = None
+        opened: datetime | None = conv[_OPENED]
+        if opened is not None:
+            elapsed = max(0.0, (parse_time(e.occurred_at) - opened).total_seconds())
+            day.add("resolution_ms_sum", round(elapsed * 1000))
+        if conv[_AI_IN]:
+            day.add("ai_closed")
+            if not conv[_HUMAN_IN]:
+                day.add("ai_resolved")
+        conv[_PENDING] = None
     elif t == "ConversationReopened":
         day.add("reopened")
+        conv[_OPENED] = parse_time(e.occurred_at)
+        conv[_AI_IN] = conv[_HUMAN_IN] = False

@@ -104,13 +104,20 @@ class LeadItem:
 
 @dataclass(frozen=True, slots=True)
 class KpiDay:
+    """One day's KPIs of a tenant, as `urbana.projections.kpis` defines them.
+
+    A figure whose denominator is zero that day is None.
+    """
+
     tenant_id: UUID
     day: date
     counts: dict[str, int]  # every counter of `kpis.COUNTERS`
     cost_usd: Decimal
     first_response: dict[str, int]  # bucket -> responses (`kpis.BUCKETS` order)
-    avg_first_response_s: float | None
-    handoff_rate: float | None  # handoffs / conversations started that day
+    avg_first_response_s: float | None  # frt_ms_sum / frt_count
+    avg_resolution_s: float | None  # resolution_ms_sum / resolved
+    handoff_rate: float | None  # handed_off / ai_handled
+    ai_resolution_rate: float | None  # ai_resolved / ai_closed
 
 
 def _open_all(cipher: SubjectCipher | None, blobs: list[Any]) -> list[dict[str, Any]]:
@@ -319,7 +326,6 @@ async def kpis_by_day(
     out = []
     for r in rows:
         counts = {c: int(r[c]) for c in COUNTERS}
-        started = counts["conversations_started"]
         out.append(
             KpiDay(
                 tenant_id=r["tenant_id"],
@@ -327,12 +333,14 @@ async def kpis_by_day(
                 counts=counts,
                 cost_usd=Decimal(r["cost_usd"]),
                 first_response={b: counts[b] for b, _ in BUCKETS},
-                avg_first_response_s=(
-                    counts["frt_ms_sum"] / counts["frt_count"] / 1000
-                    if counts["frt_count"]
-                    else None
-                ),
-                handoff_rate=counts["handoffs"] / started if started else None,
+                avg_first_response_s=_ratio(counts["frt_ms_sum"], counts["frt_count"], 1000),
+                avg_resolution_s=_ratio(counts["resolution_ms_sum"], counts["resolved"], 1000),
+                handoff_rate=_ratio(counts["handed_off"], counts["ai_handled"]),
+                ai_resolution_rate=_ratio(counts["ai_resolved"], counts["ai_closed"]),
             )
         )
     return out
+
+
+def _ratio(part: int, whole: int, unit: int = 1) -> float | None:
+    return part / whole / unit if whole else None

@@ -188,7 +188,7 @@ class OpenAILLM:
         api_key: str,
         base_url: str | None = None,
         model: str = "gpt-4o-mini",
-        fallback_model: str | None = "gpt-4.1-mini",
+        fallback_model: str | None = "gpt-4.1-nano",
         timeout: float = 20.0,
         attempts: int = 3,
         backoff: float = 0.5,

@@ -1,0 +1,81 @@
+"""Settings defaults, where the CLI takes them from, and what git must never pick up."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.core import TyperGroup
+
+from urbana.adapters.llm.openai_llm import PRICES, OpenAILLM
+from urbana.cli import app
+from urbana.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def defaults(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings with nothing from the environment or a `.env` file."""
+    for name in ("URBANA_LLM_MODEL", "URBANA_LLM_FALLBACK_MODEL", "URBANA_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return Settings(_env_file=None)
+
+
+def test_the_default_fallback_model_costs_less_than_the_primary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = defaults(monkeypatch)
+    primary_in, primary_out = PRICES[settings.llm_model]
+    fallback_in, fallback_out = PRICES[settings.llm_fallback_model]
+    assert fallback_in < primary_in
+    assert fallback_out < primary_out
+    adapter_default = inspect.signature(OpenAILLM).parameters["fallback_model"].default
+    assert adapter_default == settings.llm_fallback_model
+
+
+@pytest.mark.parametrize("name", [".env", ".env.local", "sub/.env"])
+def test_env_files_are_ignored_by_git(name: str) -> None:
+    checked = subprocess.run(
+        ["git", "check-ignore", "--quiet", "--no-index", name], cwd=ROOT, check=False
+    )
+    assert checked.returncode == 0, f"{name} is not git-ignored"
+
+
+def commands(group: TyperGroup, prefix: str = "") -> dict[str, Any]:
+    """Every leaf command by its full name ("kb add")."""
+    found: dict[str, Any] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            found.update(commands(command, f"{prefix}{name} "))
+        else:
+            found[prefix + name] = command
+    return found
+
+
+def test_every_command_takes_its_data_dir_from_the_settings() -> None:
+    group = typer.main.get_group(app)
+    assert isinstance(group, TyperGroup)
+    every = commands(group)
+    with_data_dir = {
+        name: next(p for p in command.params if p.name == "data_dir")
+        for name, command in every.items()
+        if any(p.name == "data_dir" for p in command.params)
+    }
+    assert {
+        "dev",
+        "demo",
+        "serve",
+        "worker",
+        "tenant create",
+        "channel connect",
+        "kb add",
+        "kb reindex",
+        "kafka init",
+        "replay",
+    } <= set(with_data_dir)
+    # No default of its own: unset, the command reads URBANA_DATA_DIR (or `.env`).
+    assert {name: p.default for name, p in with_data_dir.items()} == dict.fromkeys(with_data_dir)
