@@ -771,7 +771,7 @@ def _failed_item(failed: Any) -> dict[str, Any]:
 @dlq_app.command("list")
 def dlq_list(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
-    data_dir: DataDir = Path(".urbana"),
+    data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """List failed outbound messages, oldest first: why, and whether they may be retried."""
@@ -808,7 +808,7 @@ def dlq_retry(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every retryable failed message.")] = False,
     tenant: Annotated[str | None, typer.Option("--tenant", help="With --all: one tenant.")] = None,
-    data_dir: DataDir = Path(".urbana"),
+    data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Queue failed messages again (OutboundMessageRetried); the dispatcher sends them.
