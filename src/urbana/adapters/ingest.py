@@ -155,6 +155,8 @@ class Ingestor:
                     result.conversations.append(outcome.conversation_id)
                 assert isinstance(command, ReceiveMessage)
                 committed.append(_seen_key(command))
+            elif outcome == "duplicate":
+                result.duplicates += 1  # a redelivered status, like a redelivered message
             else:
                 result.statuses[outcome] = result.statuses.get(outcome, 0) + 1
         if self._seen is not None and committed:
