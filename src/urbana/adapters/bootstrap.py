@@ -28,9 +28,10 @@ from urbana.adapters.ingest import Ingestor
 from urbana.adapters.llm.openai_llm import OpenAILLM
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.store import Store, conninfo, is_store_fault, open_store
 from urbana.application.ai import LLM, Embeddings
 from urbana.application.channels import Sender
+from urbana.application.ingest import StoreGate
 from urbana.config import Settings
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def build_store(settings: Settings) -> Store:
         master_key_for(settings),
         schema=settings.database_schema,
         pool_size=settings.pool_size,
+        wait_s=settings.store_wait_s,
     )
 
 
@@ -134,7 +136,9 @@ async def build(settings: Settings) -> Container:
         zapi=ZapiChannel(http),
         console=ConsoleChannel(),
     )
-    ingestor = Ingestor(store.app, redis_client)
+    # One gate for the webhook path: its tenant lookups and its commits.
+    gate = StoreGate(settings.store_wait_s, is_fault=is_store_fault)
+    ingestor = Ingestor(store.app, redis_client, gate=gate)
     ingestor.start()
     ai = await asyncio.to_thread(build_ai, settings, store, http)
     return Container(
@@ -142,7 +146,7 @@ async def build(settings: Settings) -> Container:
         store=store,
         http=http,
         channels=channels,
-        directory=TenantDirectory(store.app),
+        directory=TenantDirectory(store.app, gate=gate),
         ingestor=ingestor,
         ai=ai,
         redis=redis_client,

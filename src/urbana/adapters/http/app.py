@@ -27,7 +27,7 @@ from urbana.adapters.bootstrap import (
 from urbana.adapters.http import admin, webhooks
 from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
-from urbana.application.ingest import CommitterClosed
+from urbana.application.ingest import CommitterClosed, StoreUnavailable
 from urbana.config import Settings
 from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput
 
@@ -40,6 +40,7 @@ TRANSIENT: tuple[type[Exception], ...] = (
     PoolTimeout,
     RedisError,
     CommitterClosed,
+    StoreUnavailable,
     ConnectionError,
     TimeoutError,
 )
@@ -120,6 +121,8 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
                     "mean_batch": round(committer.items / committer.batches, 2)
                     if committer.batches
                     else 0.0,
+                    "store_down": committer.gate.down,
+                    "refused_while_down": committer.gate.refused,
                 },
                 **runtime.metrics(),
             }
