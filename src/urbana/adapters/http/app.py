@@ -130,6 +130,7 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz(container: ContainerDep) -> JSONResponse:
+        """Ready when PostgreSQL, Kafka and Redis all answer; else 503 naming those that do not."""
         checks: dict[str, Awaitable[None]] = {
             "postgres": check_postgres(settings),
             "kafka": check_kafka(settings),
@@ -140,9 +141,17 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
             name: ("ok" if not isinstance(r, BaseException) else f"error: {type(r).__name__}")
             for name, r in zip(checks, results, strict=True)
         }
-        if all(v == "ok" for v in status.values()):
+        failing = [name for name, v in status.items() if v != "ok"]
+        if not failing:
             return JSONResponse({"status": "ready", "checks": status})
-        return problem(503, "not ready", checks=status, headers={"Retry-After": "5"})
+        return problem(
+            503,
+            "not ready",
+            f"not reachable: {', '.join(failing)}",
+            checks=status,
+            failing=failing,
+            headers={"Retry-After": "5"},
+        )
 
     return app
 
