@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -151,3 +152,23 @@ async def test_a_call_that_outlasts_the_wait_is_unavailable_and_takes_the_store_
     assert g.down
     with pytest.raises(StoreUnavailable, match="down"):
         await bounded(g.call(lambda: 1))
+
+
+async def test_callers_queued_behind_a_busy_but_working_writer_do_not_take_the_store_down() -> None:
+    def quick(commands: Sequence[str]) -> list[str]:
+        time.sleep(0.005)  # every batch commits, one small batch at a time
+        return list(commands)
+
+    clock = Clock()
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        quick, max_batch=1, gate=gate(clock, wait_s=0.2)
+    )
+    committer.start()
+    outcomes = await bounded(
+        asyncio.gather(*(committer.submit(str(n)) for n in range(100)), return_exceptions=True)
+    )
+    assert any(isinstance(o, StoreUnavailable) for o in outcomes)  # the wait is still kept
+    assert "0" in outcomes
+    assert not committer.gate.down
+    assert await bounded(committer.submit("next")) == "next"
+    await committer.aclose()

@@ -40,10 +40,10 @@ class StoreUnavailable(Exception):
 class StoreGate:
     """How long a caller waits for the store, and whether it waits at all.
 
-    A caller waits at most `wait_s`. Once a wait has run out or a call failed with a
-    store fault (`is_fault`), the store is taken as down and callers are refused at
-    once, rather than queued behind a batch that cannot commit; one caller every
-    `probe_s` is let through, and the first call that succeeds brings the store back.
+    A caller waits at most `wait_s`. Once a call is stuck or failed with a store fault
+    (`is_fault`), the store is taken as down and callers are refused at once, rather
+    than queued behind a batch that cannot commit; one caller every `probe_s` is let
+    through, and the first call that succeeds brings the store back.
     """
 
     def __init__(
@@ -131,6 +131,7 @@ class GroupCommitter(Generic[C, R]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._running_since: float | None = None  # when the batch in flight was started
         self.batches = 0
         self.items = 0
 
@@ -168,12 +169,22 @@ class GroupCommitter(Generic[C, R]):
         if pending:
             for future in pending:
                 future.cancel()
-            self.gate.failed()
+            if self._stuck():
+                self.gate.failed()
             raise StoreUnavailable(f"no commit within {self.gate.wait_s}s")
         for failure in failures:
             if failure is not None:
                 raise failure
         return [future.result() for future in futures]
+
+    def _stuck(self) -> bool:
+        """Whether the batch in flight has run for half the wait (a commit takes ms).
+
+        Callers that merely queued behind a busy but working writer get their 503 without
+        taking the store down for everyone else.
+        """
+        started = self._running_since
+        return started is not None and time.monotonic() - started >= self.gate.wait_s / 2
 
     async def aclose(self) -> None:
         """Finish what is queued, then stop."""
@@ -211,6 +222,7 @@ class GroupCommitter(Generic[C, R]):
             if not live:
                 continue
             commands = [c for c, _ in live]
+            self._running_since = time.monotonic()
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, commands)
             except Exception as exc:  # each caller gets the failure of its batch
@@ -220,6 +232,8 @@ class GroupCommitter(Generic[C, R]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._running_since = None
             self.gate.succeeded()
             self.batches += 1
             self.items += len(commands)
