@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     embeddings: Literal["local", "openai"] = "local"
     debounce_ms: int = 1500
     pool_size: int = 4
+    # The longest a request waits for PostgreSQL before it is answered 503.
+    store_wait_s: float = Field(default=2.0, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
     # Outbound: how long a gateway call may take, and how the dispatcher retries.

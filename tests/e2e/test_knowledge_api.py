@@ -142,7 +142,14 @@ def test_metrics_show_the_roles_of_the_process(kb_api: Api) -> None:
     m = httpx.get(f"{kb_api.url}/metrics").json()
     assert m["relay"]["published"] >= 2
     assert m["relay"]["last_position"] == m["relay"]["head_position"]
-    assert set(m["ingest"]) == {"batches", "items", "mean_batch"}
+    assert set(m["ingest"]) == {
+        "batches",
+        "items",
+        "mean_batch",
+        "store_down",
+        "refused_while_down",
+    }
+    assert m["ingest"]["store_down"] is False
 
 
 def test_cli_kb_add_indexes_at_once_and_reindex_rebuilds(

@@ -170,6 +170,25 @@ def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
     assert store.app.get_conversation(got.conversation_id).outbound[out_id] == "read"
 
 
+def test_a_held_status_recorded_again_is_a_duplicate_and_appends_nothing(store: Store) -> None:
+    tid = tenant(store)
+    now = datetime.now(UTC)
+    wamid = f"wamid.{uuid4().hex}"
+
+    def status(value: DeliveryStatus) -> RecordStatus:
+        return RecordStatus(tid, "cloud", StatusUpdate(wamid, value, now))  # type: ignore[arg-type]
+
+    assert store.app.record_statuses([status(DeliveryStatus.DELIVERED)]) == ["held"]
+    count = event_count(store)
+    assert store.app.record_statuses([status(DeliveryStatus.DELIVERED)]) == ["duplicate"]
+    assert event_count(store) == count
+    # Within one batch too, and a new status is still held.
+    assert store.app.record_statuses(
+        [status(DeliveryStatus.READ), status(DeliveryStatus.READ), status(DeliveryStatus.DELIVERED)]
+    ) == ["held", "duplicate", "duplicate"]
+    assert event_count(store) == count + 1
+
+
 def test_concurrent_writers_on_one_conversation_lose_nothing(
     store: Store, master_key: bytes
 ) -> None:

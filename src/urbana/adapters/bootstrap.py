@@ -26,10 +26,11 @@ from urbana.adapters.keys import master_key_for
 from urbana.adapters.llm.openai_llm import OpenAILLM
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.store import Store, conninfo, is_store_fault, open_store
 from urbana.adapters.redis_coord import redis_client
 from urbana.application.ai import LLM, Embeddings
 from urbana.application.channels import Sender
+from urbana.application.ingest import StoreGate
 from urbana.config import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def build_store(settings: Settings) -> Store:
         master_key_for(settings),
         schema=settings.database_schema,
         pool_size=settings.pool_size,
+        wait_s=settings.store_wait_s,
     )
 
 
@@ -109,7 +111,9 @@ async def build(settings: Settings) -> Container:
         zapi=ZapiChannel(http, timeout=send_timeout),
         console=ConsoleChannel(),
     )
-    ingestor = Ingestor(store.app, redis)
+    # One gate for the webhook path: its tenant lookups and its commits.
+    gate = StoreGate(settings.store_wait_s, is_fault=is_store_fault)
+    ingestor = Ingestor(store.app, redis, gate=gate)
     ingestor.start()
     ai = await asyncio.to_thread(build_ai, settings, store, http)
     return Container(
@@ -117,7 +121,7 @@ async def build(settings: Settings) -> Container:
         store=store,
         http=http,
         channels=channels,
-        directory=TenantDirectory(store.app),
+        directory=TenantDirectory(store.app, gate=gate),
         ingestor=ingestor,
         ai=ai,
         redis=redis,

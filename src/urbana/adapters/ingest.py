@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from urbana.application.app import Received, ReceiveMessage, RecordStatus, UrbanaApp
-from urbana.application.ingest import GroupCommitter
+from urbana.application.ingest import GroupCommitter, StoreGate
 from urbana.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -161,10 +161,11 @@ class Ingestor:
         *,
         window_ms: float = 2.0,
         max_batch: int = 256,
+        gate: StoreGate | None = None,
     ) -> None:
         self._seen = SeenIds(redis) if redis is not None else None
         self.committer: GroupCommitter[Command, Outcome] = GroupCommitter(
-            app.ingest, window_ms=window_ms, max_batch=max_batch, name="ingest-writer"
+            app.ingest, window_ms=window_ms, max_batch=max_batch, name="ingest-writer", gate=gate
         )
 
     def start(self) -> None:
@@ -176,7 +177,11 @@ class Ingestor:
             await self._seen.aclose()
 
     async def ingest(self, commands: Sequence[Command]) -> IngestResult:
-        """Commit the commands (skipping recently seen ids); raises on infrastructure faults."""
+        """Commit the commands (skipping recently seen ids); raises on infrastructure faults.
+
+        Waits for the store no longer than the committer's gate allows
+        (`StoreUnavailable`); all of one request's commands wait together.
+        """
         result = IngestResult()
         messages = [c for c in commands if isinstance(c, ReceiveMessage)]
         seen: set[str] = set()
@@ -184,7 +189,7 @@ class Ingestor:
             seen = await self._seen.seen([_seen_key(c) for c in messages])
         todo = [c for c in commands if not (isinstance(c, ReceiveMessage) and _seen_key(c) in seen)]
         result.duplicates += len(commands) - len(todo)
-        outcomes = await asyncio.gather(*(self.committer.submit(c) for c in todo))
+        outcomes = await self.committer.submit_all(todo)
         committed: list[str] = []
         for command, outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, DomainError):
@@ -197,6 +202,8 @@ class Ingestor:
                     result.conversations.append(outcome.conversation_id)
                 assert isinstance(command, ReceiveMessage)
                 committed.append(_seen_key(command))
+            elif outcome == "duplicate":
+                result.duplicates += 1  # a redelivered status, like a redelivered message
             else:
                 result.statuses[outcome] = result.statuses.get(outcome, 0) + 1
         if self._seen is not None and committed:

@@ -42,7 +42,13 @@ from urbana.domain.contacts import (
     message_ref_id_for,
 )
 from urbana.domain.conversation import Conversation, Delivery
-from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput, StaleStatus
+from urbana.domain.errors import (
+    AlreadyConnected,
+    DomainError,
+    InvalidInput,
+    StaleStatus,
+    StatusAlreadyHeld,
+)
 from urbana.domain.lead import Lead
 from urbana.domain.message_ref import MessageRef
 from urbana.domain.tenant import ChannelRoute, Tenant
@@ -509,7 +515,8 @@ class UrbanaApp(Application[UUID]):
     def record_statuses(self, commands: Sequence[RecordStatus]) -> list[str]:
         """Apply provider delivery statuses; hold those whose message is not known yet.
 
-        Returns per status: "applied", "held", "stale" (did not move forward).
+        Returns per status: "applied", "held", "stale" (did not move forward), or
+        "duplicate" (already held: a redelivery).
         """
 
         def work(uow: _UnitOfWork) -> list[str]:
@@ -538,9 +545,12 @@ class UrbanaApp(Application[UUID]):
         if not ref.linked or ref.outbound_id is None:
             if ref.linked:
                 return "stale"  # a status about an inbound message: nothing to move
-            ref.hold_status(
-                status=st.status.value, at=st.at, code=st.error_code, title=st.error_title
-            )
+            try:
+                ref.hold_status(
+                    status=st.status.value, at=st.at, code=st.error_code, title=st.error_title
+                )
+            except StatusAlreadyHeld:
+                return "duplicate"  # a redelivered webhook: answered, nothing appended
             return "held"
         assert ref.conversation_id is not None
         conversation = self._require(uow, Conversation, ref.conversation_id)

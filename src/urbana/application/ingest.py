@@ -6,6 +6,10 @@ arrives within a short window (or until the batch is full), runs the batch
 function once in its own thread, and resolves each caller's future when the
 batch has committed: an answer always means durable. The event loop never
 blocks on the synchronous store.
+
+Nobody waits for the store longer than a `StoreGate` allows: a caller whose batch
+has not committed in time gets `StoreUnavailable` (a 503 upstream; the gateway
+retries, and the store dedupes what did commit after all).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from urbana.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,84 @@ R = TypeVar("R")
 
 class CommitterClosed(Exception):
     """The committer is shutting down and takes no more work."""
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer in time, or is known to be down: try again later."""
+
+
+class StoreGate:
+    """How long a caller waits for the store, and whether it waits at all.
+
+    A caller waits at most `wait_s`. Once a call is stuck or failed with a store fault
+    (`is_fault`), the store is taken as down and callers are refused at once, rather
+    than queued behind a batch that cannot commit; one caller every `probe_s` is let
+    through, and the first call that succeeds brings the store back.
+    """
+
+    def __init__(
+        self,
+        wait_s: float = 2.0,
+        *,
+        probe_s: float = 1.0,
+        is_fault: Callable[[BaseException], bool] = lambda exc: not isinstance(exc, DomainError),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.wait_s = wait_s
+        self._probe_s = probe_s
+        self._is_fault = is_fault
+        self._clock = clock
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+        self.refused = 0
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def admit(self) -> None:
+        """Raise `StoreUnavailable` unless the store is up or this caller is the probe."""
+        if self._down_since is None:
+            return
+        now = self._clock()
+        if now < self._next_probe:
+            self.refused += 1
+            raise StoreUnavailable(f"the store is down (for {now - self._down_since:.1f}s)")
+        self._next_probe = now + self._probe_s
+
+    def failed(self, exc: BaseException | None = None) -> None:
+        """A wait ran out (no `exc`) or a call raised `exc`; store faults take it down."""
+        if exc is not None and not self._is_fault(exc):
+            return
+        if self._down_since is None:
+            now = self._clock()
+            why = f"{type(exc).__name__}: {exc}" if exc else f"no answer within {self.wait_s}s"
+            log.warning("the store is down (%s): refusing work until it answers", why)
+            self._down_since = now
+            self._next_probe = now + self._probe_s
+
+    def succeeded(self) -> None:
+        if self._down_since is not None:
+            log.info("the store answers again after %.1fs", self._clock() - self._down_since)
+            self._down_since = None
+
+    async def call(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a synchronous store call in a thread, within the wait."""
+        self.admit()
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(fn, *args), self.wait_s)
+        except TimeoutError as exc:
+            # Also a TimeoutError raised inside `fn`: either way the store did not answer.
+            self.failed()
+            raise StoreUnavailable(f"no answer from the store within {self.wait_s}s") from exc
+        except Exception as exc:
+            if self._is_fault(exc):
+                self.failed(exc)
+            else:
+                self.succeeded()  # the store answered; the call refused (a domain error)
+            raise
+        self.succeeded()
+        return result
 
 
 class GroupCommitter(Generic[C, R]):
@@ -37,14 +121,17 @@ class GroupCommitter(Generic[C, R]):
         window_ms: float = 2.0,
         max_batch: int = 256,
         name: str = "writer",
+        gate: StoreGate | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self.gate = gate or StoreGate()
         self._window = window_ms / 1000.0
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[C, asyncio.Future[R]] | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._running_since: float | None = None  # when the batch in flight was started
         self.batches = 0
         self.items = 0
 
@@ -53,11 +140,51 @@ class GroupCommitter(Generic[C, R]):
 
     async def submit(self, command: C) -> R:
         """Queue one command; returns its result once its batch has committed."""
+        return (await self.submit_all([command]))[0]
+
+    async def submit_all(self, commands: Sequence[C]) -> list[R]:
+        """Queue commands (one request's); their results once committed, within the wait.
+
+        Raises `StoreUnavailable` at once while the store is down, or when the wait runs
+        out; what was queued and not yet taken by the writer is then dropped.
+        """
         if self._closed or self._task is None:
             raise CommitterClosed("writer is not running")
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((command, future))
-        return await future
+        if not commands:
+            return []
+        self.gate.admit()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = []
+        for command in commands:
+            future: asyncio.Future[R] = loop.create_future()
+            self._queue.put_nowait((command, future))
+            futures.append(future)
+        try:
+            _, pending = await asyncio.wait(futures, timeout=self.gate.wait_s)
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+        failures = [f.exception() for f in futures if f.done()]  # retrieved, so never logged
+        if pending:
+            for future in pending:
+                future.cancel()
+            if self._stuck():
+                self.gate.failed()
+            raise StoreUnavailable(f"no commit within {self.gate.wait_s}s")
+        for failure in failures:
+            if failure is not None:
+                raise failure
+        return [future.result() for future in futures]
+
+    def _stuck(self) -> bool:
+        """Whether the batch in flight has run for half the wait (a commit takes ms).
+
+        Callers that merely queued behind a busy but working writer get their 503 without
+        taking the store down for everyone else.
+        """
+        started = self._running_since
+        return started is not None and time.monotonic() - started >= self.gate.wait_s / 2
 
     async def aclose(self) -> None:
         """Finish what is queued, then stop."""
@@ -95,14 +222,19 @@ class GroupCommitter(Generic[C, R]):
             if not live:
                 continue
             commands = [c for c, _ in live]
+            self._running_since = time.monotonic()
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, commands)
             except Exception as exc:  # each caller gets the failure of its batch
                 log.warning("batch of %d failed: %s", len(commands), exc)
+                self.gate.failed(exc)
                 for _, future in live:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._running_since = None
+            self.gate.succeeded()
             self.batches += 1
             self.items += len(commands)
             for (_, future), result in zip(live, results, strict=True):

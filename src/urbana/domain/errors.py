@@ -37,6 +37,12 @@ class StaleStatus(DomainError):
     code = "stale_status"
 
 
+class StatusAlreadyHeld(StaleStatus):
+    """This status of a message not known yet is already held: a redelivered webhook."""
+
+    code = "status_already_held"
+
+
 class UnknownMessage(DomainError):
     """The outbound message id is not part of this conversation."""
 

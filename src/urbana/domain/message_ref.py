@@ -4,7 +4,7 @@ Its id is uuid5(tenant, channel, provider message id), so the store's unique
 (stream id, version) key refuses a second `MessageRefRecorded` for the same
 provider id: a redelivered webhook can never append a second message. It also
 links statuses to the conversation, holding those that arrive before the message
-they describe.
+they describe, each status once.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from urbana.domain.contacts import message_ref_id_for
+from urbana.domain.errors import StatusAlreadyHeld
 
 
 class MessageRef(Aggregate):
@@ -43,7 +44,13 @@ class MessageRef(Aggregate):
     def hold_status(
         self, *, status: str, at: datetime, code: str | None, title: str | None
     ) -> None:
-        """Keep a status whose message is not known yet."""
+        """Keep a status whose message is not known yet; each status once.
+
+        Gateways redeliver status webhooks freely; holding a second copy would grow the
+        stream without bound and apply nothing new when the message arrives.
+        """
+        if any(item["status"] == status for item in self.held):
+            raise StatusAlreadyHeld(f"{status} is already held")
         self._status_held(status=status, at=at, code=code, title=title)
 
     def link(self, *, conversation_id: UUID, outbound_id: str | None) -> list[dict[str, Any]]:

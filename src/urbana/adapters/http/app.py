@@ -27,7 +27,7 @@ from urbana.adapters.bootstrap import (
 from urbana.adapters.http import admin, webhooks
 from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
-from urbana.application.ingest import CommitterClosed
+from urbana.application.ingest import CommitterClosed, StoreUnavailable
 from urbana.config import Settings
 from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput
 
@@ -40,6 +40,7 @@ TRANSIENT: tuple[type[Exception], ...] = (
     PoolTimeout,
     RedisError,
     CommitterClosed,
+    StoreUnavailable,
     ConnectionError,
     TimeoutError,
 )
@@ -120,6 +121,8 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
                     "mean_batch": round(committer.items / committer.batches, 2)
                     if committer.batches
                     else 0.0,
+                    "store_down": committer.gate.down,
+                    "refused_while_down": committer.gate.refused,
                 },
                 **runtime.metrics(),
             }
@@ -127,6 +130,7 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz(container: ContainerDep) -> JSONResponse:
+        """Ready when PostgreSQL, Kafka and Redis all answer; else 503 naming those that do not."""
         checks: dict[str, Awaitable[None]] = {
             "postgres": check_postgres(settings),
             "kafka": check_kafka(settings),
@@ -137,9 +141,17 @@ def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
             name: ("ok" if not isinstance(r, BaseException) else f"error: {type(r).__name__}")
             for name, r in zip(checks, results, strict=True)
         }
-        if all(v == "ok" for v in status.values()):
+        failing = [name for name, v in status.items() if v != "ok"]
+        if not failing:
             return JSONResponse({"status": "ready", "checks": status})
-        return problem(503, "not ready", checks=status, headers={"Retry-After": "5"})
+        return problem(
+            503,
+            "not ready",
+            f"not reachable: {', '.join(failing)}",
+            checks=status,
+            failing=failing,
+            headers={"Retry-After": "5"},
+        )
 
     return app
 

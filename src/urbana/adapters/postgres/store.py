@@ -1,33 +1,109 @@
-"""Build the event-sourced application on PostgreSQL (psycopg 3)."""
+"""Build the event-sourced application on PostgreSQL (psycopg 3).
+
+Every wait for PostgreSQL is bounded by one figure, the store wait (`wait_s`): a pool
+hands out a connection within it or fails, a new connection gives up connecting, a
+write gives up on a table lock or a statement, and a failed call is retried only while
+it lasts. So with the server down a call fails in about that time, never tens of
+seconds later (the webhook answer is bounded separately, by the `StoreGate`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+import math
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
+import tenacity
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import get_topic
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.crypto import PostgresSubjectCipher
 from urbana.application.app import UrbanaApp
 from urbana.config import postgres_parts
 
+DEFAULT_WAIT_S = 2.0
+
+# What says the store is not answering (PoolTimeout, QueryCanceled, LockNotAvailable and
+# a refused connection are all OperationalErrors), as opposed to a refused write.
+STORE_FAULTS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def is_store_fault(exc: BaseException) -> bool:
+    """Whether `exc` says the store is not answering (so a 503, and the gate closes)."""
+    return isinstance(exc, STORE_FAULTS)
+
+
+def _within_the_wait(method: Any) -> Callable[..., Any]:
+    """The library's method without its own retries, retried only within the store wait."""
+    unbounded: Callable[..., Any] = method.__wrapped__  # its decorator uses functools.wraps
+
+    @functools.wraps(unbounded)
+    def bounded(self: PostgresApplicationRecorder, *args: Any, **kwargs: Any) -> Any:
+        retrying = tenacity.Retrying(
+            # A pooled connection may have died with a server restart: take another.
+            retry=tenacity.retry_if_exception_type((InterfaceError, OperationalError)),
+            stop=tenacity.stop_after_attempt(3)
+            | tenacity.stop_after_delay(self.datastore.pool.timeout),
+            wait=tenacity.wait_fixed(0.05),
+            reraise=True,
+        )
+        return retrying(unbounded, self, *args, **kwargs)
+
+    return bounded
+
+
+class BoundedRecorder(PostgresApplicationRecorder):
+    """The library's recorder, every call bounded by the store wait.
+
+    The library retries a failed call ten times, 0.2 s apart, each after a full pool
+    wait: with PostgreSQL down, one webhook batch took tens of seconds to fail.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Inside the write transaction, before its table lock (which has its own timeout).
+        self.lock_table_statements.insert(
+            0,
+            sql.SQL("SET LOCAL statement_timeout = '{0}s'").format(self.datastore.lock_timeout),
+        )
+
+    insert_events = _within_the_wait(PostgresApplicationRecorder.insert_events)
+    select_events = _within_the_wait(PostgresApplicationRecorder.select_events)
+    select_notifications = _within_the_wait(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _within_the_wait(PostgresApplicationRecorder.max_notification_id)
+
 
 class PostgresStreamIndex:
     """StreamIndex over the event table."""
 
-    def __init__(self, pool: ConnectionPool, table: str) -> None:
+    def __init__(self, pool: ConnectionPool, table: str, wait_s: float = DEFAULT_WAIT_S) -> None:
         self._pool = pool
         self._table = table
+        self._timeout_ms = int(wait_s * 1000)
 
     def stored_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         """Each stream's events after the given version, in one query for all streams."""
         if not versions:
             return []
         with self._pool.connection() as conn:
+            conn.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
             rows = conn.execute(
                 "SELECT e.originator_id, e.originator_version, e.topic, e.state "  # noqa: S608
                 "FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, after) "
@@ -54,7 +130,17 @@ class Store:
         self.pool.close()
 
 
-def conninfo(url: str, schema: str | None = None) -> str:
+def _seconds(wait_s: float) -> int:
+    """Whole seconds, for the library's settings that take no fraction."""
+    return max(1, math.ceil(wait_s))
+
+
+def _connect_timeout(wait_s: float) -> int:
+    # libpq takes whole seconds, and treats anything under 2 as 2.
+    return max(2, _seconds(wait_s))
+
+
+def conninfo(url: str, schema: str | None = None, *, wait_s: float = DEFAULT_WAIT_S) -> str:
     """A libpq conninfo that also sets the search_path to `schema`."""
     parts = postgres_parts(url)
     kwargs: dict[str, str] = {
@@ -62,6 +148,7 @@ def conninfo(url: str, schema: str | None = None) -> str:
         "host": parts["host"],
         "port": parts["port"],
         "user": parts["user"],
+        "connect_timeout": str(_connect_timeout(wait_s)),
     }
     if parts["password"]:
         kwargs["password"] = parts["password"]
@@ -95,14 +182,24 @@ def ddl_lock(url: str) -> Iterator[None]:
 
 
 def open_store(
-    url: str, master_key: bytes, *, schema: str | None = None, pool_size: int = 4
+    url: str,
+    master_key: bytes,
+    *,
+    schema: str | None = None,
+    pool_size: int = 4,
+    wait_s: float = DEFAULT_WAIT_S,
 ) -> Store:
-    """Open the event store (creating its tables if needed) and the key vault."""
+    """Open the event store (creating its tables if needed) and the key vault.
+
+    `wait_s` bounds every wait for PostgreSQL once it is open (see the module doc).
+    """
     with ddl_lock(url):
-        return _open_store(url, master_key, schema=schema, pool_size=pool_size)
+        return _open_store(url, master_key, schema=schema, pool_size=pool_size, wait_s=wait_s)
 
 
-def _open_store(url: str, master_key: bytes, *, schema: str | None, pool_size: int) -> Store:
+def _open_store(
+    url: str, master_key: bytes, *, schema: str | None, pool_size: int, wait_s: float
+) -> Store:
     if schema:
         ensure_schema(url, schema)
     parts = postgres_parts(url)
@@ -115,22 +212,42 @@ def _open_store(url: str, master_key: bytes, *, schema: str | None, pool_size: i
         "POSTGRES_PASSWORD": parts["password"],
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": "4",
-        "POSTGRES_CONNECT_TIMEOUT": "5",
-        "POSTGRES_LOCK_TIMEOUT": "5",
+        # The library's pool wait (whole seconds), and the write lock's and statements'.
+        "POSTGRES_CONNECT_TIMEOUT": str(_seconds(wait_s)),
+        "POSTGRES_LOCK_TIMEOUT": str(_seconds(wait_s)),
+        "APPLICATION_RECORDER_TOPIC": get_topic(BoundedRecorder),
         "CREATE_TABLE": "y",
         "AGGREGATE_CACHE_MAXSIZE": "10000",
     }
     if schema:
         env["POSTGRES_SCHEMA"] = schema
     pool = ConnectionPool(
-        conninfo(url, schema),
+        conninfo(url, schema, wait_s=wait_s),
         min_size=1,
         max_size=pool_size,
         open=True,
-        timeout=5.0,
+        timeout=wait_s,
+        reconnect_timeout=wait_s,  # as for the library's pool, below
     )
     cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
     cipher.create_table()
     table = f'"{schema}".urbana_events' if schema else "urbana_events"
-    app = UrbanaApp(env=env, cipher=cipher, index=PostgresStreamIndex(pool, table))
+    app = UrbanaApp(env=env, cipher=cipher, index=PostgresStreamIndex(pool, table, wait_s))
+    _bound_library_pool(app, wait_s)
     return Store(app=app, pool=pool, cipher=cipher, url=url, schema=schema)
+
+
+def _bound_library_pool(app: UrbanaApp, wait_s: float) -> None:
+    """What the library's settings do not reach on its (psycopg_pool) pool.
+
+    Its pool connects with no connect timeout (a dead host hangs for the kernel's TCP
+    timeout), and after failing to connect it backs off, doubling up to five minutes,
+    before trying again: once the server is back, it could still be waiting for its next
+    attempt. Giving up within the wait lets the next request for a connection try afresh.
+    """
+    recorder = app.recorder
+    assert isinstance(recorder, BoundedRecorder)
+    pool = recorder.datastore.pool
+    assert isinstance(pool.kwargs, dict)
+    pool.kwargs["connect_timeout"] = _connect_timeout(wait_s)
+    pool.reconnect_timeout = wait_s
