@@ -26,9 +26,11 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit, median_rate
 from urbana.adapters.embedded import EmbeddedStack
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
+from urbana.config import conninfo
 
 
 def message(contact: str) -> InboundMessage:
@@ -94,6 +96,7 @@ def main() -> None:
         with stack:
             urls = stack.start()
             schema = f"bench_{uuid4().hex[:8]}"
+            ensure_schema(urls.postgres, schema)
             store = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=2)
             try:
                 raw = median_rate(runs, lambda: bench_raw(urls.postgres, schema, n))

@@ -36,6 +36,7 @@ from uuid import uuid4
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit, free_port, log_sink, median_rate
 from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import open_store
 from urbana.application.gateways import gateway_config
 
@@ -182,6 +183,7 @@ def main() -> None:
         schema = f"bench_{uuid4().hex[:8]}"
         master = os.urandom(32)
         secret = uuid4().hex
+        ensure_schema(urls.postgres, schema)
         store = open_store(urls.postgres, master, schema=schema, pool_size=2)
         tenant_id, _ = store.app.register_tenant("Bench Loja")
         store.app.connect_channel(

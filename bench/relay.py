@@ -45,6 +45,7 @@ from _common import emit
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.kafka.relay import Relay
 from urbana.adapters.kafka.topics import create_topics, load_topics, spec_for
+from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
@@ -431,9 +432,9 @@ def main() -> None:
         with stack:
             urls = stack.start()
             master_key = os.urandom(32)
-            store = open_store(
-                urls.postgres, master_key, schema=f"bench_{uuid4().hex[:8]}", pool_size=2
-            )
+            schema = f"bench_{uuid4().hex[:8]}"
+            ensure_schema(urls.postgres, schema)
+            store = open_store(urls.postgres, master_key, schema=schema, pool_size=2)
             try:
                 base = asyncio.run(baseline(urls.kafka, seconds))
                 result = asyncio.run(

@@ -28,7 +28,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit
 from urbana.adapters.embedded import EmbeddedStack
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
+from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead
 from urbana.domain.message_ref import MessageRef
@@ -150,6 +152,7 @@ def main() -> None:
         with stack:
             urls = stack.start()
             schema = f"bench_{uuid4().hex[:8]}"
+            ensure_schema(urls.postgres, schema)
             store = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=2)
             try:
                 t0 = time.perf_counter()

@@ -49,8 +49,10 @@ def schema() -> str:
 
 @pytest.fixture
 def store(services: object, master_key: bytes, schema: str) -> Iterator[object]:
+    from urbana.adapters.postgres.schema import ensure_schema
     from urbana.adapters.postgres.store import open_store
 
+    ensure_schema(services.postgres, schema)  # type: ignore[attr-defined]
     opened = open_store(services.postgres, master_key, schema=schema, pool_size=2)  # type: ignore[attr-defined]
     try:
         yield opened

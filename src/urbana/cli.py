@@ -97,8 +97,10 @@ def _with_running_services(settings: Settings) -> Settings:
 def _open_store(settings: Settings) -> Store:
     """The event store alone: no LLM, Kafka or Redis client to import or open."""
     from urbana.adapters.keys import master_key_for
+    from urbana.adapters.postgres.schema import ensure_schema
     from urbana.adapters.postgres.store import open_store
 
+    ensure_schema(settings.database_url or "", settings.database_schema)
     return open_store(
         settings.database_url or "",
         master_key_for(settings),
@@ -590,7 +592,10 @@ def replay(
     as_json: JsonOut = False,
 ) -> None:
     """Rebuild read models from the event store (resumable), or republish to Kafka."""
+    from urbana.adapters.postgres.schema import ensure_schema
+
     settings = _with_running_services(_settings(data_dir))
+    ensure_schema(settings.database_url or "", settings.database_schema)
     if to_kafka:
         from urbana.adapters.kafka.republish import republish
 

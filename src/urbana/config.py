@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
+from psycopg.conninfo import make_conninfo
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDERS = {"changeme", "change-me", "secret", "admin", ""}
+# The longest a request waits for PostgreSQL before it is answered 503.
+DEFAULT_STORE_WAIT_S = 2.0
+_SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class ConfigurationError(Exception):
@@ -42,8 +48,7 @@ class Settings(BaseSettings):
     embeddings: Literal["local", "openai"] = "local"
     debounce_ms: int = 1500
     pool_size: int = 4
-    # The longest a request waits for PostgreSQL before it is answered 503.
-    store_wait_s: float = Field(default=2.0, gt=0)
+    store_wait_s: float = Field(default=DEFAULT_STORE_WAIT_S, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
     # Outbound: how long a gateway call may take, and how the dispatcher retries.
@@ -82,3 +87,23 @@ def postgres_parts(url: str) -> dict[str, str]:
         "user": unquote(parsed.username or "postgres"),
         "password": unquote(parsed.password or ""),
     }
+
+
+def conninfo(url: str, schema: str | None = None, *, wait_s: float = DEFAULT_STORE_WAIT_S) -> str:
+    """The libpq conninfo of every connection Urbana makes to PostgreSQL.
+
+    The URL's own parameters (sslmode, ...) are kept; the search_path starts with
+    `schema` (then `public`, where the `vector` type lives), and connecting gives up
+    within the store wait.
+    """
+    if schema and not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    extra = {"connect_timeout": str(connect_timeout_s(wait_s))}
+    if schema:
+        extra["options"] = f"-c search_path={schema},public"
+    return make_conninfo(url, **extra)
+
+
+def connect_timeout_s(wait_s: float) -> int:
+    """libpq's connect timeout for a wait: whole seconds, and anything under 2 counts as 2."""
+    return max(2, math.ceil(wait_s))

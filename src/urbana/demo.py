@@ -30,10 +30,11 @@ from rich.table import Table
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.http.app import create_app
 from urbana.adapters.keys import master_key_for
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
 from urbana.adapters.runtime import ROLES
 from urbana.application.gateways import gateway_config
-from urbana.config import Settings
+from urbana.config import Settings, conninfo
 from urbana.domain.conversation import Conversation
 from urbana.projections import queries
 
@@ -236,6 +237,7 @@ async def _main(data_dir: Path, console: Console) -> None:
             debounce_ms=300,
         )
         key = master_key_for(settings)
+        await asyncio.to_thread(ensure_schema, urls.postgres, settings.database_schema)
         store = await asyncio.to_thread(
             open_store, urls.postgres, key, schema=settings.database_schema
         )

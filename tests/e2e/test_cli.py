@@ -37,8 +37,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.e2e.fakes import Outside, start_outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_text, post_cloud
 from urbana.adapters.crypto import parse_master_key
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.gateways import gateway_config
+from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 
 pytestmark = pytest.mark.e2e

@@ -20,8 +20,9 @@ from psycopg_pool import ConnectionPool
 from urbana.adapters.embeddings import LocalE5Embeddings, OpenAIEmbeddings
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore, document_id_for
-from urbana.adapters.postgres.store import conninfo, ensure_schema
+from urbana.adapters.postgres.schema import ensure_schema
 from urbana.application.ai import EmbeddingsUnavailable, LLMResult, build_prompt
+from urbana.config import conninfo
 from urbana.domain.guard import check_output
 
 pytestmark = pytest.mark.integration
@@ -94,7 +95,6 @@ def pool(services: object, schema: str) -> Iterator[ConnectionPool]:
 @pytest.fixture
 async def kb(pool: ConnectionPool, embeddings: LocalE5Embeddings) -> tuple[PgKnowledgeStore, UUID]:
     store = PgKnowledgeStore(pool, embeddings, max_chars=400)
-    store.create_tables()
     tenant = uuid4()
     await store.add_document(tenant, "faq.md", KB)
     return store, tenant

@@ -21,16 +21,16 @@ import psycopg
 import pytest
 
 from urbana.adapters.llm.openai_llm import OpenAILLM
-from urbana.adapters.postgres.store import Store, conninfo
+from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.application.envelope import Envelope
 from urbana.application.responder import Responder
+from urbana.config import conninfo
 from urbana.projections import queries
 from urbana.projections.apply import apply_tracked
 from urbana.projections.kpis import Kpis
 from urbana.projections.replay import replay
-from urbana.projections.schema import ensure_live
 
 pytestmark = pytest.mark.integration
 
@@ -297,9 +297,6 @@ def figures(day: queries.KpiDay) -> dict[str, Any]:
 async def test_kpis_of_a_hand_computed_conversation_set(store: Store, plan: str) -> None:
     script = two_days()
     projection = Kpis()
-    with psycopg.connect(conninfo(store.url, store.schema), autocommit=True) as conn:
-        for statement in ensure_live(projection):
-            conn.execute(statement)
     async with await psycopg.AsyncConnection.connect(conninfo(store.url, store.schema)) as conn:
         for batch in deliveries(script.ordered(), plan):
             await apply_tracked(conn, projection, batch)

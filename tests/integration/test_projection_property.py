@@ -25,10 +25,12 @@ from hypothesis import strategies as st
 
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import to_record
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import AIOutcome, ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.envelope import Envelope
+from urbana.config import conninfo
 from urbana.domain.errors import DomainError
 from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
 from urbana.projections.base import physical_name
@@ -242,6 +244,7 @@ async def through_kafka(
 @given(plan=scenario)
 def test_kafka_built_read_models_equal_a_full_replay(services: Any, plan: dict[str, Any]) -> None:
     schema = f"p_{uuid4().hex[:12]}"
+    ensure_schema(services.postgres, schema)
     store = open_store(services.postgres, os.urandom(32), schema=schema, pool_size=2)
     try:
         world = World(store)

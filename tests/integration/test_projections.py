@@ -15,10 +15,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import to_record
-from urbana.adapters.postgres.store import Store, conninfo
+from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.application.envelope import Envelope
+from urbana.config import conninfo
 from urbana.projections.base import physical_name
 from urbana.projections.replay import NotificationReader, replay
 from urbana.projections.schema import all_projections

@@ -9,10 +9,12 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from urbana.adapters.postgres.store import Store, conninfo, open_store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.gateways import gateway_config
+from urbana.config import conninfo
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import AIReplyNotAllowed, BurstAlreadyAnswered, InvalidInput
 from urbana.domain.pii import ERASED
@@ -305,7 +307,8 @@ def test_erased_subject_reads_as_erased_not_an_error(store: Store) -> None:
 def test_processes_starting_together_create_the_schema_once(
     store: Store, master_key: bytes
 ) -> None:
-    """The API and every worker of a stack open the store at the same moment."""
+    """The API and every worker of a stack start at the same moment: each ensures the
+    schema, then opens the store."""
     schema = f"race_{uuid4().hex[:8]}"
     errors: list[BaseException] = []
     opened: list[Store] = []
@@ -314,6 +317,7 @@ def test_processes_starting_together_create_the_schema_once(
     def start() -> None:
         try:
             gate.wait()
+            ensure_schema(store.url, schema)
             opened.append(open_store(store.url, master_key, schema=schema, pool_size=1))
         except BaseException as exc:  # surfaced below
             errors.append(exc)

@@ -14,7 +14,9 @@ import pytest
 from eventsourcing.persistence import PersistenceError
 
 from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
-from urbana.adapters.postgres.store import Store, conninfo, is_store_fault, open_store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, is_store_fault, open_store
+from urbana.config import conninfo
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +51,9 @@ def elapsed(fn: object) -> tuple[float, BaseException | None]:
 def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
     own_postgres: EmbeddedStack,
 ) -> None:
-    store = open_store(
-        own_postgres.urls.postgres, os.urandom(32), schema=f"t_{uuid4().hex[:8]}", wait_s=WAIT_S
-    )
+    schema = f"t_{uuid4().hex[:8]}"
+    ensure_schema(own_postgres.urls.postgres, schema)
+    store = open_store(own_postgres.urls.postgres, os.urandom(32), schema=schema, wait_s=WAIT_S)
     try:
         tenant_id, _ = store.app.register_tenant("Loja antes da queda")
         own_postgres.stop()
@@ -79,6 +81,7 @@ def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
 def test_a_write_behind_a_held_table_lock_gives_up_within_the_wait(
     services: ServiceUrls, master_key: bytes, schema: str
 ) -> None:
+    ensure_schema(services.postgres, schema)
     store: Store = open_store(services.postgres, master_key, schema=schema, wait_s=WAIT_S)
     try:
         store.app.register_tenant("Loja")

@@ -26,12 +26,13 @@ from urbana.adapters.keys import master_key_for
 from urbana.adapters.llm.openai_llm import OpenAILLM
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-from urbana.adapters.postgres.store import Store, conninfo, is_store_fault, open_store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, is_store_fault, open_store
 from urbana.adapters.redis_coord import redis_client
 from urbana.application.ai import LLM, Embeddings
 from urbana.application.channels import Sender
 from urbana.application.ingest import StoreGate
-from urbana.config import ConfigurationError, Settings
+from urbana.config import ConfigurationError, Settings, conninfo
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Container:
 def build_store(settings: Settings) -> Store:
     if not settings.database_url:
         raise ConfigurationError("URBANA_DATABASE_URL is not set")
+    ensure_schema(settings.database_url, settings.database_schema)
     return open_store(
         settings.database_url,
         master_key_for(settings),
@@ -142,7 +144,6 @@ def build_ai(settings: Settings, store: Store, http: httpx.AsyncClient) -> AICom
     else:
         embeddings = LocalE5Embeddings()
     knowledge = PgKnowledgeStore(store.pool, embeddings)
-    knowledge.create_tables()
     llm: LLM
     if settings.openai_api_key is not None:
         llm = OpenAILLM(

@@ -2,10 +2,11 @@
 
 Envelope encryption: each subject (lead, tenant) gets a random 256-bit data key;
 the key is stored wrapped (AES-GCM under the master key, bound to the subject id)
-in `urbana_subject_keys`. Erasure deletes the row (crypto-shredding): every copy
-of the subject's data, in the store, Kafka or backups taken afterwards, becomes
-unreadable. Unwrapped keys are cached in process for speed; a shredded key is
-evicted from this process's cache at once and from others within `cache_ttl`.
+in `urbana_subject_keys` (made by `adapters.postgres.schema`). Erasure deletes the row
+(crypto-shredding): every copy of the subject's data, in the store, Kafka or backups
+taken afterwards, becomes unreadable. Unwrapped keys are cached in process for speed;
+a shredded key is evicted from this process's cache at once and from others within
+`cache_ttl`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
 NONCE = 12
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS {schema}urbana_subject_keys (
-    subject_id uuid PRIMARY KEY,
-    wrapped bytea NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 
 class CryptoError(Exception):
@@ -70,11 +64,6 @@ class PostgresSubjectCipher:
         self._cache_size = cache_size
         self._cache_ttl = cache_ttl
         self._lock = threading.Lock()
-
-    def create_table(self) -> None:
-        prefix = self._table.rsplit(".", 1)[0] + "." if "." in self._table else ""
-        with self._pool.connection() as conn:
-            conn.execute(SCHEMA_SQL.format(schema=prefix).encode())
 
     # -- SubjectCipher -------------------------------------------------------
 

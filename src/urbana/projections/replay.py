@@ -43,13 +43,12 @@ import psycopg
 
 from urbana.application.envelope import _EVENT_ID_NS as _ENVELOPE_NS
 from urbana.application.envelope import Envelope, event_names
+from urbana.config import conninfo
 from urbana.projections.apply import apply_sync
 from urbana.projections.base import Projection, Row, table_names
 from urbana.projections.schema import (
     FLOOR,
     REBUILD,
-    TRACKING_DDL,
-    conninfo,
     create_indexes,
     create_tables,
     drop_rebuild,
@@ -302,9 +301,6 @@ def replay(
     chosen = select(list(projections or []))
     started = time.perf_counter()
     with psycopg.connect(conninfo(database_url, schema), autocommit=True) as conn:
-        with conn.transaction():
-            for statement in TRACKING_DDL:
-                conn.execute(statement)
         checkpoints, resumed = _prepare(conn, chosen, from_position or 0)
         start = min(checkpoints.values())
         reader = NotificationReader(

@@ -11,6 +11,9 @@ transaction as the rows. Partition `-1` is the *floor* that a replay leaves behi
 every event at or below it is in the tables, whatever partition it travels on. The
 runner skips an event when its position is at or below max(floor, its partition's row).
 
+`adapters.postgres.schema` creates the tracking tables and every projection's live
+tables and views when a process starts, so a runner only applies.
+
 Runners hold a shared transaction-level advisory lock on the projection while they
 apply a batch; the replay swap takes it exclusively, so no batch straddles a swap.
 """
@@ -18,8 +21,6 @@ apply a batch; the replay swap takes it exclusively, so no batch straddles a swa
 from __future__ import annotations
 
 import re
-
-from psycopg.conninfo import make_conninfo
 
 from urbana.projections.base import Projection, table_names
 from urbana.projections.conversation_view import ConversationView
@@ -72,15 +73,6 @@ def lock_key(projection: Projection) -> str:
     return f"urbana.projection.{projection.name}.v{projection.version}"
 
 
-def conninfo(database_url: str, schema: str | None) -> str:
-    """A libpq conninfo for `database_url` whose search_path starts with `schema`."""
-    if not schema:
-        return database_url
-    if not _IDENT.match(schema):
-        raise ValueError(f"bad schema name {schema!r}")
-    return make_conninfo(database_url, options=f"-c search_path={schema},public")
-
-
 def create_tables(projection: Projection, suffix: str = "", *, indexes: bool = True) -> list[str]:
     """Statements that create the projection's tables (idempotent).
 
@@ -111,11 +103,6 @@ def create_views_if_missing(projection: Projection) -> list[str]:
             "END IF; END $$"
         )
     return out
-
-
-def ensure_live(projection: Projection) -> list[str]:
-    """Everything a runner needs before applying: tracking, live tables, views."""
-    return [*TRACKING_DDL, *create_tables(projection), *create_views_if_missing(projection)]
 
 
 def drop_rebuild(projection: Projection) -> list[str]:

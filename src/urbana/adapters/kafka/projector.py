@@ -38,9 +38,10 @@ from psycopg import AsyncConnection
 from urbana.adapters.kafka.consumer import GroupTimeouts, group_consumer, stop_consumer
 from urbana.adapters.kafka.topics import DLQ_TOPIC, EVENTS_TOPIC
 from urbana.application.envelope import Envelope
+from urbana.config import conninfo
 from urbana.projections.apply import Applied, apply_tracked, mark_handled
 from urbana.projections.base import Projection
-from urbana.projections.schema import conninfo, ensure_live, select
+from urbana.projections.schema import select
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +114,7 @@ class _Worker:
 
     async def _connect(self) -> AsyncConnection[Any]:
         r = self.runner
-        conn = await AsyncConnection.connect(conninfo(r.database_url, r.schema), autocommit=True)
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('urbana.projection.ddl'))")
-            for statement in ensure_live(self.projection):
-                await conn.execute(statement)
-        return conn
+        return await AsyncConnection.connect(conninfo(r.database_url, r.schema), autocommit=True)
 
     async def _assign_all(self) -> None:
         assert self.consumer is not None

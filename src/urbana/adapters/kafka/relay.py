@@ -20,7 +20,6 @@ topic ends up holding every event again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -46,13 +45,13 @@ from urbana.adapters.kafka.topics import (
     partition_counts,
     spec_for,
 )
-from urbana.adapters.postgres.store import conninfo
+from urbana.adapters.postgres.schema import RELAY_POSITION_TABLE
 from urbana.application.envelope import Envelope, envelope_from_stored
+from urbana.config import conninfo
 
 log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "urbana_events"
-POSITION_TABLE = "urbana_relay_position"
 Idempotence = Literal["auto", "on", "off"]
 
 _BACKOFF_START = 0.2
@@ -153,7 +152,7 @@ class Relay:
         self._topic_lost = False
         self._republish_on_loss = republish_on_loss
         self._events = _table(schema, EVENTS_TABLE)
-        self._positions = _table(schema, POSITION_TABLE)
+        self._positions = _table(schema, RELAY_POSITION_TABLE)
 
         # Metrics (read them, or `metrics()`).
         self.published = 0  # records acknowledged by the broker since start (with republished)
@@ -176,7 +175,6 @@ class Relay:
             conninfo(self.database_url, self.schema), autocommit=True
         )
         try:
-            await self._create_position_table(conn)
             if not await self._try_lock(conn):
                 raise RelayError(f"another relay named {self.name!r} is running on this store")
             self.last_position = await self._load_position(conn)
@@ -594,17 +592,6 @@ class Relay:
         )
         row = await cur.fetchone()
         return int(row[0]) if row else 0
-
-    async def _create_position_table(self, conn: AsyncConnection[Any]) -> None:
-        # UniqueViolation: another relay created it at the same moment.
-        with contextlib.suppress(psycopg.errors.UniqueViolation):
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} ("
-                    "name text PRIMARY KEY, position bigint NOT NULL, "
-                    "updated_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self._positions)
-            )
 
     async def _try_lock(self, conn: AsyncConnection[Any]) -> bool:
         """One relay per name and store: a session advisory lock, released on disconnect."""

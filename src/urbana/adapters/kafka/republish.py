@@ -25,17 +25,12 @@ from aiokafka import AIOKafkaProducer
 from urbana.adapters.kafka.relay import to_record
 from urbana.adapters.kafka.topics import EVENTS_TOPIC
 from urbana.application.envelope import Envelope
+from urbana.config import conninfo
 from urbana.projections.base import parse_time
 from urbana.projections.replay import PAGE_SIZE, NotificationReader
-from urbana.projections.schema import conninfo
 
 RepublishProgress = Callable[[int, int], None]
 """Called after each acknowledged page with (records published, last position read)."""
-
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS rm_republish (job text PRIMARY KEY, position bigint NOT NULL, "
-    "published bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +64,6 @@ class _Store:
 
     def __init__(self, dsn: str) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
-        self.conn.execute(_DDL)
         self.reader = NotificationReader()
 
     def checkpoint(self, job: str, restart: bool) -> int | None:

@@ -5,9 +5,10 @@ per chunk with its vector, the model that made it and its dimension; a search on
 compares vectors of the model the store embeds queries with. An HNSW index
 (`vector_cosine_ops`) serves the nearest-neighbour search.
 
-The table is a projection of the tenants' `KnowledgeDocumentAdded` events: each row
-keeps the tenant stream version of the event it came from, and an event older than
-what a document already holds changes nothing (redeliveries, replays out of order).
+The table (made by `adapters.postgres.schema`) is a projection of the tenants'
+`KnowledgeDocumentAdded` events: each row keeps the tenant stream version of the event
+it came from, and an event older than what a document already holds changes nothing
+(redeliveries, replays out of order).
 
 Knowledge text is the tenant's own published content (opening hours, prices,
 policies), not personal data of leads: it is stored in the clear and is not subject
@@ -23,7 +24,6 @@ from uuid import UUID, uuid5
 from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
-from urbana.adapters.postgres.store import DDL_LOCK
 from urbana.application.ai import (
     DEFAULT_K,
     Embeddings,
@@ -34,26 +34,6 @@ from urbana.application.ai import (
 
 DIM = 384
 DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
-
-_DDL = (
-    "CREATE EXTENSION IF NOT EXISTS vector SCHEMA public",
-    f"""CREATE TABLE IF NOT EXISTS kb_chunks (
-        id BIGSERIAL PRIMARY KEY,
-        tenant_id UUID NOT NULL,
-        document_id UUID NOT NULL,
-        chunk_no INTEGER NOT NULL,
-        text TEXT NOT NULL,
-        embedding vector({DIM}) NOT NULL,
-        model TEXT NOT NULL,
-        dim INTEGER NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        UNIQUE (tenant_id, document_id, chunk_no)
-    )""",
-    "ALTER TABLE kb_chunks ADD COLUMN IF NOT EXISTS source_version BIGINT NOT NULL DEFAULT 0",
-    "CREATE INDEX IF NOT EXISTS kb_chunks_embedding_hnsw "
-    "ON kb_chunks USING hnsw (embedding vector_cosine_ops)",
-    "CREATE INDEX IF NOT EXISTS kb_chunks_tenant ON kb_chunks (tenant_id, model)",
-)
 
 
 def document_id_for(tenant_id: UUID, name: str) -> UUID:
@@ -88,17 +68,6 @@ class PgKnowledgeStore:
         self._max_chars = max_chars
         self._overlap = overlap
         self._ef_search = ef_search
-
-    def create_tables(self) -> None:
-        """Create the table and its indexes if they do not exist (idempotent)."""
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                # Processes starting together would collide on CREATE ... IF NOT EXISTS.
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (DDL_LOCK,))
-                for statement in _DDL:
-                    conn.execute(statement)
-        except PsycopgError as exc:
-            raise KnowledgeUnavailable(f"cannot create kb_chunks: {exc}") from exc
 
     async def add_document(
         self,

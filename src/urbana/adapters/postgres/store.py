@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -30,10 +29,9 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.crypto import PostgresSubjectCipher
+from urbana.adapters.postgres.schema import EVENTS_TABLE
 from urbana.application.app import UrbanaApp
-from urbana.config import postgres_parts
-
-DEFAULT_WAIT_S = 2.0
+from urbana.config import DEFAULT_STORE_WAIT_S, connect_timeout_s, conninfo, postgres_parts
 
 # What says the store is not answering (PoolTimeout, QueryCanceled, LockNotAvailable and
 # a refused connection are all OperationalErrors), as opposed to a refused write.
@@ -93,7 +91,9 @@ class BoundedRecorder(PostgresApplicationRecorder):
 class PostgresStreamIndex:
     """StreamIndex over the event table."""
 
-    def __init__(self, pool: ConnectionPool, table: str, wait_s: float = DEFAULT_WAIT_S) -> None:
+    def __init__(
+        self, pool: ConnectionPool, table: str, wait_s: float = DEFAULT_STORE_WAIT_S
+    ) -> None:
         self._pool = pool
         self._table = table
         self._timeout_ms = int(wait_s * 1000)
@@ -135,73 +135,18 @@ def _seconds(wait_s: float) -> int:
     return max(1, math.ceil(wait_s))
 
 
-def _connect_timeout(wait_s: float) -> int:
-    # libpq takes whole seconds, and treats anything under 2 as 2.
-    return max(2, _seconds(wait_s))
-
-
-def conninfo(url: str, schema: str | None = None, *, wait_s: float = DEFAULT_WAIT_S) -> str:
-    """A libpq conninfo that also sets the search_path to `schema`."""
-    parts = postgres_parts(url)
-    kwargs: dict[str, str] = {
-        "dbname": parts["dbname"],
-        "host": parts["host"],
-        "port": parts["port"],
-        "user": parts["user"],
-        "connect_timeout": str(_connect_timeout(wait_s)),
-    }
-    if parts["password"]:
-        kwargs["password"] = parts["password"]
-    if schema:
-        kwargs["options"] = f"-c search_path={schema},public"
-    return psycopg.conninfo.make_conninfo(**kwargs)
-
-
-def ensure_schema(url: str, schema: str) -> None:
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-
-
-DDL_LOCK = "urbana.ddl"
-
-
-@contextmanager
-def ddl_lock(url: str) -> Iterator[None]:
-    """Serialise schema creation across processes.
-
-    `CREATE ... IF NOT EXISTS` is not safe against itself: processes starting together
-    (the API and every worker of a compose stack) collide on the catalog's unique keys.
-    """
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (DDL_LOCK,))
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (DDL_LOCK,))
-
-
 def open_store(
     url: str,
     master_key: bytes,
     *,
     schema: str | None = None,
     pool_size: int = 4,
-    wait_s: float = DEFAULT_WAIT_S,
+    wait_s: float = DEFAULT_STORE_WAIT_S,
 ) -> Store:
-    """Open the event store (creating its tables if needed) and the key vault.
+    """Open the event store and the key vault on a schema `ensure_schema` made.
 
     `wait_s` bounds every wait for PostgreSQL once it is open (see the module doc).
     """
-    with ddl_lock(url):
-        return _open_store(url, master_key, schema=schema, pool_size=pool_size, wait_s=wait_s)
-
-
-def _open_store(
-    url: str, master_key: bytes, *, schema: str | None, pool_size: int, wait_s: float
-) -> Store:
-    if schema:
-        ensure_schema(url, schema)
     parts = postgres_parts(url)
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -216,7 +161,7 @@ def _open_store(
         "POSTGRES_CONNECT_TIMEOUT": str(_seconds(wait_s)),
         "POSTGRES_LOCK_TIMEOUT": str(_seconds(wait_s)),
         "APPLICATION_RECORDER_TOPIC": get_topic(BoundedRecorder),
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "n",  # ensure_schema did, under its lock
         "AGGREGATE_CACHE_MAXSIZE": "10000",
     }
     if schema:
@@ -230,8 +175,7 @@ def _open_store(
         reconnect_timeout=wait_s,  # as for the library's pool, below
     )
     cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
-    cipher.create_table()
-    table = f'"{schema}".urbana_events' if schema else "urbana_events"
+    table = f'"{schema}".{EVENTS_TABLE}' if schema else EVENTS_TABLE
     app = UrbanaApp(env=env, cipher=cipher, index=PostgresStreamIndex(pool, table, wait_s))
     _bound_library_pool(app, wait_s)
     return Store(app=app, pool=pool, cipher=cipher, url=url, schema=schema)
@@ -249,5 +193,5 @@ def _bound_library_pool(app: UrbanaApp, wait_s: float) -> None:
     assert isinstance(recorder, BoundedRecorder)
     pool = recorder.datastore.pool
     assert isinstance(pool.kwargs, dict)
-    pool.kwargs["connect_timeout"] = _connect_timeout(wait_s)
+    pool.kwargs["connect_timeout"] = connect_timeout_s(wait_s)
     pool.reconnect_timeout = wait_s

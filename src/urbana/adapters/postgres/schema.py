@@ -1,0 +1,117 @@
+"""The one owner of the database schema: every table Urbana uses, created in one place.
+
+`ensure_schema` runs once when a process starts (the composition root calls it before
+opening the store; the CLI before a replay or a republish; the test fixtures for their
+own schemas), under one advisory lock: `CREATE ... IF NOT EXISTS` is not safe against
+itself, and processes starting together (the API and every worker of a compose stack)
+would collide on the catalog's unique keys. Nothing else creates tables, except the
+replay's rebuild tables, which are the replay's work (see docs/architecture.md, Read
+models and replay).
+
+What it creates, in the schema (and the `vector` extension in `public`):
+- the event store: the `eventsourcing` library's own tables, made by the library;
+- `urbana_subject_keys`: the data subjects' wrapped keys (see `adapters.crypto`);
+- `kb_chunks`: the knowledge bases on pgvector (see `adapters.postgres.knowledge`);
+- `urbana_relay_position`: the relay's position; `rm_republish`: republish checkpoints;
+- `rm_tracking`, `rm_replay` and every read model's live tables and views.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import sql
+
+from urbana.adapters.postgres.knowledge import DIM
+from urbana.config import conninfo, postgres_parts
+from urbana.projections.schema import (
+    TRACKING_DDL,
+    all_projections,
+    create_tables,
+    create_views_if_missing,
+)
+
+DDL_LOCK = "urbana.ddl"
+# The library names the events table after the application (`UrbanaApp.name`).
+EVENTS_TABLE = "urbana_events"
+RELAY_POSITION_TABLE = "urbana_relay_position"
+
+_SUBJECT_KEYS = (
+    "CREATE TABLE IF NOT EXISTS urbana_subject_keys ("
+    "subject_id uuid PRIMARY KEY, wrapped bytea NOT NULL, "
+    "created_at timestamptz NOT NULL DEFAULT now())",
+)
+
+_KNOWLEDGE = (
+    f"""CREATE TABLE IF NOT EXISTS kb_chunks (
+        id BIGSERIAL PRIMARY KEY,
+        tenant_id UUID NOT NULL,
+        document_id UUID NOT NULL,
+        chunk_no INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        embedding vector({DIM}) NOT NULL,
+        model TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (tenant_id, document_id, chunk_no)
+    )""",
+    "ALTER TABLE kb_chunks ADD COLUMN IF NOT EXISTS source_version BIGINT NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS kb_chunks_embedding_hnsw "
+    "ON kb_chunks USING hnsw (embedding vector_cosine_ops)",
+    "CREATE INDEX IF NOT EXISTS kb_chunks_tenant ON kb_chunks (tenant_id, model)",
+)
+
+_POSITIONS = (
+    f"CREATE TABLE IF NOT EXISTS {RELAY_POSITION_TABLE} ("
+    "name text PRIMARY KEY, position bigint NOT NULL, "
+    "updated_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS rm_republish (job text PRIMARY KEY, position bigint NOT NULL, "
+    "published bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())",
+)
+
+
+def statements() -> list[str]:
+    """Our own tables (all but the event store's), unqualified: run on the schema's path."""
+    read_models = [
+        statement
+        for projection in all_projections()
+        for statement in [*create_tables(projection), *create_views_if_missing(projection)]
+    ]
+    return [*_SUBJECT_KEYS, *_KNOWLEDGE, *_POSITIONS, *TRACKING_DDL, *read_models]
+
+
+def ensure_schema(url: str, schema: str | None) -> None:
+    """Create `schema` (None: public) and every table in it that does not exist yet."""
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (DDL_LOCK,))
+        try:
+            if schema:
+                name = sql.Identifier(schema)
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
+            _create_event_store(url, schema)
+            if schema:
+                conn.execute(sql.SQL("SET search_path TO {}, public").format(name))
+            with conn.transaction():
+                for statement in statements():
+                    conn.execute(statement)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (DDL_LOCK,))
+
+
+def _create_event_store(url: str, schema: str | None) -> None:
+    """The library's tables, types and indexes, by the library (not a copy of its DDL)."""
+    parts = postgres_parts(url)
+    datastore = PostgresDatastore(
+        parts["dbname"],
+        parts["host"],
+        parts["port"],
+        parts["user"],
+        parts["password"],
+        schema=schema or "",
+        pool_size=1,
+    )
+    try:
+        PostgresApplicationRecorder(datastore, events_table_name=EVENTS_TABLE).create_table()
+    finally:
+        datastore.close()
