@@ -8,6 +8,7 @@ the store gets its own PostgreSQL schema.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import tempfile
@@ -49,11 +50,20 @@ def schema() -> str:
 
 @pytest.fixture
 def store(services: object, master_key: bytes, schema: str) -> Iterator[object]:
-    from urbana.adapters.postgres.schema import ensure_schema
-    from urbana.adapters.postgres.store import open_store
+    """The event store on a schema of the test's own, as the composition root opens it."""
+    from pydantic import SecretStr
 
-    ensure_schema(services.postgres, schema)  # type: ignore[attr-defined]
-    opened = open_store(services.postgres, master_key, schema=schema, pool_size=2)  # type: ignore[attr-defined]
+    from urbana.adapters.bootstrap import build_store
+    from urbana.config import Settings
+
+    settings = Settings(
+        env="test",
+        database_url=services.postgres,  # type: ignore[attr-defined]
+        database_schema=schema,
+        master_key=SecretStr(base64.urlsafe_b64encode(master_key).decode()),
+        pool_size=2,
+    )
+    opened = build_store(settings)
     try:
         yield opened
     finally:

@@ -6,6 +6,9 @@ plays a few leads through signed WhatsApp Cloud API webhooks over HTTP. The AI i
 the offline retrieval responder (local multilingual embeddings over the tenant's
 knowledge base); replies go out through the console channel. Then it prints the
 read models, the KPIs and one conversation's event stream (decrypted).
+
+The API and the script share one event loop, so the script calls the (synchronous)
+event store only from worker threads, as the API does.
 """
 
 from __future__ import annotations
@@ -27,12 +30,11 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.http.app import create_app
-from urbana.adapters.keys import master_key_for
-from urbana.adapters.postgres.schema import ensure_schema
-from urbana.adapters.postgres.store import Store, open_store
+from urbana.adapters.postgres.store import Store
 from urbana.adapters.runtime import ROLES
+from urbana.application.app import UrbanaApp
 from urbana.application.gateways import gateway_config
 from urbana.config import Settings, conninfo
 from urbana.domain.conversation import Conversation
@@ -90,6 +92,7 @@ class Demo:
         return wamid
 
     def events(self, conversation_id: UUID) -> list[str]:
+        """The stream's event names; it reads the store: call it from a worker thread."""
         return [type(e).__qualname__.split(".")[-1] for e in self.store.app.stream(conversation_id)]
 
     async def until(self, what: str, check: Callable[[], bool], within: float = 60) -> None:
@@ -163,11 +166,11 @@ async def _read_models(
             detail = await queries.get_conversation(
                 conn, tenant_id, streams[1], cipher=demo.store.cipher
             )
+            conversation = await asyncio.to_thread(demo.store.app.get_conversation, streams[1])
             if (
                 len(convs) == 2
                 and detail
-                and detail.conversation.status
-                == demo.store.app.get_conversation(streams[1]).status.value
+                and detail.conversation.status == conversation.status.value
             ):
                 break
             if time.monotonic() > deadline:
@@ -210,9 +213,9 @@ async def _read_models(
 _HIDDEN = ("originator_id", "originator_version", "timestamp", "originator_topic", "lead_id")
 
 
-def _print_stream(demo: Demo, stream_id: UUID) -> None:
+async def _print_stream(demo: Demo, stream_id: UUID) -> None:
     table = Table("v", "event", "data (decrypted)", title=f"events of conversation {stream_id}")
-    for event in demo.store.app.stream(stream_id):
+    for event in await asyncio.to_thread(demo.store.app.stream, stream_id):
         data = {
             k: v for k, v in vars(event).items() if k not in _HIDDEN and v not in (None, {}, [])
         }
@@ -223,69 +226,73 @@ def _print_stream(demo: Demo, stream_id: UUID) -> None:
     demo.console.print(table)
 
 
-async def _main(data_dir: Path, console: Console) -> None:
+def _set_up(app: UrbanaApp, secret: str) -> UUID:
+    """The demo's tenant: its Cloud API channel, console outbound, its knowledge base."""
+    tenant_id, _ = app.register_tenant("Loja Demo")
+    app.connect_channel(tenant_id, gateway_config("cloud", {
+        "phone_number_id": PNID, "app_secret": secret,
+        "verify_token": uuid4().hex, "access_token": "demo-token",
+    }))  # fmt: skip
+    app.change_settings(tenant_id, outbound="console", debounce_ms=300)
+    for name, text in KNOWLEDGE.items():
+        app.add_knowledge_document(tenant_id, name, text)
+    return tenant_id
+
+
+async def _main(settings: Settings, urls: ServiceUrls, console: Console) -> None:
+    web = create_app(settings, ROLES)
+    server = uvicorn.Server(
+        uvicorn.Config(web, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+        await asyncio.sleep(0.05)
+    try:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        api = f"http://127.0.0.1:{port}"
+        console.print(
+            f"postgres: {urls.postgres}\nkafka: {urls.kafka}\nredis: {urls.redis}\napi: {api}"
+        )
+        container = web.state.container
+        store = container.store
+        secret = uuid4().hex
+        tenant_id = await asyncio.to_thread(_set_up, store.app, secret)
+        # Indexed now rather than waiting for the knowledge role's consumer group to
+        # join; the role re-indexes the same versions as a no-op.
+        knowledge = container.ai.knowledge
+        for doc in await asyncio.to_thread(store.app.knowledge_documents, tenant_id):
+            await knowledge.add_document(tenant_id, doc.name, doc.text, version=doc.version)
+        console.print(f"knowledge base: {', '.join(KNOWLEDGE)}")
+        demo = Demo(console, api, store, secret)
+        try:
+            streams = await _script(demo, tenant_id)
+            await _read_models(demo, settings, tenant_id, streams)
+            await _print_stream(demo, streams[1])
+        finally:
+            await demo.http.aclose()
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
+    """Run the showcase in `data_dir`; raises if any step does not happen as narrated."""
     with EmbeddedStack(data_dir) as stack:
         urls = stack.urls
-        secret = uuid4().hex
-        settings = Settings(
-            data_dir=data_dir,
-            database_url=urls.postgres,
-            database_schema=f"demo_{uuid4().hex[:8]}",  # every run starts from an empty store
-            kafka_bootstrap=urls.kafka,
-            redis_url=urls.redis,
-            openai_api_key=None,
-            debounce_ms=300,
+        demo_settings = settings.model_copy(
+            update={
+                "data_dir": data_dir,
+                "database_url": urls.postgres,
+                # Every run starts from an empty store.
+                "database_schema": f"demo_{uuid4().hex[:8]}",
+                "kafka_bootstrap": urls.kafka,
+                "redis_url": urls.redis,
+                "master_key": None,  # the data dir's own key
+                "openai_api_key": None,  # the offline retrieval responder
+                "debounce_ms": 300,
+            }
         )
-        key = master_key_for(settings)
-        await asyncio.to_thread(ensure_schema, urls.postgres, settings.database_schema)
-        store = await asyncio.to_thread(
-            open_store, urls.postgres, key, schema=settings.database_schema
-        )
-        try:
-            app = store.app
-            tenant_id, _ = app.register_tenant("Loja Demo")
-            app.connect_channel(tenant_id, gateway_config("cloud", {
-                "phone_number_id": PNID, "app_secret": secret,
-                "verify_token": uuid4().hex, "access_token": "demo-token",
-            }))  # fmt: skip
-            app.change_settings(tenant_id, outbound="console", debounce_ms=300)
-            settings = settings.model_copy(update={"master_key": None})
-            web = create_app(settings, ROLES)
-            server = uvicorn.Server(
-                uvicorn.Config(web, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-            )
-            serving = asyncio.create_task(server.serve())
-            while not server.started:
-                if serving.done():
-                    await serving
-                await asyncio.sleep(0.05)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            api = f"http://127.0.0.1:{port}"
-            console.print(
-                f"postgres: {urls.postgres}\nkafka: {urls.kafka}\nredis: {urls.redis}\napi: {api}"
-            )
-            knowledge = web.state.container.ai.knowledge
-            for name, text in KNOWLEDGE.items():
-                app.add_knowledge_document(tenant_id, name, text)
-            # Indexed now rather than waiting for the knowledge role's consumer group to
-            # join; the role re-indexes the same versions as a no-op.
-            for doc in app.knowledge_documents(tenant_id):
-                await knowledge.add_document(tenant_id, doc.name, doc.text, version=doc.version)
-            console.print(f"knowledge base: {', '.join(KNOWLEDGE)}")
-            demo = Demo(console, api, store, secret)
-            try:
-                streams = await _script(demo, tenant_id)
-                await _read_models(demo, settings, tenant_id, streams)
-                _print_stream(demo, streams[1])
-            finally:
-                await demo.http.aclose()
-                server.should_exit = True
-                await serving
-        finally:
-            await asyncio.to_thread(store.close)
-
-
-def run_demo(data_dir: Path, console: Console) -> None:
-    """Run the showcase; raises if any step does not happen as narrated."""
-    asyncio.run(_main(data_dir, console))
+        asyncio.run(_main(demo_settings, urls, console))
     console.print("demo finished")

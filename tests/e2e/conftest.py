@@ -15,9 +15,10 @@ from uuid import uuid4
 import pytest
 import uvicorn
 
+from urbana.adapters.bootstrap import Overrides, build_store
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.http.app import create_app
-from urbana.adapters.postgres.store import Store, open_store
+from urbana.adapters.postgres.store import Store
 from urbana.config import Settings
 
 ADMIN_KEY = "test-admin-key-" + "x" * 16
@@ -48,8 +49,12 @@ def start_api(
     schema: str,
     master_key: bytes,
     roles: tuple[str, ...] = (),
+    *,
+    wiring: Overrides | None = None,
     **overrides: Any,
 ) -> Api:
+    """The API (and `roles`) through the composition root; `overrides` are settings,
+    `wiring` what the composition root takes instead of what they would make."""
     settings = Settings(
         env="test",
         database_url=overrides.pop("database_url", services.postgres),
@@ -62,7 +67,11 @@ def start_api(
         **overrides,
     )
     config = uvicorn.Config(
-        create_app(settings, roles), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        create_app(settings, roles, **(wiring or {})),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = ServerThread(server)
@@ -73,7 +82,7 @@ def start_api(
             raise RuntimeError("API server did not start")
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    store = open_store(settings.database_url or "", master_key, schema=schema, pool_size=2)
+    store = build_store(settings.model_copy(update={"pool_size": 2}))
     api = Api(url=f"http://127.0.0.1:{port}", store=store, settings=settings, server=server)
     api.thread = thread  # type: ignore[attr-defined]
     return api

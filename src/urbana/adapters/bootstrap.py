@@ -1,40 +1,64 @@
-"""The composition root: settings in, a wired `Container` out.
+"""The composition root: settings in, every part of a process wired, each closed once.
 
-Called from FastAPI's lifespan and from the CLI; nothing is built at import time.
+`build(settings, **overrides)` makes what a running process uses (the event store, the
+HTTP client, the gateway channels, the tenant directory, the ingest writer, the AI's
+collaborators, Redis) and `build_runtime` its background roles (`build_role`, one per
+name). FastAPI's lifespan, the CLI, `urbana dev`, the demo and the tests come through
+here, and nothing is built at import time. Overrides stand in for what we do not own
+(the LLM, embeddings, gateway senders, the HTTP client, the clock, Redis); the container
+does not close what it was given.
+
+Commands that only need the event store (`build_store`: `tenant create`, `dlq`, ...)
+import this module too, so the client libraries (OpenAI, Redis, Kafka, httpx) are
+imported by the builders that use them, not when this module is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-import httpx
 import psycopg
-import redis.asyncio as aioredis
-from aiokafka.admin import AIOKafkaAdminClient
 
-from urbana.adapters.channels.cloud import CloudChannel
-from urbana.adapters.channels.console import ConsoleChannel
-from urbana.adapters.channels.evolution import EvolutionChannel
-from urbana.adapters.channels.zapi import ZapiChannel
-from urbana.adapters.embeddings import LocalE5Embeddings, OpenAIEmbeddings
-from urbana.adapters.http.directory import TenantDirectory
-from urbana.adapters.ingest import Ingestor
 from urbana.adapters.keys import master_key_for
-from urbana.adapters.llm.openai_llm import OpenAILLM
-from urbana.adapters.llm.retrieval import RetrievalResponder
-from urbana.adapters.postgres.knowledge import PgKnowledgeStore
 from urbana.adapters.postgres.schema import ensure_schema
-from urbana.adapters.postgres.store import Store, is_store_fault, open_store
-from urbana.adapters.redis_coord import redis_client
-from urbana.application.ai import LLM, Embeddings
-from urbana.application.channels import Sender
-from urbana.application.ingest import StoreGate
+from urbana.adapters.postgres.store import Store, open_store
+from urbana.adapters.runtime import ROLES, Role, RoleError, Runtime
 from urbana.config import ConfigurationError, Settings, conninfo
 
+if TYPE_CHECKING:
+    import httpx
+    import redis.asyncio as aioredis
+
+    from urbana.adapters.channels.cloud import CloudChannel
+    from urbana.adapters.channels.console import ConsoleChannel
+    from urbana.adapters.channels.evolution import EvolutionChannel
+    from urbana.adapters.channels.zapi import ZapiChannel
+    from urbana.adapters.http.directory import TenantDirectory
+    from urbana.adapters.ingest import Ingestor
+    from urbana.adapters.kafka.consumer import GroupTimeouts
+    from urbana.adapters.kafka.workers import EventWorker
+    from urbana.adapters.postgres.knowledge import PgKnowledgeStore
+    from urbana.application.ai import LLM, Embeddings
+    from urbana.application.channels import Sender
+    from urbana.application.ports import Clock
+
 log = logging.getLogger(__name__)
+
+
+class Overrides(TypedDict, total=False):
+    """What a caller may give `build` instead of what the settings would make."""
+
+    llm: LLM
+    embeddings: Embeddings
+    senders: Mapping[str, Sender]  # by channel kind, over the gateway channels
+    http: httpx.AsyncClient
+    clock: Clock
+    redis: aioredis.Redis
 
 
 @dataclass
@@ -72,23 +96,24 @@ class Container:
     store: Store
     http: httpx.AsyncClient
     channels: Channels
+    senders: dict[str, Sender]  # what the dispatcher sends through
     directory: TenantDirectory
     ingestor: Ingestor
     ai: AIComponents
+    clock: Clock
     redis: aioredis.Redis | None = None
-    extra_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What the container made (not what it was given), closed in reverse order.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        for closer in reversed(self.extra_closers):
-            await closer()
         await self.ingestor.aclose()
-        await self.http.aclose()
-        if self.redis is not None:
-            await self.redis.aclose()
+        for closer in reversed(self.closers):
+            await closer()
         await asyncio.to_thread(self.store.close)
 
 
 def build_store(settings: Settings) -> Store:
+    """The event store alone (no LLM, Kafka or Redis client), on a schema made sure of."""
     if not settings.database_url:
         raise ConfigurationError("URBANA_DATABASE_URL is not set")
     ensure_schema(settings.database_url, settings.database_schema)
@@ -101,11 +126,31 @@ def build_store(settings: Settings) -> Store:
     )
 
 
-async def build(settings: Settings) -> Container:
+async def build(settings: Settings, **overrides: Unpack[Overrides]) -> Container:
     """Open pools and clients; start the ingest writer."""
+    import httpx
+
+    from urbana.adapters.channels.cloud import CloudChannel
+    from urbana.adapters.channels.console import ConsoleChannel
+    from urbana.adapters.channels.evolution import EvolutionChannel
+    from urbana.adapters.channels.zapi import ZapiChannel
+    from urbana.adapters.clock import SystemClock
+    from urbana.adapters.http.directory import TenantDirectory
+    from urbana.adapters.ingest import Ingestor
+    from urbana.adapters.postgres.store import is_store_fault
+    from urbana.adapters.redis_coord import redis_client
+    from urbana.application.ingest import StoreGate
+
     store = await asyncio.to_thread(build_store, settings)
-    redis = redis_client(settings.redis_url) if settings.redis_url else None
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    closers: list[Callable[[], Awaitable[None]]] = []
+    redis = overrides.get("redis")
+    if redis is None and settings.redis_url:
+        redis = redis_client(settings.redis_url)
+        closers.append(redis.aclose)
+    http = overrides.get("http")
+    if http is None:
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        closers.append(http.aclose)
     send_timeout = settings.send_timeout_s
     channels = Channels(
         cloud=CloudChannel(http, timeout=send_timeout),
@@ -117,46 +162,218 @@ async def build(settings: Settings) -> Container:
     gate = StoreGate(settings.store_wait_s, is_fault=is_store_fault)
     ingestor = Ingestor(store.app, redis, gate=gate)
     ingestor.start()
-    ai = await asyncio.to_thread(build_ai, settings, store, http)
+    ai = await asyncio.to_thread(
+        build_ai,
+        settings,
+        store,
+        http,
+        llm=overrides.get("llm"),
+        embeddings=overrides.get("embeddings"),
+    )
     return Container(
         settings=settings,
         store=store,
         http=http,
         channels=channels,
+        senders={**channels.senders(), **overrides.get("senders", {})},
         directory=TenantDirectory(store.app, gate=gate),
         ingestor=ingestor,
         ai=ai,
+        clock=overrides.get("clock") or SystemClock(),
         redis=redis,
+        closers=closers,
     )
 
 
-def build_ai(settings: Settings, store: Store, http: httpx.AsyncClient) -> AIComponents:
+def build_ai(
+    settings: Settings,
+    store: Store,
+    http: httpx.AsyncClient,
+    *,
+    llm: LLM | None = None,
+    embeddings: Embeddings | None = None,
+) -> AIComponents:
     """OpenAI when a key is configured, else the offline retrieval responder."""
-    embeddings: Embeddings
-    if settings.embeddings == "openai":
-        if settings.openai_api_key is None:
-            raise ConfigurationError("URBANA_EMBEDDINGS=openai needs URBANA_OPENAI_API_KEY")
-        embeddings = OpenAIEmbeddings(
-            http,
-            api_key=settings.openai_api_key.get_secret_value(),
-            base_url=settings.openai_base_url or "https://api.openai.com/v1",
+    from urbana.adapters.postgres.knowledge import PgKnowledgeStore
+
+    if embeddings is None:
+        embeddings = _embeddings(settings, http)
+    if llm is None:
+        llm = _llm(settings, http)
+    return AIComponents(
+        llm=llm, embeddings=embeddings, knowledge=PgKnowledgeStore(store.pool, embeddings)
+    )
+
+
+def _embeddings(settings: Settings, http: httpx.AsyncClient) -> Embeddings:
+    from urbana.adapters.embeddings import LocalE5Embeddings, OpenAIEmbeddings
+
+    if settings.embeddings != "openai":
+        return LocalE5Embeddings()
+    if settings.openai_api_key is None:
+        raise ConfigurationError("URBANA_EMBEDDINGS=openai needs URBANA_OPENAI_API_KEY")
+    return OpenAIEmbeddings(
+        http,
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url or "https://api.openai.com/v1",
+    )
+
+
+def _llm(settings: Settings, http: httpx.AsyncClient) -> LLM:
+    if settings.openai_api_key is None:
+        from urbana.adapters.llm.retrieval import RetrievalResponder
+
+        return RetrievalResponder()
+    from urbana.adapters.llm.openai_llm import OpenAILLM
+
+    return OpenAILLM(
+        http,
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        model=settings.llm_model,
+        fallback_model=settings.llm_fallback_model,
+        timeout=settings.llm_timeout_s,
+    )
+
+
+# ------------------------------------------------------------------------- roles
+
+
+def build_runtime(
+    container: Container, roles: tuple[str, ...], *, stop: asyncio.Event | None = None
+) -> Runtime:
+    """The background roles of a process, each built from the container when it starts."""
+    return Runtime(lambda name: build_role(container, name), roles, stop or asyncio.Event())
+
+
+def build_role(container: Container, name: str) -> Role:
+    """One background role (relay, projector, responder, dispatcher, knowledge)."""
+    s = container.settings
+    if not s.kafka_bootstrap:
+        raise RoleError(f"role {name} needs URBANA_KAFKA_BOOTSTRAP")
+    if name == "relay":
+        return _relay(s, s.kafka_bootstrap)
+    if name == "projector":
+        return _projector(s, s.kafka_bootstrap)
+    if name in ("responder", "dispatcher", "knowledge"):
+        worker = _worker(container, name, s.kafka_bootstrap)
+        return Role(run=worker.run, metrics=lambda: {name: _asdict(worker.metrics)})
+    raise RoleError(f"unknown role {name!r} ({', '.join(ROLES)})")
+
+
+def _relay(s: Settings, bootstrap: str) -> Role:
+    from urbana.adapters.kafka.relay import Relay
+
+    relay = Relay(
+        database_url=s.database_url or "",
+        schema=s.database_schema,
+        bootstrap=bootstrap,
+        topic=s.events_topic,
+    )
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            await relay.run(stop)
+        finally:
+            await relay.close()
+
+    return Role(run=run, metrics=lambda: {"relay": relay.metrics()})
+
+
+def _projector(s: Settings, bootstrap: str) -> Role:
+    from urbana.adapters.kafka.projector import ProjectionRunner
+
+    projector = ProjectionRunner(
+        database_url=s.database_url or "",
+        schema=s.database_schema,
+        bootstrap=bootstrap,
+        topic=s.events_topic,
+        group_prefix=f"{s.consumer_group_prefix}.projection",
+        timeouts=_timeouts(s),
+    )
+    return Role(
+        run=projector.run,
+        metrics=lambda: {
+            "projections": {name: _asdict(m) for name, m in projector.metrics.items()}
+        },
+    )
+
+
+def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
+    """The consumer group of an event-driven role (responder, dispatcher, knowledge)."""
+    from urbana.adapters.kafka.workers import (
+        dispatcher_worker,
+        knowledge_worker,
+        responder_worker,
+    )
+    from urbana.adapters.rate_limit import RedisRateLimiter
+    from urbana.adapters.redis_coord import RedisCoordinator
+    from urbana.application.dispatcher import Dispatcher, DispatchPolicy
+    from urbana.application.responder import Responder
+
+    s = c.settings
+    group_id = f"{s.consumer_group_prefix}.worker.{role}"
+    timeouts = _timeouts(s)
+    if role == "knowledge":
+        return knowledge_worker(
+            knowledge=c.ai.knowledge,
+            bootstrap=bootstrap,
+            topic=s.events_topic,
+            group_id=group_id,
+            timeouts=timeouts,
         )
-    else:
-        embeddings = LocalE5Embeddings()
-    knowledge = PgKnowledgeStore(store.pool, embeddings)
-    llm: LLM
-    if settings.openai_api_key is not None:
-        llm = OpenAILLM(
-            http,
-            api_key=settings.openai_api_key.get_secret_value(),
-            base_url=settings.openai_base_url,
-            model=settings.llm_model,
-            fallback_model=settings.llm_fallback_model,
-            timeout=settings.llm_timeout_s,
+    if c.redis is None:
+        raise RoleError(f"role {role} needs URBANA_REDIS_URL")
+    if role == "responder":
+        responder = Responder(
+            c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings
         )
-    else:
-        llm = RetrievalResponder()
-    return AIComponents(llm=llm, embeddings=embeddings, knowledge=knowledge)
+        return responder_worker(
+            app=c.store.app,
+            responder=responder,
+            coordinator=RedisCoordinator(c.redis),
+            bootstrap=bootstrap,
+            default_debounce_ms=s.debounce_ms,
+            topic=s.events_topic,
+            group_id=group_id,
+            timeouts=timeouts,
+        )
+    dispatcher = Dispatcher(
+        c.store.app,
+        c.senders,
+        rate_limiter=RedisRateLimiter(c.redis),
+        policy=DispatchPolicy(
+            horizon_s=s.dispatch_horizon_s,
+            backoff_initial_s=s.dispatch_backoff_initial_s,
+            backoff_max_s=s.dispatch_backoff_max_s,
+            reconcile_wait_s=s.dispatch_reconcile_wait_s,
+            breaker_failures=s.dispatch_breaker_failures,
+            breaker_open_s=s.dispatch_breaker_open_s,
+            breaker_max_open_s=max(s.dispatch_breaker_max_open_s, s.dispatch_breaker_open_s),
+        ),
+        clock=c.clock.now,
+    )
+    return dispatcher_worker(
+        dispatcher=dispatcher,
+        bootstrap=bootstrap,
+        topic=s.events_topic,
+        group_id=group_id,
+        timeouts=timeouts,
+    )
+
+
+def _timeouts(s: Settings) -> GroupTimeouts:
+    """One set of consumer-group settings for every role that consumes."""
+    from urbana.adapters.kafka.consumer import GroupTimeouts
+
+    return GroupTimeouts(session_timeout_ms=s.kafka_session_timeout_ms)
+
+
+def _asdict(figures: Any) -> dict[str, Any]:
+    return dataclasses.asdict(figures)
+
+
+# ------------------------------------------------------------------------ checks
 
 
 async def check_postgres(settings: Settings) -> None:
@@ -173,6 +390,8 @@ async def check_postgres(settings: Settings) -> None:
 
 async def check_kafka(settings: Settings) -> None:
     """Raise if the Kafka bootstrap server does not answer a metadata request."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
     if not settings.kafka_bootstrap:
         raise ConfigurationError("no Kafka bootstrap configured")
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=2000)

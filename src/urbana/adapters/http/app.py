@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Unpack
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -19,7 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbana.adapters.bootstrap import (
     Container,
+    Overrides,
     build,
+    build_runtime,
     check_kafka,
     check_postgres,
     check_redis,
@@ -54,17 +56,19 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def create_app(settings: Settings, roles: tuple[str, ...] = ()) -> FastAPI:
+def create_app(
+    settings: Settings, roles: tuple[str, ...] = (), **overrides: Unpack[Overrides]
+) -> FastAPI:
     """Build the ASGI app; pools and clients are made in the lifespan, not here.
 
     `roles` are background roles (relay, projector, responder, dispatcher) run in
-    the same process, as `urbana dev` does.
+    the same process, as `urbana dev` does; `overrides` go to the composition root.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await build(settings)
-        runtime = Runtime(container, roles)
+        container = await build(settings, **overrides)
+        runtime = build_runtime(container, roles)
         app.state.container = container
         app.state.runtime = runtime
         await runtime.start()

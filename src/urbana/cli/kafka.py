@@ -1,0 +1,42 @@
+"""`urbana kafka`: the topics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from urbana.cli.common import (
+    DataDir,
+    JsonOut,
+    emit,
+    err,
+    require_kafka,
+    settings_of,
+    with_running_services,
+)
+
+app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+
+
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    topics_file: Annotated[
+        Path | None, typer.Option(help="Default: infra/kafka/topics.yaml")
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Create the topics of topics.yaml (idempotent)."""
+    from urbana.adapters.kafka.topics import TopicsError, init_topics
+
+    bootstrap = require_kafka(with_running_services(settings_of(ctx, data_dir)))
+    try:
+        created = asyncio.run(init_topics(bootstrap, topics_file))
+    except TopicsError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    emit(as_json, {"created": created}, "created: " + (", ".join(created) or "nothing (all exist)"))
