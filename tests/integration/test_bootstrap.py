@@ -1,0 +1,86 @@
+"""The composition root owns what it makes, and only that."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from urbana.adapters.bootstrap import build
+from urbana.adapters.embedded import ServiceUrls
+from urbana.adapters.redis_coord import redis_client
+from urbana.application.ai import LLMResult, Prompt, Usage
+from urbana.config import Settings
+from urbana.domain.reply import AIDecision
+
+pytestmark = pytest.mark.integration
+
+
+class ConstantEmbeddings:
+    model = "constant"
+    dim = 384
+
+    async def embed_query(self, text: str) -> list[float]:
+        return [1.0] + [0.0] * (self.dim - 1)
+
+    async def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
+        return [await self.embed_query(t) for t in texts]
+
+
+class SilentLLM:
+    async def complete(self, prompt: Prompt) -> LLMResult:
+        decision = AIDecision(reply="", intent="none", confidence=0.0, should_handoff=True)
+        return LLMResult(decision=decision, usage=Usage(model="silent"))
+
+
+def settings(services: ServiceUrls, schema: str, master_key: bytes) -> Settings:
+    return Settings(
+        env="test",
+        database_url=services.postgres,
+        database_schema=schema,
+        redis_url=services.redis,
+        master_key=SecretStr(base64.urlsafe_b64encode(master_key).decode()),
+        pool_size=2,
+    )
+
+
+async def test_what_it_is_given_it_uses_and_leaves_open(
+    services: ServiceUrls, schema: str, master_key: bytes
+) -> None:
+    http = httpx.AsyncClient()
+    redis = redis_client(services.redis)
+    llm, embeddings = SilentLLM(), ConstantEmbeddings()
+    container = await build(
+        settings(services, schema, master_key),
+        llm=llm,
+        embeddings=embeddings,
+        http=http,
+        redis=redis,
+    )
+    try:
+        assert container.ai.llm is llm
+        assert container.ai.embeddings is embeddings
+        assert container.http is http
+        assert container.redis is redis
+        # The gateway channels send through the given client.
+        assert container.senders["cloud"] is container.channels.cloud
+    finally:
+        await container.aclose()
+    try:
+        assert not http.is_closed
+        assert await redis.ping()
+    finally:
+        await http.aclose()
+        await redis.aclose()
+
+
+async def test_what_it_makes_it_closes(
+    services: ServiceUrls, schema: str, master_key: bytes
+) -> None:
+    container = await build(settings(services, schema, master_key), embeddings=ConstantEmbeddings())
+    assert not container.http.is_closed
+    await container.aclose()
+    assert container.http.is_closed
