@@ -1,11 +1,12 @@
 """The outbox relay: the event store's notification log, published to Kafka in order.
 
 It follows `urbana_events.notification_id` (commit-ordered: every save holds the table
-lock, DESIGN §7a), reading `> last position` in batches, and sleeps on the LISTEN channel
-the eventsourcing library NOTIFYs on each save (with a timed poll as a fallback). Each
-event becomes the public envelope (`urbana.application.envelope`), keyed by its stream
-id so a conversation stays on one partition, with headers for type, schema version,
-position, tenant and a W3C `traceparent`.
+lock; see docs/architecture.md, The event store), reading `> last position` in batches,
+and sleeps on the LISTEN channel the eventsourcing library NOTIFYs on each save (with a
+timed poll as a fallback). Each event becomes the public envelope
+(`urbana.application.envelope`), keyed by its stream id so a conversation stays on one
+partition, with headers for type, schema version, position, tenant and a W3C
+`traceparent`.
 
 Delivery is at-least-once. The position is saved in PostgreSQL only after the broker
 acknowledged the whole batch, so a crash in between republishes the batch; consumers
