@@ -1,8 +1,4 @@
-"""The master key a process runs with: from the settings, or made once in the data dir.
-
-Kept apart from the composition root so that commands which only open the event store
-(`urbana tenant create`, `channel connect`) need not import every client library.
-"""
+"""The master key a process runs with: from the settings, or made once in the data dir."""
 
 from __future__ import annotations
 

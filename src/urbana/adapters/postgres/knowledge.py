@@ -24,6 +24,7 @@ from uuid import UUID, uuid5
 from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
+from urbana.adapters.postgres.schema import KNOWLEDGE_DIM as DIM
 from urbana.application.ai import (
     DEFAULT_K,
     Embeddings,
@@ -32,7 +33,6 @@ from urbana.application.ai import (
     chunk_markdown,
 )
 
-DIM = 384
 DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
 
 

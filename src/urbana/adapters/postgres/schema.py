@@ -22,7 +22,6 @@ import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import sql
 
-from urbana.adapters.postgres.knowledge import DIM
 from urbana.config import conninfo, postgres_parts
 from urbana.projections.schema import (
     TRACKING_DDL,
@@ -35,6 +34,7 @@ DDL_LOCK = "urbana.ddl"
 # The library names the events table after the application (`UrbanaApp.name`).
 EVENTS_TABLE = "urbana_events"
 RELAY_POSITION_TABLE = "urbana_relay_position"
+KNOWLEDGE_DIM = 384  # kb_chunks' vectors: multilingual-e5-small's size (OpenAI's are asked for it)
 
 _SUBJECT_KEYS = (
     "CREATE TABLE IF NOT EXISTS urbana_subject_keys ("
@@ -49,7 +49,7 @@ _KNOWLEDGE = (
         document_id UUID NOT NULL,
         chunk_no INTEGER NOT NULL,
         text TEXT NOT NULL,
-        embedding vector({DIM}) NOT NULL,
+        embedding vector({KNOWLEDGE_DIM}) NOT NULL,
         model TEXT NOT NULL,
         dim INTEGER NOT NULL,
         created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
