@@ -22,13 +22,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-import psycopg
-
 from urbana.adapters.keys import master_key_for
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.adapters.runtime import ROLES, Role, RoleError, Runtime
-from urbana.config import ConfigurationError, Settings, conninfo
+from urbana.config import ConfigurationError, Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -371,39 +369,3 @@ def _timeouts(s: Settings) -> GroupTimeouts:
 
 def _asdict(figures: Any) -> dict[str, Any]:
     return dataclasses.asdict(figures)
-
-
-# ------------------------------------------------------------------------ checks
-
-
-async def check_postgres(settings: Settings) -> None:
-    """Raise if PostgreSQL does not answer."""
-    if not settings.database_url:
-        raise ConfigurationError("no database configured")
-
-    def ping() -> None:
-        with psycopg.connect(conninfo(settings.database_url or ""), connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
-
-    await asyncio.to_thread(ping)
-
-
-async def check_kafka(settings: Settings) -> None:
-    """Raise if the Kafka bootstrap server does not answer a metadata request."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    if not settings.kafka_bootstrap:
-        raise ConfigurationError("no Kafka bootstrap configured")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=2000)
-    try:
-        await asyncio.wait_for(admin.start(), timeout=3)
-        await asyncio.wait_for(admin.list_topics(), timeout=3)
-    finally:
-        await admin.close()
-
-
-async def check_redis(client: aioredis.Redis | None) -> None:
-    """Raise if Redis does not answer PING."""
-    if client is None:
-        raise ConfigurationError("no Redis configured")
-    await asyncio.wait_for(client.ping(), timeout=2)

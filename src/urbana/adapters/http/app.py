@@ -17,15 +17,8 @@ from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from urbana.adapters.bootstrap import (
-    Container,
-    Overrides,
-    build,
-    build_runtime,
-    check_kafka,
-    check_postgres,
-    check_redis,
-)
+from urbana.adapters.bootstrap import Container, Overrides, build, build_runtime
+from urbana.adapters.health import check_kafka, check_postgres, check_redis
 from urbana.adapters.http import admin, webhooks
 from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
