@@ -20,12 +20,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import to_record
+from urbana.adapters.postgres.log import LogReader
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, conninfo, open_store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.application.envelope import Envelope
 from urbana.projections.base import physical_name
-from urbana.projections.replay import NotificationReader, replay
 from urbana.projections.schema import all_projections
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def converse(store: Store, tenant_id: UUID, contacts: Sequence[str]) -> list[UUI
 def stored_envelopes(store: Store, after: int = 0) -> list[Envelope]:
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
         cur = conn.cursor()
-        return [e for _, _, page in NotificationReader().pages(cur, after) for e in page]
+        return [e for _, _, page in LogReader(store.schema).pages(cur, after) for e in page]
 
 
 async def new_topics(bootstrap: str, *names: str, partitions: int = 3) -> None:

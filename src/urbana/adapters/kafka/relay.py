@@ -1,11 +1,10 @@
 """The outbox relay: the event store's notification log, published to Kafka in order.
 
-It follows `urbana_events.notification_id` (commit-ordered: every save holds the table
-lock, DESIGN §7a), reading `> last position` in batches, and sleeps on the LISTEN channel
-the eventsourcing library NOTIFYs on each save (with a timed poll as a fallback). Each
-event becomes the public envelope (`urbana.application.envelope`), keyed by its stream
-id so a conversation stays on one partition, with headers for type, schema version,
-position, tenant and a W3C `traceparent`.
+It follows the log (`urbana.adapters.postgres.log`: commit-ordered, read `> last
+position` in batches) and sleeps on the LISTEN channel the eventsourcing library
+NOTIFYs on each save (with a timed poll as a fallback). Each event becomes the public
+envelope, keyed by its stream id so a conversation stays on one partition, with headers
+for type, schema version, position, tenant and a W3C `traceparent`.
 
 Delivery is at-least-once. The position is saved in PostgreSQL only after the broker
 acknowledged the whole batch, so a crash in between republishes the batch; consumers
@@ -24,9 +23,8 @@ import contextlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -46,12 +44,12 @@ from urbana.adapters.kafka.topics import (
     partition_counts,
     spec_for,
 )
+from urbana.adapters.postgres.log import AsyncLogReader, Page, listen_channel
 from urbana.adapters.postgres.store import conninfo
-from urbana.application.envelope import Envelope, envelope_from_stored
+from urbana.application.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-EVENTS_TABLE = "urbana_events"
 POSITION_TABLE = "urbana_relay_position"
 Idempotence = Literal["auto", "on", "off"]
 
@@ -69,17 +67,6 @@ class RelayError(RuntimeError):
 
 class _Stopped(Exception):
     """The stop event was set while the relay was waiting or retrying."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRow:
-    """One row of the notification log."""
-
-    position: int
-    stream_id: UUID
-    stream_version: int
-    topic: str
-    state: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +130,7 @@ class Relay:
         self._topics_file = topics_file
         self._idempotence: Idempotence = idempotence
         self._request_timeout_ms = request_timeout_ms
-        self._tenant_cache_size = tenant_cache_size
-        self._tenants: OrderedDict[UUID, str | None] = OrderedDict()
+        self._log = AsyncLogReader(schema, tenant_cache_size=tenant_cache_size)
         self._acked_offsets: dict[int, int] = {}  # partition -> highest acknowledged offset
         self._conn: AsyncConnection[Any] | None = None
         self._listener: AsyncConnection[Any] | None = None
@@ -152,7 +138,6 @@ class Relay:
         self._topic_ready = False
         self._topic_lost = False
         self._republish_on_loss = republish_on_loss
-        self._events = _table(schema, EVENTS_TABLE)
         self._positions = _table(schema, POSITION_TABLE)
 
         # Metrics (read them, or `metrics()`).
@@ -232,12 +217,10 @@ class Relay:
         await self.start()
         never = asyncio.Event()
         sent = 0
-        while True:
-            rows = await self._read_batch()
-            if not rows:
-                return sent
-            await self._publish(rows, never)
-            sent += len(rows)
+        while (page := await self._read()) is not None:
+            await self._publish(page, never)
+            sent += page.size
+        return sent
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the store until `stop` is set (catch-up reads, then LISTEN/NOTIFY)."""
@@ -276,9 +259,9 @@ class Relay:
     async def _follow(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
         while not stop.is_set():
-            rows = await self._read_batch()
-            if rows:
-                await self._publish(rows, stop)
+            page = await self._read()
+            if page is not None:
+                await self._publish(page, stop)
                 continue
             await self._wait_for_notify(listener, stop)
 
@@ -301,36 +284,25 @@ class Relay:
 
     # ------------------------------------------------------------------ reading
 
-    async def _read_batch(self) -> list[StoredRow]:
+    async def _read(self) -> Page | None:
         conn = self._require_conn()
         try:
-            cur = await conn.execute(
-                sql.SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state "
-                    "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-                ).format(self._events),
-                (self.last_position, self.batch_size),
-            )
-            rows = [StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in await cur.fetchall()]
-            cur = await conn.execute(
-                sql.SQL("SELECT max(notification_id) FROM {}").format(self._events)
-            )
-            head = await cur.fetchone()
+            page = await self._log.page(conn, self.last_position, self.batch_size)
+            head = await self._log.head(conn)
         except psycopg.errors.UndefinedTable:
-            return []  # the application has not created its tables yet
-        self.head_position = int(head[0]) if head and head[0] is not None else 0
-        self.lag_events = max(0, self.head_position - self.last_position)
-        if not rows:
+            return None  # the application has not created its tables yet
+        self.head_position = head
+        self.lag_events = max(0, head - self.last_position)
+        if page is None:
             self.lag_seconds = 0.0
-        return rows
+        return page
 
     async def _listen(self) -> AsyncConnection[Any]:
         if self._listener is None:
             listener = await AsyncConnection.connect(
                 conninfo(self.database_url, self.schema), autocommit=True
             )
-            # eventsourcing NOTIFYs on a channel named after the events table (no schema).
-            await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_TABLE)))
+            await listener.execute(listen_channel())
             self._listener = listener
         return self._listener
 
@@ -349,71 +321,11 @@ class Relay:
             async for _ in listener.notifies(timeout=min(_WAIT_SLICE, remaining), stop_after=1):
                 return
 
-    # ---------------------------------------------------------------- envelopes
-
-    async def _envelopes(self, rows: Sequence[StoredRow]) -> list[Envelope]:
-        await self._resolve_tenants(rows)
-        envelopes = []
-        for row in rows:
-            envelope = self._envelope(row, None)
-            if envelope.tenant_id is None:
-                envelope = replace(envelope, tenant_id=self._tenants.get(row.stream_id))
-            if row.stream_version == 1:
-                self._remember_tenant(row.stream_id, envelope.tenant_id)
-            envelopes.append(envelope)
-        return envelopes
-
-    @staticmethod
-    def _envelope(row: StoredRow, tenant_id: str | None) -> Envelope:
-        envelope = envelope_from_stored(
-            position=row.position,
-            stream_id=row.stream_id,
-            stream_version=row.stream_version,
-            topic=row.topic,
-            state=row.state,
-            tenant_id=tenant_id,
-        )
-        if envelope.tenant_id is None and envelope.aggregate == "Tenant":
-            # A tenant's own stream belongs to that tenant.
-            envelope = replace(envelope, tenant_id=envelope.stream_id)
-        return envelope
-
-    async def _resolve_tenants(self, rows: Sequence[StoredRow]) -> None:
-        """Load the tenant of streams whose first event is not in this batch (one query)."""
-        starting = {r.stream_id for r in rows if r.stream_version == 1}
-        missing = {
-            r.stream_id
-            for r in rows
-            if r.stream_version > 1
-            and r.stream_id not in starting
-            and r.stream_id not in self._tenants
-        }
-        for stream_id in missing & set(self._tenants):
-            self._tenants.move_to_end(stream_id)
-        if not missing:
-            return
-        cur = await self._require_conn().execute(
-            sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state "
-                "FROM {} WHERE originator_id = ANY(%s) AND originator_version = 1"
-            ).format(self._events),
-            (list(missing),),
-        )
-        for r in await cur.fetchall():
-            first = self._envelope(StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])), None)
-            self._remember_tenant(r[1], first.tenant_id)
-
-    def _remember_tenant(self, stream_id: UUID, tenant_id: str | None) -> None:
-        self._tenants[stream_id] = tenant_id
-        self._tenants.move_to_end(stream_id)
-        while len(self._tenants) > self._tenant_cache_size:
-            self._tenants.popitem(last=False)
-
     # --------------------------------------------------------------- publishing
 
-    async def _publish(self, rows: Sequence[StoredRow], stop: asyncio.Event) -> None:
+    async def _publish(self, page: Page, stop: asyncio.Event) -> None:
         """Publish one batch until the broker acknowledges all of it, then save the position."""
-        envelopes = await self._envelopes(rows)
+        envelopes = page.envelopes
         oldest = envelopes[0].occurred
         self.lag_seconds = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         records = [to_record(e) for e in envelopes]
@@ -428,8 +340,8 @@ class Relay:
                 log.warning(
                     "relay %s: publishing positions %d..%d failed (attempt %d): %r; retrying",
                     self.name,
-                    rows[0].position,
-                    rows[-1].position,
+                    envelopes[0].position,
+                    page.last,
                     attempt,
                     exc,
                 )
@@ -438,8 +350,8 @@ class Relay:
         self.published += len(records)
         self.batches += 1
         lost = self._broker_lost_records(offsets, known_lost=self._topic_lost)
-        await self.save_position(rows[-1].position)
-        self.last_position = rows[-1].position
+        await self.save_position(page.last)
+        self.last_position = page.last
         self.lag_events = max(0, self.head_position - self.last_position)
         if lost:
             await self._broker_lost()

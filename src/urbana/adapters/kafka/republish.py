@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaProducer
 
 from urbana.adapters.kafka.relay import to_record
 from urbana.adapters.kafka.topics import EVENTS_TOPIC
+from urbana.adapters.postgres.log import PAGE_SIZE, LogReader, Page
+from urbana.adapters.postgres.store import conninfo
 from urbana.application.envelope import Envelope
 from urbana.projections.base import parse_time
-from urbana.projections.replay import PAGE_SIZE, NotificationReader
-from urbana.projections.schema import conninfo
 
 RepublishProgress = Callable[[int, int], None]
 """Called after each acknowledged page with (records published, last position read)."""
@@ -67,10 +67,10 @@ def _aware(value: datetime | None) -> datetime | None:
 class _Store:
     """The synchronous side: checkpoint and pages (run in a worker thread)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, schema: str | None) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.conn.execute(_DDL)
-        self.reader = NotificationReader()
+        self.reader = LogReader(schema)
 
     def checkpoint(self, job: str, restart: bool) -> int | None:
         if restart:
@@ -81,12 +81,8 @@ class _Store:
         ).fetchone()
         return int(row[0]) if row else None
 
-    def page(self, after: int, limit: int) -> tuple[int, list[Envelope]] | None:
-        cur = self.conn.cursor()
-        rows = self.reader.rows(cur, after, limit)
-        if not rows:
-            return None
-        return int(rows[-1][0]), self.reader.envelopes(cur, rows)
+    def page(self, after: int, limit: int, upto: int | None) -> Page | None:
+        return self.reader.page(self.conn.cursor(), after, limit, upto)
 
     def save(self, job: str, position: int, published: int) -> None:
         self.conn.execute(
@@ -124,7 +120,7 @@ async def republish(
     name = job or job_name(topic, from_pos, to_pos, since, until, conversation_id)
     since, until = _aware(since), _aware(until)
     stream = str(UUID(str(conversation_id))) if conversation_id is not None else None
-    store = await asyncio.to_thread(_Store, conninfo(database_url, schema))
+    store = await asyncio.to_thread(_Store, conninfo(database_url, schema), schema)
     producer: AIOKafkaProducer | None = None
     published = 0
     try:
@@ -133,13 +129,12 @@ async def republish(
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         await producer.start()
         while to_pos is None or position < to_pos:
-            limit = page_size if to_pos is None else min(page_size, to_pos - position)
-            page = await asyncio.to_thread(store.page, position, limit)
+            page = await asyncio.to_thread(store.page, position, page_size, to_pos)
             if page is None:
                 break
-            last, envelopes = page
+            last = page.last
             sent: list[Any] = []
-            for envelope in envelopes:
+            for envelope in page.envelopes:
                 if not _matches(envelope, stream, since, until):
                     continue
                 record = to_record(envelope)

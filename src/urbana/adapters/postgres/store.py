@@ -12,6 +12,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.crypto import PostgresSubjectCipher
+from urbana.adapters.postgres.log import EVENTS_TABLE
 from urbana.application.app import UrbanaApp
 from urbana.config import postgres_parts
 
@@ -131,6 +132,6 @@ def _open_store(url: str, master_key: bytes, *, schema: str | None, pool_size: i
     )
     cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
     cipher.create_table()
-    table = f'"{schema}".urbana_events' if schema else "urbana_events"
+    table = f'"{schema}".{EVENTS_TABLE}' if schema else EVENTS_TABLE
     app = UrbanaApp(env=env, cipher=cipher, index=PostgresStreamIndex(pool, table))
     return Store(app=app, pool=pool, cipher=cipher, url=url, schema=schema)
