@@ -23,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
-from urbana.adapters.kafka.relay import to_record
 from urbana.adapters.postgres.log import LogReader
 from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, conninfo, open_store

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
-from urbana.adapters.kafka.relay import to_record
 from urbana.adapters.postgres.log import LogReader
 from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, conninfo, open_store

@@ -16,13 +16,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import psycopg
-from aiokafka import AIOKafkaProducer
 
-from urbana.adapters.kafka.relay import to_record
+from urbana.adapters.kafka.producer import Producer, to_record
 from urbana.adapters.kafka.topics import EVENTS_TOPIC
 from urbana.adapters.postgres.log import PAGE_SIZE, LogReader, Page
 from urbana.adapters.postgres.store import conninfo
@@ -121,38 +119,25 @@ async def republish(
     since, until = _aware(since), _aware(until)
     stream = str(UUID(str(conversation_id))) if conversation_id is not None else None
     store = await asyncio.to_thread(_Store, conninfo(database_url, schema), schema)
-    producer: AIOKafkaProducer | None = None
+    producer = Producer(bootstrap, client_id="urbana-republish", linger_ms=5)
     published = 0
     try:
         saved = await asyncio.to_thread(store.checkpoint, name, restart)
         position = saved if saved is not None else (from_pos or 0)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        await producer.start()
+        await producer.start()  # an unreachable broker fails the job before it reads
         while to_pos is None or position < to_pos:
             page = await asyncio.to_thread(store.page, position, page_size, to_pos)
             if page is None:
                 break
-            last = page.last
-            sent: list[Any] = []
-            for envelope in page.envelopes:
-                if not _matches(envelope, stream, since, until):
-                    continue
-                record = to_record(envelope)
-                sent.append(
-                    await producer.send(
-                        topic, key=record.key, value=record.value, headers=record.headers
-                    )
-                )
-            for future in sent:
-                await future
-            await asyncio.to_thread(store.save, name, last, len(sent))
-            published += len(sent)
-            position = last
+            records = [to_record(e) for e in page.envelopes if _matches(e, stream, since, until)]
+            await producer.send_all(topic, records)
+            await asyncio.to_thread(store.save, name, page.last, len(records))
+            published += len(records)
+            position = page.last
             if progress is not None:
                 progress(published, position)
     finally:
-        if producer is not None:
-            await producer.stop()
+        await producer.close()
         await asyncio.to_thread(store.close)
     return RepublishResult(job=name, published=published, position=position)
 
