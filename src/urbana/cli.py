@@ -634,7 +634,7 @@ def replay(
         )
         return
 
-    from urbana.projections.replay import replay as rebuild
+    from urbana.adapters.postgres.replay import replay as rebuild
 
     if projection and all_:
         err.print("error: give --projection or --all, not both")

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from urbana.adapters.llm.openai_llm import OpenAILLM
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, conninfo
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
@@ -29,7 +30,6 @@ from urbana.application.responder import Responder
 from urbana.projections import queries
 from urbana.projections.apply import apply_tracked
 from urbana.projections.kpis import Kpis
-from urbana.projections.replay import replay
 from urbana.projections.schema import ensure_live
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
-from urbana.adapters.kafka.relay import to_record
+from urbana.adapters.postgres.log import LogReader
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, conninfo, open_store
 from urbana.application.app import AIOutcome, ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
@@ -32,7 +34,6 @@ from urbana.application.envelope import Envelope
 from urbana.domain.errors import DomainError
 from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
 from urbana.projections.base import physical_name
-from urbana.projections.replay import NotificationReader, replay
 from urbana.projections.schema import all_projections
 
 pytestmark = pytest.mark.integration
@@ -159,7 +160,7 @@ class World:
 
 def envelopes_of(store: Store) -> list[Envelope]:
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
-        return [e for _, _, page in NotificationReader().pages(conn.cursor(), 0) for e in page]
+        return [e for _, _, page in LogReader(store.schema).pages(conn.cursor(), 0) for e in page]
 
 
 def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:

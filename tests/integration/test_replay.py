@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, conninfo
 from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
@@ -17,7 +18,6 @@ from urbana.domain.pii import ERASED
 from urbana.projections import queries
 from urbana.projections.base import physical_name
 from urbana.projections.kpis import Kpis
-from urbana.projections.replay import replay
 from urbana.projections.schema import FLOOR, all_projections
 
 pytestmark = pytest.mark.integration

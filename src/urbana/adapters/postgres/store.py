@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.crypto import PostgresSubjectCipher
+from urbana.adapters.postgres.log import EVENTS_TABLE
 from urbana.application.app import UrbanaApp
 from urbana.config import postgres_parts
 
@@ -231,7 +232,7 @@ def _open_store(
     )
     cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
     cipher.create_table()
-    table = f'"{schema}".urbana_events' if schema else "urbana_events"
+    table = f'"{schema}".{EVENTS_TABLE}' if schema else EVENTS_TABLE
     app = UrbanaApp(env=env, cipher=cipher, index=PostgresStreamIndex(pool, table, wait_s))
     _bound_library_pool(app, wait_s)
     return Store(app=app, pool=pool, cipher=cipher, url=url, schema=schema)
