@@ -9,9 +9,10 @@ from uuid import uuid4
 
 import pytest
 
+from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput
-from urbana.domain.tenant import CHANNELS, DEFAULT_SETTINGS, ChannelRoute, Tenant
+from urbana.domain.tenant import DEFAULT_SETTINGS, ChannelRoute, Tenant
 
 
 def registered(name: str | None = None) -> Tenant:

@@ -47,15 +47,16 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from urbana.application.app import UrbanaApp, callback_data_for
 from urbana.application.breaker import ChannelBreaker
-from urbana.application.channels import OutboundRequest, Sender, SendFailed
+from urbana.application.channels import OutboundRequest, SendFailed
+from urbana.application.ports import Clock, RateLimiter, Sender, SystemClock
 from urbana.domain.conversation import Conversation, Delivery, Status
 from urbana.domain.errors import InvalidTransition, StaleStatus
 
@@ -64,12 +65,6 @@ log = logging.getLogger(__name__)
 RECONCILE_POLL_S = 0.5
 _OUT = frozenset({Delivery.SENT.value, Delivery.DELIVERED.value, Delivery.READ.value})
 _R = TypeVar("_R")
-
-
-class RateLimiter(Protocol):
-    async def acquire(self, tenant_id: UUID, per_second: int) -> None:
-        """Wait until the tenant may send one more message."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +99,6 @@ class _Progress:
     waited_for: int = 0  # last attempt whose reconciliation we already waited for
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -116,13 +107,13 @@ class Dispatcher:
         *,
         rate_limiter: RateLimiter | None = None,
         policy: DispatchPolicy | None = None,
-        clock: Callable[[], datetime] = _now,
+        clock: Clock | None = None,
     ) -> None:
         self._app = app
         self._senders = senders
         self._limiter = rate_limiter
         self._policy = policy or DispatchPolicy()
-        self._clock = clock
+        self._clock = (clock or SystemClock()).now
         self._breakers: dict[tuple[UUID, str], ChannelBreaker] = {}
 
     def breaker(self, tenant_id: UUID, route: str) -> ChannelBreaker:

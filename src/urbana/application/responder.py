@@ -15,16 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from urbana.application.ai import (
-    LLM,
-    AIError,
-    Embeddings,
-    KnowledgeSearch,
-    Passage,
-    build_prompt,
-    burst_of,
-)
+from urbana.application.ai import AIError, Passage, build_prompt, burst_of
 from urbana.application.app import AIOutcome, UrbanaApp
+from urbana.application.ports import LLM, Embeddings, KnowledgeSearch
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import BurstAlreadyAnswered, DomainError, InvalidTransition
 from urbana.domain.guard import check_input, check_output

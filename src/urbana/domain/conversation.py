@@ -16,6 +16,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import conversation_id_for
 from urbana.domain.errors import (
     AIReplyNotAllowed,
@@ -74,7 +75,7 @@ class Conversation(Aggregate):
 
     @classmethod
     def start(cls, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> Conversation:
-        if channel not in ("cloud", "evolution", "zapi", "console"):
+        if channel not in CHANNELS:
             raise InvalidInput(f"unknown channel {channel!r}")
         return cls(tenant_id=tenant_id, channel=channel, contact=contact, lead_id=lead_id)
 

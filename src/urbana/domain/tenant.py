@@ -8,11 +8,11 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput
 from urbana.domain.pii import personal
 
-CHANNELS = ("cloud", "evolution", "zapi", "console")
 # The document travels in its event; the store's pipelined insert stalls on events of
 # several hundred kB, so large documents are split by the operator.
 MAX_DOCUMENT = 200_000

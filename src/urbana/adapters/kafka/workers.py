@@ -49,10 +49,11 @@ from urbana.adapters.kafka.topics import (
     spec_for,
 )
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-from urbana.adapters.redis_coord import CoordinationUnavailable, LockBusy, RedisCoordinator
+from urbana.adapters.redis_coord import RedisCoordinator
 from urbana.application.app import UrbanaApp
 from urbana.application.dispatcher import Dispatcher
 from urbana.application.envelope import Envelope
+from urbana.application.ports import CoordinationUnavailable, LockBusy
 from urbana.application.responder import Responder
 from urbana.domain.errors import DomainError
 

@@ -24,13 +24,8 @@ from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.store import DDL_LOCK
-from urbana.application.ai import (
-    DEFAULT_K,
-    Embeddings,
-    KnowledgeUnavailable,
-    Passage,
-    chunk_markdown,
-)
+from urbana.application.ai import DEFAULT_K, KnowledgeUnavailable, Passage, chunk_markdown
+from urbana.application.ports import Embeddings
 
 DIM = 384
 DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
