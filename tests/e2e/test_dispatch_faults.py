@@ -129,8 +129,8 @@ def _write_to(api: Api, t: CloudTenant, contacts: list[str]) -> None:
 
 
 def _outbound(api: Api, t: CloudTenant, contact: str) -> dict[str, str]:
-    conv = api.store.app.get_conversation(
-        Conversation.create_id(UUID(t.tenant_id), "cloud", contact)
+    conv = api.store.app.get(
+        Conversation, Conversation.create_id(UUID(t.tenant_id), "cloud", contact)
     )
     return dict(conv.outbound)
 
@@ -208,7 +208,7 @@ def test_the_per_tenant_rate_limit_holds_under_a_burst(stack: Stack, graph: Fake
     contacts = [wa() for _ in range(3 * limit)]
     _write_to(stack.api, t, contacts)
     ids = [Conversation.create_id(tid, "cloud", c) for c in contacts]
-    wait_until(lambda: all(app.get_conversation(i).inbound_seq == 1 for i in ids))
+    wait_until(lambda: all(app.get(Conversation, i).inbound_seq == 1 for i in ids))
     for conversation_id in ids:
         app.accept_handoff(conversation_id, attendant="ana")
     start = len(graph.deliveries)

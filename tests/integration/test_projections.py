@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from tests.helpers import ai_reply
 
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.kafka.relay import to_record
@@ -47,7 +48,8 @@ def converse(store: Store, tenant_id: UUID, contacts: Sequence[str]) -> list[UUI
     for i, contact in enumerate(contacts):
         got = app.receive_message(ReceiveMessage(tenant_id, "cloud", inbound(contact, "Olá")))
         app.receive_message(ReceiveMessage(tenant_id, "cloud", inbound(contact, "Preço?")))
-        app.record_ai_reply(
+        ai_reply(
+            app,
             got.conversation_id,
             reply_to_seq=2,
             text="Custa 10",

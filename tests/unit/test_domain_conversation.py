@@ -578,6 +578,38 @@ def test_cancel_after_sent_is_stale() -> None:
     )
 
 
+def test_a_gateway_status_that_moves_the_message_forward_is_applied() -> None:
+    conv = queued()
+    conv.mark_sent(outbound_id="ai-1", provider_message_id="wamid.out")
+    conv.collect_events()
+    assert conv.apply_status("ai-1", "delivered", NOW) is True
+    assert conv.apply_status("ai-1", "failed", NOW, code="131026", title="undeliverable")
+    events: list[Any] = conv.collect_events()
+    assert names(events) == ["MessageDelivered", "OutboundMessageFailed"]
+    assert (events[1].reason, events[1].code) == ("undeliverable", "131026")
+
+
+@pytest.mark.parametrize("status", ["sent", "delivered", "read"], ids=lambda s: f"{s}-after-read")
+def test_a_gateway_status_that_does_not_move_the_message_is_stale_not_refused(
+    status: str,
+) -> None:
+    conv = queued()
+    conv.mark_sent(outbound_id="ai-1", provider_message_id="wamid.out")
+    conv.mark_read(outbound_id="ai-1", at=NOW)
+    conv.collect_events()
+    before = state(conv)
+    assert conv.apply_status("ai-1", status, NOW) is False
+    assert conv.collect_events() == []
+    assert state(conv) == before
+
+
+def test_a_gateway_status_of_an_unknown_kind_or_message_is_refused() -> None:
+    conv = queued()
+    assert_refused(conv, InvalidInput, lambda: conv.apply_status("ai-1", "seen", NOW))
+    assert_refused(conv, UnknownMessage, lambda: conv.apply_status("nope", "sent", NOW))
+    assert_refused(conv, UnknownMessage, lambda: conv.apply_status("nope", "read", NOW))
+
+
 STATUS_COMMANDS: dict[str, Callable[[Conversation], object]] = {
     "sent": lambda c: c.mark_sent(outbound_id="ai-1", provider_message_id="w"),
     "delivered": lambda c: c.mark_delivered(outbound_id="ai-1", at=NOW),

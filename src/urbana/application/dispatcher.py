@@ -59,6 +59,7 @@ from urbana.application.channels import OutboundRequest, SendFailed
 from urbana.application.ports import Clock, RateLimiter, Sender, SystemClock
 from urbana.domain.conversation import Conversation, Delivery, Status
 from urbana.domain.errors import InvalidTransition, StaleStatus
+from urbana.domain.tenant import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class Dispatcher:
         return True
 
     async def _attempt(self, conv: Conversation, outbound_id: str, progress: _Progress) -> str:
-        tenant = await self._call(self._app.get_tenant, conv.tenant_id)
+        tenant = await self._call(self._app.get, Tenant, conv.tenant_id)
         route = tenant.settings.get("outbound") or conv.channel
         sender = self._senders.get(route)
         channel = tenant.channels.get(conv.channel)
@@ -298,7 +299,7 @@ class Dispatcher:
             )
 
     async def _load(self, conversation_id: UUID) -> Conversation:
-        return await self._call(self._app.get_conversation, conversation_id)
+        return await self._call(self._app.get, Conversation, conversation_id)
 
     @staticmethod
     async def _call(function: Callable[..., _R], *args: object) -> _R:

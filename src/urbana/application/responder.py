@@ -21,7 +21,9 @@ from urbana.application.ports import LLM, Embeddings, KnowledgeSearch
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import BurstAlreadyAnswered, DomainError, InvalidTransition
 from urbana.domain.guard import check_input, check_output
+from urbana.domain.lead import Lead
 from urbana.domain.reply import LLM_FAILURE, bot_message, handoff_reason
+from urbana.domain.tenant import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,12 @@ class Responder:
         self._k = k
 
     async def respond(self, conversation_id: UUID) -> Responded:
-        conv: Conversation = await asyncio.to_thread(self._app.get_conversation, conversation_id)
+        conv: Conversation = await asyncio.to_thread(self._app.get, Conversation, conversation_id)
         if conv.status is not Status.AI:
             return Responded("skipped", f"conversation is {conv.status.value}")
         if conv.pending_burst == 0:
             return Responded("skipped", "nothing to answer")
-        tenant = await asyncio.to_thread(self._app.get_tenant, conv.tenant_id)
+        tenant = await asyncio.to_thread(self._app.get, Tenant, conv.tenant_id)
         settings: dict[str, Any] = tenant.settings
         messages = settings.get("bot_messages") or {}
         burst = burst_of(conv.history, conv.answered_seq)
@@ -93,7 +95,7 @@ class Responder:
                 )
                 return await self._record(conversation_id, outcome, usage=usage)
 
-        lead = await asyncio.to_thread(self._app.get_lead, conv.lead_id)
+        lead = await asyncio.to_thread(self._app.get, Lead, conv.lead_id)
         hot = int(settings.get("hot_score", 70))
         after = max(0, min(100, lead.score + decision.score_delta))
         crossed_hot = lead.score < hot <= after

@@ -350,6 +350,37 @@ class Conversation(Aggregate):
         self._forward(outbound_id, Delivery.READ)
         self._read(outbound_id=outbound_id, at=at)
 
+    def apply_status(
+        self,
+        outbound_id: str,
+        status: str,
+        at: datetime,
+        *,
+        code: str | None = None,
+        title: str | None = None,
+    ) -> bool:
+        """A gateway's delivery status for an outbound message; True if it moved it forward.
+
+        Gateways redeliver statuses and send them out of order, so one that does not
+        move the message forward is not an error. "sent" never moves it: `mark_sent`
+        records that, together with the provider's id.
+        """
+        try:
+            if status == Delivery.SENT:
+                self.delivery(outbound_id)  # an unknown message is still refused
+                return False
+            if status == Delivery.DELIVERED:
+                self.mark_delivered(outbound_id=outbound_id, at=at)
+            elif status == Delivery.READ:
+                self.mark_read(outbound_id=outbound_id, at=at)
+            elif status == Delivery.FAILED:
+                self.mark_failed(outbound_id=outbound_id, reason=title or "failed", code=code)
+            else:
+                raise InvalidInput(f"unknown status {status!r}")
+        except StaleStatus:
+            return False
+        return True
+
     def may_send(self, outbound_id: str) -> bool:
         """The send-time gate: an AI message is sent only while the AI owns the thread."""
         if self.delivery(outbound_id) is not Delivery.QUEUED:

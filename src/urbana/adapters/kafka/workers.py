@@ -56,6 +56,7 @@ from urbana.application.envelope import Envelope
 from urbana.application.ports import CoordinationUnavailable, LockBusy
 from urbana.application.responder import Responder
 from urbana.domain.errors import DomainError
+from urbana.domain.tenant import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ class TenantSettingsCache:
         hit = self._cache.get(tenant_id)
         if hit and hit[1] > time.monotonic():
             return hit[0]
-        tenant = await asyncio.to_thread(self._app.get_tenant, tenant_id)
+        tenant = await asyncio.to_thread(self._app.get, Tenant, tenant_id)
         self._cache[tenant_id] = (tenant.settings, time.monotonic() + self._ttl)
         return tenant.settings
 
