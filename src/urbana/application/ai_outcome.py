@@ -66,7 +66,7 @@ class AIOutcomes(StoreApp):
             if outcome.score_delta:
                 lead = uow.require(Lead, conversation.lead_id)
                 tenant = uow.get(Tenant, conversation.tenant_id)
-                thresholds = tenant.settings["stage_thresholds"] if tenant else None
+                thresholds = tenant.settings.stage_thresholds if tenant else None
                 lead.score_by(outcome.score_delta, reason=outcome.intent, thresholds=thresholds)
             if outcome.handoff_reason:
                 if outcome.transition_message:

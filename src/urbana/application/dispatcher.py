@@ -205,7 +205,7 @@ class Dispatcher:
 
     async def _attempt(self, conv: Conversation, outbound_id: str, progress: _Progress) -> str:
         tenant = await self._call(self._app.get, Tenant, conv.tenant_id)
-        route = tenant.settings.get("outbound") or conv.channel
+        route = tenant.settings.outbound or conv.channel
         sender = self._senders.get(route)
         channel = tenant.channels.get(conv.channel)
         if sender is None or (channel is None and route == conv.channel):
@@ -232,9 +232,7 @@ class Dispatcher:
             )
             if self._limiter is not None:
                 # Last thing before the call, so the gateway sees the pace the limiter set.
-                await self._limiter.acquire(
-                    conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 80))
-                )
+                await self._limiter.acquire(conv.tenant_id, tenant.settings.rate_limit_per_s)
             try:
                 provider_id = await sender.send(config, request)
             except SendFailed as exc:

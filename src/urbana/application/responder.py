@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -62,8 +63,8 @@ class Responder:
         if conv.pending_burst == 0:
             return Responded("skipped", "nothing to answer")
         tenant = await asyncio.to_thread(self._app.get, Tenant, conv.tenant_id)
-        settings: dict[str, Any] = tenant.settings
-        messages = settings.get("bot_messages") or {}
+        settings = tenant.settings
+        messages = settings.bot_messages
         burst = burst_of(conv.history, conv.answered_seq)
         reply_to = conv.inbound_seq
         verdict = check_input(burst)
@@ -75,9 +76,9 @@ class Responder:
         prompt = build_prompt(
             history=conv.history,
             answered_seq=conv.answered_seq,
-            tenant_prompt=tenant.prompt,
+            tenant_prompt=settings.prompt,
             passages=passages,
-            handoff_intents=settings.get("handoff_intents", ()),
+            handoff_intents=settings.handoff_intents,
         )
         result = await self._llm.complete(prompt)
         decision = result.decision
@@ -96,7 +97,7 @@ class Responder:
                 return await self._record(conversation_id, outcome, usage=usage)
 
         lead = await asyncio.to_thread(self._app.get, Lead, conv.lead_id)
-        hot = int(settings.get("hot_score", 70))
+        hot = settings.hot_score
         after = max(0, min(100, lead.score + decision.score_delta))
         crossed_hot = lead.score < hot <= after
         if result.failure:
@@ -105,8 +106,8 @@ class Responder:
             reason = handoff_reason(
                 decision,
                 burst_text=burst,
-                confidence_threshold=float(settings.get("confidence_threshold", 0.55)),
-                handoff_intents=settings.get("handoff_intents", ()),
+                confidence_threshold=settings.confidence_threshold,
+                handoff_intents=settings.handoff_intents,
                 hot_score=hot,
                 # Hot is a threshold to cross, not a state that keeps handing off.
                 lead_score=after if crossed_hot else min(after, hot - 1),
@@ -136,7 +137,7 @@ class Responder:
 
     @staticmethod
     def _refusal(
-        reply_to: int, reply: str, reason: str, burst: str, messages: dict[str, str]
+        reply_to: int, reply: str, reason: str, burst: str, messages: Mapping[str, str]
     ) -> AIOutcome:
         return AIOutcome(
             reply_to_seq=reply_to,

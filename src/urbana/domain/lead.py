@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,7 @@ DEFAULT_THRESHOLDS: dict[str, int] = {"engaged": 10, "qualified": 40, "hot": 70}
 MAX_DELTA = 100
 
 
-def stage_for(score: int, thresholds: dict[str, int]) -> Stage:
+def stage_for(score: int, thresholds: Mapping[str, int]) -> Stage:
     """The highest stage whose threshold the score reaches."""
     stage = Stage.NEW
     for candidate in STAGE_ORDER[1:]:
@@ -54,7 +55,9 @@ class Lead(Aggregate):
         self.score = 0
         self.stage = Stage.NEW
 
-    def score_by(self, delta: int, reason: str, thresholds: dict[str, int] | None = None) -> None:
+    def score_by(
+        self, delta: int, reason: str, thresholds: Mapping[str, int] | None = None
+    ) -> None:
         """Apply a score change (clamped to 0..100) and move the stage forward if due."""
         if not -MAX_DELTA <= delta <= MAX_DELTA:
             raise InvalidInput(f"score delta {delta} out of range")

@@ -56,7 +56,7 @@ from urbana.application.envelope import Envelope
 from urbana.application.ports import CoordinationUnavailable, LockBusy
 from urbana.application.responder import Responder
 from urbana.domain.errors import DomainError
-from urbana.domain.tenant import Tenant
+from urbana.domain.tenant import Tenant, TenantSettings
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,9 @@ class TenantSettingsCache:
     def __init__(self, app: UrbanaApp, ttl: float = 5.0) -> None:
         self._app = app
         self._ttl = ttl
-        self._cache: dict[UUID, tuple[dict[str, Any], float]] = {}
+        self._cache: dict[UUID, tuple[TenantSettings, float]] = {}
 
-    async def get(self, tenant_id: UUID) -> dict[str, Any]:
+    async def get(self, tenant_id: UUID) -> TenantSettings:
         hit = self._cache.get(tenant_id)
         if hit and hit[1] > time.monotonic():
             return hit[0]
@@ -296,7 +296,7 @@ def responder_worker(
         debounce = default_debounce_ms
         if envelope.tenant_id:
             settings = await tenants.get(UUID(envelope.tenant_id))
-            debounce = int(settings.get("debounce_ms", default_debounce_ms))
+            debounce = settings.debounce_ms
         if not await coordinator.quiet_after(conversation_id, int(envelope.data["seq"]), debounce):
             return  # a later message of the burst will trigger the answer
         async with coordinator.lock(conversation_id):
