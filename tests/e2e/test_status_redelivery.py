@@ -189,7 +189,9 @@ def test_an_applied_status_delivered_again_is_stale_and_appends_nothing(
         assert again.status_code == 200
         assert again.json()["statuses"] == {"stale": 1}
         assert api.event_count() == count
-    assert api.store.app.get(Conversation, conversation_id).outbound[outbound] == "delivered"
+    assert (
+        api.store.app.get(Conversation, conversation_id).outbound[outbound].delivery == "delivered"
+    )
 
 
 def test_a_status_about_an_inbound_message_appends_nothing(

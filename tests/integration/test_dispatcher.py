@@ -24,7 +24,8 @@ from urbana.application.channels import (
 )
 from urbana.application.dispatcher import Dispatcher, DispatchPolicy
 from urbana.application.gateways import gateway_config
-from urbana.domain.conversation import Conversation, Delivery
+from urbana.domain.conversation import Conversation
+from urbana.domain.outbound import Delivery
 
 pytestmark = pytest.mark.integration
 

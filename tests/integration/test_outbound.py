@@ -18,8 +18,9 @@ from urbana.application.app import (
     parse_callback_data,
 )
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
-from urbana.domain.conversation import Conversation, Delivery
+from urbana.domain.conversation import Conversation
 from urbana.domain.errors import InvalidTransition
+from urbana.domain.outbound import Delivery
 
 pytestmark = pytest.mark.integration
 

@@ -166,7 +166,7 @@ def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
     )  # type: ignore[arg-type]
     assert held == ["held"]
     store.app.mark_sent(got.conversation_id, out_id, "wamid.OUT1")
-    assert store.app.get(Conversation, got.conversation_id).outbound[out_id] == "delivered"
+    assert store.app.get(Conversation, got.conversation_id).outbound[out_id].delivery == "delivered"
     results = store.app.record_statuses(
         [
             RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.READ, now)),  # type: ignore[arg-type]
@@ -174,7 +174,7 @@ def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
         ]
     )
     assert results == ["applied", "stale"]
-    assert store.app.get(Conversation, got.conversation_id).outbound[out_id] == "read"
+    assert store.app.get(Conversation, got.conversation_id).outbound[out_id].delivery == "read"
 
 
 def test_a_held_status_recorded_again_is_a_duplicate_and_appends_nothing(store: Store) -> None:

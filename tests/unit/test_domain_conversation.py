@@ -11,7 +11,7 @@ from uuid import uuid4
 import pytest
 
 from urbana.domain.contacts import conversation_id_for
-from urbana.domain.conversation import MAX_TEXT, Conversation, Delivery, Status
+from urbana.domain.conversation import MAX_TEXT, Conversation, Status
 from urbana.domain.errors import (
     AIReplyNotAllowed,
     BurstAlreadyAnswered,
@@ -21,6 +21,7 @@ from urbana.domain.errors import (
     StaleStatus,
     UnknownMessage,
 )
+from urbana.domain.outbound import Delivery
 
 NOW = datetime.now(UTC)
 
@@ -242,7 +243,7 @@ def test_attendant_reply_is_queued_as_human() -> None:
     conv = in_status(Status.HUMAN)
     conv.attendant_reply(outbound_id="h-1", attendant="ana", text="Oi, sou a Ana")
     assert names(conv.collect_events()) == ["OutboundMessageQueued"]
-    assert conv.outbound_author["h-1"] == "human"
+    assert conv.message("h-1").author == "human"
     assert conv.delivery("h-1") is Delivery.QUEUED
 
 
@@ -348,7 +349,7 @@ def test_ai_reply_records_the_reply_and_queues_it() -> None:
     assert names(conv.collect_events()) == ["AIReplyGenerated", "OutboundMessageQueued"]
     assert conv.pending_burst == 0
     assert conv.delivery("ai-1") is Delivery.QUEUED
-    assert conv.outbound_author["ai-1"] == "ai"
+    assert conv.message("ai-1").author == "ai"
 
 
 @pytest.mark.parametrize("status", [Status.WAITING_HUMAN, Status.HUMAN, Status.CLOSED])
@@ -484,7 +485,7 @@ def test_system_message_is_queued_while_no_human_owns_the_thread(status: Status)
     conv = in_status(status)
     conv.queue_system_message(outbound_id="s-1", text="Vou chamar um atendente.")
     assert names(conv.collect_events()) == ["OutboundMessageQueued"]
-    assert conv.outbound_author["s-1"] == "system"
+    assert conv.message("s-1").author == "system"
 
 
 def test_system_message_requires_text() -> None:
@@ -854,8 +855,8 @@ def test_a_send_attempt_is_recorded_before_the_call_and_counted() -> None:
     assert conv.record_send_attempt(outbound_id="ai-1", at=NOW) == 1
     assert conv.record_send_attempt(outbound_id="ai-1", at=NOW + timedelta(seconds=5)) == 2
     assert names(conv.collect_events()) == ["OutboundSendAttempted", "OutboundSendAttempted"]
-    assert conv.first_attempt_at["ai-1"] == NOW
-    assert conv.last_attempt_at["ai-1"] == NOW + timedelta(seconds=5)
+    assert conv.message("ai-1").first_attempt_at == NOW
+    assert conv.message("ai-1").last_attempt_at == NOW + timedelta(seconds=5)
     assert conv.delivery("ai-1") is Delivery.QUEUED
 
 
@@ -883,8 +884,9 @@ def test_a_message_failed_before_the_gateway_took_it_may_be_retried() -> None:
     conv.retry_outbound(outbound_id="ai-1", by="ops", now=NOW)
     assert names(conv.collect_events())[-1] == "OutboundMessageRetried"
     assert conv.delivery("ai-1") is Delivery.QUEUED
-    assert conv.send_attempts.get("ai-1") is None  # a fresh start: horizon and attempts
-    assert conv.pending_text["ai-1"] == "Olá! Como posso ajudar?"
+    retried = conv.message("ai-1")  # a fresh start: horizon and attempts
+    assert (retried.attempts, retried.first_attempt_at, retried.failure) == (0, None, None)
+    assert retried.text == "Olá! Como posso ajudar?"
     assert conv.may_send("ai-1")
 
 

@@ -57,14 +57,14 @@ from urbana.application.app import UrbanaApp, callback_data_for
 from urbana.application.breaker import ChannelBreaker
 from urbana.application.channels import OutboundRequest, SendFailed
 from urbana.application.ports import Clock, RateLimiter, Sender, SystemClock
-from urbana.domain.conversation import Conversation, Delivery, Status
+from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import InvalidTransition, StaleStatus
+from urbana.domain.outbound import OUT
 from urbana.domain.tenant import Tenant
 
 log = logging.getLogger(__name__)
 
 RECONCILE_POLL_S = 0.5
-_OUT = frozenset({Delivery.SENT.value, Delivery.DELIVERED.value, Delivery.READ.value})
 _R = TypeVar("_R")
 
 
@@ -153,7 +153,7 @@ class Dispatcher:
         while True:
             conv = await self._load(conversation_id)
             early = await self._send_time_checks(conv, outbound_id, progress)
-            if early == "skipped" and progress.mine and conv.outbound.get(outbound_id) in _OUT:
+            if early == "skipped" and progress.mine and _went_out(conv, outbound_id):
                 return "reconciled"  # confirmed by the gateway's status, not by our call
             if early is not None:
                 return early
@@ -165,7 +165,7 @@ class Dispatcher:
         self, conv: Conversation, outbound_id: str, progress: _Progress
     ) -> str | None:
         """The outcome when the message must not (or need not) be sent now; else None."""
-        if conv.outbound.get(outbound_id) != Delivery.QUEUED.value:
+        if not conv.is_queued(outbound_id):
             return "skipped"
         if not conv.may_send(outbound_id):
             reason = "conversation_closed" if conv.status is Status.CLOSED else "human_took_over"
@@ -175,7 +175,7 @@ class Dispatcher:
         if not conv.within_service_window(now):
             await self._fail(conv.id, outbound_id, "outside_window")
             return "failed"
-        first = conv.first_attempt_at.get(outbound_id, progress.started)
+        first = conv.message(outbound_id).first_attempt_at or progress.started
         horizon_end = min(first, progress.started) + timedelta(seconds=self._policy.horizon_s)
         window_end = conv.service_window_ends() or horizon_end
         progress.deadline = min(horizon_end, window_end)
@@ -186,7 +186,8 @@ class Dispatcher:
 
         True when we waited (the caller looks at the conversation again).
         """
-        attempt = conv.send_attempts.get(outbound_id, 0)
+        message = conv.message(outbound_id)
+        attempt = message.attempts
         if attempt == 0 or attempt in progress.not_sent or attempt <= progress.waited_for:
             return False
         sender = self._senders.get(conv.channel)
@@ -194,12 +195,13 @@ class Dispatcher:
         if attempt in progress.mine and not reconciles:
             return False  # our own timeout, and nothing will confirm it: at-least-once
         progress.waited_for = attempt
-        until = conv.last_attempt_at[outbound_id] + timedelta(seconds=self._policy.reconcile_wait_s)
+        assert message.last_attempt_at is not None  # it made an attempt
+        until = message.last_attempt_at + timedelta(seconds=self._policy.reconcile_wait_s)
         log.info("outbound %s: attempt %d may have gone out; waiting", outbound_id, attempt)
         while self._clock() < until:
             await asyncio.sleep(min(RECONCILE_POLL_S, (until - self._clock()).total_seconds()))
             latest = await self._load(conv.id)
-            if latest.outbound.get(outbound_id) != Delivery.QUEUED.value:
+            if not latest.is_queued(outbound_id):
                 break
         return True
 
@@ -225,9 +227,11 @@ class Dispatcher:
             except (StaleStatus, InvalidTransition):
                 return await self._try(conv.id, outbound_id, progress)  # it changed meanwhile
             progress.mine.add(number)
+            text = conv.message(outbound_id).text
+            assert text is not None  # a queued message always has its text
             request = OutboundRequest(
                 to=conv.contact,
-                text=conv.pending_text[outbound_id],
+                text=text,
                 callback_data=callback_data_for(conv.id, outbound_id),
             )
             if self._limiter is not None:
@@ -274,12 +278,12 @@ class Dispatcher:
         self, conversation_id: UUID, outbound_id: str, progress: _Progress, last: SendFailed
     ) -> str:
         conv = await self._load(conversation_id)
-        if conv.outbound.get(outbound_id) != Delivery.QUEUED.value:
+        if not conv.is_queued(outbound_id):
             return "skipped"
         if not conv.within_service_window(self._clock()):
             reason = "outside_window"
         else:
-            attempts = conv.send_attempts.get(outbound_id, 0)
+            attempts = conv.message(outbound_id).attempts
             reason = (
                 f"gave up after {attempts} attempt(s) within {self._policy.horizon_s:.0f} s: "
                 f"{last.reason}"
@@ -303,6 +307,11 @@ class Dispatcher:
     async def _call(function: Callable[..., _R], *args: object) -> _R:
         # The event store is synchronous: never on the event loop.
         return await asyncio.to_thread(function, *args)
+
+
+def _went_out(conv: Conversation, outbound_id: str) -> bool:
+    found = conv.outbound.get(outbound_id)
+    return found is not None and found.delivery in OUT
 
 
 def _code(failure: SendFailed) -> str | None:

@@ -18,7 +18,7 @@ from urbana.application.channels import InboundMessage, StatusUpdate
 from urbana.application.outbound import link_sent, parse_callback_data
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import contact_key, lead_key, message_ref_id_for
-from urbana.domain.conversation import Conversation, Delivery
+from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError, StatusAlreadyHeld
 from urbana.domain.lead import Lead
 from urbana.domain.message_ref import MessageRef
@@ -270,7 +270,7 @@ def _reconcile(uow: UnitOfWork, command: RecordStatus, ref: MessageRef) -> str |
         conversation is None
         or conversation.tenant_id != command.tenant_id
         or conversation.channel != command.channel
-        or conversation.outbound.get(outbound_id) != Delivery.QUEUED.value
+        or not conversation.is_queued(outbound_id)
     ):
         return None
     st = command.status

@@ -16,9 +16,10 @@ from eventsourcing.utils import get_topic
 
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import message_ref_id_for
-from urbana.domain.conversation import Conversation, Delivery
+from urbana.domain.conversation import Conversation
 from urbana.domain.errors import StaleStatus
 from urbana.domain.message_ref import MessageRef
+from urbana.domain.outbound import Delivery
 
 DLQ_PAGE = 500
 
@@ -162,18 +163,18 @@ class OutboundCommands(StoreApp):
                 )
             if tenant_id is not None and conversation.tenant_id != tenant_id:
                 continue
-            if conversation.delivery(outbound_id) is not Delivery.FAILED:
+            message = conversation.message(outbound_id)
+            if message.delivery is not Delivery.FAILED or message.failure is None:
                 continue  # retried since, and sent or failed again later
-            failure = conversation.failures.get(outbound_id, {})
             found.append(
                 FailedOutbound(
                     tenant_id=conversation.tenant_id,
                     conversation_id=conversation_id,
                     outbound_id=outbound_id,
                     channel=conversation.channel,
-                    author=conversation.outbound_author.get(outbound_id, "system"),
-                    reason=str(failure.get("reason", "")),
-                    code=failure.get("code"),
+                    author=message.author,
+                    reason=message.failure.reason,
+                    code=message.failure.code,
                     failed_at=failed_at,
                     refusal=conversation.retry_refusal(outbound_id, when),
                 )
