@@ -177,6 +177,11 @@ class Coordination(Protocol):
         """Wait `debounce_ms`; True when `seq` is still the conversation's latest message."""
         ...
 
-    def lock(self, conversation_id: UUID) -> AbstractAsyncContextManager[None]:
-        """Hold the conversation's lock while the block runs; LockBusy if it stays taken."""
+    def lock(
+        self, conversation_id: UUID, *, wait_s: float = ...
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation's lock while the block runs.
+
+        LockBusy when another holder keeps it for longer than `wait_s`.
+        """
         ...

@@ -1,34 +1,46 @@
 """The AI responder: one grounded answer per inbound burst, or a handoff.
 
-Load the conversation, skip unless the AI owns it and a burst is pending, guard
-the input, retrieve knowledge, ask the LLM, guard the output, decide on handoff,
-and record everything in one transaction (`UrbanaApp.apply_ai_outcome`). The
-domain refuses a second outcome for the same burst, so a redelivered trigger is
-harmless.
+On each `MessageReceived` (`BurstTrigger`): wait for the burst to end (the tenant's
+debounce), then answer it under the conversation's lock, both held by the
+`Coordination` port. Answering (`Responder`): load the conversation, skip unless the
+AI owns it and a burst is pending, guard the input, retrieve knowledge, ask the LLM,
+guard the output, decide on handoff, and record everything in one transaction
+(`UrbanaApp.apply_ai_outcome`). The domain refuses a second outcome for the same
+burst, so a redelivered trigger is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from urbana.application.ai import AIError, Passage, build_prompt, burst_of
 from urbana.application.app import AIOutcome, UrbanaApp
-from urbana.application.ports import LLM, Embeddings, KnowledgeSearch
+from urbana.application.ports import (
+    LLM,
+    Coordination,
+    CoordinationUnavailable,
+    Embeddings,
+    KnowledgeSearch,
+)
 from urbana.domain.conversation import Conversation, Status
-from urbana.domain.errors import BurstAlreadyAnswered, DomainError, InvalidTransition
+from urbana.domain.errors import BurstAlreadyAnswered, InvalidTransition
 from urbana.domain.guard import check_input, check_output
 from urbana.domain.lead import Lead
 from urbana.domain.reply import LLM_FAILURE, bot_message, handoff_reason
-from urbana.domain.tenant import Tenant
+from urbana.domain.tenant import Tenant, TenantSettings
 
 log = logging.getLogger(__name__)
 
 GUARD_REJECTED = "guard_rejected"
+# Noting arrivals waits this long at most: it only lengthens other triggers' debounce.
+ARRIVAL_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,20 +168,81 @@ class Responder:
         self, conversation_id: UUID, outcome: AIOutcome, usage: dict[str, Any] | None = None
     ) -> Responded:
         if usage is not None:
-            outcome = AIOutcome(**{**_fields(outcome), "usage": usage})
+            outcome = dataclasses.replace(outcome, usage=usage)
         try:
             queued = await asyncio.to_thread(self._app.apply_ai_outcome, conversation_id, outcome)
         except (BurstAlreadyAnswered, InvalidTransition) as exc:
             # Someone (a redelivery, a human) got there first: nothing to do.
             return Responded("skipped", f"{type(exc).__name__}: {exc}")
-        except DomainError:
-            raise
         action = "handoff" if outcome.handoff_reason else "replied"
         return Responded(action, outcome.handoff_reason or "", tuple(queued))
 
 
-def _fields(outcome: AIOutcome) -> dict[str, Any]:
-    return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
+class TenantSettingsCache:
+    """Tenants' settings, read from the store at most once per `ttl` seconds each."""
+
+    def __init__(
+        self, app: UrbanaApp, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._app = app
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[UUID, tuple[TenantSettings, float]] = {}
+
+    async def get(self, tenant_id: UUID) -> TenantSettings:
+        hit = self._cache.get(tenant_id)
+        if hit and hit[1] > self._clock():
+            return hit[0]
+        tenant = await asyncio.to_thread(self._app.get, Tenant, tenant_id)
+        self._cache[tenant_id] = (tenant.settings, self._clock() + self._ttl)
+        return tenant.settings
+
+
+class BurstTrigger:
+    """What the responder does on each `MessageReceived`: one answer per burst.
+
+    The coordinator holds the debounce and the lock, so while it is unavailable the
+    trigger fails (`CoordinationUnavailable`) and its caller retries it: answering
+    without them would give a burst several answers, and the lock is what keeps two
+    LLM calls from racing for one burst (the store would refuse the second answer).
+    """
+
+    def __init__(
+        self,
+        responder: Responder,
+        coordination: Coordination,
+        tenants: TenantSettingsCache,
+        *,
+        default_debounce_ms: int,
+    ) -> None:
+        self._responder = responder
+        self._coordination = coordination
+        self._tenants = tenants
+        self._default_debounce_ms = default_debounce_ms
+
+    async def message_received(
+        self, conversation_id: UUID, seq: int, tenant_id: UUID | None
+    ) -> Responded | None:
+        """Answer the burst `seq` belongs to if it is its last message; None if it is not."""
+        debounce = self._default_debounce_ms
+        if tenant_id is not None:
+            debounce = (await self._tenants.get(tenant_id)).debounce_ms
+        if not await self._coordination.quiet_after(conversation_id, seq, debounce):
+            return None  # a later message of the burst will trigger the answer
+        async with self._coordination.lock(conversation_id):
+            return await self._responder.respond(conversation_id)
+
+    async def messages_arrived(self, latest: Mapping[UUID, int]) -> None:
+        """Note the latest message of each conversation as soon as it is read.
+
+        So an earlier message's debounce sees it. Failing here only shortens a
+        debounce: each trigger notes its own message again before it waits.
+        """
+        try:
+            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+                await self._coordination.note_messages(latest)
+        except (CoordinationUnavailable, TimeoutError) as exc:
+            log.warning("responder: could not note %d arrivals: %s", len(latest), exc)
 
 
 def _summary(burst: str, intent: str, reason: str | None) -> str:
