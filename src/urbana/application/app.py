@@ -21,6 +21,7 @@ from urbana.application.outbound import (
     parse_callback_data,
 )
 from urbana.application.tenants import KnowledgeDocument, TenantCommands
+from urbana.domain.events import with_stream_tenant
 
 __all__ = [
     "AIOutcome",
@@ -41,5 +42,9 @@ class UrbanaApp(TenantCommands, InboundCommands, OutboundCommands, AIOutcomes, A
     name = "urbana"
 
     def stream(self, aggregate_id: UUID) -> list[Any]:
-        """Every event of one stream, decrypted (or ERASED), oldest first."""
-        return list(self.events.get(aggregate_id))
+        """Every event of one stream, decrypted (or ERASED), oldest first, each with its tenant.
+
+        Events stored before they recorded `tenant_id` get the stream's (see
+        urbana.domain.events).
+        """
+        return with_stream_tenant(self.events.get(aggregate_id))

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
 from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import conversation_id_for
@@ -24,6 +24,7 @@ from urbana.domain.errors import (
     InvalidInput,
     InvalidTransition,
 )
+from urbana.domain.events import TenantScoped, tenant_added_in_v2
 from urbana.domain.outbound import Delivery, OutboundMessage, OutboundMessages
 from urbana.domain.pii import personal
 
@@ -50,7 +51,7 @@ def _check_text(text: str | None, *, required: bool) -> None:
         raise InvalidInput(f"text longer than {MAX_TEXT} characters")
 
 
-class Conversation(OutboundMessages, Aggregate):
+class Conversation(OutboundMessages, TenantScoped):
     """One lead's thread with one tenant on one channel."""
 
     @staticmethod
@@ -386,6 +387,8 @@ class Conversation(OutboundMessages, Aggregate):
     def _reopened(self) -> None:
         self.status = Status.AI
 
+
+tenant_added_in_v2(Conversation)
 
 personal("Conversation.ConversationStarted", "contact", subject="lead_id")
 personal(

@@ -7,10 +7,11 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
 from urbana.domain.contacts import lead_id_for
 from urbana.domain.errors import InvalidInput, InvalidTransition
+from urbana.domain.events import TenantScoped, tenant_added_in_v2
 from urbana.domain.pii import personal
 
 
@@ -35,7 +36,7 @@ def stage_for(score: int, thresholds: Mapping[str, int]) -> Stage:
     return stage
 
 
-class Lead(Aggregate):
+class Lead(TenantScoped):
     @staticmethod
     def create_id(tenant_id: UUID, key: str, **_: Any) -> UUID:
         return lead_id_for(tenant_id, key)
@@ -93,6 +94,8 @@ class Lead(Aggregate):
     def _profile_updated(self, name: str | None) -> None:
         self.name = name
 
+
+tenant_added_in_v2(Lead)
 
 personal("Lead.LeadCreated", "key", "phone", "name", subject="originator_id")
 personal("Lead.LeadProfileUpdated", "name", subject="originator_id")

@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate, event
 from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput
+from urbana.domain.events import TenantScoped, tenant_added_in_v2
 from urbana.domain.lead import DEFAULT_THRESHOLDS
 from urbana.domain.pii import personal
 
@@ -86,7 +87,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-class Tenant(Aggregate):
+class Tenant(TenantScoped):
     @staticmethod
     def create_id(name: str, **_: Any) -> UUID:
         return tenant_id_for(name)
@@ -97,10 +98,11 @@ class Tenant(Aggregate):
             raise InvalidInput("tenant name is required")
         if len(name) > 200:
             raise InvalidInput("tenant name longer than 200 characters")
-        return cls(name=name.strip())
+        return cls(name=name.strip(), tenant_id=tenant_id_for(name))
 
     @event("TenantRegistered")
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tenant_id: UUID) -> None:
+        self.tenant_id = tenant_id  # its own id: a tenant's events belong to it
         self.name = name
         self.channels: dict[str, dict[str, Any]] = {}
         self.settings = TenantSettings()
@@ -172,5 +174,7 @@ class ChannelRoute(Aggregate):
         self.channel = channel
         self.tenant_id = tenant_id
 
+
+tenant_added_in_v2(Tenant, first_had_it=False, tenant_is_stream=True)
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")
