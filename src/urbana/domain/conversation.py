@@ -1,4 +1,6 @@
-"""The Conversation aggregate and its state machine (DESIGN §5).
+"""The Conversation aggregate and its state machine.
+
+See docs/architecture.md, The conversation state machine.
 
     ai -> waiting_human -> human -> ai | closed;  closed -> ai on a new inbound message
 
