@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING
 
 from urbana.domain.errors import InvalidInput, InvalidTransition, StaleStatus, UnknownMessage
 
-AUTHORS = ("ai", "human", "system")
-
 
 class Delivery(StrEnum):
     QUEUED = "queued"
@@ -55,7 +53,7 @@ class OutboundMessage:
     the message is sent, cancelled or failed (a retried message starts afresh).
     """
 
-    author: str  # one of AUTHORS
+    author: str  # ai | human | system
     epoch: int  # the conversation's takeovers when it was queued
     delivery: Delivery
     text: str | None  # what the dispatcher sends; None once nothing is left to send
