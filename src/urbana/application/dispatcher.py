@@ -5,7 +5,8 @@ cancelled when a human took over since it was queued); WhatsApp's 24-hour window
 (free-form text only within 24 h of the lead's last message, otherwise
 `OutboundMessageFailed` with reason `outside_window`); the tenant channel's circuit
 breaker; the tenant's rate limit. Then `OutboundSendAttempted`, the gateway call, and
-`OutboundMessageSent` with the provider id.
+`OutboundMessageSent` with the provider id. The gateways, the rate limiter and the
+clock are ports (`urbana.application.ports`).
 
 A transient fault (5xx, 429 and Meta's rate-limit codes, timeouts, connection errors)
 delays a message, it never drops it: the send is retried with jittered exponential
@@ -22,8 +23,8 @@ between the call and `OutboundMessageSent`) is not blindly repeated. The attempt
 recorded before the call, and the request carries `<conversation id>:<outbound id>` as
 callback data (the Cloud API's `biz_opaque_callback_data`, echoed in that message's
 status webhooks): a status carrying it for a provider id we never learnt marks the
-message sent (`UrbanaApp._reconcile`). Before sending again after such an attempt the
-dispatcher waits up to `reconcile_wait_s` from it for that to happen. Gateways that
+message sent (`urbana.application.inbound`). Before sending again after such an
+attempt the dispatcher waits up to `reconcile_wait_s` from it for that to happen. Gateways that
 echo nothing (Evolution, Z-API) are at-least-once: after that wait for another
 dispatcher's attempt (or at once after a timeout of our own) the message is sent again.
 
