@@ -166,7 +166,7 @@ async def _read_models(
                 len(convs) == 2
                 and detail
                 and detail.conversation.status
-                == demo.store.app.get_conversation(streams[1]).status.value
+                == demo.store.app.get(Conversation, streams[1]).status.value
             ):
                 break
             if time.monotonic() > deadline:

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.helpers import ai_reply
 
 from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
@@ -31,6 +32,7 @@ from urbana.adapters.postgres.store import Store, conninfo, open_store
 from urbana.application.app import AIOutcome, ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.envelope import Envelope
+from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError
 from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
 from urbana.projections.base import physical_name
@@ -100,8 +102,9 @@ class World:
         outbound = self.outbound.setdefault(c, [])
         try:
             if name == "ai_reply":
-                conv = app.get_conversation(conversation_id)
-                oid = app.record_ai_reply(
+                conv = app.get(Conversation, conversation_id)
+                oid = ai_reply(
+                    app,
                     conversation_id,
                     reply_to_seq=conv.inbound_seq,
                     text="resposta",
@@ -114,7 +117,7 @@ class World:
             elif name == "ai_failure":
                 # What the responder records when every model failed: the generic
                 # answer as the AI's reply, the transition message, the handoff.
-                conv = app.get_conversation(conversation_id)
+                conv = app.get(Conversation, conversation_id)
                 queued = app.apply_ai_outcome(
                     conversation_id,
                     AIOutcome(

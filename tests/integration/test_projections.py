@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from tests.helpers import ai_reply
 
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.kafka.producer import to_record
@@ -53,7 +54,8 @@ def converse(store: Store, tenant_id: UUID, contacts: Sequence[str]) -> list[UUI
     for i, contact in enumerate(contacts):
         got = app.receive_message(ReceiveMessage(tenant_id, "cloud", inbound(contact, "Olá")))
         app.receive_message(ReceiveMessage(tenant_id, "cloud", inbound(contact, "Preço?")))
-        app.record_ai_reply(
+        ai_reply(
+            app,
             got.conversation_id,
             reply_to_seq=2,
             text="Custa 10",

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from tests.helpers import ai_reply
 
 from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, conninfo
@@ -50,7 +51,8 @@ def scripted(store: Store) -> Script:
     tid, _ = app.register_tenant(f"Loja {uuid4().hex[:8]}")
     ra = app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988880001", "Oi, bom dia")))
     app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988880001", "Quanto custa?")))
-    oid = app.record_ai_reply(
+    oid = ai_reply(
+        app,
         ra.conversation_id,
         reply_to_seq=2,
         text="O plano anual custa R$ 100",

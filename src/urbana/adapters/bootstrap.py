@@ -28,9 +28,8 @@ from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
 from urbana.adapters.postgres.store import Store, conninfo, is_store_fault, open_store
 from urbana.adapters.redis_coord import redis_client
-from urbana.application.ai import LLM, Embeddings
-from urbana.application.channels import Sender
 from urbana.application.ingest import StoreGate
+from urbana.application.ports import LLM, Embeddings, Sender
 from urbana.config import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
