@@ -7,7 +7,7 @@ Stores 1,000,000 events (--quick: 100,000) made by the real domain and the real 
 scoring, handoffs, human replies, closes; personal fields sealed per lead), written in
 bulk with COPY. Then, on the embedded PostgreSQL (or URBANA_DATABASE_URL):
 - baseline: read the notification log in pages and decode every envelope, no writes;
-- replay: `urbana.projections.replay.replay` of all projections (fresh tables, swap).
+- replay: `urbana.adapters.postgres.replay.replay` of all projections (fresh tables, swap).
 Target: replay >= 30,000 events/s on the 2-core machine.
 """
 
@@ -28,14 +28,15 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit
 from urbana.adapters.embedded import EmbeddedStack
-from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.log import LogReader
+from urbana.adapters.postgres.replay import replay
+from urbana.adapters.postgres.schema import EVENTS_TABLE, ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead
 from urbana.domain.message_ref import MessageRef
 from urbana.domain.tenant import Tenant
-from urbana.projections.replay import NotificationReader, replay
 
 TARGET = 30_000
 TEXTS = (
@@ -112,21 +113,21 @@ def generate(store: Store, target: int) -> int:
                 events = []
             stored = [mapper.to_stored_event(e) for e in chunk]  # type: ignore[arg-type]
             with conn.cursor().copy(
-                "COPY urbana_events (originator_id, originator_version, topic, state) FROM STDIN"
+                f"COPY {EVENTS_TABLE} (originator_id, originator_version, topic, state) FROM STDIN"
             ) as copy:
                 for s in stored:
                     copy.write_row((s.originator_id, s.originator_version, s.topic, s.state))
             conn.commit()
             written += len(stored)
             print(f"generated {written:,} events", file=sys.stderr, flush=True)
-        conn.execute("ANALYZE urbana_events")
+        conn.execute(f"ANALYZE {EVENTS_TABLE}")
         conn.commit()
     return written
 
 
 def read_baseline(store: Store) -> tuple[int, float]:
     """Read every page of the log and decode every envelope; no writes."""
-    reader = NotificationReader()
+    reader = LogReader(store.schema)
     start = time.perf_counter()
     count = 0
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:

@@ -166,7 +166,7 @@ async def _read_models(
             detail = await queries.get_conversation(
                 conn, tenant_id, streams[1], cipher=demo.store.cipher
             )
-            conversation = await asyncio.to_thread(demo.store.app.get_conversation, streams[1])
+            conversation = await asyncio.to_thread(demo.store.app.get, Conversation, streams[1])
             if (
                 len(convs) == 2
                 and detail

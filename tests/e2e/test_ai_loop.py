@@ -111,7 +111,9 @@ def wa() -> str:
 
 
 def conversation(api: Api, t: CloudTenant, wa_id: str) -> Conversation:
-    return api.store.app.get_conversation(Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id))
+    return api.store.app.get(
+        Conversation, Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
+    )
 
 
 def events(api: Api, t: CloudTenant, wa_id: str, name: str) -> list[Any]:

@@ -41,6 +41,7 @@ from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.gateways import gateway_config
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
+from urbana.domain.tenant import Tenant
 
 pytestmark = pytest.mark.e2e
 
@@ -252,7 +253,7 @@ def test_tenant_create(dev: Dev, via: str, as_json: bool) -> None:
         tenant_id = UUID(printed["tenant_id"])
     else:
         tenant_id = UUID(done.stdout.strip())
-    assert dev.store.app.get_tenant(tenant_id).name == name
+    assert dev.store.app.get(Tenant, tenant_id).name == name
     if via == FLAG:  # registering twice is harmless
         again = dev.urbana(via, "tenant", "create", name, "--json")
         assert json.loads(again.stdout) == {"tenant_id": str(tenant_id), "created": False}
@@ -296,7 +297,7 @@ def test_channel_connect_cloud(dev: Dev, via: str, as_json: bool) -> None:
     assert (handshake.status_code, handshake.text) == (200, "42")
     wa_id = dev.send_text(t, "Oi")  # routed by phone_number_id, signed with the app secret
     conversation = Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
-    assert dev.store.app.get_conversation(conversation).inbound_seq == 1
+    assert dev.store.app.get(Conversation, conversation).inbound_seq == 1
     assert dev.answers_to(wa_id)  # and the answer went out through this channel
 
 
@@ -322,7 +323,7 @@ def test_channel_connect_evolution(dev: Dev, via: str, as_json: bool) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["received"] == 1
     conversation = Conversation.create_id(UUID(tenant_id), "evolution", number)
-    assert dev.store.app.get_conversation(conversation).inbound_seq == 1
+    assert dev.store.app.get(Conversation, conversation).inbound_seq == 1
 
 
 @pytest.mark.parametrize(("via", "as_json"), WAYS)
@@ -345,7 +346,7 @@ def test_channel_connect_zapi(dev: Dev, via: str, as_json: bool) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["received"] == 1
     conversation = Conversation.create_id(UUID(tenant_id), "zapi", number)
-    assert dev.store.app.get_conversation(conversation).inbound_seq == 1
+    assert dev.store.app.get(Conversation, conversation).inbound_seq == 1
 
 
 # ----------------------------------------------------------------------- knowledge

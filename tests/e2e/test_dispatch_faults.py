@@ -30,8 +30,9 @@ from tests.e2e.fakes import Outside, start_outside
 from tests.e2e.test_ai_loop import add_knowledge, wa, wait_until
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
-from urbana.domain.conversation import Conversation, Delivery
-from urbana.domain.errors import InvalidInput
+from urbana.domain.conversation import Conversation
+from urbana.domain.errors import NotFound
+from urbana.domain.outbound import Delivery
 
 pytestmark = pytest.mark.e2e
 
@@ -128,11 +129,11 @@ def _write_to(api: Api, t: CloudTenant, contacts: list[str]) -> None:
     assert codes == [200] * len(contacts)
 
 
-def _outbound(api: Api, t: CloudTenant, contact: str) -> dict[str, str]:
-    conv = api.store.app.get_conversation(
-        Conversation.create_id(UUID(t.tenant_id), "cloud", contact)
+def _outbound(api: Api, t: CloudTenant, contact: str) -> dict[str, Delivery]:
+    conv = api.store.app.get(
+        Conversation, Conversation.create_id(UUID(t.tenant_id), "cloud", contact)
     )
-    return dict(conv.outbound)
+    return {outbound_id: m.delivery for outbound_id, m in conv.outbound.items()}
 
 
 def _events(api: Api, t: CloudTenant, contact: str, name: str) -> list[Any]:
@@ -144,9 +145,9 @@ def _all_sent(api: Api, t: CloudTenant, contacts: list[str]) -> bool:
     for contact in contacts:
         try:
             out = _outbound(api, t, contact)
-        except InvalidInput:  # the conversation is not there yet
+        except NotFound:  # the conversation is not there yet
             return False
-        if not out or any(s == Delivery.QUEUED.value for s in out.values()):
+        if not out or any(s is Delivery.QUEUED for s in out.values()):
             return False
     return True
 
@@ -208,7 +209,7 @@ def test_the_per_tenant_rate_limit_holds_under_a_burst(stack: Stack, graph: Fake
     contacts = [wa() for _ in range(3 * limit)]
     _write_to(stack.api, t, contacts)
     ids = [Conversation.create_id(tid, "cloud", c) for c in contacts]
-    wait_until(lambda: all(app.get_conversation(i).inbound_seq == 1 for i in ids))
+    wait_until(lambda: all(app.get(Conversation, i).inbound_seq == 1 for i in ids))
     for conversation_id in ids:
         app.accept_handoff(conversation_id, attendant="ana")
     start = len(graph.deliveries)

@@ -135,8 +135,8 @@ def retry_until_accepted(
 
 
 def lead_texts(api: Api, tenant_id: str, contact: str) -> list[str]:
-    conversation = api.store.app.get_conversation(
-        Conversation.create_id(UUID(tenant_id), "cloud", contact)
+    conversation = api.store.app.get(
+        Conversation, Conversation.create_id(UUID(tenant_id), "cloud", contact)
     )
     return [h["text"] for h in conversation.history if h["role"] == "lead"]
 

@@ -121,7 +121,7 @@ def test_concurrent_follow_ups_across_workers_lose_nothing(workers: Workers) -> 
     for wa_id in contacts:
         conv_id = Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
         assert _received(workers.api, conv_id) == 10
-        assert workers.api.store.app.get_conversation(conv_id).inbound_seq == 10
+        assert workers.api.store.app.get(Conversation, conv_id).inbound_seq == 10
 
 
 def test_sigterm_stops_every_worker(workers: Workers) -> None:

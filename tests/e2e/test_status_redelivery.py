@@ -23,6 +23,7 @@ from tests.e2e.webhook_helpers import (
     post_cloud,
     zapi_tenant,
 )
+from tests.helpers import ai_reply
 from urbana.domain.conversation import Conversation
 
 pytestmark = pytest.mark.e2e
@@ -173,8 +174,8 @@ def test_an_applied_status_delivered_again_is_stale_and_appends_nothing(
     wa_id = f"55119{uuid4().int % 10**8:08d}"
     assert post_cloud(client, api, t, cloud_text(t.phone_number_id, wa_id, "oi")).status_code == 200
     conversation_id = Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
-    outbound = api.store.app.record_ai_reply(
-        conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
+    outbound = ai_reply(
+        api.store.app, conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
     )
     wamid = f"wamid.{uuid4().hex}"
     api.store.app.mark_sent(conversation_id, outbound, wamid)
@@ -188,7 +189,9 @@ def test_an_applied_status_delivered_again_is_stale_and_appends_nothing(
         assert again.status_code == 200
         assert again.json()["statuses"] == {"stale": 1}
         assert api.event_count() == count
-    assert api.store.app.get_conversation(conversation_id).outbound[outbound] == "delivered"
+    assert (
+        api.store.app.get(Conversation, conversation_id).outbound[outbound].delivery == "delivered"
+    )
 
 
 def test_a_status_about_an_inbound_message_appends_nothing(

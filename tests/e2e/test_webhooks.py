@@ -79,7 +79,9 @@ def test_signed_text_message_is_durable_when_answered(api: Api, client: httpx.Cl
     r = post_cloud(client, api, t, cloud_text(t.phone_number_id, wa_id, "Quanto custa a entrega?"))
     assert r.status_code == 200, r.text
     assert r.json()["received"] == 1
-    conv = api.store.app.get_conversation(Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id))
+    conv = api.store.app.get(
+        Conversation, Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
+    )
     assert conv.history[-1]["text"] == "Quanto custa a entrega?"
 
 
@@ -136,9 +138,9 @@ def test_ninth_digit_variants_reach_one_lead(api: Api, client: httpx.Client) -> 
     post_cloud(client, api, t, cloud_text(t.phone_number_id, with_nine, "oi"))
     post_cloud(client, api, t, cloud_text(t.phone_number_id, without_nine, "oi de novo"))
     tid = UUID(t.tenant_id)
-    lead = api.store.app.get_lead(Lead.create_id(tid, f"phone:{with_nine}"))
+    lead = api.store.app.get(Lead, Lead.create_id(tid, f"phone:{with_nine}"))
     assert lead.phone in (with_nine, without_nine)
-    conv = api.store.app.get_conversation(Conversation.create_id(tid, "cloud", with_nine))
+    conv = api.store.app.get(Conversation, Conversation.create_id(tid, "cloud", with_nine))
     assert conv.inbound_seq == 2
 
 
@@ -258,8 +260,8 @@ def test_evolution_from_me_is_a_human_takeover(api: Api, client: httpx.Client) -
         content=evolution_body(t.instance, jid, "Aqui é a Júlia, da loja", from_me=True),
     )
     assert r.status_code == 200
-    conv = api.store.app.get_conversation(
-        Conversation.create_id(UUID(t.tenant_id), "evolution", jid)
+    conv = api.store.app.get(
+        Conversation, Conversation.create_id(UUID(t.tenant_id), "evolution", jid)
     )
     assert conv.status is Status.HUMAN
     assert conv.assignee == "business_phone"

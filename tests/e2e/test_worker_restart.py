@@ -137,7 +137,7 @@ class Worker:
 def answered(api: Api, t: CloudTenant, wa_id: str) -> bool:
     conversation_id = Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
     try:
-        return bool(api.store.app.get_conversation(conversation_id).answered_seq >= 1)
+        return bool(api.store.app.get(Conversation, conversation_id).answered_seq >= 1)
     except AggregateNotFoundError:  # the webhook's events are not stored yet
         return False
 

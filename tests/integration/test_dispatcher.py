@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from tests.helpers import ai_reply
 
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage, RecordStatus
@@ -23,7 +24,8 @@ from urbana.application.channels import (
 )
 from urbana.application.dispatcher import Dispatcher, DispatchPolicy
 from urbana.application.gateways import gateway_config
-from urbana.domain.conversation import Delivery
+from urbana.domain.conversation import Conversation
+from urbana.domain.outbound import Delivery
 
 pytestmark = pytest.mark.integration
 
@@ -88,8 +90,8 @@ def _queued(store: Store) -> tuple[UUID, UUID, str]:
             ),
         )
     )
-    out = app.record_ai_reply(
-        got.conversation_id, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9
+    out = ai_reply(
+        app, got.conversation_id, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9
     )
     return tid, got.conversation_id, out
 
@@ -138,7 +140,7 @@ async def test_throttling_is_retried_until_the_gateway_takes_it(store: Store) ->
     )
     result = await Dispatcher(store.app, {"cloud": gateway}, policy=QUICK).dispatch(cid, out)
     assert (result, len(gateway.calls)) == ("sent", 3)
-    assert store.app.get_conversation(cid).delivery(out) is Delivery.SENT
+    assert store.app.get(Conversation, cid).delivery(out) is Delivery.SENT
     assert {c.callback_data for c in gateway.calls} == {f"{cid}:{out}"}
 
 

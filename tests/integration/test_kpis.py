@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from urbana.adapters.llm.openai_llm import OpenAILLM
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
@@ -30,7 +31,6 @@ from urbana.config import conninfo
 from urbana.projections import queries
 from urbana.projections.apply import apply_tracked
 from urbana.projections.kpis import Kpis
-from urbana.projections.replay import replay
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from tests.helpers import ai_reply
 
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import (
@@ -17,8 +18,9 @@ from urbana.application.app import (
     parse_callback_data,
 )
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
-from urbana.domain.conversation import Delivery
+from urbana.domain.conversation import Conversation
 from urbana.domain.errors import InvalidTransition
+from urbana.domain.outbound import Delivery
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +48,8 @@ def _queued(store: Store) -> tuple[UUID, UUID, str]:
             ),
         )
     )
-    out = app.record_ai_reply(
-        got.conversation_id, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9
+    out = ai_reply(
+        app, got.conversation_id, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9
     )
     return tid, got.conversation_id, out
 
@@ -80,7 +82,7 @@ def test_a_status_with_our_callback_data_marks_an_attempted_message_sent(store: 
         ]
     )
     assert results == ["applied", "stale"]
-    conv = app.get_conversation(cid)
+    conv = app.get(Conversation, cid)
     assert conv.delivery(out) is Delivery.DELIVERED
     names = _names(store, cid)
     assert names[-3:] == ["OutboundSendAttempted", "OutboundMessageSent", "MessageDelivered"]
@@ -106,7 +108,7 @@ def test_callback_data_of_another_tenant_or_an_unknown_message_is_only_held(
         ]
     ) == ["held", "held", "held"]
     assert _names(store, cid) == before
-    assert app.get_conversation(cid).delivery(out) is Delivery.QUEUED
+    assert app.get(Conversation, cid).delivery(out) is Delivery.QUEUED
 
 
 def test_failed_messages_are_listed_and_a_retry_queues_them_again(store: Store) -> None:
@@ -124,7 +126,7 @@ def test_failed_messages_are_listed_and_a_retry_queues_them_again(store: Store) 
     assert app.failed_outbounds(uuid4()) == []
     app.retry_outbound(cid, out, by="ops")
     assert app.failed_outbounds(tid) == []
-    assert app.get_conversation(cid).delivery(out) is Delivery.QUEUED
+    assert app.get(Conversation, cid).delivery(out) is Delivery.QUEUED
     with pytest.raises(InvalidTransition):
         app.retry_outbound(cid, out, by="ops")
 

@@ -22,19 +22,22 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.helpers import ai_reply
 
+from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
-from urbana.adapters.kafka.relay import to_record
+from urbana.adapters.postgres.log import LogReader
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import AIOutcome, ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.envelope import Envelope
 from urbana.config import conninfo
+from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError
 from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
 from urbana.projections.base import physical_name
-from urbana.projections.replay import NotificationReader, replay
 from urbana.projections.schema import all_projections
 
 pytestmark = pytest.mark.integration
@@ -101,8 +104,9 @@ class World:
         outbound = self.outbound.setdefault(c, [])
         try:
             if name == "ai_reply":
-                conv = app.get_conversation(conversation_id)
-                oid = app.record_ai_reply(
+                conv = app.get(Conversation, conversation_id)
+                oid = ai_reply(
+                    app,
                     conversation_id,
                     reply_to_seq=conv.inbound_seq,
                     text="resposta",
@@ -115,7 +119,7 @@ class World:
             elif name == "ai_failure":
                 # What the responder records when every model failed: the generic
                 # answer as the AI's reply, the transition message, the handoff.
-                conv = app.get_conversation(conversation_id)
+                conv = app.get(Conversation, conversation_id)
                 queued = app.apply_ai_outcome(
                     conversation_id,
                     AIOutcome(
@@ -161,7 +165,7 @@ class World:
 
 def envelopes_of(store: Store) -> list[Envelope]:
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
-        return [e for _, _, page in NotificationReader().pages(conn.cursor(), 0) for e in page]
+        return [e for _, _, page in LogReader(store.schema).pages(conn.cursor(), 0) for e in page]
 
 
 def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -12,16 +16,20 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from tests.helpers import ai_reply
 
+from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
-from urbana.adapters.kafka.relay import to_record
-from urbana.adapters.postgres.store import Store
+from urbana.adapters.postgres.log import LogReader
+from urbana.adapters.postgres.replay import replay
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.application.envelope import Envelope
 from urbana.config import conninfo
 from urbana.projections.base import physical_name
-from urbana.projections.replay import NotificationReader, replay
 from urbana.projections.schema import all_projections
 
 pytestmark = pytest.mark.integration
@@ -48,7 +56,8 @@ def converse(store: Store, tenant_id: UUID, contacts: Sequence[str]) -> list[UUI
     for i, contact in enumerate(contacts):
         got = app.receive_message(ReceiveMessage(tenant_id, "cloud", inbound(contact, "Olá")))
         app.receive_message(ReceiveMessage(tenant_id, "cloud", inbound(contact, "Preço?")))
-        app.record_ai_reply(
+        ai_reply(
+            app,
             got.conversation_id,
             reply_to_seq=2,
             text="Custa 10",
@@ -68,7 +77,7 @@ def converse(store: Store, tenant_id: UUID, contacts: Sequence[str]) -> list[UUI
 def stored_envelopes(store: Store, after: int = 0) -> list[Envelope]:
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
         cur = conn.cursor()
-        return [e for _, _, page in NotificationReader().pages(cur, after) for e in page]
+        return [e for _, _, page in LogReader(store.schema).pages(cur, after) for e in page]
 
 
 async def new_topics(bootstrap: str, *names: str, partitions: int = 3) -> None:
@@ -330,3 +339,57 @@ def conversations(store: Store) -> int:
             return 0  # the runner has not started yet
         row = conn.execute("SELECT count(*) FROM rm_conversations_v1").fetchone()
     return int(row[0]) if row else 0
+
+
+async def until(condition: Callable[[], bool], task: asyncio.Task[None], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if task.done():
+            task.result()
+            raise AssertionError("the runner stopped early")
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_database_restart_is_waited_out_and_nothing_dead_lettered(
+    services: Any, tmp_path: Path
+) -> None:
+    stack = EmbeddedStack(tmp_path / "pg", kafka_bootstrap=services.kafka, redis_url=services.redis)
+    urls = await asyncio.to_thread(stack.start)
+    schema = f"t_{uuid4().hex[:12]}"
+    await asyncio.to_thread(ensure_schema, urls.postgres, schema)
+    own = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=1)
+    try:
+        tenant_id, _ = own.app.register_tenant(f"T {uuid4().hex[:6]}")
+        converse(own, tenant_id, ["5511922220000"])
+        first = stored_envelopes(own)
+        converse(own, tenant_id, ["5511922220001", "5511922220002"])
+        second = stored_envelopes(own, first[-1].position)
+        topic = unique_topic()
+        await new_topics(services.kafka, topic, f"{topic}.dlq", partitions=1)
+        following = runner(services, own, topic, poll_ms=50)
+        metrics = following.metrics.values()
+
+        def at(position: int) -> bool:
+            return all(m.positions.get(0) == position for m in metrics)
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(following.run(stop))
+        try:
+            await publish(services.kafka, topic, first)
+            await until(lambda: at(first[-1].position), task, within=60)
+            await asyncio.to_thread(stack.stop)
+            await publish(services.kafka, topic, second)  # arrives while PostgreSQL is down
+            await until(lambda: all(m.db_retries > 0 for m in metrics), task, within=60)
+            await asyncio.to_thread(stack.start)
+            await until(lambda: at(second[-1].position), task, within=60)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        assert all(m.dead_lettered == 0 for m in metrics)
+        incremental = snapshot(own)
+        replay(own.url, own.schema)
+        assert snapshot(own) == incremental
+    finally:
+        own.close()
+        await asyncio.to_thread(stack.stop)

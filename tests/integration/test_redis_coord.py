@@ -20,13 +20,8 @@ from redis.asyncio import Redis
 from tests.redis_server import RedisServer
 
 from urbana.adapters.embedded import ServiceUrls
-from urbana.adapters.redis_coord import (
-    LOCK_TTL_MS,
-    CoordinationUnavailable,
-    LockBusy,
-    RedisCoordinator,
-    redis_client,
-)
+from urbana.adapters.redis_coord import LOCK_TTL_MS, RedisCoordinator, redis_client
+from urbana.application.ports import CoordinationUnavailable, LockBusy
 
 pytestmark = pytest.mark.integration
 

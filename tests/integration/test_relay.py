@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import subprocess
@@ -20,9 +21,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from tests.conftest import free_port
 
+from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.kafka.relay import Relay, RelayError
 from urbana.adapters.kafka.topics import partition_counts
-from urbana.adapters.postgres.store import Store
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.application.envelope import Envelope
@@ -429,3 +432,39 @@ async def test_the_largest_knowledge_document_is_published(
         if e.type == "KnowledgeDocumentAdded"
     ]
     assert [d.data["text"] for d in documents] == [text]
+
+
+async def test_database_restart_mid_stream_loses_nothing(
+    services: Any, tmp_path: Path, topic: str
+) -> None:
+    stack = EmbeddedStack(tmp_path / "pg", kafka_bootstrap=services.kafka, redis_url=services.redis)
+    urls = await asyncio.to_thread(stack.start)
+    key, schema = os.urandom(32), f"t_{uuid4().hex[:12]}"
+    await asyncio.to_thread(ensure_schema, urls.postgres, schema)
+    own = open_store(urls.postgres, key, schema=schema, pool_size=1)
+    relay = relay_for(own, services.kafka, topic, poll_interval=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        tid = await tenant(own)
+        phones = contacts(4)
+        await receive(own, tid, phones)
+        before = await stored_positions(own)
+        await wait_until(lambda: relay.last_position == before[-1], task=task)
+
+        own.close()
+        await asyncio.to_thread(stack.stop)
+        await wait_until(lambda: relay.errors >= 1, task=task)  # it noticed, and waits
+        await asyncio.to_thread(stack.start)
+        own = open_store(urls.postgres, key, schema=schema, pool_size=1)
+        await receive(own, tid, phones)
+        positions = await stored_positions(own)
+        await wait_until(lambda: relay.last_position == positions[-1], within=60, task=task)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await relay.close()
+        own.close()
+        await asyncio.to_thread(stack.stop)
+    records = await consume(services.kafka, topic, at_least=len(positions))
+    assert {Envelope.from_json(r.value).position for r in records} == set(positions)

@@ -9,7 +9,9 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from tests.helpers import ai_reply
 
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
@@ -18,7 +20,6 @@ from urbana.domain.pii import ERASED
 from urbana.projections import queries
 from urbana.projections.base import physical_name
 from urbana.projections.kpis import Kpis
-from urbana.projections.replay import replay
 from urbana.projections.schema import FLOOR, all_projections
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,8 @@ def scripted(store: Store) -> Script:
     tid, _ = app.register_tenant(f"Loja {uuid4().hex[:8]}")
     ra = app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988880001", "Oi, bom dia")))
     app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988880001", "Quanto custa?")))
-    oid = app.record_ai_reply(
+    oid = ai_reply(
+        app,
         ra.conversation_id,
         reply_to_seq=2,
         text="O plano anual custa R$ 100",

@@ -90,7 +90,7 @@ async def test_a_redis_outage_pauses_the_responder_and_it_answers_when_redis_ret
     )
 
     def answered() -> bool:
-        return bool(store.app.get_conversation(conversation_id).answered_seq >= 1)
+        return bool(store.app.get(Conversation, conversation_id).answered_seq >= 1)
 
     stop = asyncio.Event()
     redis.stop()

@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import psycopg
 import pytest
+from tests.helpers import ai_reply
 
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
@@ -16,7 +17,8 @@ from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUp
 from urbana.application.gateways import gateway_config
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation, Status
-from urbana.domain.errors import AIReplyNotAllowed, BurstAlreadyAnswered, InvalidInput
+from urbana.domain.errors import AIReplyNotAllowed, BurstAlreadyAnswered, InvalidInput, NotFound
+from urbana.domain.lead import Lead
 from urbana.domain.pii import ERASED
 
 pytestmark = pytest.mark.integration
@@ -54,7 +56,7 @@ def test_message_is_durable_and_readable_after_reopening(store: Store, master_ke
     )  # type: ignore[arg-type]
     reopened = open_store(store.url, master_key, schema=store.schema, pool_size=1)
     try:
-        conv = reopened.app.get_conversation(got.conversation_id)
+        conv = reopened.app.get(Conversation, got.conversation_id)
         assert conv.history[-1]["text"] == "Quero um orçamento"
         assert conv.inbound_seq == 1
     finally:
@@ -77,7 +79,7 @@ def test_same_provider_id_twice_in_one_batch_records_once(store: Store) -> None:
     msg = inbound("5511988887777")
     outcomes = store.app.receive_messages([ReceiveMessage(tid, "cloud", msg)] * 3)  # type: ignore[arg-type]
     assert [getattr(o, "duplicate", None) for o in outcomes] == [False, True, True]
-    conv = store.app.get_conversation(outcomes[0].conversation_id)  # type: ignore[union-attr]
+    conv = store.app.get(Conversation, outcomes[0].conversation_id)  # type: ignore[union-attr]
     assert conv.inbound_seq == 1
 
 
@@ -87,13 +89,13 @@ def test_ninth_digit_variants_are_one_lead_and_one_conversation(store: Store) ->
     b = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("551188887777")))  # type: ignore[arg-type]
     assert a.lead_id == b.lead_id
     assert a.conversation_id == b.conversation_id
-    assert store.app.get_conversation(a.conversation_id).inbound_seq == 2
+    assert store.app.get(Conversation, a.conversation_id).inbound_seq == 2
 
 
 def test_lid_contact_without_phone_gets_its_own_lead(store: Store) -> None:
     tid = tenant(store)
     got = store.app.receive_message(ReceiveMessage(tid, "evolution", inbound("12345678901234@lid")))  # type: ignore[arg-type]
-    lead = store.app.get_lead(got.lead_id)
+    lead = store.app.get(Lead, got.lead_id)
     assert lead.key == "lid:12345678901234"
     assert lead.phone is None
 
@@ -122,38 +124,43 @@ def test_bad_message_in_a_batch_does_not_block_the_others(store: Store) -> None:
     assert isinstance(outcomes[1], InvalidInput)
     assert not isinstance(outcomes[0], Exception)
     assert not isinstance(outcomes[2], Exception)
-    with pytest.raises(InvalidInput):
-        store.app.get_conversation(Conversation.create_id(tid, "cloud", "5511933334444"))
+    with pytest.raises(NotFound, match="no conversation"):
+        store.app.get(Conversation, Conversation.create_id(tid, "cloud", "5511933334444"))
 
 
 def test_one_ai_reply_per_burst_and_none_in_human_mode(store: Store) -> None:
     tid = tenant(store)
     got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
-    store.app.record_ai_reply(
-        got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
+    ai_reply(
+        store.app, got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
     )
     with pytest.raises(BurstAlreadyAnswered):
-        store.app.record_ai_reply(
-            got.conversation_id, reply_to_seq=1, text="Olá de novo", intent="greet", confidence=0.9
+        ai_reply(
+            store.app,
+            got.conversation_id,
+            reply_to_seq=1,
+            text="Olá de novo",
+            intent="greet",
+            confidence=0.9,
         )
     store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
     store.app.request_handoff(got.conversation_id, reason="explicit_request")
     with pytest.raises(AIReplyNotAllowed):
-        store.app.record_ai_reply(
-            got.conversation_id, reply_to_seq=2, text="...", intent="x", confidence=0.9
+        ai_reply(
+            store.app, got.conversation_id, reply_to_seq=2, text="...", intent="x", confidence=0.9
         )
     store.app.accept_handoff(got.conversation_id, attendant="ana")
     store.app.attendant_reply(got.conversation_id, attendant="ana", text="Oi, é a Ana")
     store.app.return_to_ai(got.conversation_id)
     store.app.close_conversation(got.conversation_id, by="ana")
-    assert store.app.get_conversation(got.conversation_id).status is Status.CLOSED
+    assert store.app.get(Conversation, got.conversation_id).status is Status.CLOSED
 
 
 def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
     tid = tenant(store)
     got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
-    out_id = store.app.record_ai_reply(
-        got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
+    out_id = ai_reply(
+        store.app, got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
     )
     now = datetime.now(UTC)
     held = store.app.record_statuses(
@@ -161,7 +168,7 @@ def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
     )  # type: ignore[arg-type]
     assert held == ["held"]
     store.app.mark_sent(got.conversation_id, out_id, "wamid.OUT1")
-    assert store.app.get_conversation(got.conversation_id).outbound[out_id] == "delivered"
+    assert store.app.get(Conversation, got.conversation_id).outbound[out_id].delivery == "delivered"
     results = store.app.record_statuses(
         [
             RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.READ, now)),  # type: ignore[arg-type]
@@ -169,7 +176,7 @@ def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
         ]
     )
     assert results == ["applied", "stale"]
-    assert store.app.get_conversation(got.conversation_id).outbound[out_id] == "read"
+    assert store.app.get(Conversation, got.conversation_id).outbound[out_id].delivery == "read"
 
 
 def test_a_held_status_recorded_again_is_a_duplicate_and_appends_nothing(store: Store) -> None:
@@ -214,7 +221,7 @@ def test_concurrent_writers_on_one_conversation_lose_nothing(
     other.close()
     assert errors == []
     conv_id = Conversation.create_id(tid, "cloud", "5511988887777")  # type: ignore[arg-type]
-    assert store.app.get_conversation(conv_id).inbound_seq == 31
+    assert store.app.get(Conversation, conv_id).inbound_seq == 31
 
 
 def test_inbound_batches_see_what_other_writers_recorded_meanwhile(
@@ -233,7 +240,7 @@ def test_inbound_batches_see_what_other_writers_recorded_meanwhile(
         [ReceiveMessage(tid, "cloud", inbound("5511988887777", "ainda aí?"))]  # type: ignore[arg-type]
     )
     assert again[0].seq == 2  # type: ignore[union-attr]
-    conv = store.app.get_conversation(got.conversation_id)
+    conv = store.app.get(Conversation, got.conversation_id)
     assert conv.status is Status.HUMAN
     assert conv.assignee == "ana"
     assert [m["text"] for m in conv.history if m["role"] == "lead"] == ["oi", "ainda aí?"]
@@ -264,9 +271,7 @@ def test_no_phone_number_or_text_is_stored_in_clear(store: Store) -> None:
         ReceiveMessage(tid, "cloud", inbound(phone, text, contact_name=name, media_url=media))  # type: ignore[arg-type]
     )
     reply = f"resposta {uuid4().hex[:10]}"
-    store.app.record_ai_reply(
-        got.conversation_id, reply_to_seq=1, text=reply, intent="x", confidence=0.5
-    )
+    ai_reply(store.app, got.conversation_id, reply_to_seq=1, text=reply, intent="x", confidence=0.5)
     app_secret = f"appsecret{uuid4().hex}"
     store.app.connect_channel(
         tid,  # type: ignore[arg-type]
@@ -287,9 +292,9 @@ def test_no_phone_number_or_text_is_stored_in_clear(store: Store) -> None:
         assert needle not in dump
         assert needle.encode().hex() not in dump
     # ... and yet the application reads them back.
-    conv = store.app.get_conversation(got.conversation_id)
+    conv = store.app.get(Conversation, got.conversation_id)
     assert conv.contact == phone
-    assert store.app.get_lead(got.lead_id).name == name
+    assert store.app.get(Lead, got.lead_id).name == name
 
 
 def test_erased_subject_reads_as_erased_not_an_error(store: Store) -> None:
@@ -301,7 +306,7 @@ def test_erased_subject_reads_as_erased_not_an_error(store: Store) -> None:
     events = store.app.stream(got.conversation_id)
     received = [e for e in events if type(e).__qualname__ == "Conversation.MessageReceived"]
     assert received[0].text == ERASED
-    assert store.app.get_lead(got.lead_id).name == ERASED
+    assert store.app.get(Lead, got.lead_id).name == ERASED
 
 
 def test_processes_starting_together_create_the_schema_once(

@@ -17,6 +17,7 @@ from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, is_store_fault, open_store
 from urbana.config import conninfo
+from urbana.domain.tenant import Tenant
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
     try:
         tenant_id, _ = store.app.register_tenant("Loja antes da queda")
         own_postgres.stop()
-        took, failure = elapsed(lambda: store.app.get_tenant(tenant_id))
+        took, failure = elapsed(lambda: store.app.get(Tenant, tenant_id))
         assert failure is not None
         assert is_store_fault(failure), failure
         assert took < BOUND_S, f"read failed after {took:.1f}s"
@@ -69,7 +70,7 @@ def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
         deadline = time.monotonic() + 30
         while True:  # the pools reconnect by themselves
             try:
-                assert store.app.get_tenant(tenant_id).name == "Loja antes da queda"
+                assert store.app.get(Tenant, tenant_id).name == "Loja antes da queda"
                 break
             except PersistenceError:
                 assert time.monotonic() < deadline

@@ -11,7 +11,7 @@ from uuid import uuid4
 import pytest
 
 from urbana.domain.contacts import conversation_id_for
-from urbana.domain.conversation import MAX_TEXT, Conversation, Delivery, Status
+from urbana.domain.conversation import MAX_TEXT, Conversation, Status
 from urbana.domain.errors import (
     AIReplyNotAllowed,
     BurstAlreadyAnswered,
@@ -21,6 +21,7 @@ from urbana.domain.errors import (
     StaleStatus,
     UnknownMessage,
 )
+from urbana.domain.outbound import Delivery
 
 NOW = datetime.now(UTC)
 
@@ -242,7 +243,7 @@ def test_attendant_reply_is_queued_as_human() -> None:
     conv = in_status(Status.HUMAN)
     conv.attendant_reply(outbound_id="h-1", attendant="ana", text="Oi, sou a Ana")
     assert names(conv.collect_events()) == ["OutboundMessageQueued"]
-    assert conv.outbound_author["h-1"] == "human"
+    assert conv.message("h-1").author == "human"
     assert conv.delivery("h-1") is Delivery.QUEUED
 
 
@@ -348,7 +349,7 @@ def test_ai_reply_records_the_reply_and_queues_it() -> None:
     assert names(conv.collect_events()) == ["AIReplyGenerated", "OutboundMessageQueued"]
     assert conv.pending_burst == 0
     assert conv.delivery("ai-1") is Delivery.QUEUED
-    assert conv.outbound_author["ai-1"] == "ai"
+    assert conv.message("ai-1").author == "ai"
 
 
 @pytest.mark.parametrize("status", [Status.WAITING_HUMAN, Status.HUMAN, Status.CLOSED])
@@ -484,7 +485,7 @@ def test_system_message_is_queued_while_no_human_owns_the_thread(status: Status)
     conv = in_status(status)
     conv.queue_system_message(outbound_id="s-1", text="Vou chamar um atendente.")
     assert names(conv.collect_events()) == ["OutboundMessageQueued"]
-    assert conv.outbound_author["s-1"] == "system"
+    assert conv.message("s-1").author == "system"
 
 
 def test_system_message_requires_text() -> None:
@@ -576,6 +577,38 @@ def test_cancel_after_sent_is_stale() -> None:
     assert_refused(
         conv, StaleStatus, lambda: conv.cancel_outbound(outbound_id="ai-1", reason="handoff")
     )
+
+
+def test_a_gateway_status_that_moves_the_message_forward_is_applied() -> None:
+    conv = queued()
+    conv.mark_sent(outbound_id="ai-1", provider_message_id="wamid.out")
+    conv.collect_events()
+    assert conv.apply_status("ai-1", "delivered", NOW) is True
+    assert conv.apply_status("ai-1", "failed", NOW, code="131026", title="undeliverable")
+    events: list[Any] = conv.collect_events()
+    assert names(events) == ["MessageDelivered", "OutboundMessageFailed"]
+    assert (events[1].reason, events[1].code) == ("undeliverable", "131026")
+
+
+@pytest.mark.parametrize("status", ["sent", "delivered", "read"], ids=lambda s: f"{s}-after-read")
+def test_a_gateway_status_that_does_not_move_the_message_is_stale_not_refused(
+    status: str,
+) -> None:
+    conv = queued()
+    conv.mark_sent(outbound_id="ai-1", provider_message_id="wamid.out")
+    conv.mark_read(outbound_id="ai-1", at=NOW)
+    conv.collect_events()
+    before = state(conv)
+    assert conv.apply_status("ai-1", status, NOW) is False
+    assert conv.collect_events() == []
+    assert state(conv) == before
+
+
+def test_a_gateway_status_of_an_unknown_kind_or_message_is_refused() -> None:
+    conv = queued()
+    assert_refused(conv, InvalidInput, lambda: conv.apply_status("ai-1", "seen", NOW))
+    assert_refused(conv, UnknownMessage, lambda: conv.apply_status("nope", "sent", NOW))
+    assert_refused(conv, UnknownMessage, lambda: conv.apply_status("nope", "read", NOW))
 
 
 STATUS_COMMANDS: dict[str, Callable[[Conversation], object]] = {
@@ -822,8 +855,8 @@ def test_a_send_attempt_is_recorded_before_the_call_and_counted() -> None:
     assert conv.record_send_attempt(outbound_id="ai-1", at=NOW) == 1
     assert conv.record_send_attempt(outbound_id="ai-1", at=NOW + timedelta(seconds=5)) == 2
     assert names(conv.collect_events()) == ["OutboundSendAttempted", "OutboundSendAttempted"]
-    assert conv.first_attempt_at["ai-1"] == NOW
-    assert conv.last_attempt_at["ai-1"] == NOW + timedelta(seconds=5)
+    assert conv.message("ai-1").first_attempt_at == NOW
+    assert conv.message("ai-1").last_attempt_at == NOW + timedelta(seconds=5)
     assert conv.delivery("ai-1") is Delivery.QUEUED
 
 
@@ -851,8 +884,9 @@ def test_a_message_failed_before_the_gateway_took_it_may_be_retried() -> None:
     conv.retry_outbound(outbound_id="ai-1", by="ops", now=NOW)
     assert names(conv.collect_events())[-1] == "OutboundMessageRetried"
     assert conv.delivery("ai-1") is Delivery.QUEUED
-    assert conv.send_attempts.get("ai-1") is None  # a fresh start: horizon and attempts
-    assert conv.pending_text["ai-1"] == "Olá! Como posso ajudar?"
+    retried = conv.message("ai-1")  # a fresh start: horizon and attempts
+    assert (retried.attempts, retried.first_attempt_at, retried.failure) == (0, None, None)
+    assert retried.text == "Olá! Como posso ajudar?"
     assert conv.may_send("ai-1")
 
 

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from urbana.domain.conversation import Conversation, Delivery, Status
+from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import DomainError
+from urbana.domain.outbound import Delivery
 
 BASE = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 AI_REPLY_EVENTS = {"AIReplyGenerated", "AIReplyRejected"}
@@ -250,16 +251,16 @@ class ConversationMachine(RuleBasedStateMachine):
 
     @invariant()
     def delivery_never_moves_back(self) -> None:
-        for outbound_id, value in self.conv.outbound.items():
-            rank = RANK[Delivery(value)]
+        for outbound_id, message in self.conv.outbound.items():
+            rank = RANK[message.delivery]
             assert rank >= self.ranks.get(outbound_id, 0)
             self.ranks[outbound_id] = rank
         assert set(self.ranks) == set(self.conv.outbound)
 
     @invariant()
     def ai_message_sendable_only_while_no_human_owns_the_thread(self) -> None:
-        for outbound_id, author in self.conv.outbound_author.items():
-            if author == "ai" and self.conv.may_send(outbound_id):
+        for outbound_id, message in self.conv.outbound.items():
+            if message.author == "ai" and self.conv.may_send(outbound_id):
                 assert self.conv.status in (Status.AI, Status.WAITING_HUMAN)
 
     @invariant()

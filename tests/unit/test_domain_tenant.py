@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput
-from urbana.domain.tenant import CHANNELS, DEFAULT_SETTINGS, ChannelRoute, Tenant
+from urbana.domain.tenant import ChannelRoute, Tenant, TenantSettings
 
 
 def registered(name: str | None = None) -> Tenant:
@@ -31,7 +33,7 @@ def state(tenant: Tenant) -> dict[str, Any]:
 def test_register_records_tenant_registered_with_default_settings() -> None:
     tenant = Tenant.register("Imobiliária Sol")
     assert names(tenant.collect_events()) == ["TenantRegistered"]
-    assert tenant.settings == DEFAULT_SETTINGS
+    assert tenant.settings == TenantSettings()
     assert tenant.channels == {}
 
 
@@ -84,9 +86,40 @@ def test_change_settings_updates_known_keys_only() -> None:
     tenant = registered()
     tenant.change_settings(confidence_threshold=0.7, hot_score=80)
     assert names(tenant.collect_events()) == ["HandoffRulesChanged"]
-    assert tenant.settings["confidence_threshold"] == 0.7
-    assert tenant.settings["hot_score"] == 80
-    assert tenant.settings["debounce_ms"] == DEFAULT_SETTINGS["debounce_ms"]
+    assert tenant.settings.confidence_threshold == 0.7
+    assert tenant.settings.hot_score == 80
+    assert tenant.settings.debounce_ms == TenantSettings().debounce_ms == 1500
+
+
+def test_change_settings_records_the_values_as_the_settings_hold_them() -> None:
+    tenant = registered()
+    tenant.change_settings(handoff_intents=["price"], debounce_ms="300", include_groups=1)
+    (changed,) = tenant.collect_events()
+    assert changed.changes == {  # type: ignore[attr-defined]
+        "handoff_intents": ("price",),
+        "debounce_ms": 300,
+        "include_groups": True,
+    }
+    assert tenant.settings.handoff_intents == ("price",)
+    assert tenant.settings.debounce_ms == 300
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"debounce_ms": "soon"}, {"stage_thresholds": {"hot": "high"}}, {"handoff_intents": 3}],
+)
+def test_change_settings_refuses_a_value_it_cannot_read(changes: dict[str, Any]) -> None:
+    tenant = registered()
+    before = state(tenant)
+    with pytest.raises(InvalidInput):
+        tenant.change_settings(**changes)
+    assert tenant.collect_events() == []
+    assert state(tenant) == before
+
+
+def test_the_prompt_is_not_a_setting_change_settings_takes() -> None:
+    with pytest.raises(InvalidInput, match="prompt"):
+        registered().change_settings(prompt="Você é a assistente.")
 
 
 def test_change_settings_rejects_unknown_keys() -> None:
@@ -102,7 +135,7 @@ def test_change_prompt_records_the_prompt() -> None:
     tenant = registered()
     tenant.change_prompt("Você é a assistente da Imobiliária Sol.")
     assert names(tenant.collect_events()) == ["PromptChanged"]
-    assert tenant.prompt == "Você é a assistente da Imobiliária Sol."
+    assert tenant.settings.prompt == "Você é a assistente da Imobiliária Sol."
 
 
 def test_change_prompt_rejects_a_prompt_over_20000_characters() -> None:
@@ -116,10 +149,12 @@ def test_change_prompt_rejects_a_prompt_over_20000_characters() -> None:
 
 def test_tenants_do_not_share_mutable_settings() -> None:
     first, second = registered(), registered()
-    for key, value in first.settings.items():
-        if isinstance(value, list | dict):
-            assert value is not second.settings[key], key
-            assert value is not DEFAULT_SETTINGS[key], key
+    for field in dataclasses.fields(TenantSettings):
+        value = getattr(first.settings, field.name)
+        if isinstance(value, dict):
+            assert value is not getattr(second.settings, field.name), field.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.settings.hot_score = 1  # type: ignore[misc]
 
 
 def test_channel_route_id_comes_from_channel_and_route_key() -> None:

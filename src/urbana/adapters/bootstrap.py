@@ -41,9 +41,7 @@ if TYPE_CHECKING:
     from urbana.adapters.kafka.consumer import GroupTimeouts
     from urbana.adapters.kafka.workers import EventWorker
     from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-    from urbana.application.ai import LLM, Embeddings
-    from urbana.application.channels import Sender
-    from urbana.application.ports import Clock
+    from urbana.application.ports import LLM, Clock, Embeddings, Sender
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +130,12 @@ async def build(settings: Settings, **overrides: Unpack[Overrides]) -> Container
     from urbana.adapters.channels.console import ConsoleChannel
     from urbana.adapters.channels.evolution import EvolutionChannel
     from urbana.adapters.channels.zapi import ZapiChannel
-    from urbana.adapters.clock import SystemClock
     from urbana.adapters.http.directory import TenantDirectory
     from urbana.adapters.ingest import Ingestor
     from urbana.adapters.postgres.store import is_store_fault
     from urbana.adapters.redis_coord import redis_client
     from urbana.application.ingest import StoreGate
+    from urbana.application.ports import SystemClock
 
     store = await asyncio.to_thread(build_store, settings)
     closers: list[Callable[[], Awaitable[None]]] = []
@@ -349,7 +347,7 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
             breaker_open_s=s.dispatch_breaker_open_s,
             breaker_max_open_s=max(s.dispatch_breaker_max_open_s, s.dispatch_breaker_open_s),
         ),
-        clock=c.clock.now,
+        clock=c.clock,
     )
     return dispatcher_worker(
         dispatcher=dispatcher,

@@ -35,7 +35,7 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 
 
 class RedisRateLimiter:
-    """`RateLimiter` (the dispatcher's port) over a Redis sorted set per tenant."""
+    """The `RateLimiter` port over a Redis sorted set per tenant."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "urbana") -> None:
         self._redis = client

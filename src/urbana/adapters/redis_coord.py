@@ -1,9 +1,9 @@
-"""Redis coordination for the AI responder and the dispatcher, and the Redis client.
+"""Redis coordination for the AI responder, and the process's Redis client.
 
 Debounce: every inbound message records its sequence number; a trigger waits for
 the tenant's quiet time and goes on only if no later message arrived meanwhile,
 so a burst of three messages gets one answer. Locks: one responder at a time per
-conversation. Rate limit: a fixed one-second window per tenant.
+conversation. (The send rate limit is `urbana.adapters.rate_limit`.)
 
 Redis is a coordinator here, never an authority: one reply per burst is a domain
 invariant the event store enforces, so a lock only spares duplicate work (two LLM
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from uuid import UUID
@@ -39,6 +38,8 @@ from tenacity import (
     wait_exponential,
 )
 
+from urbana.application.ports import CoordinationUnavailable, LockBusy
+
 log = logging.getLogger(__name__)
 
 LOCK_TTL_MS = 6_000
@@ -52,14 +53,6 @@ if tonumber(ARGV[1]) > current then
 end
 return redis.call('get', KEYS[1])
 """
-
-
-class CoordinationUnavailable(Exception):
-    """Redis did not answer (down, paused, or no connection free in time)."""
-
-
-class LockBusy(TimeoutError):
-    """Another holder kept the conversation's lock for longer than we could wait."""
 
 
 def redis_client(
@@ -90,6 +83,8 @@ def redis_client(
 
 
 class RedisCoordinator:
+    """The `Coordination` port on Redis: burst counters and renewed locks."""
+
     def __init__(self, client: aioredis.Redis, *, prefix: str = "urbana") -> None:
         self._redis = client
         self._prefix = prefix
@@ -153,22 +148,6 @@ class RedisCoordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
             await _release(lock, conversation_id, ttl_ms)
-
-    async def acquire(self, tenant_id: UUID, per_second: int) -> None:
-        """Rate limit: wait until the tenant may send one more message this second."""
-        while True:
-            second = int(time.time())
-            key = f"{self._prefix}:rate:{tenant_id}:{second}"
-            try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.incr(key)
-                    pipe.expire(key, 2)
-                    count, _ = await pipe.execute()
-            except RedisError as exc:
-                raise CoordinationUnavailable(f"rate limit of {tenant_id}: {exc}") from exc
-            if int(count) <= per_second:
-                return
-            await asyncio.sleep(max(0.0, second + 1 - time.time()))
 
 
 async def _renew(lock: Lock, every_s: float) -> None:

@@ -1,8 +1,9 @@
-"""The AI ports (embeddings, LLM, knowledge search) and the prompt they share.
+"""What the AI ports exchange (passages, prompts, results) and the prompt itself.
 
 A responder embeds the burst, searches the tenant's knowledge, builds one `Prompt`
-(DESIGN §6: tenant system prompt + top-k passages + the last 10 messages + the
-burst) and asks an `LLM` for an `AIDecision`. The LLM port never raises: when every
+(the tenant's system prompt + top-k passages + the last 10 messages + the burst; see
+docs/architecture.md, The flow of one message) and asks an `LLM` (the ports are in
+`urbana.application.ports`) for an `AIDecision`. The LLM port never raises: when every
 model fails it returns the last-resort answer with a handoff, so the state machine
 always has a decision to record.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from uuid import UUID
 
 from urbana.domain.reply import LLM_HANDOFF_REASONS, AIDecision
@@ -68,7 +69,7 @@ class Prompt:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What a call cost: it travels on `AIReplyGenerated` (DESIGN §6)."""
+    """What a call cost: it travels on `AIReplyGenerated`."""
 
     model: str
     tokens_in: int = 0
@@ -94,49 +95,6 @@ class LLMResult:
     usage: Usage
     failure: str | None = None
     attempts: list[str] = field(default_factory=list)  # "model:outcome", oldest first
-
-
-# -------------------------------------------------------------------------- ports
-
-
-class Embeddings(Protocol):
-    """Text to vectors; the e5 family needs distinct query and passage encodings."""
-
-    @property
-    def model(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    async def embed_query(self, text: str) -> list[float]:
-        """One normalised vector for a search query; EmbeddingsUnavailable on failure."""
-        ...
-
-    async def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
-        """One normalised vector per passage, in order; EmbeddingsUnavailable on failure."""
-        ...
-
-
-class LLM(Protocol):
-    """Answers a prompt with an `AIDecision`; never raises (last resort: handoff)."""
-
-    async def complete(self, prompt: Prompt) -> LLMResult:
-        """The decision for this prompt, with the model's usage."""
-        ...
-
-
-class KnowledgeSearch(Protocol):
-    async def search(
-        self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
-    ) -> list[Passage]:
-        """The tenant's `k` passages closest to the vector, best first."""
-        ...
-
-
-class KnowledgeStore(KnowledgeSearch, Protocol):
-    async def add_document(self, tenant_id: UUID, name: str, text: str) -> UUID:
-        """Chunk, embed and store a document (replacing one of the same name); its id."""
-        ...
 
 
 # ------------------------------------------------------------------------- prompt

@@ -1,8 +1,8 @@
-"""The channel port: what a WhatsApp gateway adapter must do for the application.
+"""What the WhatsApp gateways and the application exchange.
 
-An adapter authenticates and parses a gateway's webhook into normalised
-`InboundEvent`s, and sends outbound messages. Everything gateway-specific stays
-in `urbana.adapters.channels`; the application sees only these types.
+A channel adapter authenticates and parses a gateway's webhook into these normalised
+types, and sends outbound messages (the `Sender` port, in `urbana.application.ports`).
+Everything gateway-specific stays in `urbana.adapters.channels`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal, Protocol
-
-ChannelKind = Literal["cloud", "evolution", "zapi", "console"]
 
 
 class DeliveryStatus(StrEnum):
@@ -86,20 +83,6 @@ class OutboundRequest:
     callback_data: str | None = None
 
 
-class ChannelAdapter(Protocol):
-    """A WhatsApp gateway: parse inbound webhooks, send outbound messages."""
-
-    kind: ChannelKind
-
-    def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
-        """Parse a webhook body into one item per routing key; WebhookRejected on bad input."""
-        ...
-
-    async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
-        """Send a message; return the provider's message id."""
-        ...
-
-
 class SendFailed(Exception):
     """A gateway refused or failed to take an outbound message.
 
@@ -130,18 +113,3 @@ class SendFailed(Exception):
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
         self.channel_wide = channel_wide
-
-
-class Sender(Protocol):
-    """Sends one outbound message through a gateway.
-
-    `reconciles` is True when the gateway echoes `OutboundRequest.callback_data` in
-    its status webhooks, so a send whose outcome is unknown can be confirmed later
-    instead of repeated.
-    """
-
-    reconciles: bool
-
-    async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
-        """Send; return the provider's message id. Raises SendFailed."""
-        ...

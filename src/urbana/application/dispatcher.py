@@ -5,7 +5,8 @@ cancelled when a human took over since it was queued); WhatsApp's 24-hour window
 (free-form text only within 24 h of the lead's last message, otherwise
 `OutboundMessageFailed` with reason `outside_window`); the tenant channel's circuit
 breaker; the tenant's rate limit. Then `OutboundSendAttempted`, the gateway call, and
-`OutboundMessageSent` with the provider id.
+`OutboundMessageSent` with the provider id. The gateways, the rate limiter and the
+clock are ports (`urbana.application.ports`).
 
 A transient fault (5xx, 429 and Meta's rate-limit codes, timeouts, connection errors)
 delays a message, it never drops it: the send is retried with jittered exponential
@@ -22,8 +23,8 @@ between the call and `OutboundMessageSent`) is not blindly repeated. The attempt
 recorded before the call, and the request carries `<conversation id>:<outbound id>` as
 callback data (the Cloud API's `biz_opaque_callback_data`, echoed in that message's
 status webhooks): a status carrying it for a provider id we never learnt marks the
-message sent (`UrbanaApp._reconcile`). Before sending again after such an attempt the
-dispatcher waits up to `reconcile_wait_s` from it for that to happen. Gateways that
+message sent (`urbana.application.inbound`). Before sending again after such an
+attempt the dispatcher waits up to `reconcile_wait_s` from it for that to happen. Gateways that
 echo nothing (Evolution, Z-API) are at-least-once: after that wait for another
 dispatcher's attempt (or at once after a timeout of our own) the message is sent again.
 
@@ -47,29 +48,25 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from urbana.application.app import UrbanaApp, callback_data_for
 from urbana.application.breaker import ChannelBreaker
-from urbana.application.channels import OutboundRequest, Sender, SendFailed
-from urbana.domain.conversation import Conversation, Delivery, Status
+from urbana.application.channels import OutboundRequest, SendFailed
+from urbana.application.ports import Clock, RateLimiter, Sender, SystemClock
+from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import InvalidTransition, StaleStatus
+from urbana.domain.outbound import OUT
+from urbana.domain.tenant import Tenant
 
 log = logging.getLogger(__name__)
 
 RECONCILE_POLL_S = 0.5
-_OUT = frozenset({Delivery.SENT.value, Delivery.DELIVERED.value, Delivery.READ.value})
 _R = TypeVar("_R")
-
-
-class RateLimiter(Protocol):
-    async def acquire(self, tenant_id: UUID, per_second: int) -> None:
-        """Wait until the tenant may send one more message."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +101,6 @@ class _Progress:
     waited_for: int = 0  # last attempt whose reconciliation we already waited for
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -116,13 +109,13 @@ class Dispatcher:
         *,
         rate_limiter: RateLimiter | None = None,
         policy: DispatchPolicy | None = None,
-        clock: Callable[[], datetime] = _now,
+        clock: Clock | None = None,
     ) -> None:
         self._app = app
         self._senders = senders
         self._limiter = rate_limiter
         self._policy = policy or DispatchPolicy()
-        self._clock = clock
+        self._clock = (clock or SystemClock()).now
         self._breakers: dict[tuple[UUID, str], ChannelBreaker] = {}
 
     def breaker(self, tenant_id: UUID, route: str) -> ChannelBreaker:
@@ -161,7 +154,7 @@ class Dispatcher:
         while True:
             conv = await self._load(conversation_id)
             early = await self._send_time_checks(conv, outbound_id, progress)
-            if early == "skipped" and progress.mine and conv.outbound.get(outbound_id) in _OUT:
+            if early == "skipped" and progress.mine and _went_out(conv, outbound_id):
                 return "reconciled"  # confirmed by the gateway's status, not by our call
             if early is not None:
                 return early
@@ -173,7 +166,7 @@ class Dispatcher:
         self, conv: Conversation, outbound_id: str, progress: _Progress
     ) -> str | None:
         """The outcome when the message must not (or need not) be sent now; else None."""
-        if conv.outbound.get(outbound_id) != Delivery.QUEUED.value:
+        if not conv.is_queued(outbound_id):
             return "skipped"
         if not conv.may_send(outbound_id):
             reason = "conversation_closed" if conv.status is Status.CLOSED else "human_took_over"
@@ -183,7 +176,7 @@ class Dispatcher:
         if not conv.within_service_window(now):
             await self._fail(conv.id, outbound_id, "outside_window")
             return "failed"
-        first = conv.first_attempt_at.get(outbound_id, progress.started)
+        first = conv.message(outbound_id).first_attempt_at or progress.started
         horizon_end = min(first, progress.started) + timedelta(seconds=self._policy.horizon_s)
         window_end = conv.service_window_ends() or horizon_end
         progress.deadline = min(horizon_end, window_end)
@@ -194,7 +187,8 @@ class Dispatcher:
 
         True when we waited (the caller looks at the conversation again).
         """
-        attempt = conv.send_attempts.get(outbound_id, 0)
+        message = conv.message(outbound_id)
+        attempt = message.attempts
         if attempt == 0 or attempt in progress.not_sent or attempt <= progress.waited_for:
             return False
         sender = self._senders.get(conv.channel)
@@ -202,18 +196,19 @@ class Dispatcher:
         if attempt in progress.mine and not reconciles:
             return False  # our own timeout, and nothing will confirm it: at-least-once
         progress.waited_for = attempt
-        until = conv.last_attempt_at[outbound_id] + timedelta(seconds=self._policy.reconcile_wait_s)
+        assert message.last_attempt_at is not None  # it made an attempt
+        until = message.last_attempt_at + timedelta(seconds=self._policy.reconcile_wait_s)
         log.info("outbound %s: attempt %d may have gone out; waiting", outbound_id, attempt)
         while self._clock() < until:
             await asyncio.sleep(min(RECONCILE_POLL_S, (until - self._clock()).total_seconds()))
             latest = await self._load(conv.id)
-            if latest.outbound.get(outbound_id) != Delivery.QUEUED.value:
+            if not latest.is_queued(outbound_id):
                 break
         return True
 
     async def _attempt(self, conv: Conversation, outbound_id: str, progress: _Progress) -> str:
-        tenant = await self._call(self._app.get_tenant, conv.tenant_id)
-        route = tenant.settings.get("outbound") or conv.channel
+        tenant = await self._call(self._app.get, Tenant, conv.tenant_id)
+        route = tenant.settings.outbound or conv.channel
         sender = self._senders.get(route)
         channel = tenant.channels.get(conv.channel)
         if sender is None or (channel is None and route == conv.channel):
@@ -233,16 +228,16 @@ class Dispatcher:
             except (StaleStatus, InvalidTransition):
                 return await self._try(conv.id, outbound_id, progress)  # it changed meanwhile
             progress.mine.add(number)
+            text = conv.message(outbound_id).text
+            assert text is not None  # a queued message always has its text
             request = OutboundRequest(
                 to=conv.contact,
-                text=conv.pending_text[outbound_id],
+                text=text,
                 callback_data=callback_data_for(conv.id, outbound_id),
             )
             if self._limiter is not None:
                 # Last thing before the call, so the gateway sees the pace the limiter set.
-                await self._limiter.acquire(
-                    conv.tenant_id, int(tenant.settings.get("rate_limit_per_s", 80))
-                )
+                await self._limiter.acquire(conv.tenant_id, tenant.settings.rate_limit_per_s)
             try:
                 provider_id = await sender.send(config, request)
             except SendFailed as exc:
@@ -284,12 +279,12 @@ class Dispatcher:
         self, conversation_id: UUID, outbound_id: str, progress: _Progress, last: SendFailed
     ) -> str:
         conv = await self._load(conversation_id)
-        if conv.outbound.get(outbound_id) != Delivery.QUEUED.value:
+        if not conv.is_queued(outbound_id):
             return "skipped"
         if not conv.within_service_window(self._clock()):
             reason = "outside_window"
         else:
-            attempts = conv.send_attempts.get(outbound_id, 0)
+            attempts = conv.message(outbound_id).attempts
             reason = (
                 f"gave up after {attempts} attempt(s) within {self._policy.horizon_s:.0f} s: "
                 f"{last.reason}"
@@ -307,12 +302,17 @@ class Dispatcher:
             )
 
     async def _load(self, conversation_id: UUID) -> Conversation:
-        return await self._call(self._app.get_conversation, conversation_id)
+        return await self._call(self._app.get, Conversation, conversation_id)
 
     @staticmethod
     async def _call(function: Callable[..., _R], *args: object) -> _R:
         # The event store is synchronous: never on the event loop.
         return await asyncio.to_thread(function, *args)
+
+
+def _went_out(conv: Conversation, outbound_id: str) -> bool:
+    found = conv.outbound.get(outbound_id)
+    return found is not None and found.delivery in OUT
 
 
 def _code(failure: SendFailed) -> str | None:

@@ -2,32 +2,31 @@
 
 Built from a stored event (notification) without decrypting anything: personal
 fields stay sealed under `encrypted`, with the subject key id and field names in
-clear. Documented as JSON Schema in infra/kafka/schemas/ (schema version 1).
+clear. Documented as JSON Schema in infra/kafka/schemas/ (envelope version 1).
+
+`envelope_from_stored` is the only way a stored record becomes an envelope: the relay,
+the replay and the republisher all get theirs from it (through
+`urbana.adapters.postgres.log`). It runs once per event in replay's hot loop, hence
+the hand-unrolled code: no UUID objects, no isinstance chains.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from hashlib import sha1
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import orjson
 
 ENVELOPE_VERSION = 1
-_EVENT_ID_NS = UUID("0b8c1d2e-7f6a-4e5d-9c3b-2a1f0e9d8c7b")
-_META = ("timestamp", "originator_topic", "class_version")
-
-
-def _plain(value: Any) -> Any:
-    """Tagged store values to plain JSON (uuid and datetime as strings)."""
-    if isinstance(value, dict):
-        if len(value) == 2 and "_type_" in value and "_data_" in value:
-            return value["_data_"] if value["_type_"] != "uuid" else str(UUID(value["_data_"]))
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+# Event ids are uuid5(EVENT_ID_NAMESPACE, "<stream id>:<stream version>"): stable, so a
+# republished event keeps its id.
+EVENT_ID_NAMESPACE = UUID("0b8c1d2e-7f6a-4e5d-9c3b-2a1f0e9d8c7b")
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+_META = frozenset({"timestamp", "originator_topic", "class_version"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +72,7 @@ class Envelope:
         return datetime.fromisoformat(self.occurred_at)
 
 
+@lru_cache(maxsize=1024)
 def event_names(topic: str) -> tuple[str, str]:
     """(aggregate, event type) from a stored topic like 'pkg.mod:Conversation.MessageReceived'."""
     qualname = topic.split(":", 1)[-1]
@@ -81,38 +81,71 @@ def event_names(topic: str) -> tuple[str, str]:
 
 
 def envelope_from_stored(
-    *,
     position: int,
-    stream_id: UUID,
+    stream_id: str,
     stream_version: int,
     topic: str,
     state: bytes,
-    tenant_id: UUID | str | None,
+    tenant_id: str | None = None,
+    *,
+    event_id: bool = True,
 ) -> Envelope:
-    """The public envelope of one stored event (personal fields stay sealed)."""
+    """The public envelope of one stored event (personal fields stay sealed).
+
+    The tenant is the one the event records; `tenant_id` (the stream's) stands in for
+    records that do not carry one. `event_id=False` leaves the event id empty:
+    projections never read it, and hashing it is a fifth of the decoding cost.
+    """
     raw = orjson.loads(state)
-    aggregate, name = event_names(topic)
-    timestamp = _plain(raw.get("timestamp"))
-    schema_version = int(raw.get("class_version", 1))
     sealed = raw.pop("_pii_", None)
-    data = {k: _plain(v) for k, v in raw.items() if k not in _META}
-    if tenant_id is None and "tenant_id" in data:
-        tenant_id = data["tenant_id"]
-    encrypted = (
-        {"key_id": sealed["k"], "fields": sealed["f"], "ciphertext": sealed["c"]}
-        if sealed
-        else None
-    )
+    data = {
+        k: (_plain(v) if type(v) in (dict, list) else v) for k, v in raw.items() if k not in _META
+    }
+    tenant = data.get("tenant_id")
+    if tenant is None:
+        tenant = tenant_id
+    aggregate, name = event_names(topic)
     return Envelope(
-        event_id=str(uuid5(_EVENT_ID_NS, f"{stream_id}:{stream_version}")),
+        event_id=_event_id(stream_id, stream_version) if event_id else "",
         type=name,
         aggregate=aggregate,
-        schema_version=schema_version,
-        stream_id=str(stream_id),
+        schema_version=int(raw.get("class_version", 1)),
+        stream_id=stream_id,
         stream_version=stream_version,
         position=position,
-        tenant_id=str(tenant_id) if tenant_id is not None else None,
-        occurred_at=str(timestamp),
+        tenant_id=str(tenant) if tenant is not None else None,
+        occurred_at=str(_plain(raw.get("timestamp"))),
         data=data,
-        encrypted=encrypted,
+        encrypted=(
+            {"key_id": sealed["k"], "fields": sealed["f"], "ciphertext": sealed["c"]}
+            if sealed
+            else None
+        ),
     )
+
+
+def _plain(value: Any) -> Any:
+    """Tagged store values to plain JSON (uuid, datetime and decimal as strings)."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) == 2 and "_type_" in value and "_data_" in value:
+            data = value["_data_"]
+            return _uuid_text(data.lower()) if value["_type_"] == "uuid" else data
+        return {k: _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
+    return value
+
+
+def _uuid_text(hex32: str) -> str:
+    if len(hex32) != 32:
+        return str(UUID(hex32))
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+
+
+def _event_id(stream_id: str, version: int) -> str:
+    """uuid5(EVENT_ID_NAMESPACE, "<stream>:<version>") as text, without building UUIDs."""
+    digest = bytearray(sha1(_NAMESPACE_BYTES + f"{stream_id}:{version}".encode()).digest()[:16])  # noqa: S324
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return _uuid_text(digest.hex())

@@ -1,13 +1,24 @@
-"""Ports the application owns; adapters implement them."""
+"""The ports: what the application needs from the outside world, as Protocols.
+
+Adapters implement them (PostgreSQL, Redis, OpenAI, the WhatsApp gateways); the tests'
+in-memory fakes implement the same ones (tests/fakes.py). The application and the
+domain never import an adapter.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
+
+from urbana.application.ai import DEFAULT_K, LLMResult, Passage, Prompt
+from urbana.application.channels import OutboundRequest
+
+# ------------------------------------------------------------------- persistence
 
 
 class SubjectCipher(Protocol):
@@ -30,15 +41,147 @@ class SubjectCipher(Protocol):
         ...
 
 
+class StreamIndex(Protocol):
+    """Many streams read in one query instead of one query per stream."""
+
+    def stored_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        """Each stream's stored events after the given version, in stream order."""
+        ...
+
+
+# ---------------------------------------------------------------------- time
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware (UTC)."""
         ...
 
 
-class StreamIndex(Protocol):
-    """Many streams read in one query instead of one query per stream."""
+class SystemClock:
+    """The `Clock` of a running process: the machine's time, in UTC."""
 
-    def stored_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
-        """Each stream's stored events after the given version, in stream order."""
+    def now(self) -> datetime:
+        """The current time, timezone-aware (UTC)."""
+        return datetime.now(UTC)
+
+
+# ------------------------------------------------------------------------ AI
+
+
+class Embeddings(Protocol):
+    """Text to vectors; the e5 family needs distinct query and passage encodings."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    async def embed_query(self, text: str) -> list[float]:
+        """One normalised vector for a search query; EmbeddingsUnavailable on failure."""
+        ...
+
+    async def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
+        """One normalised vector per passage, in order; EmbeddingsUnavailable on failure."""
+        ...
+
+
+class LLM(Protocol):
+    """Answers a prompt with an `AIDecision`; never raises (last resort: handoff)."""
+
+    async def complete(self, prompt: Prompt) -> LLMResult:
+        """The decision for this prompt, with the model's usage."""
+        ...
+
+
+class KnowledgeSearch(Protocol):
+    async def search(
+        self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
+    ) -> list[Passage]:
+        """The tenant's `k` passages closest to the vector, best first."""
+        ...
+
+
+class KnowledgeStore(KnowledgeSearch, Protocol):
+    """The tenants' knowledge bases: documents chunked, embedded and searchable."""
+
+    async def add_document(
+        self,
+        tenant_id: UUID,
+        name: str,
+        text: str,
+        *,
+        version: int | None = None,
+        force: bool = False,
+    ) -> UUID:
+        """Chunk, embed and store a document (replacing one of the same name); its id.
+
+        `version` is the tenant stream version of the event the text comes from: a
+        document already stored from that version or a later one is left alone, unless
+        `force`. Without a version the document is replaced unconditionally.
+        """
+        ...
+
+
+# ------------------------------------------------------------------ channels
+
+
+class Sender(Protocol):
+    """Sends one outbound message through a gateway.
+
+    `reconciles` is True when the gateway echoes `OutboundRequest.callback_data` in
+    its status webhooks, so a send whose outcome is unknown can be confirmed later
+    instead of repeated.
+    """
+
+    reconciles: bool
+
+    async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
+        """Send; return the provider's message id. Raises SendFailed."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """The tenant's send rate, shared by every dispatcher."""
+
+    async def acquire(self, tenant_id: UUID, per_second: int) -> None:
+        """Wait until the tenant may send one more message."""
+        ...
+
+
+# -------------------------------------------------------------- coordination
+
+
+class CoordinationUnavailable(Exception):
+    """The coordinator (Redis) did not answer: down, paused, or no connection free."""
+
+
+class LockBusy(TimeoutError):
+    """Another holder kept the conversation's lock for longer than we could wait."""
+
+
+class Coordination(Protocol):
+    """The responder's debounce and per-conversation lock, shared by every responder.
+
+    A coordinator, never an authority: one reply per burst is a domain invariant the
+    event store enforces; this only spares duplicate work (two LLM calls for one burst).
+    Faults are raised as `CoordinationUnavailable`.
+    """
+
+    async def note_messages(self, latest: Mapping[UUID, int]) -> None:
+        """Remember the latest inbound sequence number of each conversation."""
+        ...
+
+    async def quiet_after(self, conversation_id: UUID, seq: int, debounce_ms: int) -> bool:
+        """Wait `debounce_ms`; True when `seq` is still the conversation's latest message."""
+        ...
+
+    def lock(
+        self, conversation_id: UUID, *, wait_s: float = ...
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation's lock while the block runs.
+
+        LockBusy when another holder keeps it for longer than `wait_s`.
+        """
         ...

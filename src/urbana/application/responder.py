@@ -1,38 +1,46 @@
 """The AI responder: one grounded answer per inbound burst, or a handoff.
 
-Load the conversation, skip unless the AI owns it and a burst is pending, guard
-the input, retrieve knowledge, ask the LLM, guard the output, decide on handoff,
-and record everything in one transaction (`UrbanaApp.apply_ai_outcome`). The
-domain refuses a second outcome for the same burst, so a redelivered trigger is
-harmless.
+On each `MessageReceived` (`BurstTrigger`): wait for the burst to end (the tenant's
+debounce), then answer it under the conversation's lock, both held by the
+`Coordination` port. Answering (`Responder`): load the conversation, skip unless the
+AI owns it and a burst is pending, guard the input, retrieve knowledge, ask the LLM,
+guard the output, decide on handoff, and record everything in one transaction
+(`UrbanaApp.apply_ai_outcome`). The domain refuses a second outcome for the same
+burst, so a redelivered trigger is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from urbana.application.ai import (
+from urbana.application.ai import AIError, Passage, build_prompt, burst_of
+from urbana.application.app import AIOutcome, UrbanaApp
+from urbana.application.ports import (
     LLM,
-    AIError,
+    Coordination,
+    CoordinationUnavailable,
     Embeddings,
     KnowledgeSearch,
-    Passage,
-    build_prompt,
-    burst_of,
 )
-from urbana.application.app import AIOutcome, UrbanaApp
 from urbana.domain.conversation import Conversation, Status
-from urbana.domain.errors import BurstAlreadyAnswered, DomainError, InvalidTransition
+from urbana.domain.errors import BurstAlreadyAnswered, InvalidTransition
 from urbana.domain.guard import check_input, check_output
+from urbana.domain.lead import Lead
 from urbana.domain.reply import LLM_FAILURE, bot_message, handoff_reason
+from urbana.domain.tenant import Tenant, TenantSettings
 
 log = logging.getLogger(__name__)
 
 GUARD_REJECTED = "guard_rejected"
+# Noting arrivals waits this long at most: it only lengthens other triggers' debounce.
+ARRIVAL_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +69,14 @@ class Responder:
         self._k = k
 
     async def respond(self, conversation_id: UUID) -> Responded:
-        conv: Conversation = await asyncio.to_thread(self._app.get_conversation, conversation_id)
+        conv: Conversation = await asyncio.to_thread(self._app.get, Conversation, conversation_id)
         if conv.status is not Status.AI:
             return Responded("skipped", f"conversation is {conv.status.value}")
         if conv.pending_burst == 0:
             return Responded("skipped", "nothing to answer")
-        tenant = await asyncio.to_thread(self._app.get_tenant, conv.tenant_id)
-        settings: dict[str, Any] = tenant.settings
-        messages = settings.get("bot_messages") or {}
+        tenant = await asyncio.to_thread(self._app.get, Tenant, conv.tenant_id)
+        settings = tenant.settings
+        messages = settings.bot_messages
         burst = burst_of(conv.history, conv.answered_seq)
         reply_to = conv.inbound_seq
         verdict = check_input(burst)
@@ -80,9 +88,9 @@ class Responder:
         prompt = build_prompt(
             history=conv.history,
             answered_seq=conv.answered_seq,
-            tenant_prompt=tenant.prompt,
+            tenant_prompt=settings.prompt,
             passages=passages,
-            handoff_intents=settings.get("handoff_intents", ()),
+            handoff_intents=settings.handoff_intents,
         )
         result = await self._llm.complete(prompt)
         decision = result.decision
@@ -100,8 +108,8 @@ class Responder:
                 )
                 return await self._record(conversation_id, outcome, usage=usage)
 
-        lead = await asyncio.to_thread(self._app.get_lead, conv.lead_id)
-        hot = int(settings.get("hot_score", 70))
+        lead = await asyncio.to_thread(self._app.get, Lead, conv.lead_id)
+        hot = settings.hot_score
         after = max(0, min(100, lead.score + decision.score_delta))
         crossed_hot = lead.score < hot <= after
         if result.failure:
@@ -110,8 +118,8 @@ class Responder:
             reason = handoff_reason(
                 decision,
                 burst_text=burst,
-                confidence_threshold=float(settings.get("confidence_threshold", 0.55)),
-                handoff_intents=settings.get("handoff_intents", ()),
+                confidence_threshold=settings.confidence_threshold,
+                handoff_intents=settings.handoff_intents,
                 hot_score=hot,
                 # Hot is a threshold to cross, not a state that keeps handing off.
                 lead_score=after if crossed_hot else min(after, hot - 1),
@@ -141,7 +149,7 @@ class Responder:
 
     @staticmethod
     def _refusal(
-        reply_to: int, reply: str, reason: str, burst: str, messages: dict[str, str]
+        reply_to: int, reply: str, reason: str, burst: str, messages: Mapping[str, str]
     ) -> AIOutcome:
         return AIOutcome(
             reply_to_seq=reply_to,
@@ -160,20 +168,81 @@ class Responder:
         self, conversation_id: UUID, outcome: AIOutcome, usage: dict[str, Any] | None = None
     ) -> Responded:
         if usage is not None:
-            outcome = AIOutcome(**{**_fields(outcome), "usage": usage})
+            outcome = dataclasses.replace(outcome, usage=usage)
         try:
             queued = await asyncio.to_thread(self._app.apply_ai_outcome, conversation_id, outcome)
         except (BurstAlreadyAnswered, InvalidTransition) as exc:
             # Someone (a redelivery, a human) got there first: nothing to do.
             return Responded("skipped", f"{type(exc).__name__}: {exc}")
-        except DomainError:
-            raise
         action = "handoff" if outcome.handoff_reason else "replied"
         return Responded(action, outcome.handoff_reason or "", tuple(queued))
 
 
-def _fields(outcome: AIOutcome) -> dict[str, Any]:
-    return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
+class TenantSettingsCache:
+    """Tenants' settings, read from the store at most once per `ttl` seconds each."""
+
+    def __init__(
+        self, app: UrbanaApp, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._app = app
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[UUID, tuple[TenantSettings, float]] = {}
+
+    async def get(self, tenant_id: UUID) -> TenantSettings:
+        hit = self._cache.get(tenant_id)
+        if hit and hit[1] > self._clock():
+            return hit[0]
+        tenant = await asyncio.to_thread(self._app.get, Tenant, tenant_id)
+        self._cache[tenant_id] = (tenant.settings, self._clock() + self._ttl)
+        return tenant.settings
+
+
+class BurstTrigger:
+    """What the responder does on each `MessageReceived`: one answer per burst.
+
+    The coordinator holds the debounce and the lock, so while it is unavailable the
+    trigger fails (`CoordinationUnavailable`) and its caller retries it: answering
+    without them would give a burst several answers, and the lock is what keeps two
+    LLM calls from racing for one burst (the store would refuse the second answer).
+    """
+
+    def __init__(
+        self,
+        responder: Responder,
+        coordination: Coordination,
+        tenants: TenantSettingsCache,
+        *,
+        default_debounce_ms: int,
+    ) -> None:
+        self._responder = responder
+        self._coordination = coordination
+        self._tenants = tenants
+        self._default_debounce_ms = default_debounce_ms
+
+    async def message_received(
+        self, conversation_id: UUID, seq: int, tenant_id: UUID | None
+    ) -> Responded | None:
+        """Answer the burst `seq` belongs to if it is its last message; None if it is not."""
+        debounce = self._default_debounce_ms
+        if tenant_id is not None:
+            debounce = (await self._tenants.get(tenant_id)).debounce_ms
+        if not await self._coordination.quiet_after(conversation_id, seq, debounce):
+            return None  # a later message of the burst will trigger the answer
+        async with self._coordination.lock(conversation_id):
+            return await self._responder.respond(conversation_id)
+
+    async def messages_arrived(self, latest: Mapping[UUID, int]) -> None:
+        """Note the latest message of each conversation as soon as it is read.
+
+        So an earlier message's debounce sees it. Failing here only shortens a
+        debounce: each trigger notes its own message again before it waits.
+        """
+        try:
+            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+                await self._coordination.note_messages(latest)
+        except (CoordinationUnavailable, TimeoutError) as exc:
+            log.warning("responder: could not note %d arrivals: %s", len(latest), exc)
 
 
 def _summary(burst: str, intent: str, reason: str | None) -> str:

@@ -61,8 +61,8 @@ def replay(
 def _rebuild(
     settings: Settings, projection: list[str] | None, from_position: int | None, as_json: bool
 ) -> None:
+    from urbana.adapters.postgres.replay import replay as rebuild
     from urbana.adapters.postgres.schema import ensure_schema
-    from urbana.projections.replay import replay as rebuild
 
     ensure_schema(settings.database_url or "", settings.database_schema)
     # The total is known once the first page is read; until then the bar pulses.

@@ -1,4 +1,6 @@
-"""The Conversation aggregate and its state machine (DESIGN §5).
+"""The Conversation aggregate and its state machine.
+
+See docs/architecture.md, The conversation state machine.
 
     ai -> waiting_human -> human -> ai | closed;  closed -> ai on a new inbound message
 
@@ -14,17 +16,18 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import conversation_id_for
 from urbana.domain.errors import (
     AIReplyNotAllowed,
     BurstAlreadyAnswered,
     InvalidInput,
     InvalidTransition,
-    StaleStatus,
-    UnknownMessage,
 )
+from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.outbound import Delivery, OutboundMessage, OutboundMessages
 from urbana.domain.pii import personal
 
 SERVICE_WINDOW = timedelta(hours=24)
@@ -39,21 +42,6 @@ class Status(StrEnum):
     CLOSED = "closed"
 
 
-class Delivery(StrEnum):
-    QUEUED = "queued"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-_RANK = {Delivery.QUEUED: 0, Delivery.SENT: 1, Delivery.DELIVERED: 2, Delivery.READ: 3}
-_FINAL = {Delivery.FAILED, Delivery.CANCELLED}
-
-AUTHORS = ("ai", "human", "system")
-
-
 def _check_text(text: str | None, *, required: bool) -> None:
     if text is None:
         if required:
@@ -65,7 +53,7 @@ def _check_text(text: str | None, *, required: bool) -> None:
         raise InvalidInput(f"text longer than {MAX_TEXT} characters")
 
 
-class Conversation(Aggregate):
+class Conversation(OutboundMessages, TenantScoped):
     """One lead's thread with one tenant on one channel."""
 
     @staticmethod
@@ -74,7 +62,7 @@ class Conversation(Aggregate):
 
     @classmethod
     def start(cls, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> Conversation:
-        if channel not in ("cloud", "evolution", "zapi", "console"):
+        if channel not in CHANNELS:
             raise InvalidInput(f"unknown channel {channel!r}")
         return cls(tenant_id=tenant_id, channel=channel, contact=contact, lead_id=lead_id)
 
@@ -90,19 +78,10 @@ class Conversation(Aggregate):
         self.answered_seq = 0  # last inbound seq the AI (or a human stretch) covered
         self.last_inbound_at: datetime | None = None
         self.history: list[dict[str, Any]] = []
-        self.outbound: dict[str, str] = {}  # outbound id -> Delivery
-        self.outbound_author: dict[str, str] = {}
+        self.outbound: dict[str, OutboundMessage] = {}  # by outbound id, in queued order
         self.human_stretch_ended_seq: int | None = None
         self.handoffs = 0
         self.takeovers = 0  # grows when a human takes over: AI messages queued before are void
-        self.outbound_epoch: dict[str, int] = {}
-        self.pending_text: dict[str, str] = {}  # not yet sent: what the dispatcher sends
-        # Send attempts of queued messages, recorded before each gateway call, so a
-        # dispatcher that restarts knows an attempt may have reached the gateway.
-        self.send_attempts: dict[str, int] = {}
-        self.first_attempt_at: dict[str, datetime] = {}
-        self.last_attempt_at: dict[str, datetime] = {}
-        self.failures: dict[str, dict[str, Any]] = {}  # failed outbound id -> why
 
     # ------------------------------------------------------------------ queries
 
@@ -118,12 +97,6 @@ class Conversation(Aggregate):
     def service_window_ends(self) -> datetime | None:
         """When free-form messages stop being allowed (None: the lead never wrote)."""
         return None if self.last_inbound_at is None else self.last_inbound_at + SERVICE_WINDOW
-
-    def delivery(self, outbound_id: str) -> Delivery:
-        try:
-            return Delivery(self.outbound[outbound_id])
-        except KeyError:
-            raise UnknownMessage(outbound_id) from None
 
     # ----------------------------------------------------------------- commands
 
@@ -277,110 +250,11 @@ class Conversation(Aggregate):
             raise InvalidTransition("conversation is already closed")
         self._closed(by=by, resolution=resolution)
 
-    def mark_sent(self, *, outbound_id: str, provider_message_id: str) -> None:
-        current = self.delivery(outbound_id)
-        if current is not Delivery.QUEUED:
-            raise StaleStatus(f"{outbound_id} is already {current.value}")
-        self._outbound_sent(outbound_id=outbound_id, provider_message_id=provider_message_id)
-
-    def mark_failed(self, *, outbound_id: str, reason: str, code: str | None = None) -> None:
-        current = self.delivery(outbound_id)
-        if current in _FINAL or current is Delivery.READ:
-            raise StaleStatus(f"{outbound_id} is already {current.value}")
-        self._outbound_failed(outbound_id=outbound_id, reason=reason, code=code)
-
-    def cancel_outbound(self, *, outbound_id: str, reason: str) -> None:
-        current = self.delivery(outbound_id)
-        if current is not Delivery.QUEUED:
-            raise StaleStatus(f"{outbound_id} is already {current.value}")
-        self._outbound_cancelled(outbound_id=outbound_id, reason=reason)
-
-    def record_send_attempt(self, *, outbound_id: str, at: datetime) -> int:
-        """Note that the message is about to go to the gateway; returns the attempt number.
-
-        Recorded before the call: after a crash or a timeout the outcome is unknown, and
-        this record tells the next dispatcher to reconcile before sending again.
-        """
-        current = self.delivery(outbound_id)
-        if current is not Delivery.QUEUED:
-            raise StaleStatus(f"{outbound_id} is already {current.value}")
-        if not self.may_send(outbound_id):
-            raise InvalidTransition(f"{outbound_id} may no longer be sent")
-        if at.tzinfo is None:
-            raise InvalidInput("at must be timezone-aware")
-        attempt = self.send_attempts.get(outbound_id, 0) + 1
-        self._send_attempted(outbound_id=outbound_id, attempt=attempt, at=at)
-        return attempt
-
-    def retry_refusal(self, outbound_id: str, now: datetime) -> str | None:
-        """Why a failed message may not be sent again, or None when it may."""
-        current = self.delivery(outbound_id)
-        if current is not Delivery.FAILED:
-            return f"it is {current.value}, not failed"
-        if self.failures.get(outbound_id, {}).get("after_send"):
-            # The gateway took it and then reported it undeliverable: sending the same
-            # text again would be a second message with the same fate.
-            return "the gateway accepted it and reported it undeliverable"
-        if outbound_id not in self.pending_text:
-            return "its text is not known"
-        if not self._gate_allows(outbound_id):
-            return "the conversation moved on (a human took over, or it is closed)"
-        if not self.within_service_window(now):
-            return "outside_window"
-        return None
-
-    def retry_outbound(self, *, outbound_id: str, by: str, now: datetime) -> None:
-        """Queue a failed message again (an operator's or attendant's decision)."""
-        if not by:
-            raise InvalidInput("who retries is required")
-        refusal = self.retry_refusal(outbound_id, now)
-        if refusal is not None:
-            raise InvalidTransition(f"{outbound_id} cannot be retried: {refusal}")
-        failure = self.failures[outbound_id]
-        self._outbound_retried(
-            outbound_id=outbound_id, by=by, previous_reason=str(failure["reason"])
-        )
-
-    def mark_delivered(self, *, outbound_id: str, at: datetime) -> None:
-        self._forward(outbound_id, Delivery.DELIVERED)
-        self._delivered(outbound_id=outbound_id, at=at)
-
-    def mark_read(self, *, outbound_id: str, at: datetime) -> None:
-        self._forward(outbound_id, Delivery.READ)
-        self._read(outbound_id=outbound_id, at=at)
-
-    def may_send(self, outbound_id: str) -> bool:
-        """The send-time gate: an AI message is sent only while the AI owns the thread."""
-        if self.delivery(outbound_id) is not Delivery.QUEUED:
-            return False
-        return self._gate_allows(outbound_id)
-
     # ------------------------------------------------------------------ helpers
 
-    def _gate_allows(self, outbound_id: str) -> bool:
-        author = self.outbound_author[outbound_id]
-        if author == "ai":
-            # An answer queued before a human took over is void, even if the AI has the
-            # conversation back by now; while merely waiting for a human (the AI's own
-            # handoff), its last answer still goes out before the transition message.
-            return (
-                self.status in (Status.AI, Status.WAITING_HUMAN)
-                and self.outbound_epoch[outbound_id] == self.takeovers
-            )
-        if author == "system":
-            return self.status in (Status.AI, Status.WAITING_HUMAN)
-        return True
-
-    def _check_new_outbound(self, outbound_id: str) -> None:
-        if not outbound_id:
-            raise InvalidInput("outbound id is required")
-        if outbound_id in self.outbound:
-            raise InvalidInput(f"outbound message {outbound_id} already exists")
-
-    def _forward(self, outbound_id: str, to: Delivery) -> None:
-        current = self.delivery(outbound_id)
-        if current in _FINAL or _RANK[current] >= _RANK[to]:
-            raise StaleStatus(f"{outbound_id} is {current.value}, not moving to {to.value}")
+    def _no_human_owns_it(self) -> bool:
+        """The AI may speak: it owns the thread, or is only waiting for a human."""
+        return self.status in (Status.AI, Status.WAITING_HUMAN)
 
     def _queue(
         self, outbound_id: str, text: str, author: str, attendant: str | None = None
@@ -450,59 +324,41 @@ class Conversation(Aggregate):
         attendant: str | None,
         external_provider_id: str | None,
     ) -> None:
-        self.outbound[outbound_id] = (
-            Delivery.SENT.value if external_provider_id else Delivery.QUEUED.value
+        self.outbound[outbound_id] = OutboundMessage(
+            author=author,
+            epoch=self.takeovers,
+            delivery=Delivery.SENT if external_provider_id else Delivery.QUEUED,
+            text=None if external_provider_id else text,
         )
-        self.outbound_author[outbound_id] = author
-        self.outbound_epoch[outbound_id] = self.takeovers
-        if not external_provider_id and text is not None:
-            self.pending_text[outbound_id] = text
         self._remember({"role": author, "outbound_id": outbound_id, "text": text})
 
     @event("OutboundSendAttempted")
     def _send_attempted(self, outbound_id: str, attempt: int, at: datetime) -> None:
-        self.send_attempts[outbound_id] = attempt
-        self.first_attempt_at.setdefault(outbound_id, at)
-        self.last_attempt_at[outbound_id] = at
+        self.outbound[outbound_id] = self.outbound[outbound_id].attempted(attempt, at)
 
     @event("OutboundMessageSent")
     def _outbound_sent(self, outbound_id: str, provider_message_id: str) -> None:
-        self.outbound[outbound_id] = Delivery.SENT.value
-        self.pending_text.pop(outbound_id, None)
-        self._forget_attempts(outbound_id)
+        self.outbound[outbound_id] = self.outbound[outbound_id].sent()
 
     @event("OutboundMessageFailed")
     def _outbound_failed(self, outbound_id: str, reason: str, code: str | None) -> None:
-        after_send = self.outbound[outbound_id] != Delivery.QUEUED.value
-        self.outbound[outbound_id] = Delivery.FAILED.value
-        self.failures[outbound_id] = {"reason": reason, "code": code, "after_send": after_send}
-        if after_send:
-            self.pending_text.pop(outbound_id, None)
-        self._forget_attempts(outbound_id)
+        self.outbound[outbound_id] = self.outbound[outbound_id].failed(reason, code)
 
     @event("OutboundMessageRetried")
     def _outbound_retried(self, outbound_id: str, by: str, previous_reason: str) -> None:
-        self.outbound[outbound_id] = Delivery.QUEUED.value
-        self.failures.pop(outbound_id, None)
+        self.outbound[outbound_id] = self.outbound[outbound_id].retried()
 
     @event("OutboundMessageCancelled")
     def _outbound_cancelled(self, outbound_id: str, reason: str) -> None:
-        self.outbound[outbound_id] = Delivery.CANCELLED.value
-        self.pending_text.pop(outbound_id, None)
-        self._forget_attempts(outbound_id)
-
-    def _forget_attempts(self, outbound_id: str) -> None:
-        self.send_attempts.pop(outbound_id, None)
-        self.first_attempt_at.pop(outbound_id, None)
-        self.last_attempt_at.pop(outbound_id, None)
+        self.outbound[outbound_id] = self.outbound[outbound_id].cancelled()
 
     @event("MessageDelivered")
     def _delivered(self, outbound_id: str, at: datetime) -> None:
-        self.outbound[outbound_id] = Delivery.DELIVERED.value
+        self.outbound[outbound_id] = self.outbound[outbound_id].moved(Delivery.DELIVERED)
 
     @event("MessageRead")
     def _read(self, outbound_id: str, at: datetime) -> None:
-        self.outbound[outbound_id] = Delivery.READ.value
+        self.outbound[outbound_id] = self.outbound[outbound_id].moved(Delivery.READ)
 
     @event("HandoffRequested")
     def _handoff_requested(self, lead_id: UUID, reason: str, summary: str | None) -> None:
@@ -533,6 +389,8 @@ class Conversation(Aggregate):
     def _reopened(self) -> None:
         self.status = Status.AI
 
+
+tenant_added_in_v2(Conversation)
 
 personal("Conversation.ConversationStarted", "contact", subject="lead_id")
 personal(

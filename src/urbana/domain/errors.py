@@ -13,6 +13,12 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class NotFound(DomainError):
+    """No aggregate (tenant, conversation, lead...) has that id."""
+
+    code = "not_found"
+
+
 class InvalidTransition(DomainError):
     """The conversation's state does not allow this command."""
 

@@ -1,4 +1,6 @@
-"""Guardrails around the LLM (DESIGN §6): what may go in, what may go out.
+"""Guardrails around the LLM: what may go in, what may go out.
+
+See docs/architecture.md, The flow of one message (the AI responder's step).
 
 The input guard refuses bursts that try to rewrite the assistant's instructions
 (prompt injection, in Portuguese and English), smuggle encoded payloads, or are too

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
 from urbana.domain.contacts import lead_id_for
 from urbana.domain.errors import InvalidInput, InvalidTransition
+from urbana.domain.events import TenantScoped, tenant_added_in_v2
 from urbana.domain.pii import personal
 
 
@@ -25,7 +27,7 @@ DEFAULT_THRESHOLDS: dict[str, int] = {"engaged": 10, "qualified": 40, "hot": 70}
 MAX_DELTA = 100
 
 
-def stage_for(score: int, thresholds: dict[str, int]) -> Stage:
+def stage_for(score: int, thresholds: Mapping[str, int]) -> Stage:
     """The highest stage whose threshold the score reaches."""
     stage = Stage.NEW
     for candidate in STAGE_ORDER[1:]:
@@ -34,7 +36,7 @@ def stage_for(score: int, thresholds: dict[str, int]) -> Stage:
     return stage
 
 
-class Lead(Aggregate):
+class Lead(TenantScoped):
     @staticmethod
     def create_id(tenant_id: UUID, key: str, **_: Any) -> UUID:
         return lead_id_for(tenant_id, key)
@@ -54,7 +56,9 @@ class Lead(Aggregate):
         self.score = 0
         self.stage = Stage.NEW
 
-    def score_by(self, delta: int, reason: str, thresholds: dict[str, int] | None = None) -> None:
+    def score_by(
+        self, delta: int, reason: str, thresholds: Mapping[str, int] | None = None
+    ) -> None:
         """Apply a score change (clamped to 0..100) and move the stage forward if due."""
         if not -MAX_DELTA <= delta <= MAX_DELTA:
             raise InvalidInput(f"score delta {delta} out of range")
@@ -90,6 +94,8 @@ class Lead(Aggregate):
     def _profile_updated(self, name: str | None) -> None:
         self.name = name
 
+
+tenant_added_in_v2(Lead)
 
 personal("Lead.LeadCreated", "key", "phone", "name", subject="originator_id")
 personal("Lead.LeadProfileUpdated", "name", subject="originator_id")

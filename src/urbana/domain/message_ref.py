@@ -13,13 +13,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
 from urbana.domain.contacts import message_ref_id_for
 from urbana.domain.errors import StatusAlreadyHeld
+from urbana.domain.events import TenantScoped, tenant_added_in_v2
 
 
-class MessageRef(Aggregate):
+class MessageRef(TenantScoped):
     @staticmethod
     def create_id(tenant_id: UUID, channel: str, provider_message_id: str, **_: Any) -> UUID:
         return message_ref_id_for(tenant_id, channel, provider_message_id)
@@ -33,6 +34,7 @@ class MessageRef(Aggregate):
         conversation_id: UUID | None,
         outbound_id: str | None,
     ) -> None:
+        self.tenant_id = tenant_id
         self.conversation_id = conversation_id
         self.outbound_id = outbound_id
         self.held: list[dict[str, Any]] = []
@@ -68,3 +70,6 @@ class MessageRef(Aggregate):
         self.conversation_id = conversation_id
         self.outbound_id = outbound_id
         self.held = []
+
+
+tenant_added_in_v2(MessageRef)

@@ -1,4 +1,6 @@
-"""The AI reply contract (DESIGN §6) and the handoff policy (DESIGN §5).
+"""The AI reply contract and the handoff policy.
+
+See docs/architecture.md, The flow of one message, and The conversation state machine.
 
 Whatever produced it (an LLM, the offline retrieval responder, the last-resort
 fallback), an answer to a burst is one `AIDecision`. The policy then decides, from

@@ -2,35 +2,92 @@
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput
+from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.lead import DEFAULT_THRESHOLDS
 from urbana.domain.pii import personal
 
-CHANNELS = ("cloud", "evolution", "zapi", "console")
 # The document travels in its event; the store's pipelined insert stalls on events of
 # several hundred kB, so large documents are split by the operator.
 MAX_DOCUMENT = 200_000
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "debounce_ms": 1500,
-    "confidence_threshold": 0.55,
-    "hot_score": 70,
-    "stage_thresholds": {"engaged": 10, "qualified": 40, "hot": 70},
-    "handoff_intents": ["complaint", "cancel", "human"],
-    "include_groups": False,
-    "bot_messages": {},  # overrides of urbana.domain.reply's Portuguese defaults
-    "outbound": None,  # None: reply through the conversation's gateway; "console": print
-    "rate_limit_per_s": 80,  # sends per second; Meta's default Cloud API throughput per number
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in dict(value).items()}
+
+
+def _int_map(value: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in dict(value).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """How a tenant wants its conversations handled; new tenants start from these defaults.
+
+    The prompt changes through `Tenant.change_prompt` (its own event); every other
+    field through `Tenant.change_settings`. Mapping fields are replaced whole, never
+    changed in place.
+    """
+
+    prompt: str | None = None  # the tenant's instructions to the AI
+    debounce_ms: int = 1500  # quiet time that ends a burst of inbound messages
+    confidence_threshold: float = 0.55  # under it, the AI's answer goes to a human
+    hot_score: int = 70  # crossing it hands the lead to a human
+    stage_thresholds: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    handoff_intents: tuple[str, ...] = ("complaint", "cancel", "human")
+    include_groups: bool = False  # answer WhatsApp group messages too
+    bot_messages: Mapping[str, str] = field(default_factory=dict)  # overrides of domain.reply's
+    outbound: str | None = None  # None: reply through the conversation's gateway; "console": print
+    rate_limit_per_s: int = 80  # sends per second; Meta's default Cloud API throughput per number
+
+    @staticmethod
+    def read(changes: Mapping[str, Any]) -> dict[str, Any]:
+        """`changes` as the settings hold them; InvalidInput for an unknown or bad one."""
+        unknown = set(changes) - set(_SETTINGS)
+        if unknown:
+            raise InvalidInput(f"unknown settings: {sorted(unknown)}")
+        try:
+            return {name: _SETTINGS[name](value) for name, value in changes.items()}
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"invalid setting: {exc}") from None
+
+    def changed(self, changes: Mapping[str, Any]) -> TenantSettings:
+        """These settings with `changes` applied."""
+        return replace(self, **self.read(changes))
+
+
+# What each field changeable by `change_settings` takes, and how a value is read.
+_SETTINGS: dict[str, Callable[[Any], Any]] = {
+    "debounce_ms": int,
+    "confidence_threshold": float,
+    "hot_score": int,
+    "stage_thresholds": _int_map,
+    "handoff_intents": _strings,
+    "include_groups": bool,
+    "bot_messages": _str_map,
+    "outbound": _optional_str,
+    "rate_limit_per_s": int,
 }
 
 
-class Tenant(Aggregate):
+class Tenant(TenantScoped):
     @staticmethod
     def create_id(name: str, **_: Any) -> UUID:
         return tenant_id_for(name)
@@ -41,14 +98,14 @@ class Tenant(Aggregate):
             raise InvalidInput("tenant name is required")
         if len(name) > 200:
             raise InvalidInput("tenant name longer than 200 characters")
-        return cls(name=name.strip())
+        return cls(name=name.strip(), tenant_id=tenant_id_for(name))
 
     @event("TenantRegistered")
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tenant_id: UUID) -> None:
+        self.tenant_id = tenant_id  # its own id: a tenant's events belong to it
         self.name = name
         self.channels: dict[str, dict[str, Any]] = {}
-        self.settings: dict[str, Any] = copy.deepcopy(DEFAULT_SETTINGS)
-        self.prompt: str | None = None
+        self.settings = TenantSettings()
         self.knowledge_documents: dict[str, int] = {}  # name -> characters
 
     def connect_channel(
@@ -64,12 +121,10 @@ class Tenant(Aggregate):
         )
 
     def change_settings(self, **changes: Any) -> None:
+        """Change some of the settings (see `TenantSettings`); the others keep their value."""
         if not changes:
             raise InvalidInput("no settings to change")
-        unknown = set(changes) - set(DEFAULT_SETTINGS)
-        if unknown:
-            raise InvalidInput(f"unknown settings: {sorted(unknown)}")
-        self._settings_changed(changes=changes)
+        self._settings_changed(changes=TenantSettings.read(changes))
 
     def change_prompt(self, prompt: str) -> None:
         if len(prompt) > 20_000:
@@ -100,11 +155,11 @@ class Tenant(Aggregate):
 
     @event("HandoffRulesChanged")
     def _settings_changed(self, changes: dict[str, Any]) -> None:
-        self.settings.update(changes)
+        self.settings = self.settings.changed(changes)
 
     @event("PromptChanged")
     def _prompt_changed(self, prompt: str) -> None:
-        self.prompt = prompt
+        self.settings = replace(self.settings, prompt=prompt)
 
 
 class ChannelRoute(Aggregate):
@@ -119,5 +174,7 @@ class ChannelRoute(Aggregate):
         self.channel = channel
         self.tenant_id = tenant_id
 
+
+tenant_added_in_v2(Tenant, first_had_it=False, tenant_is_stream=True)
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")

@@ -27,7 +27,6 @@ from urbana.adapters.channels.errors import (
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
-    ChannelKind,
     DeliveryStatus,
     InboundMessage,
     OutboundRequest,
@@ -35,6 +34,7 @@ from urbana.application.channels import (
     StatusUpdate,
     WebhookRejected,
 )
+from urbana.domain.channels import ChannelKind
 
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v21.0"

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from urbana.application.channels import (
-    ChannelKind,
     OutboundRequest,
     ParsedWebhook,
     WebhookRejected,
 )
+from urbana.domain.channels import ChannelKind
 
 
 @dataclass(frozen=True, slots=True)

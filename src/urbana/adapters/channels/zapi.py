@@ -19,7 +19,6 @@ from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import finite_number as _number
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
-    ChannelKind,
     DeliveryStatus,
     InboundMessage,
     OutboundRequest,
@@ -27,6 +26,7 @@ from urbana.application.channels import (
     StatusUpdate,
     WebhookRejected,
 )
+from urbana.domain.channels import ChannelKind
 
 _Json = dict[str, object]
 

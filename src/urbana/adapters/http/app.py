@@ -24,7 +24,7 @@ from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
 from urbana.application.ingest import CommitterClosed, StoreUnavailable
 from urbana.config import Settings
-from urbana.domain.errors import AlreadyConnected, DomainError, InvalidInput
+from urbana.domain.errors import AlreadyConnected, DomainError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ def create_app(
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        status = 409 if isinstance(exc, AlreadyConnected) else 422
-        if isinstance(exc, InvalidInput) and str(exc).startswith("no tenant"):
-            status = 404
+        status = (
+            409 if isinstance(exc, AlreadyConnected) else 404 if isinstance(exc, NotFound) else 422
+        )
         return problem(status, exc.code.replace("_", " "), str(exc))
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -51,7 +51,7 @@ class TenantDirectory:
         hit = self._tenants.get(tenant_id)
         if hit is not None and hit[1] > now:
             return hit[0]
-        tenant = await self._gate.call(self._app.get_tenant, tenant_id)
+        tenant: Tenant = await self._gate.call(self._app.get, Tenant, tenant_id)
         if len(self._tenants) > 10_000:
             self._tenants.clear()
         self._tenants[tenant_id] = (tenant, now + self._ttl)

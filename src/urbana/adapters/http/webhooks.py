@@ -187,7 +187,7 @@ async def evolution_webhook(
             evolution.verify_jwt(request.headers.get("authorization"), jwt_key)
         tenant = await container.directory.tenant(tenant_id)
         items = container.channels.evolution.parse(
-            body, include_groups=bool(tenant.settings.get("include_groups"))
+            body, include_groups=tenant.settings.include_groups
         )
         _check_route(items, config["route_key"], "instance")
         _validate(items)

@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from psycopg import AsyncConnection
 
 from urbana.adapters.kafka.consumer import GroupTimeouts, group_consumer, stop_consumer
+from urbana.adapters.kafka.producer import Producer, Record
 from urbana.adapters.kafka.topics import DLQ_TOPIC, EVENTS_TOPIC
+from urbana.adapters.retry import retrying
 from urbana.application.envelope import Envelope
 from urbana.config import conninfo
 from urbana.projections.apply import Applied, apply_tracked, mark_handled
@@ -46,9 +48,6 @@ from urbana.projections.schema import select
 log = logging.getLogger(__name__)
 
 AfterCommit = Callable[[str, Applied], Awaitable[None]]
-
-_BACKOFF_START = 0.2
-_BACKOFF_MAX = 5.0
 
 # Kafka offsets only spare the tracking skip some redelivered records (the tracking in
 # PostgreSQL is what makes a batch apply once), so they are committed at most this
@@ -214,35 +213,32 @@ class _Worker:
 
     async def _with_db(self, work: Callable[[AsyncConnection[Any]], Awaitable[Any]]) -> Any:
         """Run a transaction; retry connection failures, report anything else as poison."""
-        delay = _BACKOFF_START
-        while True:
-            if self.conn is None or self.conn.closed:
-                try:
+        # Lost connection, deadlock, serialization failure: not the event's fault.
+        async for attempt in retrying(psycopg.OperationalError, on_retry=self._db_failed):
+            with attempt:
+                if self.conn is None or self.conn.closed:
                     self.conn = await self._connect()
-                except psycopg.OperationalError as exc:
-                    log.warning(
-                        "projection %s: database unreachable: %s", self.projection.name, exc
-                    )
-                    self.metrics.db_retries += 1
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _BACKOFF_MAX)
-                    continue
-            try:
-                return await work(self.conn)
-            except psycopg.OperationalError as exc:
-                # lost connection, deadlock, serialization failure: not the event's fault
-                log.warning(
-                    "projection %s: database error, retrying: %s", self.projection.name, exc
-                )
-                self.metrics.db_retries += 1
-                if self.conn is not None and self.conn.broken:
-                    with contextlib.suppress(Exception):
-                        await self.conn.close()
-                    self.conn = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-            except Exception as exc:
-                raise _Poison(exc) from exc
+                conn = self.conn
+                try:
+                    return await work(conn)
+                except psycopg.OperationalError:
+                    if conn.broken:
+                        with contextlib.suppress(Exception):
+                            await conn.close()
+                        self.conn = None
+                    raise
+                except Exception as exc:
+                    raise _Poison(exc) from exc
+        raise AssertionError("unreachable: retrying never gives up")
+
+    def _db_failed(self, attempt: int, fault: BaseException, seconds: float) -> None:
+        self.metrics.db_retries += 1
+        log.warning(
+            "projection %s: database error, retrying in %.1f s: %s",
+            self.projection.name,
+            seconds,
+            fault,
+        )
 
     async def _dead_letter(
         self,
@@ -270,9 +266,8 @@ class _Worker:
             ("source_partition", str(record.partition).encode()),
             ("source_offset", str(record.offset).encode()),
         ]
-        producer = await self.runner.producer()
-        await producer.send_and_wait(
-            self.runner.dlq_topic, key=record.key, value=record.value, headers=headers
+        await self.runner.dead_letters.send_all(
+            self.runner.dlq_topic, [Record(record.key, record.value, headers)]
         )
         self.metrics.dead_lettered += 1
 
@@ -341,19 +336,11 @@ class ProjectionRunner:
         self.assign = assign
         self.after_db_commit = after_db_commit
         self.timeouts = timeouts or GroupTimeouts()
-        self._producer: AIOKafkaProducer | None = None
+        self.dead_letters = Producer(bootstrap, client_id="urbana-projection-dlq")
         self._workers: list[_Worker] = []
         self.metrics: dict[str, ProjectionMetrics] = {
             p.name: ProjectionMetrics() for p in self.projections
         }
-
-    async def producer(self) -> AIOKafkaProducer:
-        """The dead-letter producer, started on first use."""
-        if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-            await producer.start()
-            self._producer = producer
-        return self._producer
 
     async def _start(self) -> None:
         self._workers = []
@@ -372,9 +359,7 @@ class ProjectionRunner:
         for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.close()
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
+        await self.dead_letters.close()
 
     def assigned(self) -> bool:
         """Whether every projection's consumer holds partitions (its group has joined)."""

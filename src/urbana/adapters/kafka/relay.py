@@ -1,16 +1,15 @@
 """The outbox relay: the event store's notification log, published to Kafka in order.
 
-It follows `urbana_events.notification_id` (commit-ordered: every save holds the table
-lock; see docs/architecture.md, The event store), reading `> last position` in batches,
-and sleeps on the LISTEN channel the eventsourcing library NOTIFYs on each save (with a
-timed poll as a fallback). Each event becomes the public envelope
-(`urbana.application.envelope`), keyed by its stream id so a conversation stays on one
-partition, with headers for type, schema version, position, tenant and a W3C
-`traceparent`.
+It follows the log (`urbana.adapters.postgres.log`: commit-ordered, read `> last
+position` in batches) and sleeps on the LISTEN channel the eventsourcing library
+NOTIFYs on each save (with a timed poll as a fallback). Each event is published as its
+public envelope (`urbana.adapters.kafka.producer.to_record`), keyed by its stream id so
+a conversation stays on one partition.
 
-Delivery is at-least-once. The position is saved in PostgreSQL only after the broker
-acknowledged the whole batch, so a crash in between republishes the batch; consumers
-deduplicate by `position`. Broker errors are retried with backoff, never skipped.
+Delivery is at-least-once. The position is saved in PostgreSQL
+(`urbana.adapters.postgres.relay_position`) only after the broker acknowledged the
+whole batch, so a crash in between republishes the batch; consumers deduplicate by
+`position`. Broker errors are retried with backoff, never skipped.
 
 A broker that loses acknowledged records (the dev broker keeps topics in memory and
 forgets them on restart) shows up as partition offsets going backwards; the relay then
@@ -21,95 +20,35 @@ topic ends up holding every event again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
-from uuid import UUID
+from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
-from psycopg import AsyncConnection, sql
+from aiokafka.errors import KafkaError
+from psycopg import AsyncConnection
 
-from urbana.adapters.kafka.topics import (
-    EVENTS_TOPIC,
-    TopicsError,
-    create_topics,
-    load_topics,
-    partition_counts,
-    spec_for,
-)
-from urbana.adapters.postgres.schema import RELAY_POSITION_TABLE
-from urbana.application.envelope import Envelope, envelope_from_stored
+from urbana.adapters.kafka.producer import Idempotence, Producer, to_record
+from urbana.adapters.kafka.topics import EVENTS_TOPIC, TopicsError, ensure_topic
+from urbana.adapters.postgres.log import AsyncLogReader, Page, listen_channel
+from urbana.adapters.postgres.relay_position import PositionStore
+from urbana.adapters.retry import Stopped, retrying
 from urbana.config import conninfo
 
 log = logging.getLogger(__name__)
 
-EVENTS_TABLE = "urbana_events"
-Idempotence = Literal["auto", "on", "off"]
-
-_BACKOFF_START = 0.2
-_BACKOFF_MAX = 5.0
+# Worth waiting out: the broker (or the way to it) is down or slow.
+PUBLISH_FAULTS = (KafkaError, TopicsError, OSError, TimeoutError)
 _WAIT_SLICE = 0.25  # how often a sleeping relay looks at its stop event
-# Knowledge documents travel inside their events (up to 2 MB of text): allow records
-# well above Kafka's 1 MB default (topics.yaml raises the topic's max.message.bytes).
-MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
 class RelayError(RuntimeError):
     """The relay cannot run (e.g. another relay with the same name holds the position)."""
-
-
-class _Stopped(Exception):
-    """The stop event was set while the relay was waiting or retrying."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRow:
-    """One row of the notification log."""
-
-    position: int
-    stream_id: UUID
-    stream_version: int
-    topic: str
-    state: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One envelope and the Kafka record it becomes."""
-
-    envelope: Envelope
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-def traceparent(event_id: str) -> str:
-    """A W3C traceparent: the trace id is the event id, so a republished event keeps it."""
-    span_id = os.urandom(8).hex()
-    return f"00-{UUID(event_id).hex}-{span_id}-01"
-
-
-def to_record(envelope: Envelope, trace: str | None = None) -> Outgoing:
-    """The Kafka record of an envelope: key = stream id, JSON value, headers."""
-    headers = [
-        ("event_type", envelope.type.encode()),
-        ("schema_version", str(envelope.schema_version).encode()),
-        ("position", str(envelope.position).encode()),
-        ("tenant_id", (envelope.tenant_id or "").encode()),
-        ("traceparent", (trace or traceparent(envelope.event_id)).encode()),
-        ("event_id", envelope.event_id.encode()),
-        ("content-type", b"application/json"),
-    ]
-    return Outgoing(envelope, envelope.stream_id.encode(), envelope.to_json(), headers)
 
 
 class Relay:
@@ -141,19 +80,20 @@ class Relay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._topics_file = topics_file
-        self._idempotence: Idempotence = idempotence
-        self._request_timeout_ms = request_timeout_ms
-        self._tenant_cache_size = tenant_cache_size
-        self._tenants: OrderedDict[UUID, str | None] = OrderedDict()
+        self._log = AsyncLogReader(schema, tenant_cache_size=tenant_cache_size)
+        self._positions = PositionStore(schema, name)
+        self._producer = Producer(
+            bootstrap,
+            client_id=f"urbana-{name}",
+            idempotence=idempotence,
+            request_timeout_ms=request_timeout_ms,
+        )
         self._acked_offsets: dict[int, int] = {}  # partition -> highest acknowledged offset
         self._conn: AsyncConnection[Any] | None = None
         self._listener: AsyncConnection[Any] | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._topic_ready = False
         self._topic_lost = False
         self._republish_on_loss = republish_on_loss
-        self._events = _table(schema, EVENTS_TABLE)
-        self._positions = _table(schema, RELAY_POSITION_TABLE)
 
         # Metrics (read them, or `metrics()`).
         self.published = 0  # records acknowledged by the broker since start (with republished)
@@ -164,7 +104,11 @@ class Relay:
         self.batches = 0
         self.errors = 0  # failed publish attempts (each one retried)
         self.broker_resets = 0  # times the broker was found to have lost acknowledged records
-        self.idempotent: bool | None = None  # whether the producer runs idempotent
+
+    @property
+    def idempotent(self) -> bool | None:
+        """Whether the producer runs idempotent (None until it started)."""
+        return self._producer.idempotent
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,9 +120,9 @@ class Relay:
             conninfo(self.database_url, self.schema), autocommit=True
         )
         try:
-            if not await self._try_lock(conn):
+            if not await self._positions.claim(conn):
                 raise RelayError(f"another relay named {self.name!r} is running on this store")
-            self.last_position = await self._load_position(conn)
+            self.last_position = await self._positions.load(conn)
         except BaseException:
             await conn.close()
             raise
@@ -187,14 +131,8 @@ class Relay:
 
     async def close(self) -> None:
         """Stop the producer and close the database connections."""
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
-        for attr in ("_listener", "_conn"):
-            conn: AsyncConnection[Any] | None = getattr(self, attr)
-            setattr(self, attr, None)
-            if conn is not None:
-                await conn.close()
+        await self._producer.close()
+        await self._disconnect()
 
     async def __aenter__(self) -> Relay:
         await self.start()
@@ -229,107 +167,88 @@ class Relay:
     async def run_once(self) -> int:
         """Publish everything stored past the saved position; returns how many were sent."""
         await self.start()
-        never = asyncio.Event()
         sent = 0
-        while True:
-            rows = await self._read_batch()
-            if not rows:
-                return sent
-            await self._publish(rows, never)
-            sent += len(rows)
+        while (page := await self._read()) is not None:
+            await self._publish(page, None)
+            sent += page.size
+        return sent
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the store until `stop` is set (catch-up reads, then LISTEN/NOTIFY)."""
-        if not await self._claim(stop):
-            return
         try:
+            await self._claim(stop)
             while not stop.is_set():
                 try:
                     await self._follow(stop)
-                except _Stopped:
-                    break
                 except psycopg.OperationalError as exc:
                     # PostgreSQL restarted or the network dropped: reconnect, keep going.
                     self.errors += 1
                     log.warning("relay %s lost PostgreSQL (%s); reconnecting", self.name, exc)
                     await self._reconnect(stop)
+        except Stopped:
+            pass
         finally:
             await self._close_listener()
 
-    async def _claim(self, stop: asyncio.Event) -> bool:
+    async def _claim(self, stop: asyncio.Event) -> None:
         """`start()`, waiting while another relay of the same name holds the position."""
-        waiting = False
-        while True:
-            try:
+
+        def waiting(attempt: int, fault: BaseException, seconds: float) -> None:
+            if attempt == 1:
+                log.info("relay %s waits: another instance holds the position", self.name)
+
+        async for attempt in retrying(
+            RelayError, stop=stop, wait=self.poll_interval, on_retry=waiting
+        ):
+            with attempt:
                 await self.start()
-                return True
-            except RelayError:
-                if not waiting:
-                    log.info("relay %s waits: another instance holds the position", self.name)
-                    waiting = True
-            try:
-                await _sleep(stop, self.poll_interval)
-            except _Stopped:
-                return False
 
     async def _follow(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
         while not stop.is_set():
-            rows = await self._read_batch()
-            if rows:
-                await self._publish(rows, stop)
+            page = await self._read()
+            if page is not None:
+                await self._publish(page, stop)
                 continue
             await self._wait_for_notify(listener, stop)
 
     async def _reconnect(self, stop: asyncio.Event) -> None:
+        await self._disconnect()
+
+        def unreachable(attempt: int, fault: BaseException, seconds: float) -> None:
+            log.warning("relay %s: PostgreSQL still unreachable (%s)", self.name, fault)
+
+        async for attempt in retrying(psycopg.OperationalError, stop=stop, on_retry=unreachable):
+            with attempt:
+                await self.start()
+
+    async def _disconnect(self) -> None:
         await self._close_listener()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
-        attempt = 0
-        while not stop.is_set():
-            attempt += 1
-            try:
-                await _sleep(stop, _backoff(attempt))
-                await self.start()
-                return
-            except _Stopped:
-                return
-            except psycopg.OperationalError as exc:
-                log.warning("relay %s: PostgreSQL still unreachable (%s)", self.name, exc)
 
     # ------------------------------------------------------------------ reading
 
-    async def _read_batch(self) -> list[StoredRow]:
+    async def _read(self) -> Page | None:
         conn = self._require_conn()
         try:
-            cur = await conn.execute(
-                sql.SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state "
-                    "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-                ).format(self._events),
-                (self.last_position, self.batch_size),
-            )
-            rows = [StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in await cur.fetchall()]
-            cur = await conn.execute(
-                sql.SQL("SELECT max(notification_id) FROM {}").format(self._events)
-            )
-            head = await cur.fetchone()
+            page = await self._log.page(conn, self.last_position, self.batch_size)
+            head = await self._log.head(conn)
         except psycopg.errors.UndefinedTable:
-            return []  # the application has not created its tables yet
-        self.head_position = int(head[0]) if head and head[0] is not None else 0
-        self.lag_events = max(0, self.head_position - self.last_position)
-        if not rows:
+            return None  # the application has not created its tables yet
+        self.head_position = head
+        self.lag_events = max(0, head - self.last_position)
+        if page is None:
             self.lag_seconds = 0.0
-        return rows
+        return page
 
     async def _listen(self) -> AsyncConnection[Any]:
         if self._listener is None:
             listener = await AsyncConnection.connect(
                 conninfo(self.database_url, self.schema), autocommit=True
             )
-            # eventsourcing NOTIFYs on a channel named after the events table (no schema).
-            await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_TABLE)))
+            await listener.execute(listen_channel())
             self._listener = listener
         return self._listener
 
@@ -348,185 +267,50 @@ class Relay:
             async for _ in listener.notifies(timeout=min(_WAIT_SLICE, remaining), stop_after=1):
                 return
 
-    # ---------------------------------------------------------------- envelopes
-
-    async def _envelopes(self, rows: Sequence[StoredRow]) -> list[Envelope]:
-        await self._resolve_tenants(rows)
-        envelopes = []
-        for row in rows:
-            envelope = self._envelope(row, None)
-            if envelope.tenant_id is None:
-                envelope = replace(envelope, tenant_id=self._tenants.get(row.stream_id))
-            if row.stream_version == 1:
-                self._remember_tenant(row.stream_id, envelope.tenant_id)
-            envelopes.append(envelope)
-        return envelopes
-
-    @staticmethod
-    def _envelope(row: StoredRow, tenant_id: str | None) -> Envelope:
-        envelope = envelope_from_stored(
-            position=row.position,
-            stream_id=row.stream_id,
-            stream_version=row.stream_version,
-            topic=row.topic,
-            state=row.state,
-            tenant_id=tenant_id,
-        )
-        if envelope.tenant_id is None and envelope.aggregate == "Tenant":
-            # A tenant's own stream belongs to that tenant.
-            envelope = replace(envelope, tenant_id=envelope.stream_id)
-        return envelope
-
-    async def _resolve_tenants(self, rows: Sequence[StoredRow]) -> None:
-        """Load the tenant of streams whose first event is not in this batch (one query)."""
-        starting = {r.stream_id for r in rows if r.stream_version == 1}
-        missing = {
-            r.stream_id
-            for r in rows
-            if r.stream_version > 1
-            and r.stream_id not in starting
-            and r.stream_id not in self._tenants
-        }
-        for stream_id in missing & set(self._tenants):
-            self._tenants.move_to_end(stream_id)
-        if not missing:
-            return
-        cur = await self._require_conn().execute(
-            sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state "
-                "FROM {} WHERE originator_id = ANY(%s) AND originator_version = 1"
-            ).format(self._events),
-            (list(missing),),
-        )
-        for r in await cur.fetchall():
-            first = self._envelope(StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])), None)
-            self._remember_tenant(r[1], first.tenant_id)
-
-    def _remember_tenant(self, stream_id: UUID, tenant_id: str | None) -> None:
-        self._tenants[stream_id] = tenant_id
-        self._tenants.move_to_end(stream_id)
-        while len(self._tenants) > self._tenant_cache_size:
-            self._tenants.popitem(last=False)
-
     # --------------------------------------------------------------- publishing
 
-    async def _publish(self, rows: Sequence[StoredRow], stop: asyncio.Event) -> None:
+    async def _publish(self, page: Page, stop: asyncio.Event | None) -> None:
         """Publish one batch until the broker acknowledges all of it, then save the position."""
-        envelopes = await self._envelopes(rows)
-        oldest = envelopes[0].occurred
-        self.lag_seconds = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        envelopes = page.envelopes
+        self.lag_seconds = max(0.0, (datetime.now(UTC) - envelopes[0].occurred).total_seconds())
         records = [to_record(e) for e in envelopes]
-        attempt = 0
-        while True:
-            try:
-                offsets = await self._send_all(records)
-                break
-            except (KafkaError, TopicsError, OSError, TimeoutError) as exc:
-                attempt += 1
-                self.errors += 1
-                log.warning(
-                    "relay %s: publishing positions %d..%d failed (attempt %d): %r; retrying",
-                    self.name,
-                    rows[0].position,
-                    rows[-1].position,
-                    attempt,
-                    exc,
-                )
-                self._topic_ready = False  # the broker may have lost it: make sure again
-                await _sleep(stop, _backoff(attempt))
+        offsets: list[tuple[int, int]] = []
+        failed = functools.partial(self._publish_failed, envelopes[0].position, page.last)
+        async for attempt in retrying(PUBLISH_FAULTS, stop=stop, on_retry=failed):
+            with attempt:
+                if not self._topic_ready:
+                    await self._ensure_topic()
+                offsets = await self._producer.send_all(self.topic, records)
         self.published += len(records)
         self.batches += 1
         lost = self._broker_lost_records(offsets, known_lost=self._topic_lost)
-        await self.save_position(rows[-1].position)
-        self.last_position = rows[-1].position
+        await self.save_position(page.last)
+        self.last_position = page.last
         self.lag_events = max(0, self.head_position - self.last_position)
         if lost:
             await self._broker_lost()
 
-    async def _send_all(self, records: Sequence[Outgoing]) -> list[tuple[int, int]]:
-        """Send every record and wait for all acknowledgements; (partition, offset) each."""
-        producer = await self._ready_producer()
-        futures: list[asyncio.Future[Any]] = []
-        try:
-            for record in records:
-                futures.append(
-                    await producer.send(
-                        self.topic, record.value, key=record.key, headers=record.headers
-                    )
-                )
-        finally:
-            # Even when a send() failed, wait for those already queued: none is left unawaited.
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        acks: list[tuple[int, int]] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            acks.append((result.partition, result.offset))
-        return acks
-
-    async def _ready_producer(self) -> AIOKafkaProducer:
-        if not self._topic_ready:
-            await self._ensure_topic()
-        if self._producer is None:
-            self._producer = await self._start_producer()
-        return self._producer
+    def _publish_failed(
+        self, first: int, last: int, attempt: int, fault: BaseException, seconds: float
+    ) -> None:
+        self.errors += 1
+        log.warning(
+            "relay %s: publishing positions %d..%d failed (attempt %d): %r; retrying",
+            self.name,
+            first,
+            last,
+            attempt,
+            fault,
+        )
+        self._topic_ready = False  # the broker may have lost it: make sure again
 
     async def _ensure_topic(self) -> None:
         """Create the topic if it is missing; notice when it lost what we published."""
-        spec = spec_for(self.topic, load_topics(self._topics_file))
-        created = await create_topics(self.bootstrap, [spec])
-        counts = await partition_counts(self.bootstrap)
-        partitions = counts.get(self.topic, spec.partitions)
-        if partitions != spec.partitions:
-            log.warning(
-                "topic %s has %d partitions, topics.yaml says %d (auto-created by the broker?)",
-                self.topic,
-                partitions,
-                spec.partitions,
-            )
+        created, partitions = await ensure_topic(self.bootstrap, self.topic, self._topics_file)
         if self._acked_offsets and (created or max(self._acked_offsets) >= partitions):
             # The topic we had published to is gone (or came back smaller).
             self._topic_lost = True
         self._topic_ready = True
-
-    async def _start_producer(self) -> AIOKafkaProducer:
-        modes = {"auto": (True, False), "on": (True,), "off": (False,)}[self._idempotence]
-        if self.idempotent is False:
-            modes = (False,)  # this broker refused once already
-        for idempotent in modes:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                client_id=f"urbana-{self.name}",
-                acks="all",
-                enable_idempotence=idempotent,
-                request_timeout_ms=self._request_timeout_ms,
-                retry_backoff_ms=200,
-                linger_ms=0,
-                max_request_size=MAX_RECORD_BYTES,
-            )
-            try:
-                await producer.start()
-            except (UnknownError, UnsupportedVersionError) as exc:
-                await producer.stop()
-                if not idempotent or self._idempotence == "on":
-                    raise
-                # Tansu 0.6 answers InitProducerId v0 (the only version aiokafka speaks)
-                # with an error. Without idempotence aiokafka still keeps one request in
-                # flight per partition, so order holds; a retry may duplicate, which the
-                # at-least-once contract allows.
-                log.warning(
-                    "broker %s refuses idempotent producers (%r); "
-                    "publishing with acks=all without idempotence",
-                    self.bootstrap,
-                    exc,
-                )
-                continue
-            except BaseException:
-                await producer.stop()
-                raise
-            self.idempotent = idempotent
-            return producer
-        raise AssertionError("unreachable")
 
     def _broker_lost_records(
         self, offsets: Iterable[tuple[int, int]], *, known_lost: bool = False
@@ -566,9 +350,7 @@ class Relay:
             self.topic,
         )
         # A fresh producer re-reads the topic's partitions; the topic is checked again.
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        await self._producer.reset()
         self._topic_ready = False
         await self.save_position(0)
         self.last_position = 0
@@ -577,52 +359,9 @@ class Relay:
 
     async def save_position(self, position: int) -> None:
         """Record that every event up to `position` was acknowledged by the broker."""
-        await self._require_conn().execute(
-            sql.SQL(
-                "INSERT INTO {} (name, position, updated_at) VALUES (%s, %s, now()) "
-                "ON CONFLICT (name) DO UPDATE "
-                "SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at"
-            ).format(self._positions),
-            (self.name, position),
-        )
-
-    async def _load_position(self, conn: AsyncConnection[Any]) -> int:
-        cur = await conn.execute(
-            sql.SQL("SELECT position FROM {} WHERE name = %s").format(self._positions),
-            (self.name,),
-        )
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _try_lock(self, conn: AsyncConnection[Any]) -> bool:
-        """One relay per name and store: a session advisory lock, released on disconnect."""
-        cur = await conn.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-            (f"urbana-relay:{self.schema or 'public'}:{self.name}",),
-        )
-        row = await cur.fetchone()
-        return bool(row and row[0])
+        await self._positions.save(self._require_conn(), position)
 
     def _require_conn(self) -> AsyncConnection[Any]:
         if self._conn is None:
             raise RelayError("the relay is not started")
         return self._conn
-
-
-def _table(schema: str | None, name: str) -> sql.Identifier:
-    return sql.Identifier(schema, name) if schema else sql.Identifier(name)
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(_BACKOFF_MAX, _BACKOFF_START * 2 ** min(attempt - 1, 8)))
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep, or raise `_Stopped` as soon as `stop` is set."""
-    if stop.is_set():
-        raise _Stopped
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return
-    raise _Stopped

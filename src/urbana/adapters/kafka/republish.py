@@ -16,18 +16,16 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import psycopg
-from aiokafka import AIOKafkaProducer
 
-from urbana.adapters.kafka.relay import to_record
+from urbana.adapters.kafka.producer import Producer, to_record
 from urbana.adapters.kafka.topics import EVENTS_TOPIC
+from urbana.adapters.postgres.log import PAGE_SIZE, LogReader, Page
 from urbana.application.envelope import Envelope
 from urbana.config import conninfo
 from urbana.projections.base import parse_time
-from urbana.projections.replay import PAGE_SIZE, NotificationReader
 
 RepublishProgress = Callable[[int, int], None]
 """Called after each acknowledged page with (records published, last position read)."""
@@ -62,9 +60,9 @@ def _aware(value: datetime | None) -> datetime | None:
 class _Store:
     """The synchronous side: checkpoint and pages (run in a worker thread)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, schema: str | None) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
-        self.reader = NotificationReader()
+        self.reader = LogReader(schema)
 
     def checkpoint(self, job: str, restart: bool) -> int | None:
         if restart:
@@ -75,12 +73,8 @@ class _Store:
         ).fetchone()
         return int(row[0]) if row else None
 
-    def page(self, after: int, limit: int) -> tuple[int, list[Envelope]] | None:
-        cur = self.conn.cursor()
-        rows = self.reader.rows(cur, after, limit)
-        if not rows:
-            return None
-        return int(rows[-1][0]), self.reader.envelopes(cur, rows)
+    def page(self, after: int, limit: int, upto: int | None) -> Page | None:
+        return self.reader.page(self.conn.cursor(), after, limit, upto)
 
     def save(self, job: str, position: int, published: int) -> None:
         self.conn.execute(
@@ -118,40 +112,26 @@ async def republish(
     name = job or job_name(topic, from_pos, to_pos, since, until, conversation_id)
     since, until = _aware(since), _aware(until)
     stream = str(UUID(str(conversation_id))) if conversation_id is not None else None
-    store = await asyncio.to_thread(_Store, conninfo(database_url, schema))
-    producer: AIOKafkaProducer | None = None
+    store = await asyncio.to_thread(_Store, conninfo(database_url, schema), schema)
+    producer = Producer(bootstrap, client_id="urbana-republish", linger_ms=5)
     published = 0
     try:
         saved = await asyncio.to_thread(store.checkpoint, name, restart)
         position = saved if saved is not None else (from_pos or 0)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        await producer.start()
+        await producer.start()  # an unreachable broker fails the job before it reads
         while to_pos is None or position < to_pos:
-            limit = page_size if to_pos is None else min(page_size, to_pos - position)
-            page = await asyncio.to_thread(store.page, position, limit)
+            page = await asyncio.to_thread(store.page, position, page_size, to_pos)
             if page is None:
                 break
-            last, envelopes = page
-            sent: list[Any] = []
-            for envelope in envelopes:
-                if not _matches(envelope, stream, since, until):
-                    continue
-                record = to_record(envelope)
-                sent.append(
-                    await producer.send(
-                        topic, key=record.key, value=record.value, headers=record.headers
-                    )
-                )
-            for future in sent:
-                await future
-            await asyncio.to_thread(store.save, name, last, len(sent))
-            published += len(sent)
-            position = last
+            records = [to_record(e) for e in page.envelopes if _matches(e, stream, since, until)]
+            await producer.send_all(topic, records)
+            await asyncio.to_thread(store.save, name, page.last, len(records))
+            published += len(records)
+            position = page.last
             if progress is not None:
                 progress(published, position)
     finally:
-        if producer is not None:
-            await producer.stop()
+        await producer.close()
         await asyncio.to_thread(store.close)
     return RepublishResult(job=name, published=published, position=position)
 

@@ -202,6 +202,24 @@ async def _send_create(
     raise TopicsError(f"no answer for topic {spec.name} in {response!r}")
 
 
+async def ensure_topic(
+    bootstrap: str, topic: str, topics_file: Path | str | None = None
+) -> tuple[bool, int]:
+    """Create `topic` if it is missing (shaped by `topics_file`); (created, its partitions)."""
+    spec = spec_for(topic, load_topics(topics_file))
+    created = await create_topics(bootstrap, [spec])
+    counts = await partition_counts(bootstrap)
+    partitions = counts.get(topic, spec.partitions)
+    if partitions != spec.partitions:
+        log.warning(
+            "topic %s has %d partitions, topics.yaml says %d (auto-created by the broker?)",
+            topic,
+            partitions,
+            spec.partitions,
+        )
+    return bool(created), partitions
+
+
 async def init_topics(
     bootstrap: str, topics_file: Path | str | None = None, *, profile: str = "dev"
 ) -> list[str]:

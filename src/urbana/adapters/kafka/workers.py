@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -48,12 +47,16 @@ from urbana.adapters.kafka.topics import (
     load_topics,
     spec_for,
 )
-from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-from urbana.adapters.redis_coord import CoordinationUnavailable, LockBusy, RedisCoordinator
 from urbana.application.app import UrbanaApp
 from urbana.application.dispatcher import Dispatcher
 from urbana.application.envelope import Envelope
-from urbana.application.responder import Responder
+from urbana.application.ports import (
+    Coordination,
+    CoordinationUnavailable,
+    KnowledgeStore,
+    LockBusy,
+)
+from urbana.application.responder import BurstTrigger, Responder, TenantSettingsCache
 from urbana.domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -62,8 +65,6 @@ Handler = Callable[[Envelope], Awaitable[None]]
 Arrivals = Callable[[Sequence[Envelope]], Awaitable[None]]
 
 RETRY_CAP_S = 2.0
-# The consumer loop waits this long at most for the responder to note a batch's arrivals.
-ARRIVAL_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -253,67 +254,44 @@ def _ours(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and not isinstance(exc, DomainError)
 
 
-class TenantSettingsCache:
-    def __init__(self, app: UrbanaApp, ttl: float = 5.0) -> None:
-        self._app = app
-        self._ttl = ttl
-        self._cache: dict[UUID, tuple[dict[str, Any], float]] = {}
-
-    async def get(self, tenant_id: UUID) -> dict[str, Any]:
-        hit = self._cache.get(tenant_id)
-        if hit and hit[1] > time.monotonic():
-            return hit[0]
-        tenant = await asyncio.to_thread(self._app.get_tenant, tenant_id)
-        self._cache[tenant_id] = (tenant.settings, time.monotonic() + self._ttl)
-        return tenant.settings
-
-
 def responder_worker(
     *,
     app: UrbanaApp,
     responder: Responder,
-    coordinator: RedisCoordinator,
+    coordinator: Coordination,
     bootstrap: str,
     default_debounce_ms: int,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,
     timeouts: GroupTimeouts | None = None,
 ) -> EventWorker:
-    """On MessageReceived: wait for the burst to end, then answer it under a lock.
+    """On MessageReceived: the responder's `BurstTrigger` (debounce, lock, answer).
 
-    Redis holds the debounce and the lock, so while it is down the responder waits:
-    each trigger is retried (backoff capped at `RETRY_CAP_S`) until Redis answers, and
-    answers within seconds of its return. It never answers without them: a burst
-    would get several answers, and the lock is what keeps two LLM calls from racing
-    for one burst (the store would refuse the second answer anyway).
+    While the coordinator (Redis) is down each trigger fails and is retried (backoff
+    capped at `RETRY_CAP_S`), so the responder answers within seconds of its return.
     """
-    tenants = TenantSettingsCache(app)
+    trigger = BurstTrigger(
+        responder,
+        coordinator,
+        TenantSettingsCache(app),
+        default_debounce_ms=default_debounce_ms,
+    )
 
     async def handle(envelope: Envelope) -> None:
         conversation_id = UUID(envelope.stream_id)
-        debounce = default_debounce_ms
-        if envelope.tenant_id:
-            settings = await tenants.get(UUID(envelope.tenant_id))
-            debounce = int(settings.get("debounce_ms", default_debounce_ms))
-        if not await coordinator.quiet_after(conversation_id, int(envelope.data["seq"]), debounce):
-            return  # a later message of the burst will trigger the answer
-        async with coordinator.lock(conversation_id):
-            outcome = await responder.respond(conversation_id)
-        log.info("responder %s: %s %s", conversation_id, outcome.action, outcome.detail)
+        tenant_id = UUID(envelope.tenant_id) if envelope.tenant_id else None
+        outcome = await trigger.message_received(
+            conversation_id, int(envelope.data["seq"]), tenant_id
+        )
+        if outcome is not None:
+            log.info("responder %s: %s %s", conversation_id, outcome.action, outcome.detail)
 
     async def arrived(envelopes: Sequence[Envelope]) -> None:
-        # Noted as soon as they are read, so an earlier message's debounce sees them.
         latest: dict[UUID, int] = {}
         for envelope in envelopes:
             conversation_id = UUID(envelope.stream_id)
             latest[conversation_id] = max(latest.get(conversation_id, 0), int(envelope.data["seq"]))
-        try:
-            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
-                await coordinator.note_messages(latest)
-        except (CoordinationUnavailable, TimeoutError) as exc:
-            # Only a shorter debounce: each trigger notes its own message again before
-            # it waits, and retries until Redis answers.
-            log.warning("responder: could not note %d arrivals: %s", len(latest), exc)
+        await trigger.messages_arrived(latest)
 
     return EventWorker(
         name="responder",
@@ -367,7 +345,7 @@ def dispatcher_worker(
 
 def knowledge_worker(
     *,
-    knowledge: PgKnowledgeStore,
+    knowledge: KnowledgeStore,
     bootstrap: str,
     topic: str = EVENTS_TOPIC,
     group_id: str | None = None,

