@@ -1,4 +1,6 @@
-"""Conversation view: what attendants see (DESIGN §7).
+"""Conversation view: what attendants see.
+
+See docs/architecture.md, "Read models and replay".
 
 `conversations`: one row per conversation (status, assignee, last message, unread
 count, handoff reason and summary); `messages`: every inbound and outbound message

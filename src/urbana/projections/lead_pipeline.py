@@ -1,4 +1,6 @@
-"""Lead pipeline: leads with score, stage and last activity (DESIGN §7).
+"""Lead pipeline: leads with score, stage and last activity.
+
+See docs/architecture.md, "Read models and replay".
 
 The lead's own columns (score, stage, profile) come from its own stream. Its
 activity (last inbound message, conversations and messages counted) comes from its
