@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from dotenv import dotenv_values
@@ -224,3 +225,13 @@ def one_shots(services: Mapping[str, Any]) -> set[str]:
         for dep, cond in depends_on(s).items()
         if cond == "service_completed_successfully"
     }
+
+
+def service_references(value: str, names: set[str]) -> set[str]:
+    """Compose services a value names as a host (URL, host:port or host[:port]/path)."""
+    found = set()
+    for token in re.split(r"[\s,;]+", value):
+        host = urlparse(token).hostname if "://" in token else token.split(":")[0].split("/")[0]
+        if host in names:
+            found.add(host)
+    return found

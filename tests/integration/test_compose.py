@@ -248,23 +248,13 @@ def test_every_profile_starts_the_services_its_services_wait_for(
                 assert dep in started, f"--profile {sorted(profiles)}: {name} needs {dep}"
 
 
-def service_references(value: str, names: set[str]) -> set[str]:
-    """Compose services a value names as a host (URL, host:port or host[:port]/path)."""
-    found = set()
-    for token in re.split(r"[\s,;]+", value):
-        host = urlparse(token).hostname if "://" in token else token.split(":")[0].split("/")[0]
-        if host in names:
-            found.add(host)
-    return found
-
-
 def test_every_service_named_as_a_host_runs_with_its_user(services: dict[str, Any]) -> None:
     names = set(services)
     for profiles in profile_sets(services):
         started = cf.active(services, profiles)
         for name, service in started.items():
             for value in cf.container_env(service, operator_env(), None).values():
-                for host in service_references(value, names) - {name}:
+                for host in cf.service_references(value, names) - {name}:
                     assert host in started, f"{name} names {host}, not started with {profiles}"
 
 
