@@ -22,6 +22,7 @@ import pytest
 import typer
 import yaml
 from tests import compose_file as cf
+from tests.conftest import free_port
 
 import urbana.cli
 from urbana.config import Settings
@@ -386,3 +387,31 @@ def test_profile_checks_refuse_placeholders_and_accept_real_values(tmp_path: Pat
     assert refused.returncode == 1
     assert "A_SECRET, B_SECRET" in refused.stderr
     assert run(A_SECRET="Xk3-real-value", B_SECRET="another-real-one").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("check", "env", "reason"),
+    [
+        ("worker", {"URBANA_KAFKA_BOOTSTRAP": "127.0.0.1:{port}"}, "kafka: 127.0.0.1:"),
+        ("worker", {"URBANA_REDIS_URL": "redis://127.0.0.1:{port}/0"}, "redis: "),
+        ("api", {"URBANA_PORT": "{port}"}, "/readyz: "),
+    ],
+)
+def test_healthchecks_fail_naming_what_does_not_answer(
+    tmp_path: Path, check: str, env: dict[str, str], reason: str
+) -> None:
+    port = free_port()  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, str(INFRA / "healthcheck.py"), check],
+        env={
+            "PATH": os.environ["PATH"],
+            **{k: v.format(port=port) for k, v in env.items()},
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(reason)
