@@ -432,6 +432,30 @@ def test_kafka_init_creates_the_topics_of_the_file(dev: Dev, via: str, as_json: 
         assert again.stdout.strip() == "created: nothing (all exist)"
 
 
+def test_kafka_init_needs_only_kafka(dev: Dev, tmp_path: Path) -> None:
+    # Production's kafka-init runs before PostgreSQL answers: no database URL, no
+    # services.json in its data dir, only the broker.
+    run = uuid4().hex[:8]
+    spec = tmp_path / "topics.yaml"
+    spec.write_text(f"topics:\n  - name: cli.{run}.only\n    partitions: 2\n", encoding="utf-8")
+    done = subprocess.run(
+        [URBANA, "kafka", "init", "--topics-file", str(spec), "--json"],
+        env={
+            **clean_environment(),
+            "URBANA_DATA_DIR": str(tmp_path / "empty"),
+            "URBANA_KAFKA_BOOTSTRAP": dev.services["kafka"],
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"created": [f"cli.{run}.only"]}
+    assert asyncio.run(topics(dev.services["kafka"]))[f"cli.{run}.only"] == 2
+
+
 # -------------------------------------------------------------------------- worker
 
 

@@ -24,7 +24,13 @@ from urbana.config import postgres_parts
 from urbana.projections.base import table_names
 from urbana.projections.conversation_view import ConversationView
 from urbana.projections.kpis import Kpis
-from urbana.projections.schema import REBUILD, create_tables, ensure_live, swap_statements
+from urbana.projections.schema import (
+    REBUILD,
+    TRACKING_DDL,
+    create_tables,
+    create_views_if_missing,
+    swap_statements,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +125,8 @@ def tenants(database: Database) -> tuple[str, str]:
     daily = table_names(Kpis())["kpi_daily"]
     with database.connect() as owner:
         for projection in (Kpis(), ConversationView()):
-            for statement in ensure_live(projection):
+            live = [*TRACKING_DDL, *create_tables(projection), *create_views_if_missing(projection)]
+            for statement in live:
                 owner.execute(statement)  # type: ignore[call-overload]
         for tenant in (a, b):
             owner.execute(

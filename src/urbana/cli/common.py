@@ -59,8 +59,12 @@ def settings_of(ctx: typer.Context, data_dir: Path | None = None) -> Settings:
     return settings
 
 
-def with_running_services(settings: Settings) -> Settings:
-    """Fill unset service URLs from a running `urbana dev` (its services.json)."""
+def with_running_services(settings: Settings, *, need_database: bool = True) -> Settings:
+    """Fill unset service URLs from a running `urbana dev` (its services.json).
+
+    Commands that talk only to Kafka pass `need_database=False`: in production the
+    `kafka-init` service runs before PostgreSQL is reachable, and needs no database.
+    """
     path = Path(settings.data_dir) / "services.json"
     if path.exists():
         services = json.loads(path.read_text())
@@ -72,7 +76,7 @@ def with_running_services(settings: Settings) -> Settings:
         if not settings.redis_url:
             updates["redis_url"] = services.get("redis")
         settings = settings.model_copy(update=updates)
-    if not settings.database_url:
+    if need_database and not settings.database_url:
         err.print(
             "no database: set URBANA_DATABASE_URL or start `urbana dev` first "
             f"(no services.json in {Path(settings.data_dir).resolve()})"

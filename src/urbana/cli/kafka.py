@@ -33,7 +33,9 @@ def init(
     """Create the topics of topics.yaml (idempotent)."""
     from urbana.adapters.kafka.topics import TopicsError, init_topics
 
-    bootstrap = require_kafka(with_running_services(settings_of(ctx, data_dir)))
+    bootstrap = require_kafka(
+        with_running_services(settings_of(ctx, data_dir), need_database=False)
+    )
     try:
         created = asyncio.run(init_topics(bootstrap, topics_file))
     except TopicsError as exc:
