@@ -21,9 +21,11 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import psycopg
+from eventsourcing.domain import DomainEventProtocol
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit
@@ -47,17 +49,19 @@ TEXTS = (
 )
 
 
-def conversation_events(tenant_id: object, n: int, rng: random.Random) -> list[object]:
+def conversation_events(
+    tenant_id: UUID, n: int, rng: random.Random
+) -> list[DomainEventProtocol[UUID]]:
     """The events of one lead, its conversation and the message index, as the app records them."""
     phone = f"55119{n:08d}"
-    lead = Lead.create(tenant_id, f"phone:{phone}", phone=phone, name=f"Cliente {n}")  # type: ignore[arg-type]
-    conv = Conversation.start(tenant_id, "cloud", phone, lead.id)  # type: ignore[arg-type]
+    lead = Lead.create(tenant_id, f"phone:{phone}", phone=phone, name=f"Cliente {n}")
+    conv = Conversation.start(tenant_id, "cloud", phone, lead.id)
     base = datetime(2025, 3, 1, tzinfo=UTC) + timedelta(minutes=n % 10_000)
     refs: list[MessageRef] = []
     for burst in range(rng.randint(1, 3)):
         for _ in range(rng.randint(1, 3)):
             pid = f"wamid.{uuid4().hex}"
-            refs.append(MessageRef(tenant_id, "cloud", pid, conv.id, None))  # type: ignore[arg-type]
+            refs.append(MessageRef(tenant_id, "cloud", pid, conv.id, None))
             conv.receive(
                 provider_message_id=pid,
                 kind="text",
@@ -77,7 +81,7 @@ def conversation_events(tenant_id: object, n: int, rng: random.Random) -> list[o
             usage={"tokens_in": 812, "tokens_out": 64, "cost_usd": 0.00041, "model": "gpt-4o-mini"},
         )
         conv.mark_sent(outbound_id=oid, provider_message_id=f"wamid.out.{oid}")
-        refs.append(MessageRef(tenant_id, "cloud", f"wamid.out.{oid}", conv.id, oid))  # type: ignore[arg-type]
+        refs.append(MessageRef(tenant_id, "cloud", f"wamid.out.{oid}", conv.id, oid))
         conv.mark_delivered(outbound_id=oid, at=base)
         if rng.random() < 0.7:
             conv.mark_read(outbound_id=oid, at=base)
@@ -98,20 +102,20 @@ def generate(store: Store, target: int) -> int:
     """Store about `target` events with COPY, sealed by the real mapper; returns the count."""
     rng = random.Random(7)
     tenant = Tenant.register(f"Bench {uuid4().hex[:6]}")
-    events: list[object] = list(tenant.collect_events())
+    events: list[DomainEventProtocol[UUID]] = list(tenant.collect_events())
     mapper = store.app.mapper
     written = 0
     n = 0
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
         while written < target:
-            chunk: list[object] = []
+            chunk: list[DomainEventProtocol[UUID]] = []
             while len(chunk) < 20_000 and written + len(chunk) < target:
                 chunk.extend(conversation_events(tenant.id, n, rng))
                 n += 1
             if events:
                 chunk = events + chunk
                 events = []
-            stored = [mapper.to_stored_event(e) for e in chunk]  # type: ignore[arg-type]
+            stored = [mapper.to_stored_event(e) for e in chunk]
             with conn.cursor().copy(
                 f"COPY {EVENTS_TABLE} (originator_id, originator_version, topic, state) FROM STDIN"
             ) as copy:
@@ -134,6 +138,12 @@ def read_baseline(store: Store) -> tuple[int, float]:
         for _, _, envelopes in reader.pages(conn.cursor(), 0):
             count += len(envelopes)
     return count, time.perf_counter() - start
+
+
+def count_rows(conn: psycopg.Connection[tuple[Any, ...]], table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+    assert row is not None
+    return int(row[0])
 
 
 def main() -> None:
@@ -178,7 +188,7 @@ def main() -> None:
                     print(profiler.output_text(unicode=False, color=False), file=sys.stderr)
                 with psycopg.connect(conninfo(store.url, store.schema)) as conn:
                     rows = {
-                        t: conn.execute(f"SELECT count(*) FROM rm_{t}").fetchone()[0]  # type: ignore[index]  # noqa: S608
+                        t: count_rows(conn, f"rm_{t}")
                         for t in ("conversations", "messages", "leads", "kpi_daily")
                     }
             finally:

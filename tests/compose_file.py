@@ -141,7 +141,9 @@ def urbana_image() -> Image:
     for line in _instructions(stages[-1]):
         word, _, rest = line.partition(" ")
         if word == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(rest))
+            for item in shlex.split(rest):
+                key, value = item.split("=", 1)
+                env[key] = value
         elif word == "WORKDIR":
             workdir = rest.strip()
         elif word == "COPY" and not rest.startswith("--"):

@@ -14,15 +14,20 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import uuid4
 
 import pytest
+
+if TYPE_CHECKING:
+    from urbana.adapters.embedded import ServiceUrls
+    from urbana.adapters.postgres.store import Store
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
 
 
 @pytest.fixture(scope="session")
-def services() -> Iterator[object]:
+def services() -> Iterator[ServiceUrls]:
     from urbana.adapters.embedded import EmbeddedStack
 
     with tempfile.TemporaryDirectory(prefix="urbana-test-") as tmp:
@@ -49,7 +54,7 @@ def schema() -> str:
 
 
 @pytest.fixture
-def store(services: object, master_key: bytes, schema: str) -> Iterator[object]:
+def store(services: ServiceUrls, master_key: bytes, schema: str) -> Iterator[Store]:
     """The event store on a schema of the test's own, as the composition root opens it."""
     from pydantic import SecretStr
 
@@ -58,7 +63,7 @@ def store(services: object, master_key: bytes, schema: str) -> Iterator[object]:
 
     settings = Settings(
         env="test",
-        database_url=services.postgres,  # type: ignore[attr-defined]
+        database_url=services.postgres,
         database_schema=schema,
         master_key=SecretStr(base64.urlsafe_b64encode(master_key).decode()),
         pool_size=2,

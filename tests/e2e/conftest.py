@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from urbana.adapters.bootstrap import Overrides, build_store
 from urbana.adapters.embedded import ServiceUrls
@@ -30,6 +31,7 @@ class Api:
     store: Store  # a second handle on the same schema, for assertions
     settings: Settings
     server: uvicorn.Server
+    thread: threading.Thread
 
     def event_count(self) -> int:
         return self.store.app.recorder.max_notification_id() or 0
@@ -61,8 +63,8 @@ def start_api(
         database_schema=schema,
         kafka_bootstrap=services.kafka,
         redis_url=overrides.pop("redis_url", services.redis),
-        master_key=base64.urlsafe_b64encode(master_key).decode(),
-        admin_api_key=ADMIN_KEY,
+        master_key=SecretStr(base64.urlsafe_b64encode(master_key).decode()),
+        admin_api_key=SecretStr(ADMIN_KEY),
         pool_size=3,
         **overrides,
     )
@@ -83,14 +85,14 @@ def start_api(
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     store = build_store(settings.model_copy(update={"pool_size": 2}))
-    api = Api(url=f"http://127.0.0.1:{port}", store=store, settings=settings, server=server)
-    api.thread = thread  # type: ignore[attr-defined]
-    return api
+    return Api(
+        url=f"http://127.0.0.1:{port}", store=store, settings=settings, server=server, thread=thread
+    )
 
 
 def stop_api(api: Api) -> None:
     api.server.should_exit = True
-    api.thread.join(timeout=30)  # type: ignore[attr-defined]
+    api.thread.join(timeout=30)
     api.store.close()
 
 

@@ -117,7 +117,7 @@ class Dev:
 
     def sql(self, query: str, *params: Any, schema: str | None = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(conninfo(self.services["postgres"], schema), autocommit=True) as c:
-            cur = c.execute(query, params)  # type: ignore[arg-type]
+            cur = c.execute(query, params)
             return cur.fetchall() if cur.description else []
 
     def cloud_tenant(self) -> CloudTenant:

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.e2e
 URBANA = str(Path(sys.executable).with_name("urbana"))
 
 # Short, but the same mechanics as the defaults.
-FAST = {
+FAST: dict[str, Any] = {
     "send_timeout_s": 1.0,
     "dispatch_horizon_s": 120.0,
     "dispatch_backoff_initial_s": 0.2,

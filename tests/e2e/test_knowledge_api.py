@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -54,10 +54,10 @@ def chunks(api: Api, tenant_id: str, name: str) -> list[tuple[str, int]]:
     return [(r[0], r[1]) for r in rows]
 
 
-def wait_for(check: object, timeout: float = 60.0) -> None:
+def wait_for(check: Callable[[], object], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.2)
     raise AssertionError("not indexed in time")
@@ -159,7 +159,8 @@ def test_cli_kb_add_indexes_at_once_and_reindex_rebuilds(
     monkeypatch.setenv("URBANA_ENV", "test")
     monkeypatch.setenv("URBANA_DATABASE_URL", settings.database_url or "")
     monkeypatch.setenv("URBANA_DATABASE_SCHEMA", settings.database_schema or "")
-    monkeypatch.setenv("URBANA_MASTER_KEY", settings.master_key.get_secret_value())  # type: ignore[union-attr]
+    assert settings.master_key is not None
+    monkeypatch.setenv("URBANA_MASTER_KEY", settings.master_key.get_secret_value())
     tid = create_tenant(kb_api)
     doc = tmp_path / "garantia.md"
     doc.write_text("# Garantia\n\nTodos os colchões têm garantia de 2 anos.", encoding="utf-8")

@@ -30,6 +30,7 @@ import httpx
 import psycopg
 import pytest
 import redis
+from psycopg.conninfo import make_conninfo
 
 from tests import compose_file as cf
 from tests.e2e.fakes import ANSWER, Outside, start_outside
@@ -328,7 +329,7 @@ def test_a_conversation_goes_through_every_process(topology: Topology, outside: 
     assert added.status_code == 202, added.text
 
     def indexed() -> bool:
-        with psycopg.connect(**postgres_parts(top.urls.postgres)) as conn:  # type: ignore[arg-type]
+        with psycopg.connect(make_conninfo(**postgres_parts(top.urls.postgres))) as conn:
             if conn.execute("SELECT to_regclass('kb_chunks')").fetchone() == (None,):
                 return False
             row = conn.execute(
@@ -371,7 +372,7 @@ def test_sigterm_stops_every_process_and_leaves_nothing_behind(topology: Topolog
     assert spawned, "`serve --workers 2` runs its workers as child processes"
     for running in top.running.values():
         running.proc.send_signal(signal.SIGTERM)
-    codes = {}
+    codes: dict[str, int | None] = {}
     for name, running in top.running.items():
         try:
             codes[name] = running.proc.wait(timeout=30)
@@ -385,7 +386,7 @@ def test_sigterm_stops_every_process_and_leaves_nothing_behind(topology: Topolog
 
     def connections() -> tuple[int, int]:
         """Client connections to PostgreSQL and Redis other than this check's own."""
-        with psycopg.connect(**postgres_parts(top.urls.postgres)) as conn:  # type: ignore[arg-type]
+        with psycopg.connect(make_conninfo(**postgres_parts(top.urls.postgres))) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
                 "AND pid <> pg_backend_pid()"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TypedDict
 from uuid import uuid4
 
 import httpx
@@ -11,7 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import Api
-from tests.e2e.webhook_helpers import cloud_tenant, cloud_text, evolution_tenant, sign, zapi_tenant
+from tests.e2e.webhook_helpers import (
+    CloudTenant,
+    SecretTenant,
+    cloud_tenant,
+    cloud_text,
+    evolution_tenant,
+    sign,
+    zapi_tenant,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +36,14 @@ header_text = st.text(
 )
 
 
+class Tenants(TypedDict):
+    cloud: CloudTenant
+    evolution: SecretTenant
+    zapi: SecretTenant
+
+
 @pytest.fixture(scope="module")
-def tenants(api: Api) -> dict[str, object]:
+def tenants(api: Api) -> Tenants:
     return {
         "cloud": cloud_tenant(api),
         "evolution": evolution_tenant(api),
@@ -36,16 +51,14 @@ def tenants(api: Api) -> dict[str, object]:
     }
 
 
-def _mutations(
-    api: Api, tenants: dict[str, object]
-) -> st.SearchStrategy[tuple[str, bytes, dict[str, str]]]:
+def _mutations(api: Api, tenants: Tenants) -> st.SearchStrategy[tuple[str, bytes, dict[str, str]]]:
     cloud = tenants["cloud"]
-    valid = json.dumps(cloud_text(cloud.phone_number_id, "5511999990000", "oi")).encode()  # type: ignore[attr-defined]
+    valid = json.dumps(cloud_text(cloud.phone_number_id, "5511999990000", "oi")).encode()
     paths = st.sampled_from(
         [
             "/webhooks/whatsapp-cloud",
-            f"/webhooks/evolution/{tenants['evolution'].secret}",  # type: ignore[attr-defined]
-            f"/webhooks/zapi/{tenants['zapi'].secret}",  # type: ignore[attr-defined]
+            f"/webhooks/evolution/{tenants['evolution'].secret}",
+            f"/webhooks/zapi/{tenants['zapi'].secret}",
             f"/webhooks/zapi/{uuid4().hex}",
         ]
     )
@@ -63,7 +76,7 @@ def _mutations(
     return st.tuples(paths, bodies, headers)
 
 
-def test_random_requests_never_5xx_and_never_append(api: Api, tenants: dict[str, object]) -> None:
+def test_random_requests_never_5xx_and_never_append(api: Api, tenants: Tenants) -> None:
     before = api.event_count()
     with httpx.Client(timeout=10) as client:
 
@@ -84,8 +97,8 @@ def test_random_requests_never_5xx_and_never_append(api: Api, tenants: dict[str,
     assert api.event_count() == before
 
 
-def test_signed_garbage_is_still_a_client_error(api: Api, tenants: dict[str, object]) -> None:
-    secret = tenants["cloud"].app_secret  # type: ignore[attr-defined]
+def test_signed_garbage_is_still_a_client_error(api: Api, tenants: Tenants) -> None:
+    secret = tenants["cloud"].app_secret
     before = api.event_count()
     with httpx.Client(timeout=10) as client:
         for body in [b"", b"null", b'{"object":"whatsapp_business_account","entry":"x"}']:

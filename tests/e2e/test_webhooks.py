@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -44,9 +45,9 @@ def phone() -> str:
 
 
 @pytest.fixture
-def client() -> httpx.Client:
+def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 # -- Cloud API ------------------------------------------------------------------------

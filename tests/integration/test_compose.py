@@ -211,9 +211,9 @@ def test_each_urbana_service_loads_its_settings_from_its_container_env(
             monkeypatch.setenv(key, value)
         settings = Settings(_env_file=None)
         assert settings.env == "production", name
-        key = settings.openai_api_key
+        api_key = settings.openai_api_key
         # Unset stays unset: the offline responder answers, not OpenAI with an empty key.
-        assert (key.get_secret_value() if key else None) == (
+        assert (api_key.get_secret_value() if api_key else None) == (
             openai_key if "OPENAI_API_KEY" in service.get("environment", {}) else None
         ), name
         assert settings.openai_base_url is None, name

@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate, DomainEvent
 from jsonschema import Draft202012Validator, FormatChecker
 from tests.helpers import ai_reply
 
+from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.relay import Relay
 from urbana.adapters.kafka.topics import (
     BUILTIN_TOPICS,
@@ -125,7 +126,7 @@ def test_production_profile_raises_replication() -> None:
 
 
 async def test_init_topics_creates_what_is_missing_and_only_once(
-    services: Any, tmp_path: Path
+    services: ServiceUrls, tmp_path: Path
 ) -> None:
     suffix = uuid4().hex[:8]
     text = TOPICS_YAML.read_text().replace(EVENTS_TOPIC, f"{EVENTS_TOPIC}.{suffix}")
@@ -226,7 +227,7 @@ def _now() -> datetime:
 
 
 async def test_every_published_envelope_validates_against_the_schemas(
-    store: Store, services: Any
+    store: Store, services: ServiceUrls
 ) -> None:
     await asyncio.to_thread(rich_history, store)
     topic = f"test.schemas.{uuid4().hex[:10]}"

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.embeddings import LocalE5Embeddings, OpenAIEmbeddings
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore, document_id_for
@@ -80,8 +81,8 @@ def embeddings() -> LocalE5Embeddings:
 
 
 @pytest.fixture
-def pool(services: object, schema: str) -> Iterator[ConnectionPool]:
-    url = services.postgres  # type: ignore[attr-defined]
+def pool(services: ServiceUrls, schema: str) -> Iterator[ConnectionPool]:
+    url = services.postgres
     ensure_schema(url, schema)
     opened = ConnectionPool(conninfo(url, schema), min_size=1, max_size=2, open=True)
     try:

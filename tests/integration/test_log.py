@@ -9,6 +9,7 @@ from uuid import UUID
 import orjson
 import psycopg
 import pytest
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
 
 from urbana.adapters.postgres.log import AsyncLogReader, LogReader
@@ -23,11 +24,11 @@ from urbana.domain.tenant import Tenant
 pytestmark = pytest.mark.integration
 
 
-def histories(n: int) -> tuple[Tenant, list[object]]:
+def histories(n: int) -> tuple[Tenant, list[DomainEventProtocol[UUID]]]:
     """A tenant, then `n` leads with a conversation of three messages each, interleaved."""
     tenant = Tenant.register(f"Loja {UUID(int=n)}")
     tenant.change_prompt("Seja breve.")
-    events: list[object] = list(tenant.collect_events())
+    events: list[DomainEventProtocol[UUID]] = list(tenant.collect_events())
     conversations = []
     for i in range(n):
         phone = f"5511977{i:06d}"
@@ -57,13 +58,15 @@ def as_version_1(record: StoredEvent) -> StoredEvent:
     )
 
 
-def store_legacy(store: Store, events: list[object]) -> list[int]:
+def store_legacy(store: Store, events: list[DomainEventProtocol[UUID]]) -> list[int]:
     """Write the events as version 1 records; their positions, in order."""
     mapper = store.app.mapper
-    records = [as_version_1(mapper.to_stored_event(e)) for e in events]  # type: ignore[arg-type]
+    records = [as_version_1(mapper.to_stored_event(e)) for e in events]
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
         before = conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")  # noqa: S608
-        start = int(before.fetchone()[0])  # type: ignore[index]
+        row = before.fetchone()
+        assert row is not None
+        start = int(row[0])
         with conn.cursor().copy(
             f"COPY {EVENTS_TABLE} (originator_id, originator_version, topic, state) FROM STDIN"
         ) as copy:

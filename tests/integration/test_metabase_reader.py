@@ -12,14 +12,15 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from uuid import uuid4
 
 import psycopg
 import pytest
 from psycopg import errors, sql
+from psycopg.conninfo import make_conninfo
 from tests import compose_file as cf
 
+from urbana.adapters.embedded import ServiceUrls
 from urbana.config import postgres_parts
 from urbana.projections.base import table_names
 from urbana.projections.conversation_view import ConversationView
@@ -61,15 +62,15 @@ class Database:
                 if user == READER
                 else self.passwords["METABASE_DB_PASSWORD"]
             )
-        return psycopg.connect(**parts, autocommit=True)  # type: ignore[arg-type]
+        return psycopg.connect(make_conninfo(**parts), autocommit=True)
 
 
 @pytest.fixture(scope="module")
-def database(services: Any) -> Iterator[Database]:
+def database(services: ServiceUrls) -> Iterator[Database]:
     """A database of its own on the test server, standing for the stack's `urbana`."""
     parts = postgres_parts(services.postgres)
     name = f"mb_{uuid4().hex[:10]}"
-    with psycopg.connect(**parts, autocommit=True) as admin:  # type: ignore[arg-type]
+    with psycopg.connect(make_conninfo(**parts), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     passwords = {
         "METABASE_DB_PASSWORD": base64.urlsafe_b64encode(os.urandom(18)).decode(),
@@ -78,7 +79,7 @@ def database(services: Any) -> Iterator[Database]:
     try:
         yield Database({**parts, "dbname": name}, passwords)
     finally:
-        with psycopg.connect(**parts, autocommit=True) as admin:  # type: ignore[arg-type]
+        with psycopg.connect(make_conninfo(**parts), autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -127,7 +128,7 @@ def tenants(database: Database) -> tuple[str, str]:
         for projection in (Kpis(), ConversationView()):
             live = [*TRACKING_DDL, *create_tables(projection), *create_views_if_missing(projection)]
             for statement in live:
-                owner.execute(statement)  # type: ignore[call-overload]
+                owner.execute(statement)
         for tenant in (a, b):
             owner.execute(
                 sql.SQL(
@@ -220,9 +221,9 @@ def test_the_reader_keeps_its_grants_across_a_replay_swap(
     projection = Kpis()
     with database.connect() as owner, owner.transaction():
         for statement in create_tables(projection, REBUILD):
-            owner.execute(statement)  # type: ignore[call-overload]
+            owner.execute(statement)
         for statement in swap_statements(projection, []):
-            owner.execute(statement)  # type: ignore[call-overload]
+            owner.execute(statement)
     with database.connect(READER) as reader:
         rows = reader.execute("SELECT count(*) FROM rm_kpi_daily").fetchone()
         reader.execute(

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.helpers import ai_reply
 
+from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.postgres.log import LogReader
@@ -246,7 +247,9 @@ async def through_kafka(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(plan=scenario)
-def test_kafka_built_read_models_equal_a_full_replay(services: Any, plan: dict[str, Any]) -> None:
+def test_kafka_built_read_models_equal_a_full_replay(
+    services: ServiceUrls, plan: dict[str, Any]
+) -> None:
     schema = f"p_{uuid4().hex[:12]}"
     ensure_schema(services.postgres, schema)
     store = open_store(services.postgres, os.urandom(32), schema=schema, pool_size=2)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.helpers import ai_reply
 
-from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.projector import ProjectionRunner
 from urbana.adapters.postgres.log import LogReader
@@ -126,7 +126,7 @@ def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-def runner(services: Any, store: Store, topic: str, **kw: Any) -> ProjectionRunner:
+def runner(services: ServiceUrls, store: Store, topic: str, **kw: Any) -> ProjectionRunner:
     return ProjectionRunner(
         database_url=store.url,
         schema=store.schema,
@@ -144,7 +144,7 @@ def unique_topic() -> str:
 
 
 async def test_runner_builds_what_replay_builds_even_with_redeliveries(
-    services: Any, store: Store
+    services: ServiceUrls, store: Store
 ) -> None:
     tenant_id, _ = store.app.register_tenant(f"T {uuid4().hex[:6]}")
     converse(store, tenant_id, [f"55119{n:08d}" for n in range(4)])
@@ -163,7 +163,7 @@ async def test_runner_builds_what_replay_builds_even_with_redeliveries(
 
 
 async def test_poison_event_goes_to_the_dlq_and_the_partition_moves_on(
-    services: Any, store: Store
+    services: ServiceUrls, store: Store
 ) -> None:
     tenant_id, _ = store.app.register_tenant(f"T {uuid4().hex[:6]}")
     (conversation_id,) = converse(store, tenant_id, ["5511977770000"])
@@ -216,7 +216,7 @@ async def test_poison_event_goes_to_the_dlq_and_the_partition_moves_on(
 
 
 async def test_after_a_replay_the_runner_applies_only_what_is_newer(
-    services: Any, store: Store
+    services: ServiceUrls, store: Store
 ) -> None:
     tenant_id, _ = store.app.register_tenant(f"T {uuid4().hex[:6]}")
     converse(store, tenant_id, ["5511966660000", "5511966660001"])
@@ -235,7 +235,7 @@ async def test_after_a_replay_the_runner_applies_only_what_is_newer(
 
 
 async def test_crash_between_db_commit_and_offset_commit_applies_nothing_twice(
-    services: Any, store: Store
+    services: ServiceUrls, store: Store
 ) -> None:
     tenant_id, _ = store.app.register_tenant(f"T {uuid4().hex[:6]}")
     converse(store, tenant_id, [f"55119555{n:05d}" for n in range(3)])
@@ -260,7 +260,9 @@ async def test_crash_between_db_commit_and_offset_commit_applies_nothing_twice(
     assert snapshot(store) == incremental
 
 
-async def test_republish_filters_by_conversation_and_resumes(services: Any, store: Store) -> None:
+async def test_republish_filters_by_conversation_and_resumes(
+    services: ServiceUrls, store: Store
+) -> None:
     from urbana.adapters.kafka.republish import republish
 
     tenant_id, _ = store.app.register_tenant(f"T {uuid4().hex[:6]}")
@@ -296,7 +298,7 @@ async def test_republish_filters_by_conversation_and_resumes(services: Any, stor
 
 
 async def test_run_in_a_consumer_group_follows_new_events_until_stopped(
-    services: Any, store: Store
+    services: ServiceUrls, store: Store
 ) -> None:
     import asyncio
 
@@ -352,7 +354,7 @@ async def until(condition: Callable[[], bool], task: asyncio.Task[None], within:
 
 
 async def test_a_database_restart_is_waited_out_and_nothing_dead_lettered(
-    services: Any, tmp_path: Path
+    services: ServiceUrls, tmp_path: Path
 ) -> None:
     stack = EmbeddedStack(tmp_path / "pg", kafka_bootstrap=services.kafka, redis_url=services.redis)
     urls = await asyncio.to_thread(stack.start)

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from tests.conftest import free_port
 
-from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.kafka.relay import Relay, RelayError
 from urbana.adapters.kafka.topics import partition_counts
 from urbana.adapters.postgres.schema import ensure_schema
@@ -137,7 +137,7 @@ def topic() -> str:
 
 
 async def test_publishes_every_event_once_in_stream_order_keyed_by_stream(
-    store: Store, services: Any, topic: str
+    store: Store, services: ServiceUrls, topic: str
 ) -> None:
     tid = await tenant(store)
     phones = contacts(6)
@@ -176,7 +176,7 @@ async def test_publishes_every_event_once_in_stream_order_keyed_by_stream(
 
 
 async def test_personal_data_stays_ciphertext_on_the_topic(
-    store: Store, services: Any, topic: str
+    store: Store, services: ServiceUrls, topic: str
 ) -> None:
     tid = await tenant(store)
     phone = contacts(1)[0]
@@ -211,7 +211,7 @@ async def test_personal_data_stays_ciphertext_on_the_topic(
 
 
 async def test_restarted_relay_resumes_from_its_saved_position(
-    store: Store, services: Any, topic: str
+    store: Store, services: ServiceUrls, topic: str
 ) -> None:
     tid = await tenant(store)
     await receive(store, tid, contacts(3))
@@ -243,7 +243,7 @@ class CrashBeforeSave(Relay):
 
 
 async def test_crash_between_publish_and_position_save_republishes_the_batch(
-    store: Store, services: Any, topic: str
+    store: Store, services: ServiceUrls, topic: str
 ) -> None:
     tid = await tenant(store)
     await receive(store, tid, contacts(4))
@@ -270,7 +270,7 @@ async def test_crash_between_publish_and_position_save_republishes_the_batch(
 
 
 async def test_following_relay_publishes_new_events_as_they_are_stored(
-    store: Store, services: Any, topic: str
+    store: Store, services: ServiceUrls, topic: str
 ) -> None:
     tid = await tenant(store)
     relay = relay_for(store, services.kafka, topic, poll_interval=5.0)
@@ -294,7 +294,7 @@ async def test_following_relay_publishes_new_events_as_they_are_stored(
 
 
 async def test_a_second_relay_with_the_same_name_is_refused(
-    store: Store, services: Any, topic: str
+    store: Store, services: ServiceUrls, topic: str
 ) -> None:
     async with relay_for(store, services.kafka, topic):
         other = relay_for(store, services.kafka, topic)
@@ -415,7 +415,7 @@ async def test_broker_restart_mid_stream_loses_nothing(
 
 
 async def test_the_largest_knowledge_document_is_published(
-    store: Store, services: Any, topic: str
+    store: Store, services: ServiceUrls, topic: str
 ) -> None:
     tid = await tenant(store)
     # Just under the domain's limit (MAX_DOCUMENT, ~200 kB of text). Documents travel
@@ -435,7 +435,7 @@ async def test_the_largest_knowledge_document_is_published(
 
 
 async def test_database_restart_mid_stream_loses_nothing(
-    services: Any, tmp_path: Path, topic: str
+    services: ServiceUrls, tmp_path: Path, topic: str
 ) -> None:
     stack = EmbeddedStack(tmp_path / "pg", kafka_bootstrap=services.kafka, redis_url=services.redis)
     urls = await asyncio.to_thread(stack.start)

@@ -94,7 +94,7 @@ def scripted(store: Store) -> Script:
 
 def rows(store: Store, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 async def aconn(store: Store) -> psycopg.AsyncConnection[Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.gateways import gateway_config
+from urbana.application.inbound import Received
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import AIReplyNotAllowed, BurstAlreadyAnswered, InvalidInput, NotFound
@@ -25,17 +27,17 @@ pytestmark = pytest.mark.integration
 
 
 def inbound(
-    contact: str, text: str | None = "oi", pid: str | None = None, **kw: object
+    contact: str, text: str | None = "oi", pid: str | None = None, **kw: Any
 ) -> InboundMessage:
     phone = kw.pop("phone", None if contact.endswith("@lid") else contact)
     return InboundMessage(
         provider_message_id=pid or f"wamid.{uuid4().hex}",
         contact=contact,
-        phone=phone,  # type: ignore[arg-type]
+        phone=phone,
         sent_at=datetime.now(UTC),
         kind=str(kw.pop("kind", "text")),
         text=text,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -43,7 +45,7 @@ def event_count(store: Store) -> int:
     return store.app.recorder.max_notification_id() or 0
 
 
-def tenant(store: Store) -> object:
+def tenant(store: Store) -> UUID:
     tenant_id, created = store.app.register_tenant(f"Tenant {uuid4().hex[:8]}")
     assert created
     return tenant_id
@@ -53,7 +55,7 @@ def test_message_is_durable_and_readable_after_reopening(store: Store, master_ke
     tid = tenant(store)
     got = store.app.receive_message(
         ReceiveMessage(tid, "cloud", inbound("5511988887777", "Quero um orçamento"))
-    )  # type: ignore[arg-type]
+    )
     reopened = open_store(store.url, master_key, schema=store.schema, pool_size=1)
     try:
         conv = reopened.app.get(Conversation, got.conversation_id)
@@ -66,9 +68,9 @@ def test_message_is_durable_and_readable_after_reopening(store: Store, master_ke
 def test_redelivered_message_is_duplicate_and_appends_nothing(store: Store) -> None:
     tid = tenant(store)
     msg = inbound("5511988887777")
-    first = store.app.receive_message(ReceiveMessage(tid, "cloud", msg))  # type: ignore[arg-type]
+    first = store.app.receive_message(ReceiveMessage(tid, "cloud", msg))
     before = event_count(store)
-    again = store.app.receive_message(ReceiveMessage(tid, "cloud", msg))  # type: ignore[arg-type]
+    again = store.app.receive_message(ReceiveMessage(tid, "cloud", msg))
     assert again.duplicate
     assert not first.duplicate
     assert event_count(store) == before
@@ -77,16 +79,17 @@ def test_redelivered_message_is_duplicate_and_appends_nothing(store: Store) -> N
 def test_same_provider_id_twice_in_one_batch_records_once(store: Store) -> None:
     tid = tenant(store)
     msg = inbound("5511988887777")
-    outcomes = store.app.receive_messages([ReceiveMessage(tid, "cloud", msg)] * 3)  # type: ignore[arg-type]
+    outcomes = store.app.receive_messages([ReceiveMessage(tid, "cloud", msg)] * 3)
     assert [getattr(o, "duplicate", None) for o in outcomes] == [False, True, True]
-    conv = store.app.get(Conversation, outcomes[0].conversation_id)  # type: ignore[union-attr]
+    assert isinstance(outcomes[0], Received)
+    conv = store.app.get(Conversation, outcomes[0].conversation_id)
     assert conv.inbound_seq == 1
 
 
 def test_ninth_digit_variants_are_one_lead_and_one_conversation(store: Store) -> None:
     tid = tenant(store)
-    a = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
-    b = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("551188887777")))  # type: ignore[arg-type]
+    a = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))
+    b = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("551188887777")))
     assert a.lead_id == b.lead_id
     assert a.conversation_id == b.conversation_id
     assert store.app.get(Conversation, a.conversation_id).inbound_seq == 2
@@ -94,7 +97,7 @@ def test_ninth_digit_variants_are_one_lead_and_one_conversation(store: Store) ->
 
 def test_lid_contact_without_phone_gets_its_own_lead(store: Store) -> None:
     tid = tenant(store)
-    got = store.app.receive_message(ReceiveMessage(tid, "evolution", inbound("12345678901234@lid")))  # type: ignore[arg-type]
+    got = store.app.receive_message(ReceiveMessage(tid, "evolution", inbound("12345678901234@lid")))
     lead = store.app.get(Lead, got.lead_id)
     assert lead.key == "lid:12345678901234"
     assert lead.phone is None
@@ -106,9 +109,9 @@ def test_invalid_message_raises_typed_error_and_appends_nothing(store: Store) ->
     with pytest.raises(InvalidInput):
         store.app.receive_message(
             ReceiveMessage(tid, "cloud", inbound("5511988887777", text="   "))
-        )  # type: ignore[arg-type]
+        )
     with pytest.raises(InvalidInput):
-        store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("not-a-phone")))  # type: ignore[arg-type]
+        store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("not-a-phone")))
     assert event_count(store) == before
 
 
@@ -116,9 +119,9 @@ def test_bad_message_in_a_batch_does_not_block_the_others(store: Store) -> None:
     tid = tenant(store)
     outcomes = store.app.receive_messages(
         [
-            ReceiveMessage(tid, "cloud", inbound("5511911112222")),  # type: ignore[arg-type]
-            ReceiveMessage(tid, "cloud", inbound("5511933334444", text="")),  # type: ignore[arg-type]
-            ReceiveMessage(tid, "cloud", inbound("5511955556666")),  # type: ignore[arg-type]
+            ReceiveMessage(tid, "cloud", inbound("5511911112222")),
+            ReceiveMessage(tid, "cloud", inbound("5511933334444", text="")),
+            ReceiveMessage(tid, "cloud", inbound("5511955556666")),
         ]
     )
     assert isinstance(outcomes[1], InvalidInput)
@@ -130,7 +133,7 @@ def test_bad_message_in_a_batch_does_not_block_the_others(store: Store) -> None:
 
 def test_one_ai_reply_per_burst_and_none_in_human_mode(store: Store) -> None:
     tid = tenant(store)
-    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))
     ai_reply(
         store.app, got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
     )
@@ -143,7 +146,7 @@ def test_one_ai_reply_per_burst_and_none_in_human_mode(store: Store) -> None:
             intent="greet",
             confidence=0.9,
         )
-    store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))
     store.app.request_handoff(got.conversation_id, reason="explicit_request")
     with pytest.raises(AIReplyNotAllowed):
         ai_reply(
@@ -158,21 +161,21 @@ def test_one_ai_reply_per_burst_and_none_in_human_mode(store: Store) -> None:
 
 def test_status_before_its_message_is_held_then_applied(store: Store) -> None:
     tid = tenant(store)
-    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))
     out_id = ai_reply(
         store.app, got.conversation_id, reply_to_seq=1, text="Olá!", intent="greet", confidence=0.9
     )
     now = datetime.now(UTC)
     held = store.app.record_statuses(
         [RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.DELIVERED, now))]
-    )  # type: ignore[arg-type]
+    )
     assert held == ["held"]
     store.app.mark_sent(got.conversation_id, out_id, "wamid.OUT1")
     assert store.app.get(Conversation, got.conversation_id).outbound[out_id].delivery == "delivered"
     results = store.app.record_statuses(
         [
-            RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.READ, now)),  # type: ignore[arg-type]
-            RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.DELIVERED, now)),  # type: ignore[arg-type]
+            RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.READ, now)),
+            RecordStatus(tid, "cloud", StatusUpdate("wamid.OUT1", DeliveryStatus.DELIVERED, now)),
         ]
     )
     assert results == ["applied", "stale"]
@@ -185,7 +188,7 @@ def test_a_held_status_recorded_again_is_a_duplicate_and_appends_nothing(store: 
     wamid = f"wamid.{uuid4().hex}"
 
     def status(value: DeliveryStatus) -> RecordStatus:
-        return RecordStatus(tid, "cloud", StatusUpdate(wamid, value, now))  # type: ignore[arg-type]
+        return RecordStatus(tid, "cloud", StatusUpdate(wamid, value, now))
 
     assert store.app.record_statuses([status(DeliveryStatus.DELIVERED)]) == ["held"]
     count = event_count(store)
@@ -203,13 +206,13 @@ def test_concurrent_writers_on_one_conversation_lose_nothing(
 ) -> None:
     tid = tenant(store)
     other = open_store(store.url, master_key, schema=store.schema, pool_size=2)
-    store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))
     errors: list[BaseException] = []
 
     def write(s: Store, n: int) -> None:
         try:
             for _ in range(n):
-                s.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+                s.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -220,7 +223,7 @@ def test_concurrent_writers_on_one_conversation_lose_nothing(
         t.join()
     other.close()
     assert errors == []
-    conv_id = Conversation.create_id(tid, "cloud", "5511988887777")  # type: ignore[arg-type]
+    conv_id = Conversation.create_id(tid, "cloud", "5511988887777")
     assert store.app.get(Conversation, conv_id).inbound_seq == 31
 
 
@@ -229,17 +232,16 @@ def test_inbound_batches_see_what_other_writers_recorded_meanwhile(
 ) -> None:
     """The ingest writer keeps aggregates between batches; it must still catch up."""
     tid = tenant(store)
-    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))  # type: ignore[arg-type]
+    got = store.app.receive_message(ReceiveMessage(tid, "cloud", inbound("5511988887777")))
     other = open_store(store.url, master_key, schema=store.schema, pool_size=1)
     try:
         other.app.request_handoff(got.conversation_id, reason="explicit_request")
         other.app.accept_handoff(got.conversation_id, attendant="ana")
     finally:
         other.close()
-    again = store.app.ingest(
-        [ReceiveMessage(tid, "cloud", inbound("5511988887777", "ainda aí?"))]  # type: ignore[arg-type]
-    )
-    assert again[0].seq == 2  # type: ignore[union-attr]
+    again = store.app.ingest([ReceiveMessage(tid, "cloud", inbound("5511988887777", "ainda aí?"))])
+    assert isinstance(again[0], Received)
+    assert again[0].seq == 2
     conv = store.app.get(Conversation, got.conversation_id)
     assert conv.status is Status.HUMAN
     assert conv.assignee == "ana"
@@ -268,13 +270,13 @@ def test_no_phone_number_or_text_is_stored_in_clear(store: Store) -> None:
     text = f"meu cpf é {uuid4().hex[:10]}"
     media = f"https://cdn.example/{uuid4().hex}.jpg"
     got = store.app.receive_message(
-        ReceiveMessage(tid, "cloud", inbound(phone, text, contact_name=name, media_url=media))  # type: ignore[arg-type]
+        ReceiveMessage(tid, "cloud", inbound(phone, text, contact_name=name, media_url=media))
     )
     reply = f"resposta {uuid4().hex[:10]}"
     ai_reply(store.app, got.conversation_id, reply_to_seq=1, text=reply, intent="x", confidence=0.5)
     app_secret = f"appsecret{uuid4().hex}"
     store.app.connect_channel(
-        tid,  # type: ignore[arg-type]
+        tid,
         gateway_config(
             "cloud",
             {
@@ -301,7 +303,7 @@ def test_erased_subject_reads_as_erased_not_an_error(store: Store) -> None:
     tid = tenant(store)
     got = store.app.receive_message(
         ReceiveMessage(tid, "cloud", inbound("5511977776666", "segredo", contact_name="Zé"))
-    )  # type: ignore[arg-type]
+    )
     store.cipher.shred(got.lead_id)
     events = store.app.stream(got.conversation_id)
     received = [e for e in events if type(e).__qualname__ == "Conversation.MessageReceived"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -40,10 +40,10 @@ def own_postgres(services: ServiceUrls) -> Iterator[EmbeddedStack]:
             stack.stop()
 
 
-def elapsed(fn: object) -> tuple[float, BaseException | None]:
+def elapsed(fn: Callable[[], object]) -> tuple[float, BaseException | None]:
     began = time.monotonic()
     try:
-        fn()  # type: ignore[operator]
+        fn()
     except Exception as exc:
         return time.monotonic() - began, exc
     return time.monotonic() - began, None

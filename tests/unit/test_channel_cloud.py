@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -57,13 +58,13 @@ def one_message(name: str) -> InboundMessage:
 
 
 def from_maria(**fields: object) -> InboundMessage:
-    base: dict[str, object] = {
+    base: dict[str, Any] = {
         "contact": WA,
         "phone": WA,
         "contact_name": "Maria Souza",
     }
     base.update(fields)
-    return InboundMessage(**base)  # type: ignore[arg-type]
+    return InboundMessage(**base)
 
 
 EXPECTED_MESSAGES: dict[str, InboundMessage] = {
@@ -473,11 +474,11 @@ def replaced(doc: object, path: tuple[object, ...], value: object) -> object:
 
 
 @st.composite
-def mutated_fixtures(draw: Callable[..., object]) -> bytes:
+def mutated_fixtures(draw: st.DrawFn) -> bytes:
     doc: object = json.loads(fixture(str(draw(st.sampled_from(ALL_FIXTURES)))))
-    for _ in range(int(draw(st.integers(min_value=1, max_value=3)))):  # type: ignore[call-overload]
+    for _ in range(int(draw(st.integers(min_value=1, max_value=3)))):
         path = draw(st.sampled_from(list(paths(doc))))
-        doc = replaced(doc, path, draw(json_values | st.just(DELETE)))  # type: ignore[arg-type]
+        doc = replaced(doc, path, draw(json_values | st.just(DELETE)))
     return json.dumps(doc).encode()
 
 

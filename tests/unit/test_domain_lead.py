@@ -52,9 +52,10 @@ def test_create_requires_a_key() -> None:
 def test_scoring_adds_the_delta_and_records_reason() -> None:
     lead = new_lead()
     lead.score_by(5, "asked for price")
+    event: Any
     (event,) = lead.collect_events()
     assert type(event).__name__ == "LeadScored"
-    assert (event.delta, event.score, event.reason) == (5, 5, "asked for price")  # type: ignore[attr-defined]
+    assert (event.delta, event.score, event.reason) == (5, 5, "asked for price")
     assert lead.score == 5
 
 
@@ -95,9 +96,9 @@ def test_crossing_a_threshold_records_the_stage_change(
 ) -> None:
     lead = scored(start)
     lead.score_by(delta, "progress")
-    events = lead.collect_events()
+    events: Sequence[Any] = lead.collect_events()
     assert names(events) == ["LeadScored", "LeadStageChanged"]
-    assert (events[1].from_stage, events[1].to_stage) == (from_stage, to_stage)  # type: ignore[attr-defined]
+    assert (events[1].from_stage, events[1].to_stage) == (from_stage, to_stage)
 
 
 def test_scoring_within_a_stage_records_no_stage_change() -> None:
@@ -109,9 +110,9 @@ def test_scoring_within_a_stage_records_no_stage_change() -> None:
 def test_big_jump_moves_straight_to_the_reached_stage() -> None:
     lead = new_lead()
     lead.score_by(80, "wants to buy today")
-    events = lead.collect_events()
+    events: Sequence[Any] = lead.collect_events()
     assert names(events) == ["LeadScored", "LeadStageChanged"]
-    assert events[1].to_stage == "hot"  # type: ignore[attr-defined]
+    assert events[1].to_stage == "hot"
 
 
 @pytest.mark.parametrize("start", [10, 40, 70, 100])
@@ -162,7 +163,7 @@ def test_zero_delta_records_nothing() -> None:
 def test_attendant_may_move_the_stage_back_by_hand() -> None:
     lead = scored(70)
     lead.move_to(Stage.ENGAGED, "was not ready")
-    events = lead.collect_events()
+    events: Sequence[Any] = lead.collect_events()
     assert names(events) == ["LeadStageChanged"]
     assert lead.stage is Stage.ENGAGED
 

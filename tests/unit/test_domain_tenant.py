@@ -94,8 +94,9 @@ def test_change_settings_updates_known_keys_only() -> None:
 def test_change_settings_records_the_values_as_the_settings_hold_them() -> None:
     tenant = registered()
     tenant.change_settings(handoff_intents=["price"], debounce_ms="300", include_groups=1)
+    changed: Any
     (changed,) = tenant.collect_events()
-    assert changed.changes == {  # type: ignore[attr-defined]
+    assert changed.changes == {
         "handoff_intents": ("price",),
         "debounce_ms": 300,
         "include_groups": True,
@@ -154,7 +155,7 @@ def test_tenants_do_not_share_mutable_settings() -> None:
         if isinstance(value, dict):
             assert value is not getattr(second.settings, field.name), field.name
     with pytest.raises(dataclasses.FrozenInstanceError):
-        first.settings.hot_score = 1  # type: ignore[misc]
+        first.settings.hot_score = 1  # type: ignore[misc]  # read-only on purpose: it must raise
 
 
 def test_channel_route_id_comes_from_channel_and_route_key() -> None:

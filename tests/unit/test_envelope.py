@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 import orjson
+from eventsourcing.domain import DomainEventProtocol
 from jsonschema import Draft202012Validator, FormatChecker
 
 from urbana.application.envelope import EVENT_ID_NAMESPACE, Envelope, envelope_from_stored
@@ -51,7 +52,7 @@ def validator(relative: str) -> Draft202012Validator:
     return Draft202012Validator(schema(relative), format_checker=FormatChecker())
 
 
-def history() -> list[object]:
+def history() -> list[DomainEventProtocol[UUID]]:
     """Every event type, recorded by the domain itself."""
     now = datetime.now(UTC)
     tenant = Tenant.register("Loja")
@@ -112,11 +113,11 @@ def history() -> list[object]:
     ]
 
 
-def stored(events: list[object]) -> list[tuple[int, str, int, str, bytes]]:
+def stored(events: list[DomainEventProtocol[UUID]]) -> list[tuple[int, str, int, str, bytes]]:
     mapper = PiiMapper(transcoder=OrjsonTranscoder(), cipher=ClearCipher())
     out = []
     for position, event in enumerate(events, start=1):
-        record = mapper.to_stored_event(event)  # type: ignore[arg-type]
+        record = mapper.to_stored_event(event)
         out.append(
             (
                 position,

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, CanMutateProtocol
 from tests.fakes import in_memory_app
 from tests.helpers import ai_reply
 
@@ -128,5 +128,6 @@ def test_aggregates_rebuilt_from_their_stored_events_equal_the_ones_that_recorde
         events = [app.mapper.to_domain_event(s) for s in stored]
         rebuilt = None
         for domain_event in events:
-            rebuilt = domain_event.mutate(rebuilt)  # type: ignore[attr-defined]
+            assert isinstance(domain_event, CanMutateProtocol)
+            rebuilt = domain_event.mutate(rebuilt)
         assert rebuilt == aggregate

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import pytest
 
@@ -48,9 +49,12 @@ def gate(clock: Clock, wait_s: float = 0.05) -> StoreGate:
     return StoreGate(wait_s, probe_s=1.0, is_fault=lambda e: isinstance(e, StoreFault), clock=clock)
 
 
-async def bounded(awaitable: object) -> object:
+T = TypeVar("T")
+
+
+async def bounded(awaitable: Awaitable[T]) -> T:
     """Whatever the committer does, a test never hangs."""
-    return await asyncio.wait_for(awaitable, 5)  # type: ignore[arg-type]
+    return await asyncio.wait_for(awaitable, 5)
 
 
 async def test_a_batch_that_does_not_commit_in_time_is_answered_unavailable() -> None:

@@ -31,7 +31,7 @@ class Events:
 
     def __init__(self) -> None:
         self.position = 0
-        self.minute = 0
+        self.minute: float = 0
 
     def __call__(
         self,

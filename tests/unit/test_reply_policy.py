@@ -101,7 +101,7 @@ def test_from_dict_refuses_missing_and_unknown_fields() -> None:
     with pytest.raises(InvalidInput, match="unknown"):
         AIDecision.from_dict({**data, "extra": 1})
     with pytest.raises(InvalidInput):
-        AIDecision.from_dict(["not", "an", "object"])  # type: ignore[arg-type]
+        AIDecision.from_dict(["not", "an", "object"])  # type: ignore[arg-type]  # the point of the test
 
 
 def test_from_dict_normalises_intent_and_drops_reason_without_handoff() -> None:
