@@ -59,38 +59,21 @@ class TopicSpec:
 
 
 # The same topics as infra/kafka/topics.yaml, for an installed package without the repo
-# (a test keeps the two equal).
+# (a test keeps the two equal). Both are kept forever: the events are a replayable
+# public log, and a dead letter waits until someone retries it.
+_KEEP_FOREVER = {
+    "cleanup.policy": "delete",
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "max.message.bytes": "8388608",
+}
+_REPLICATED = {
+    "replication_factor": 3,
+    "config": {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"},
+}
 BUILTIN_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(
-        name=EVENTS_TOPIC,
-        partitions=12,
-        replication_factor=1,
-        config={
-            "cleanup.policy": "delete",
-            "retention.ms": "-1",
-            "retention.bytes": "-1",
-            "max.message.bytes": "8388608",
-        },
-        production={
-            "replication_factor": 3,
-            "config": {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"},
-        },
-    ),
-    TopicSpec(
-        name=DLQ_TOPIC,
-        partitions=3,
-        replication_factor=1,
-        config={
-            "cleanup.policy": "delete",
-            "retention.ms": "-1",
-            "retention.bytes": "-1",
-            "max.message.bytes": "8388608",
-        },
-        production={
-            "replication_factor": 3,
-            "config": {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"},
-        },
-    ),
+    TopicSpec(EVENTS_TOPIC, 12, 1, config=_KEEP_FOREVER, production=_REPLICATED),
+    TopicSpec(DLQ_TOPIC, 3, 1, config=_KEEP_FOREVER, production=_REPLICATED),
 )
 
 
