@@ -17,7 +17,7 @@ class UrbanaError(Exception):
 
 
 class Unavailable(UrbanaError):
-    """A dependency we own (store, broker, cache) is down or did not answer in time.
+    """A dependency (store, broker, cache, embeddings server) is down or did not answer.
 
     Our own transient fault: the caller should try again in `retry_after` seconds (over
     HTTP, a 503 with that Retry-After), and nothing was half done.
