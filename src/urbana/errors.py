@@ -19,8 +19,8 @@ class UrbanaError(Exception):
 class Unavailable(UrbanaError):
     """A dependency (store, broker, cache, embeddings server) is down or did not answer.
 
-    Our own transient fault: the caller should try again in `retry_after` seconds (over
-    HTTP, a 503 with that Retry-After), and nothing was half done.
+    A transient fault, not the caller's: it should try again in `retry_after` seconds
+    (over HTTP, a 503 with that Retry-After).
     """
 
     def __init__(self, reason: str, *, retry_after: float = DEFAULT_RETRY_AFTER_S) -> None:

@@ -41,14 +41,6 @@ def own_postgres(services: ServiceUrls) -> Iterator[EmbeddedStack]:
             stack.stop()
 
 
-def assert_store_fault(failure: BaseException | None) -> None:
-    """The library's fault reaches the caller as ours, with the library's as its cause."""
-    assert isinstance(failure, StoreUnavailable), repr(failure)
-    assert isinstance(failure.__cause__, OperationalError | psycopg.OperationalError), repr(
-        failure.__cause__
-    )
-
-
 def elapsed(fn: object) -> tuple[float, BaseException | None]:
     began = time.monotonic()
     try:
@@ -56,6 +48,14 @@ def elapsed(fn: object) -> tuple[float, BaseException | None]:
     except Exception as exc:
         return time.monotonic() - began, exc
     return time.monotonic() - began, None
+
+
+def assert_store_fault(failure: BaseException | None) -> None:
+    """The library's fault reaches the caller as ours, with the library's as its cause."""
+    assert isinstance(failure, StoreUnavailable), repr(failure)
+    assert isinstance(failure.__cause__, OperationalError | psycopg.OperationalError), repr(
+        failure.__cause__
+    )
 
 
 def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
