@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from urbana.application.ai import (
     DEFAULT_K,
-    KnowledgeUnavailable,
     LLMResult,
     Passage,
     Prompt,
@@ -34,6 +33,7 @@ from urbana.application.app import UrbanaApp
 from urbana.application.channels import OutboundRequest, SendFailed
 from urbana.application.ports import CoordinationUnavailable, LockBusy
 from urbana.domain.reply import AIDecision
+from urbana.errors import Unavailable
 
 NONCE = 12
 DIM = 384
@@ -153,7 +153,7 @@ class InMemoryKnowledgeStore:
         self._max_chars = max_chars
         self._overlap = overlap
         self._documents: dict[tuple[UUID, UUID], _Document] = {}
-        self.fail = fail  # search raises KnowledgeUnavailable, as when the store is down
+        self.fail = fail  # search raises Unavailable, as when the store is down
 
     async def add_document(
         self,
@@ -183,7 +183,7 @@ class InMemoryKnowledgeStore:
         self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
     ) -> list[Passage]:
         if self.fail:
-            raise KnowledgeUnavailable("knowledge store is down")
+            raise Unavailable("knowledge store is down")
         if len(query_vector) != DIM:
             raise ValueError(f"query vector has {len(query_vector)} dimensions, not {DIM}")
         scored = [

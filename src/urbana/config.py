@@ -18,10 +18,6 @@ DEFAULT_STORE_WAIT_S = 2.0
 _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class ConfigurationError(Exception):
-    """Settings are missing or inconsistent; the message says which."""
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="URBANA_", env_file=".env", extra="ignore")
 

@@ -22,9 +22,10 @@ from urbana.adapters.embeddings import LocalE5Embeddings, OpenAIEmbeddings
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore, document_id_for
 from urbana.adapters.postgres.schema import ensure_schema
-from urbana.application.ai import EmbeddingsUnavailable, LLMResult, build_prompt
+from urbana.application.ai import LLMResult, build_prompt
 from urbana.config import conninfo
 from urbana.domain.guard import check_output
+from urbana.errors import Unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -318,5 +319,5 @@ async def test_openai_embeddings_failures_are_mapped() -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         embeddings = OpenAIEmbeddings(http, api_key="sk-test")
-        with pytest.raises(EmbeddingsUnavailable, match="503"):
+        with pytest.raises(Unavailable, match="503"):
             await embeddings.embed_query("c")

@@ -11,11 +11,12 @@ from uuid import uuid4
 
 import psycopg
 import pytest
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import OperationalError
 
 from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.postgres.schema import ensure_schema
-from urbana.adapters.postgres.store import Store, is_store_fault, open_store
+from urbana.adapters.postgres.store import Store, open_store
+from urbana.application.ingest import StoreUnavailable
 from urbana.config import conninfo
 from urbana.domain.tenant import Tenant
 
@@ -49,6 +50,14 @@ def elapsed(fn: Callable[[], object]) -> tuple[float, BaseException | None]:
     return time.monotonic() - began, None
 
 
+def assert_store_fault(failure: BaseException | None) -> None:
+    """The library's fault reaches the caller as ours, with the library's as its cause."""
+    assert isinstance(failure, StoreUnavailable), repr(failure)
+    assert isinstance(failure.__cause__, OperationalError | psycopg.OperationalError), repr(
+        failure.__cause__
+    )
+
+
 def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
     own_postgres: EmbeddedStack,
 ) -> None:
@@ -59,12 +68,10 @@ def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
         tenant_id, _ = store.app.register_tenant("Loja antes da queda")
         own_postgres.stop()
         took, failure = elapsed(lambda: store.app.get(Tenant, tenant_id))
-        assert failure is not None
-        assert is_store_fault(failure), failure
+        assert_store_fault(failure)
         assert took < BOUND_S, f"read failed after {took:.1f}s"
         took, failure = elapsed(lambda: store.app.register_tenant("Loja durante a queda"))
-        assert failure is not None
-        assert is_store_fault(failure), failure
+        assert_store_fault(failure)
         assert took < BOUND_S, f"write failed after {took:.1f}s"
         own_postgres.start()
         deadline = time.monotonic() + 30
@@ -72,7 +79,7 @@ def test_with_the_server_stopped_reads_and_writes_fail_within_the_wait(
             try:
                 assert store.app.get(Tenant, tenant_id).name == "Loja antes da queda"
                 break
-            except PersistenceError:
+            except StoreUnavailable:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
     finally:
@@ -91,8 +98,7 @@ def test_a_write_behind_a_held_table_lock_gives_up_within_the_wait(
             blocker.execute("LOCK TABLE urbana_events IN EXCLUSIVE MODE")
             took, failure = elapsed(lambda: store.app.register_tenant("Loja bloqueada"))
             blocker.rollback()
-        assert failure is not None
-        assert is_store_fault(failure), failure
+        assert_store_fault(failure)
         assert took < BOUND_S, f"write gave up after {took:.1f}s"
         store.app.register_tenant("Loja bloqueada")  # the lock is gone: it goes through
     finally:

@@ -24,8 +24,8 @@ from urbana.application.channels import (
     OutboundRequest,
     ParsedWebhook,
     StatusUpdate,
-    WebhookRejected,
 )
+from urbana.errors import Rejected
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "cloud"
 PNID = "106540352242922"
@@ -314,7 +314,7 @@ def test_group_message_is_skipped() -> None:
     ],
 )
 def test_malformed_bodies_are_rejected_with_a_client_status(body: bytes, status: int) -> None:
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(body)
     assert caught.value.status == status
 
@@ -337,7 +337,7 @@ def test_missing_or_wrong_required_fields_are_rejected_with_422(
     for step in path[:-1]:
         target = target[step]
     target[path[-1]] = replacement
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(json.dumps(body).encode())
     assert caught.value.status == 422
 
@@ -347,7 +347,7 @@ def test_message_without_any_sender_identity_is_rejected() -> None:
     value = body["entry"][0]["changes"][0]["value"]
     del value["messages"][0]["from"]
     value["contacts"] = []
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(json.dumps(body).encode())
     assert caught.value.status == 422
 
@@ -383,7 +383,7 @@ def test_signature_hex_is_case_insensitive() -> None:
     ],
 )
 def test_missing_malformed_or_wrong_signature_is_rejected_with_401(header: str | None) -> None:
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         verify_signature(fixture("text"), header, APP_SECRET)
     assert caught.value.status == 401
 
@@ -393,7 +393,7 @@ def test_signature_over_a_reserialised_body_is_rejected() -> None:
     same_json = orjson.dumps(json.loads(raw))
     assert same_json != raw
     assert json.loads(same_json) == json.loads(raw)
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         verify_signature(same_json, sign(raw), APP_SECRET)
     assert caught.value.status == 401
 
@@ -411,7 +411,7 @@ def test_handshake_returns_the_challenge() -> None:
     ],
 )
 def test_handshake_with_wrong_token_or_mode_is_forbidden(params: dict[str, str]) -> None:
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         verify_handshake(params, "tok")
     assert caught.value.status == 403
 
@@ -420,7 +420,7 @@ def test_handshake_with_wrong_token_or_mode_is_forbidden(params: dict[str, str])
 def test_handshake_without_a_field_is_a_bad_request(missing: str) -> None:
     params = {"hub.mode": "subscribe", "hub.verify_token": "tok", "hub.challenge": "1"}
     del params[missing]
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         verify_handshake(params, "tok")
     assert caught.value.status == 400
 
@@ -483,11 +483,11 @@ def mutated_fixtures(draw: st.DrawFn) -> bytes:
 
 
 def parses_or_rejects(body: bytes) -> None:
-    rejected: WebhookRejected | None = None
+    rejected: Rejected | None = None
     result: object = ()
     try:
         result = channel().parse(body)
-    except WebhookRejected as exc:
+    except Rejected as exc:
         rejected = exc
     if rejected is not None:
         assert 400 <= rejected.status <= 499

@@ -23,8 +23,8 @@ from urbana.application.channels import (
     OutboundRequest,
     ParsedWebhook,
     StatusUpdate,
-    WebhookRejected,
 )
+from urbana.errors import Rejected
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "evolution"
 INSTANCE = "loja-centro"
@@ -266,7 +266,7 @@ def test_long_timestamp_object_is_read_as_epoch_seconds() -> None:
     ],
 )
 def test_malformed_bodies_are_rejected_with_a_client_status(body: bytes, status: int) -> None:
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(body)
     assert caught.value.status == status
 
@@ -278,7 +278,7 @@ def test_malformed_bodies_are_rejected_with_a_client_status(body: bytes, status:
 def test_wrong_required_upsert_fields_are_rejected_with_422(field: str, value: object) -> None:
     body = json.loads(fixture("text_conversation"))
     body["data"][field] = value
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(json.dumps(body).encode())
     assert caught.value.status == 422
 
@@ -286,7 +286,7 @@ def test_wrong_required_upsert_fields_are_rejected_with_422(field: str, value: o
 def test_status_without_a_usable_date_time_is_rejected_with_422() -> None:
     body = json.loads(fixture("update_read"))
     body["date_time"] = "ontem à tarde"
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(json.dumps(body).encode())
     assert caught.value.status == 422
 
@@ -342,7 +342,7 @@ def test_short_operator_key_works_without_warnings() -> None:
     ],
 )
 def test_missing_expired_or_foreign_jwt_is_rejected_with_401(header: str | None) -> None:
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         verify_jwt(header, JWT_KEY)
     assert caught.value.status == 401
 
@@ -405,11 +405,11 @@ def mutated_fixtures(draw: st.DrawFn) -> bytes:
 
 
 def parses_or_rejects(body: bytes, include_groups: bool = False) -> None:
-    rejected: WebhookRejected | None = None
+    rejected: Rejected | None = None
     result: object = ()
     try:
         result = channel().parse(body, include_groups=include_groups)
-    except WebhookRejected as exc:
+    except Rejected as exc:
         rejected = exc
     if rejected is not None:
         assert 400 <= rejected.status <= 499

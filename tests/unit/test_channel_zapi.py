@@ -21,8 +21,8 @@ from urbana.application.channels import (
     OutboundRequest,
     ParsedWebhook,
     StatusUpdate,
-    WebhookRejected,
 )
+from urbana.errors import Rejected
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "zapi"
 INSTANCE = "3C4A5B6D7E8F9A0B1C2D3E4F5A6B7C8D"
@@ -220,7 +220,7 @@ def test_type_is_compared_case_insensitively() -> None:
     ],
 )
 def test_malformed_bodies_are_rejected_with_a_client_status(body: bytes, status: int) -> None:
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(body)
     assert caught.value.status == status
 
@@ -232,7 +232,7 @@ def test_malformed_bodies_are_rejected_with_a_client_status(body: bytes, status:
 def test_missing_or_wrong_required_fields_are_rejected_with_422(field: str, value: object) -> None:
     body = json.loads(fixture("text"))
     body[field] = value
-    with pytest.raises(WebhookRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         channel().parse(json.dumps(body).encode())
     assert caught.value.status == 422
 
@@ -240,7 +240,7 @@ def test_missing_or_wrong_required_fields_are_rejected_with_422(field: str, valu
 def test_client_token_header_check() -> None:
     verify_client_token("token-da-conta", "token-da-conta")
     for wrong in (None, "", "outro-token", "tökén"):
-        with pytest.raises(WebhookRejected) as caught:
+        with pytest.raises(Rejected) as caught:
             verify_client_token(wrong, "token-da-conta")
         assert caught.value.status == 401
 
@@ -303,11 +303,11 @@ def mutated_fixtures(draw: st.DrawFn) -> bytes:
 
 
 def parses_or_rejects(body: bytes) -> None:
-    rejected: WebhookRejected | None = None
+    rejected: Rejected | None = None
     result: object = ()
     try:
         result = channel().parse(body)
-    except WebhookRejected as exc:
+    except Rejected as exc:
         rejected = exc
     if rejected is not None:
         assert 400 <= rejected.status <= 499

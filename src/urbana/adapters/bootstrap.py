@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urbana.adapters.keys import master_key_for
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
-from urbana.adapters.runtime import ROLES, Role, RoleError, Runtime
-from urbana.config import ConfigurationError, Settings
+from urbana.adapters.runtime import ROLES, Role, Runtime
+from urbana.config import Settings
+from urbana.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import httpx
@@ -132,7 +133,6 @@ async def build(settings: Settings, **overrides: Unpack[Overrides]) -> Container
     from urbana.adapters.channels.zapi import ZapiChannel
     from urbana.adapters.http.directory import TenantDirectory
     from urbana.adapters.ingest import Ingestor
-    from urbana.adapters.postgres.store import is_store_fault
     from urbana.adapters.redis_coord import redis_client
     from urbana.application.ingest import StoreGate
     from urbana.application.ports import SystemClock
@@ -155,7 +155,7 @@ async def build(settings: Settings, **overrides: Unpack[Overrides]) -> Container
         console=ConsoleChannel(),
     )
     # One gate for the webhook path: its tenant lookups and its commits.
-    gate = StoreGate(settings.store_wait_s, is_fault=is_store_fault)
+    gate = StoreGate(settings.store_wait_s)
     ingestor = Ingestor(store.app, redis, gate=gate)
     ingestor.start()
     ai = await asyncio.to_thread(
@@ -246,7 +246,7 @@ def build_role(container: Container, name: str) -> Role:
     """One background role (relay, projector, responder, dispatcher, knowledge)."""
     s = container.settings
     if not s.kafka_bootstrap:
-        raise RoleError(f"role {name} needs URBANA_KAFKA_BOOTSTRAP")
+        raise ConfigurationError(f"role {name} needs URBANA_KAFKA_BOOTSTRAP")
     if name == "relay":
         return _relay(s, s.kafka_bootstrap)
     if name == "projector":
@@ -254,7 +254,7 @@ def build_role(container: Container, name: str) -> Role:
     if name in ("responder", "dispatcher", "knowledge"):
         worker = _worker(container, name, s.kafka_bootstrap)
         return Role(run=worker.run, metrics=lambda: {name: _asdict(worker.metrics)})
-    raise RoleError(f"unknown role {name!r} ({', '.join(ROLES)})")
+    raise ConfigurationError(f"unknown role {name!r} ({', '.join(ROLES)})")
 
 
 def _relay(s: Settings, bootstrap: str) -> Role:
@@ -319,7 +319,7 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
             timeouts=timeouts,
         )
     if c.redis is None:
-        raise RoleError(f"role {role} needs URBANA_REDIS_URL")
+        raise ConfigurationError(f"role {role} needs URBANA_REDIS_URL")
     if role == "responder":
         responder = Responder(
             c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings

@@ -23,11 +23,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
+from urbana.adapters.postgres.faults import store_call
+from urbana.errors import ConfigurationError, UrbanaError
+
 NONCE = 12
 
 
-class CryptoError(Exception):
-    """The master key is missing or malformed, or a record was tampered with."""
+class TamperedRecord(UrbanaError):
+    """Sealed data failed authentication: it was altered, or sealed for another subject."""
 
 
 def parse_master_key(value: str) -> bytes:
@@ -35,9 +38,9 @@ def parse_master_key(value: str) -> bytes:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except ValueError as exc:
-        raise CryptoError("master key is not base64") from exc
+        raise ConfigurationError("master key is not base64") from exc
     if len(raw) != 32:
-        raise CryptoError("master key must be 32 bytes (base64 of 32 random bytes)")
+        raise ConfigurationError("master key must be 32 bytes (base64 of 32 random bytes)")
     return raw
 
 
@@ -82,7 +85,9 @@ class PostgresSubjectCipher:
         try:
             return key.decrypt(sealed[:NONCE], sealed[NONCE:], subject_id.bytes)
         except InvalidTag as exc:
-            raise CryptoError(f"sealed data of subject {subject_id} failed authentication") from exc
+            raise TamperedRecord(
+                f"sealed data of subject {subject_id} failed authentication"
+            ) from exc
 
     def prepare(self, subject_ids: Iterable[UUID]) -> None:
         """Load or create keys for many subjects in two statements."""
@@ -92,7 +97,7 @@ class PostgresSubjectCipher:
         if not missing:
             return
         wrapped_new = [self._wrap(s, AESGCM.generate_key(256)) for s in missing]
-        with self._pool.connection() as conn:
+        with store_call("loading data keys"), self._pool.connection() as conn:
             # No fsync of its own: the events that use these keys commit right after,
             # and their synchronous commit flushes the WAL up to and including these
             # rows, so a key is durable whenever data sealed with it is.
@@ -113,7 +118,7 @@ class PostgresSubjectCipher:
 
     def shred(self, subject_id: UUID) -> None:
         """Destroy the subject's key."""
-        with self._pool.connection() as conn:
+        with store_call("destroying a data key"), self._pool.connection() as conn:
             conn.execute(
                 f"DELETE FROM {self._table} WHERE subject_id = %s",  # noqa: S608
                 (subject_id,),
@@ -142,7 +147,7 @@ class PostgresSubjectCipher:
         if create:
             self.prepare([subject_id])
         else:
-            with self._pool.connection() as conn:
+            with store_call("loading a data key"), self._pool.connection() as conn:
                 row = conn.execute(
                     f"SELECT wrapped FROM {self._table} WHERE subject_id = %s",  # noqa: S608
                     (subject_id,),
@@ -165,4 +170,4 @@ class PostgresSubjectCipher:
         try:
             return AESGCM(self._master.decrypt(wrapped[:NONCE], wrapped[NONCE:], subject_id.bytes))
         except InvalidTag as exc:
-            raise CryptoError("data key does not unwrap: wrong master key?") from exc
+            raise ConfigurationError("data key does not unwrap: wrong master key?") from exc

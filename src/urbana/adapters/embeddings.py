@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from urbana.application.ai import EmbeddingsUnavailable
+from urbana.errors import Unavailable
 
 E5_MODEL = "multilingual-e5-small"
 E5_DIM = 384
@@ -129,15 +129,13 @@ class OpenAIEmbeddings:
             rows = sorted(data, key=lambda d: d["index"])
             vectors = [_normalise([float(x) for x in row["embedding"]]) for row in rows]
         except httpx.HTTPStatusError as exc:
-            raise EmbeddingsUnavailable(
-                f"embeddings server answered {exc.response.status_code}"
-            ) from exc
+            raise Unavailable(f"embeddings server answered {exc.response.status_code}") from exc
         except httpx.HTTPError as exc:
-            raise EmbeddingsUnavailable(f"embeddings request failed: {exc!r}") from exc
+            raise Unavailable(f"embeddings request failed: {exc!r}") from exc
         except (KeyError, TypeError, ValueError) as exc:
-            raise EmbeddingsUnavailable("malformed embeddings response") from exc
+            raise Unavailable("malformed embeddings response") from exc
         if len(vectors) != len(texts) or any(len(v) != self.dim for v in vectors):
-            raise EmbeddingsUnavailable(f"expected {len(texts)} vectors of {self.dim} dimensions")
+            raise Unavailable(f"expected {len(texts)} vectors of {self.dim} dimensions")
         return vectors
 
 

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from urbana.adapters.crypto import new_master_key, parse_master_key
-from urbana.config import ConfigurationError, Settings
+from urbana.config import Settings
+from urbana.errors import ConfigurationError
 
 
 def master_key_for(settings: Settings) -> bytes:

@@ -15,6 +15,9 @@ import uuid
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from urbana.application.ports import CoordinationUnavailable
 
 WINDOW_MS = 1000
 
@@ -47,7 +50,12 @@ class RedisRateLimiter:
         member = uuid.uuid4().hex
         limit = max(int(per_second), 1)
         while True:
-            wait_ms = int(await self._redis.eval(_TAKE, 1, key, str(limit), str(WINDOW_MS), member))
+            try:
+                wait_ms = int(
+                    await self._redis.eval(_TAKE, 1, key, str(limit), str(WINDOW_MS), member)
+                )
+            except RedisError as exc:
+                raise CoordinationUnavailable(f"taking a send slot: {exc}") from exc
             if wait_ms == 0:
                 return
             # A little jitter, so the waiters of one tenant do not all retry at once.

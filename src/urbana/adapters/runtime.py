@@ -17,16 +17,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from urbana.errors import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 ROLES = ("relay", "projector", "responder", "dispatcher", "knowledge")
 
 # A role that ran this long before it crashed restarts after the shortest pause again.
 HEALTHY_RUN_S = 60.0
-
-
-class RoleError(ValueError):
-    """An unknown role, or a role whose services are not configured."""
 
 
 @dataclass(frozen=True)
@@ -86,5 +84,5 @@ def parse_roles(values: Iterable[str]) -> tuple[str, ...]:
     roles = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
-        raise RoleError(f"unknown role(s): {', '.join(unknown)} ({', '.join(ROLES)})")
+        raise ConfigurationError(f"unknown role(s): {', '.join(unknown)} ({', '.join(ROLES)})")
     return roles

@@ -25,18 +25,6 @@ INTENTS = ("faq", "pricing", "purchase", "scheduling", "complaint", "cancel", "h
 HUMAN_STRETCH_ENDED = "human_stretch_ended"
 
 
-class AIError(Exception):
-    """An AI dependency (embeddings, knowledge store) failed; the message says which."""
-
-
-class EmbeddingsUnavailable(AIError):
-    """The embeddings model could not embed the text (server down, bad response)."""
-
-
-class KnowledgeUnavailable(AIError):
-    """The knowledge store could not be read or written."""
-
-
 # -------------------------------------------------------------------------- types
 
 

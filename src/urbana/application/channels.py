@@ -1,7 +1,8 @@
 """What the WhatsApp gateways and the application exchange.
 
 A channel adapter authenticates and parses a gateway's webhook into these normalised
-types, and sends outbound messages (the `Sender` port, in `urbana.application.ports`).
+types (refusing a bad one with `urbana.errors.Rejected`), and sends outbound messages
+(the `Sender` port, in `urbana.application.ports`).
 Everything gateway-specific stays in `urbana.adapters.channels`.
 """
 
@@ -12,21 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from urbana.errors import UrbanaError
+
 
 class DeliveryStatus(StrEnum):
     SENT = "sent"
     DELIVERED = "delivered"
     READ = "read"
     FAILED = "failed"
-
-
-class WebhookRejected(Exception):
-    """The request is the client's fault (4xx); `status` and `reason` say why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +77,8 @@ class OutboundRequest:
     callback_data: str | None = None
 
 
-class SendFailed(Exception):
-    """A gateway refused or failed to take an outbound message.
+class SendFailed(UrbanaError):
+    """A gateway refused or failed to take an outbound message: the dispatcher's retry signal.
 
     `retryable`: a transient fault (5xx, 429, rate-limit codes, timeouts, connection
     errors); otherwise the request itself is refused and retrying will not help.

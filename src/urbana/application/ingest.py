@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from urbana.domain.errors import DomainError
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +29,21 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 
-class CommitterClosed(Exception):
-    """The committer is shutting down and takes no more work."""
+class StoreUnavailable(Unavailable):
+    """The store did not answer in time, or is known to be down: try again later.
 
-
-class StoreUnavailable(Exception):
-    """The store did not answer in time, or is known to be down: try again later."""
+    The store's adapters raise it for the database library's faults; the gate raises it
+    for a wait that ran out.
+    """
 
 
 class StoreGate:
     """How long a caller waits for the store, and whether it waits at all.
 
     A caller waits at most `wait_s`. Once a call is stuck or failed with a store fault
-    (`is_fault`), the store is taken as down and callers are refused at once, rather
-    than queued behind a batch that cannot commit; one caller every `probe_s` is let
-    through, and the first call that succeeds brings the store back.
+    (`is_fault`: a `StoreUnavailable`), the store is taken as down and callers are
+    refused at once, rather than queued behind a batch that cannot commit; one caller
+    every `probe_s` is let through, and the first call that succeeds brings the store back.
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class StoreGate:
         wait_s: float = 2.0,
         *,
         probe_s: float = 1.0,
-        is_fault: Callable[[BaseException], bool] = lambda exc: not isinstance(exc, DomainError),
+        is_fault: Callable[[BaseException], bool] = lambda exc: isinstance(exc, StoreUnavailable),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.wait_s = wait_s
@@ -149,7 +149,7 @@ class GroupCommitter(Generic[C, R]):
         out; what was queued and not yet taken by the writer is then dropped.
         """
         if self._closed or self._task is None:
-            raise CommitterClosed("writer is not running")
+            raise Unavailable("the ingest writer is not running (shutting down?)")
         if not commands:
             return []
         self.gate.admit()
@@ -243,4 +243,4 @@ class GroupCommitter(Generic[C, R]):
         while not self._queue.empty():
             leftover = self._queue.get_nowait()
             if leftover is not None and not leftover[1].done():
-                leftover[1].set_exception(CommitterClosed("writer stopped"))
+                leftover[1].set_exception(Unavailable("the ingest writer stopped"))

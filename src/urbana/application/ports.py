@@ -17,6 +17,7 @@ from eventsourcing.persistence import StoredEvent
 
 from urbana.application.ai import DEFAULT_K, LLMResult, Passage, Prompt
 from urbana.application.channels import OutboundRequest
+from urbana.errors import Unavailable, UrbanaError
 
 # ------------------------------------------------------------------- persistence
 
@@ -79,11 +80,11 @@ class Embeddings(Protocol):
     def dim(self) -> int: ...
 
     async def embed_query(self, text: str) -> list[float]:
-        """One normalised vector for a search query; EmbeddingsUnavailable on failure."""
+        """One normalised vector for a search query; `Unavailable` on failure."""
         ...
 
     async def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
-        """One normalised vector per passage, in order; EmbeddingsUnavailable on failure."""
+        """One normalised vector per passage, in order; `Unavailable` on failure."""
         ...
 
 
@@ -146,18 +147,18 @@ class RateLimiter(Protocol):
     """The tenant's send rate, shared by every dispatcher."""
 
     async def acquire(self, tenant_id: UUID, per_second: int) -> None:
-        """Wait until the tenant may send one more message."""
+        """Wait until the tenant may send one more message; `Unavailable` when it cannot tell."""
         ...
 
 
 # -------------------------------------------------------------- coordination
 
 
-class CoordinationUnavailable(Exception):
+class CoordinationUnavailable(Unavailable):
     """The coordinator (Redis) did not answer: down, paused, or no connection free."""
 
 
-class LockBusy(TimeoutError):
+class LockBusy(UrbanaError, TimeoutError):
     """Another holder kept the conversation's lock for longer than we could wait."""
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from urbana.application.ai import AIError, Passage, build_prompt, burst_of
+from urbana.application.ai import Passage, build_prompt, burst_of
 from urbana.application.app import AIOutcome, UrbanaApp
 from urbana.application.ports import (
     LLM,
@@ -35,6 +35,7 @@ from urbana.domain.guard import check_input, check_output
 from urbana.domain.lead import Lead
 from urbana.domain.reply import LLM_FAILURE, bot_message, handoff_reason
 from urbana.domain.tenant import Tenant, TenantSettings
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class Responder:
         try:
             vector = await self._embeddings.embed_query(burst)
             return await self._knowledge.search(tenant_id, vector, self._k)
-        except AIError as exc:  # no knowledge is a worse answer, not a lost message
+        except Unavailable as exc:  # no knowledge is a worse answer, not a lost message
             log.warning("retrieval failed for tenant %s: %s", tenant_id, exc)
             return []
 

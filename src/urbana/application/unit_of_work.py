@@ -30,6 +30,7 @@ from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 from urbana.application.ports import StreamIndex, SubjectCipher
 from urbana.application.store import OrjsonTranscoder, PiiMapper, subjects_of
 from urbana.domain.errors import InvalidInput, NotFound
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +189,11 @@ class StoreApp(Application[UUID]):
             try:
                 result = work(uow)
                 uow.save()
-            except IntegrityError:
+            except IntegrityError as exc:
                 uow.forget()
                 if attempt == CONFLICT_RETRIES:
-                    raise
+                    # Contention, not an outage: worth a retry, but the store is up.
+                    raise Unavailable(f"{attempt} write conflicts in a row") from exc
                 log.info("write conflict, retrying (attempt %d)", attempt)
                 # Jittered backoff, so two writers racing on one stream stop colliding.
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311

@@ -31,14 +31,15 @@ def init(
     as_json: JsonOut = False,
 ) -> None:
     """Create the topics of topics.yaml (idempotent)."""
-    from urbana.adapters.kafka.topics import TopicsError, init_topics
+    from urbana.adapters.kafka.topics import init_topics
+    from urbana.errors import UrbanaError
 
     bootstrap = require_kafka(
         with_running_services(settings_of(ctx, data_dir), need_database=False)
     )
     try:
         created = asyncio.run(init_topics(bootstrap, topics_file))
-    except TopicsError as exc:
+    except UrbanaError as exc:  # a bad topics file, or a broker that is down
         err.print(f"error: {exc}")
         raise typer.Exit(1) from exc
     emit(as_json, {"created": created}, "created: " + (", ".join(created) or "nothing (all exist)"))

@@ -182,12 +182,13 @@ def worker(
     data_dir: DataDir = None,
 ) -> None:
     """Run background roles (repeat --role) against external services, until SIGTERM."""
-    from urbana.adapters.runtime import RoleError, parse_roles
+    from urbana.adapters.runtime import parse_roles
+    from urbana.errors import ConfigurationError
 
     setup_logging()
     try:
         roles = parse_roles(role)
-    except RoleError as exc:
+    except ConfigurationError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc
     settings = with_running_services(settings_of(ctx, data_dir))

@@ -1,7 +1,9 @@
-"""The domain's one exception tree: every refusal of a command is one of these."""
+"""The domain's branch of the exception tree: every refusal of a command is one of these."""
+
+from urbana.errors import UrbanaError
 
 
-class DomainError(Exception):
+class DomainError(UrbanaError):
     """A command was refused by the model; nothing was recorded."""
 
     code = "domain_error"

@@ -32,9 +32,9 @@ from urbana.application.channels import (
     OutboundRequest,
     ParsedWebhook,
     StatusUpdate,
-    WebhookRejected,
 )
 from urbana.domain.channels import ChannelKind
+from urbana.errors import Rejected
 
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v21.0"
@@ -79,28 +79,28 @@ _Json = dict[str, object]
 
 
 def verify_signature(body: bytes, header: str | None, app_secret: str) -> None:
-    """Check `X-Hub-Signature-256` against the raw body; WebhookRejected(401) on mismatch."""
+    """Check `X-Hub-Signature-256` against the raw body; Rejected(401) on mismatch."""
     if header is None:
-        raise WebhookRejected(401, "missing X-Hub-Signature-256 header")
+        raise Rejected(401, "missing X-Hub-Signature-256 header")
     match = _SIGNATURE.fullmatch(header.strip())
     if match is None:
-        raise WebhookRejected(401, "malformed X-Hub-Signature-256 header")
+        raise Rejected(401, "malformed X-Hub-Signature-256 header")
     expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), match.group(1).lower().encode()):
-        raise WebhookRejected(401, "X-Hub-Signature-256 does not match the body")
+        raise Rejected(401, "X-Hub-Signature-256 does not match the body")
 
 
 def verify_handshake(params: Mapping[str, str], verify_token: str) -> str:
-    """Answer Meta's subscription check: return `hub.challenge`, or raise WebhookRejected."""
+    """Answer Meta's subscription check: return `hub.challenge`, or raise Rejected."""
     mode = params.get("hub.mode")
     token = params.get("hub.verify_token")
     challenge = params.get("hub.challenge")
     if mode is None or token is None or challenge is None:
-        raise WebhookRejected(400, "hub.mode, hub.verify_token and hub.challenge are required")
+        raise Rejected(400, "hub.mode, hub.verify_token and hub.challenge are required")
     if mode != "subscribe":
-        raise WebhookRejected(403, f"unexpected hub.mode {mode!r}")
+        raise Rejected(403, f"unexpected hub.mode {mode!r}")
     if not hmac.compare_digest(token.encode(), verify_token.encode()):
-        raise WebhookRejected(403, "hub.verify_token does not match")
+        raise Rejected(403, "hub.verify_token does not match")
     return challenge
 
 
@@ -118,7 +118,7 @@ class CloudChannel:
         """Parse a Cloud API webhook into one ParsedWebhook per `phone_number_id`."""
         root = _object(_decode(body), "webhook body")
         if root.get("object") != "whatsapp_business_account":
-            raise WebhookRejected(422, "object must be 'whatsapp_business_account'")
+            raise Rejected(422, "object must be 'whatsapp_business_account'")
         grouped: dict[str, tuple[list[InboundMessage], list[StatusUpdate]]] = {}
         for entry in _array(root.get("entry"), "entry"):
             for change in _array(_object(entry, "entry item").get("changes"), "entry.changes"):
@@ -218,7 +218,7 @@ def _message(msg: _Json, contacts: list[_Json]) -> InboundMessage | None:
     elif user_id is not None:
         contact = BSUID_PREFIX + user_id
     else:
-        raise WebhookRejected(422, "message has neither from nor from_user_id")
+        raise Rejected(422, "message has neither from nor from_user_id")
     extra: _Json = {}
     if user_id is not None:
         extra["bsuid"] = user_id
@@ -393,13 +393,13 @@ def _status(raw: _Json) -> StatusUpdate | None:
 
 def _object(value: object, where: str) -> _Json:
     if not isinstance(value, dict):
-        raise WebhookRejected(422, f"{where} must be a JSON object")
+        raise Rejected(422, f"{where} must be a JSON object")
     return value
 
 
 def _array(value: object, where: str) -> list[object]:
     if not isinstance(value, list):
-        raise WebhookRejected(422, f"{where} must be a JSON array")
+        raise Rejected(422, f"{where} must be a JSON array")
     return value
 
 
@@ -415,7 +415,7 @@ def _list(value: object) -> list[object]:
 def _required_str(obj: _Json, key: str, where: str) -> str:
     value = _text(obj.get(key))
     if value is None:
-        raise WebhookRejected(422, f"{where}.{key} must be a non-empty string")
+        raise Rejected(422, f"{where}.{key} must be a non-empty string")
     return value
 
 
@@ -441,5 +441,5 @@ def _epoch_seconds(value: object, where: str) -> datetime:
     elif isinstance(value, int) and not isinstance(value, bool):
         seconds = value
     if seconds is None or not 0 <= seconds <= _MAX_EPOCH_SECONDS:
-        raise WebhookRejected(422, f"{where} must be epoch seconds")
+        raise Rejected(422, f"{where} must be epoch seconds")
     return datetime.fromtimestamp(seconds, tz=UTC)

@@ -8,12 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-from urbana.application.channels import (
-    OutboundRequest,
-    ParsedWebhook,
-    WebhookRejected,
-)
+from urbana.application.channels import OutboundRequest, ParsedWebhook
 from urbana.domain.channels import ChannelKind
+from urbana.errors import Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +35,7 @@ class ConsoleChannel:
 
     def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
         """Always reject: nothing posts webhooks for the console channel."""
-        raise WebhookRejected(404, "the console channel has no webhook")
+        raise Rejected(404, "the console channel has no webhook")
 
     async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
         """Print the message, record it in `sent`, and return a generated id."""

@@ -26,9 +26,9 @@ from urbana.application.channels import (
     OutboundRequest,
     ParsedWebhook,
     StatusUpdate,
-    WebhookRejected,
 )
 from urbana.domain.channels import ChannelKind
+from urbana.errors import Rejected
 
 _Json = dict[str, object]
 
@@ -86,10 +86,10 @@ _AD_KEYS = {
 def verify_jwt(authorization_header: str | None, jwt_key: str, *, leeway_seconds: int = 30) -> None:
     """Check Evolution's `Authorization: Bearer <HS256 JWT>` (webhook `jwt_key`); 401 if invalid."""
     if authorization_header is None:
-        raise WebhookRejected(401, "missing Authorization header")
+        raise Rejected(401, "missing Authorization header")
     scheme, _, token = authorization_header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise WebhookRejected(401, "Authorization must be 'Bearer <token>'")
+        raise Rejected(401, "Authorization must be 'Bearer <token>'")
     try:
         with warnings.catch_warnings():
             # The key is the operator's Evolution setting: a short one is their choice, and a
@@ -103,7 +103,7 @@ def verify_jwt(authorization_header: str | None, jwt_key: str, *, leeway_seconds
                 leeway=leeway_seconds,
             )
     except jwt.PyJWTError as exc:
-        raise WebhookRejected(401, f"invalid webhook JWT: {exc}") from exc
+        raise Rejected(401, f"invalid webhook JWT: {exc}") from exc
 
 
 class EvolutionChannel:
@@ -124,7 +124,7 @@ class EvolutionChannel:
         root = _object(_decode(body), "webhook body")
         event = root.get("event")
         if not isinstance(event, str):
-            raise WebhookRejected(422, "event must be a string")
+            raise Rejected(422, "event must be a string")
         # Global webhooks send MESSAGES_UPSERT, instance webhooks messages.upsert.
         event = event.lower().replace("_", ".").replace("-", ".")
         if event not in ("messages.upsert", "messages.update"):
@@ -182,7 +182,7 @@ def _message(data: _Json, include_groups: bool) -> InboundMessage | None:
     sent_at = _epoch_seconds(data.get("messageTimestamp"))
     content = data.get("message")
     if not isinstance(content, dict):
-        raise WebhookRejected(422, "data.message must be a JSON object")
+        raise Rejected(422, "data.message must be a JSON object")
     content = _unwrap(content)
     content_key = _content_key(content, data.get("messageType"))
     if content_key is None or content_key in _SKIPPED_CONTENT:
@@ -227,7 +227,7 @@ def _identity(key: _Json, remote_jid: str, extra: _Json) -> tuple[str, str | Non
         return remote_jid, None
     phone = _phone(remote_jid)
     if phone is None:
-        raise WebhookRejected(422, f"unrecognised remoteJid {remote_jid!r}")
+        raise Rejected(422, f"unrecognised remoteJid {remote_jid!r}")
     return phone, phone
 
 
@@ -354,7 +354,7 @@ def _status(data: _Json, date_time: object, include_groups: bool) -> StatusUpdat
     key_obj: _Json = key if isinstance(key, dict) else {}
     message_id = _text(data.get("keyId")) or _text(key_obj.get("id"))
     if message_id is None:
-        raise WebhookRejected(422, "messages.update needs data.keyId or data.key.id")
+        raise Rejected(422, "messages.update needs data.keyId or data.key.id")
     from_me = data.get("fromMe", key_obj.get("fromMe"))
     if from_me is False:
         # Receipts for the lead's own messages (we read them) are not delivery facts.
@@ -381,14 +381,14 @@ def _status(data: _Json, date_time: object, include_groups: bool) -> StatusUpdat
 
 def _object(value: object, where: str) -> _Json:
     if not isinstance(value, dict):
-        raise WebhookRejected(422, f"{where} must be a JSON object")
+        raise Rejected(422, f"{where} must be a JSON object")
     return value
 
 
 def _required_str(obj: _Json, key: str, where: str) -> str:
     value = _text(obj.get(key))
     if value is None:
-        raise WebhookRejected(422, f"{where}.{key} must be a non-empty string")
+        raise Rejected(422, f"{where}.{key} must be a non-empty string")
     return value
 
 
@@ -404,7 +404,7 @@ def _epoch_seconds(value: object) -> datetime:
     elif type(value) is int:
         seconds = value
     if seconds is None or not 0 <= seconds <= _MAX_EPOCH_SECONDS:
-        raise WebhookRejected(422, "data.messageTimestamp must be epoch seconds")
+        raise Rejected(422, "data.messageTimestamp must be epoch seconds")
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
@@ -416,4 +416,4 @@ def _iso_datetime(value: object) -> datetime:
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
         except (ValueError, OverflowError):
             pass
-    raise WebhookRejected(422, "date_time must be an ISO 8601 timestamp")
+    raise Rejected(422, "date_time must be an ISO 8601 timestamp")

@@ -6,7 +6,7 @@ import math
 
 import orjson
 
-from urbana.application.channels import WebhookRejected
+from urbana.errors import Rejected
 
 
 def decode_json(body: bytes) -> object:
@@ -14,7 +14,7 @@ def decode_json(body: bytes) -> object:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise WebhookRejected(400, f"body is not valid JSON: {exc}") from exc
+        raise Rejected(400, f"body is not valid JSON: {exc}") from exc
 
 
 def text(value: object) -> str | None:

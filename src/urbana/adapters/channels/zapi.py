@@ -24,9 +24,9 @@ from urbana.application.channels import (
     OutboundRequest,
     ParsedWebhook,
     StatusUpdate,
-    WebhookRejected,
 )
 from urbana.domain.channels import ChannelKind
+from urbana.errors import Rejected
 
 _Json = dict[str, object]
 
@@ -65,7 +65,7 @@ _AD_KEYS = {
 def verify_client_token(header: str | None, expected: str) -> None:
     """Check an operator-configured webhook header (e.g. `Client-Token`); 401 when it differs."""
     if header is None or not hmac.compare_digest(header.encode(), expected.encode()):
-        raise WebhookRejected(401, "webhook token header missing or wrong")
+        raise Rejected(401, "webhook token header missing or wrong")
 
 
 class ZapiChannel:
@@ -86,7 +86,7 @@ class ZapiChannel:
         root = _object(_decode(body))
         callback = root.get("type")
         if not isinstance(callback, str):
-            raise WebhookRejected(422, "type must be a string")
+            raise Rejected(422, "type must be a string")
         # The docs spell it both ReceivedCallback and ReceivedCallBack.
         callback = callback.lower()
         if callback == "receivedcallback":
@@ -140,7 +140,7 @@ def _message(root: _Json) -> InboundMessage | None:
         if lid is not None and lid.endswith("@lid"):
             extra["lid"] = lid
     else:
-        raise WebhookRejected(422, f"unrecognised phone {phone_field!r}")
+        raise Rejected(422, f"unrecognised phone {phone_field!r}")
     kind, text, media_url, media_mime = _content(root, extra)
     if root.get("forwarded") is True:
         extra["forwarded"] = True
@@ -228,7 +228,7 @@ def _statuses(root: _Json) -> tuple[StatusUpdate, ...]:
         return ()
     raw_status = root.get("status")
     if not isinstance(raw_status, str):
-        raise WebhookRejected(422, "status must be a string")
+        raise Rejected(422, "status must be a string")
     # READ_BY_ME is the business reading the lead's message; unknown values move nothing.
     status = _STATUSES.get(raw_status.upper())
     if status is None:
@@ -237,7 +237,7 @@ def _statuses(root: _Json) -> tuple[StatusUpdate, ...]:
     if ids is None and isinstance(root.get("id"), str):
         ids = [root["id"]]
     if not isinstance(ids, list) or not ids or not all(_text(item) for item in ids):
-        raise WebhookRejected(422, "ids must be a non-empty list of message ids")
+        raise Rejected(422, "ids must be a non-empty list of message ids")
     at = _epoch_ms(root.get("momment"))
     contact = _text(root.get("phone"))
     return tuple(
@@ -248,7 +248,7 @@ def _statuses(root: _Json) -> tuple[StatusUpdate, ...]:
 
 def _object(value: object) -> _Json:
     if not isinstance(value, dict):
-        raise WebhookRejected(422, "webhook body must be a JSON object")
+        raise Rejected(422, "webhook body must be a JSON object")
     return value
 
 
@@ -259,7 +259,7 @@ def _list(value: object) -> list[object]:
 def _required_str(obj: _Json, key: str) -> str:
     value = _text(obj.get(key))
     if value is None:
-        raise WebhookRejected(422, f"{key} must be a non-empty string")
+        raise Rejected(422, f"{key} must be a non-empty string")
     return value
 
 
@@ -270,6 +270,6 @@ def _epoch_ms(value: object) -> datetime:
     elif isinstance(value, str) and 0 < len(value) <= 15 and value.isascii() and value.isdigit():
         millis = int(value)
     if millis is None or not 0 <= millis <= _MAX_EPOCH_MS:
-        raise WebhookRejected(422, "momment must be epoch milliseconds")
+        raise Rejected(422, "momment must be epoch milliseconds")
     seconds, rest = divmod(millis, 1000)
     return datetime.fromtimestamp(seconds, tz=UTC) + timedelta(milliseconds=rest)

@@ -3,42 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Annotated, Unpack
 
-import psycopg
-from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from psycopg_pool import PoolTimeout
-from redis.exceptions import RedisError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbana.adapters.bootstrap import Container, Overrides, build, build_runtime
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
 from urbana.adapters.http import admin, webhooks
+from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
-from urbana.application.ingest import CommitterClosed, StoreUnavailable
 from urbana.config import Settings
-from urbana.domain.errors import AlreadyConnected, DomainError, NotFound
-
-log = logging.getLogger(__name__)
-
-# Our own transient faults: the gateway should retry (503), never drop (4xx).
-TRANSIENT: tuple[type[Exception], ...] = (
-    PersistenceError,
-    psycopg.Error,
-    PoolTimeout,
-    RedisError,
-    CommitterClosed,
-    StoreUnavailable,
-    ConnectionError,
-    TimeoutError,
-)
+from urbana.errors import UrbanaError
 
 
 async def get_container(request: Request) -> Container:
@@ -72,32 +51,7 @@ def create_app(
             await container.aclose()
 
     app = FastAPI(title="Urbana", version="0.1.0", lifespan=lifespan)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(422, "invalid request", errors=exc.errors())
-
-    @app.exception_handler(DomainError)
-    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        status = (
-            409 if isinstance(exc, AlreadyConnected) else 404 if isinstance(exc, NotFound) else 422
-        )
-        return problem(status, exc.code.replace("_", " "), str(exc))
-
-    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.warning(
-            "%s %s: unavailable: %s: %s", request.method, request.url.path, type(exc).__name__, exc
-        )
-        return problem(
-            503, "temporarily unavailable", type(exc).__name__, headers={"Retry-After": "5"}
-        )
-
-    for transient in TRANSIENT:
-        app.add_exception_handler(transient, unavailable)
+    add_error_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
 
@@ -134,8 +88,11 @@ def create_app(
             "redis": check_redis(container.redis),
         }
         results = await asyncio.gather(*checks.values(), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, UrbanaError):
+                raise result  # a fault of the check itself, not of the service it asks
         status = {
-            name: ("ok" if not isinstance(r, BaseException) else f"error: {type(r).__name__}")
+            name: "ok" if r is None else f"error: {r}"
             for name, r in zip(checks, results, strict=True)
         }
         failing = [name for name, v in status.items() if v != "ok"]

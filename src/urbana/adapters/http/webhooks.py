@@ -1,8 +1,9 @@
 """Gateway webhooks: authenticate, parse, commit, and only then answer 200.
 
 Client faults (bad JSON, unknown shape, bad signature, unknown tenant, too large)
-are 4xx problem+json and append nothing. Our own transient faults (store or cache
-unreachable) are 503 with Retry-After, which every gateway retries.
+are `Rejected`: 4xx problem+json, and nothing is appended. Our own transient faults
+(the store unreachable) reach the app's handlers as `Unavailable`: 503 with
+Retry-After, which every gateway retries.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from urbana.adapters.channels import cloud, evolution
 from urbana.adapters.http.problems import problem
 from urbana.adapters.ingest import IngestResult
 from urbana.application.app import ReceiveMessage, RecordStatus
-from urbana.application.channels import ParsedWebhook, WebhookRejected
+from urbana.application.channels import ParsedWebhook
 from urbana.application.gateways import secret_route_key
 from urbana.domain.contacts import contact_key, lead_key
 from urbana.domain.errors import DomainError
+from urbana.errors import Rejected
 
 log = logging.getLogger("urbana.webhooks")
 
@@ -37,15 +39,6 @@ async def _container(request: Request) -> Container:
 
 
 ContainerDep = Annotated[Container, Depends(_container)]
-
-
-class Rejected(Exception):
-    """Raised inside a handler to answer a 4xx problem; nothing has been appended."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 async def read_body(request: Request) -> bytes:
@@ -106,7 +99,7 @@ async def _commit(
     return JSONResponse(body)
 
 
-def _rejection(exc: Rejected | WebhookRejected, request: Request) -> JSONResponse:
+def _rejection(exc: Rejected, request: Request) -> JSONResponse:
     log.info("rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.reason)
     return problem(exc.status, "webhook rejected", exc.reason)
 
@@ -126,7 +119,7 @@ async def cloud_handshake(request: Request, container: ContainerDep) -> Response
         return problem(403, "handshake rejected", "unknown verify token")
     try:
         challenge = cloud.verify_handshake(params, token)
-    except WebhookRejected as exc:
+    except Rejected as exc:
         return _rejection(exc, request)
     return PlainTextResponse(challenge)
 
@@ -155,7 +148,7 @@ async def cloud_webhook(request: Request, container: ContainerDep) -> Response:
             commands.extend(_commands(tenant_id, "cloud", item))
         _validate(items)
         return await _commit(container, commands)
-    except (Rejected, WebhookRejected) as exc:
+    except Rejected as exc:
         return _rejection(exc, request)
 
 
@@ -193,7 +186,7 @@ async def evolution_webhook(
         _validate(items)
         commands = [c for item in items for c in _commands(tenant_id, "evolution", item)]
         return await _commit(container, commands)
-    except (Rejected, WebhookRejected) as exc:
+    except Rejected as exc:
         return _rejection(exc, request)
 
 
@@ -207,5 +200,5 @@ async def zapi_webhook(webhook_secret: str, request: Request, container: Contain
         _validate(items)
         commands = [c for item in items for c in _commands(tenant_id, "zapi", item)]
         return await _commit(container, commands)
-    except (Rejected, WebhookRejected) as exc:
+    except Rejected as exc:
         return _rejection(exc, request)

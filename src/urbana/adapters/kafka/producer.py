@@ -5,7 +5,7 @@ every record of it is. Producers are idempotent where the broker allows it; the 
 broker (Tansu) refuses, and then the producer runs without idempotence (see
 `Producer.start`). An envelope becomes its record with `to_record`: key = stream id,
 the envelope's JSON, and headers for type, schema version, position, tenant and a W3C
-`traceparent`.
+`traceparent`. The broker's faults reach callers as `urbana.errors.Unavailable`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from uuid import UUID
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import UnknownError, UnsupportedVersionError
 
+from urbana.adapters.kafka.topics import BROKER_FAULTS
 from urbana.application.envelope import Envelope
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,12 @@ class Producer:
         """The started producer (idempotent when the broker allows it and we asked)."""
         if self._producer is not None:
             return self._producer
+        try:
+            return await self._start()
+        except BROKER_FAULTS as exc:
+            raise Unavailable(f"starting a producer on {self.bootstrap}: {exc!r}") from exc
+
+    async def _start(self) -> AIOKafkaProducer:
         modes = {"auto": (True, False), "on": (True,), "off": (False,)}[self.idempotence]
         if self.idempotent is False:
             modes = (False,)  # this broker refused once already
@@ -129,21 +137,10 @@ class Producer:
     async def send_all(self, topic: str, records: Sequence[Record]) -> list[tuple[int, int]]:
         """Send every record and wait for all acknowledgements; (partition, offset) each."""
         producer = await self.start()
-        futures: list[asyncio.Future[Any]] = []
         try:
-            for record in records:
-                futures.append(
-                    await producer.send(topic, record.value, key=record.key, headers=record.headers)
-                )
-        finally:
-            # Even when a send() failed, wait for those already queued: none is left unawaited.
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        acks: list[tuple[int, int]] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            acks.append((result.partition, result.offset))
-        return acks
+            return await _send_all(producer, topic, records)
+        except BROKER_FAULTS as exc:
+            raise Unavailable(f"publishing to {topic}: {exc!r}") from exc
 
     async def reset(self) -> None:
         """Stop the producer; the next send starts a fresh one (which re-reads the topics)."""
@@ -154,3 +151,23 @@ class Producer:
     async def close(self) -> None:
         """Stop the producer (after what it holds is sent)."""
         await self.reset()
+
+
+async def _send_all(
+    producer: AIOKafkaProducer, topic: str, records: Sequence[Record]
+) -> list[tuple[int, int]]:
+    futures: list[asyncio.Future[Any]] = []
+    try:
+        for record in records:
+            futures.append(
+                await producer.send(topic, record.value, key=record.key, headers=record.headers)
+            )
+    finally:
+        # Even when a send() failed, wait for those already queued: none is left unawaited.
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    acks: list[tuple[int, int]] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        acks.append((result.partition, result.offset))
+    return acks

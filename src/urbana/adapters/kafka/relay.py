@@ -30,25 +30,26 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-from aiokafka.errors import KafkaError
 from psycopg import AsyncConnection
 
 from urbana.adapters.kafka.producer import Idempotence, Producer, to_record
-from urbana.adapters.kafka.topics import EVENTS_TOPIC, TopicsError, ensure_topic
+from urbana.adapters.kafka.topics import EVENTS_TOPIC, ensure_topic
 from urbana.adapters.postgres.log import AsyncLogReader, Page, listen_channel
 from urbana.adapters.postgres.relay_position import PositionStore
 from urbana.adapters.retry import Stopped, retrying
 from urbana.config import conninfo
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-# Worth waiting out: the broker (or the way to it) is down or slow.
-PUBLISH_FAULTS = (KafkaError, TopicsError, OSError, TimeoutError)
+# Worth waiting out: the broker (or the way to it) is down or slow, as the producer and
+# the topic admin report it.
+PUBLISH_FAULTS = (Unavailable,)
 _WAIT_SLICE = 0.25  # how often a sleeping relay looks at its stop event
 
 
-class RelayError(RuntimeError):
-    """The relay cannot run (e.g. another relay with the same name holds the position)."""
+class RelayError(Unavailable):
+    """Another relay with the same name holds the position: this one waits its turn."""
 
 
 class Relay:
@@ -363,5 +364,5 @@ class Relay:
 
     def _require_conn(self) -> AsyncConnection[Any]:
         if self._conn is None:
-            raise RelayError("the relay is not started")
+            raise RuntimeError("the relay is not started")
         return self._conn

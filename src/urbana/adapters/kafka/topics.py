@@ -18,6 +18,8 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from urbana.errors import ConfigurationError, Unavailable
+
 log = logging.getLogger(__name__)
 
 EVENTS_TOPIC = "urbana.events.v1"
@@ -25,10 +27,8 @@ DLQ_TOPIC = "urbana.events.dlq"
 TOPICS_FILE = Path("infra") / "kafka" / "topics.yaml"
 
 _ALREADY_EXISTS = 36  # TOPIC_ALREADY_EXISTS
-
-
-class TopicsError(RuntimeError):
-    """Topics could not be loaded or created."""
+# What says the broker (or the way to it) is down or slow.
+BROKER_FAULTS = (KafkaError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ BUILTIN_TOPICS: tuple[TopicSpec, ...] = (
 
 def _str_map(raw: object) -> dict[str, str]:
     if not isinstance(raw, Mapping):
-        raise TopicsError(f"expected a mapping, got {raw!r}")
+        raise ConfigurationError(f"expected a mapping, got {raw!r}")
     return {str(k): str(v) for k, v in raw.items()}
 
 
@@ -91,9 +91,9 @@ def load_topics(topics_file: Path | str | None = None) -> list[TopicSpec]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise TopicsError(f"cannot read {path}: {exc}") from exc
+        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
     if not isinstance(doc, Mapping) or not isinstance(doc.get("topics"), list):
-        raise TopicsError(f"{path}: expected a `topics:` list")
+        raise ConfigurationError(f"{path}: expected a `topics:` list")
     specs = []
     for entry in doc["topics"]:
         try:
@@ -107,7 +107,7 @@ def load_topics(topics_file: Path | str | None = None) -> list[TopicSpec]:
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise TopicsError(f"{path}: bad topic entry {entry!r}: {exc}") from exc
+            raise ConfigurationError(f"{path}: bad topic entry {entry!r}: {exc}") from exc
     return specs
 
 
@@ -145,8 +145,8 @@ async def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]
             if await _create_one(admin, spec):
                 created.append(spec.name)
         return created
-    except KafkaError as exc:
-        raise TopicsError(f"creating topics on {bootstrap}: {exc!r}") from exc
+    except BROKER_FAULTS as exc:
+        raise Unavailable(f"creating topics on {bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()
 
@@ -167,7 +167,7 @@ async def _create_one(admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
     if code == _ALREADY_EXISTS:
         return False  # someone (another process, broker auto-creation) was first
     if code != 0:
-        raise TopicsError(f"cannot create topic {spec.name}: error {code}: {message}")
+        raise Unavailable(f"cannot create topic {spec.name}: error {code}: {message}")
     log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
     return True
 
@@ -182,7 +182,7 @@ async def _send_create(
         name, code = error[0], int(error[1])
         if name == spec.name:
             return code, (str(error[2]) if len(error) > 2 and error[2] else None)
-    raise TopicsError(f"no answer for topic {spec.name} in {response!r}")
+    raise Unavailable(f"no answer for topic {spec.name} in {response!r}")
 
 
 async def ensure_topic(
@@ -217,6 +217,8 @@ async def partition_counts(bootstrap: str) -> dict[str, int]:
     try:
         await admin.start()
         topics = await admin.describe_topics()
+    except BROKER_FAULTS as exc:
+        raise Unavailable(f"describing topics on {bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()
     return {t["topic"]: len(t["partitions"]) for t in topics}

@@ -25,7 +25,6 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -42,7 +41,6 @@ from urbana.adapters.kafka.consumer import (
 )
 from urbana.adapters.kafka.topics import (
     EVENTS_TOPIC,
-    TopicsError,
     create_topics,
     load_topics,
     spec_for,
@@ -52,12 +50,12 @@ from urbana.application.dispatcher import Dispatcher
 from urbana.application.envelope import Envelope
 from urbana.application.ports import (
     Coordination,
-    CoordinationUnavailable,
     KnowledgeStore,
     LockBusy,
 )
 from urbana.application.responder import BurstTrigger, Responder, TenantSettingsCache
 from urbana.domain.errors import DomainError
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +139,7 @@ class EventWorker:
                     await self._commit(consumer)
                 await self._drain()
                 await self._commit(consumer)
-            except (KafkaError, OSError, TopicsError) as exc:
+            except (KafkaError, OSError, Unavailable) as exc:
                 self.metrics.restarts += 1
                 log.warning("%s: broker fault, restarting: %s", self.name, describe_fault(exc))
                 await asyncio.sleep(delay)
@@ -217,7 +215,7 @@ class EventWorker:
         exc = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         # Redis down or a busy lock are expected; anything else gets its trace.
-        expected = isinstance(exc, CoordinationUnavailable | LockBusy | RedisError)
+        expected = isinstance(exc, Unavailable | LockBusy)
         log.log(
             logging.WARNING if expected else logging.ERROR,
             "%s: %s at %s failed (%s); retrying in %.1f s",

@@ -25,8 +25,9 @@ from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.schema import KNOWLEDGE_DIM as DIM
-from urbana.application.ai import DEFAULT_K, KnowledgeUnavailable, Passage, chunk_markdown
+from urbana.application.ai import DEFAULT_K, Passage, chunk_markdown
 from urbana.application.ports import Embeddings
+from urbana.errors import Unavailable
 
 DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
 
@@ -107,7 +108,7 @@ class PgKnowledgeStore:
                     (tenant_id, document_id),
                 ).fetchone()
         except PsycopgError as exc:
-            raise KnowledgeUnavailable(f"cannot read kb_chunks: {exc}") from exc
+            raise Unavailable(f"cannot read kb_chunks: {exc}") from exc
         return int(row[0]) if row and row[0] is not None else -1
 
     async def search(
@@ -139,7 +140,7 @@ class PgKnowledgeStore:
                     ),
                 ).fetchall()
         except PsycopgError as exc:
-            raise KnowledgeUnavailable(f"knowledge search failed: {exc}") from exc
+            raise Unavailable(f"knowledge search failed: {exc}") from exc
         return [
             Passage(text=r[0], score=float(r[1]), document_id=r[2], chunk_no=r[3]) for r in rows
         ]
@@ -194,4 +195,4 @@ class PgKnowledgeStore:
                         ],
                     )
         except PsycopgError as exc:
-            raise KnowledgeUnavailable(f"cannot store document: {exc}") from exc
+            raise Unavailable(f"cannot store document: {exc}") from exc

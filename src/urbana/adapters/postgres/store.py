@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import tenacity
 from eventsourcing.persistence import (
     InterfaceError,
@@ -29,29 +28,20 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.crypto import PostgresSubjectCipher
+from urbana.adapters.postgres.faults import store_call, store_method
 from urbana.adapters.postgres.schema import EVENTS_TABLE
 from urbana.application.app import UrbanaApp
 from urbana.config import DEFAULT_STORE_WAIT_S, connect_timeout_s, conninfo, postgres_parts
 
-# What says the store is not answering (PoolTimeout, QueryCanceled, LockNotAvailable and
-# a refused connection are all OperationalErrors), as opposed to a refused write.
-STORE_FAULTS: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-)
-
-
-def is_store_fault(exc: BaseException) -> bool:
-    """Whether `exc` says the store is not answering (so a 503, and the gate closes)."""
-    return isinstance(exc, STORE_FAULTS)
-
 
 def _within_the_wait(method: Any) -> Callable[..., Any]:
-    """The library's method without its own retries, retried only within the store wait."""
+    """The library's method without its own retries, retried only within the store wait.
+
+    What still fails after the wait is a `StoreUnavailable` (from the library's error).
+    """
     unbounded: Callable[..., Any] = method.__wrapped__  # its decorator uses functools.wraps
 
+    @store_method
     @functools.wraps(unbounded)
     def bounded(self: PostgresApplicationRecorder, *args: Any, **kwargs: Any) -> Any:
         retrying = tenacity.Retrying(
@@ -102,7 +92,7 @@ class PostgresStreamIndex:
         """Each stream's events after the given version, in one query for all streams."""
         if not versions:
             return []
-        with self._pool.connection() as conn:
+        with store_call("reading streams"), self._pool.connection() as conn:
             conn.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
             rows = conn.execute(
                 "SELECT e.originator_id, e.originator_version, e.topic, e.state "  # noqa: S608

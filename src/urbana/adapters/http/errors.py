@@ -1,0 +1,82 @@
+"""How our exception tree answers over HTTP: one status per class, all problem+json.
+
+Only `urbana.errors` classes are mapped here: the adapters have already turned the
+libraries' exceptions into them where they called the library, so no foreign type (and
+no message text) decides a status. See docs/architecture.md, Failure handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from urbana.adapters.http.problems import problem
+from urbana.domain.errors import AlreadyConnected, DomainError, InvalidTransition, NotFound
+from urbana.errors import ConfigurationError, Rejected, Unavailable, UrbanaError
+
+log = logging.getLogger("urbana.http")
+
+
+def status_of(exc: UrbanaError) -> int:
+    """The HTTP status of one of our errors."""
+    if isinstance(exc, Unavailable):
+        return 503
+    if isinstance(exc, Rejected):
+        return exc.status
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, AlreadyConnected | InvalidTransition):
+        return 409
+    if isinstance(exc, DomainError):
+        return 422
+    return 500  # ConfigurationError, or a fault of ours with no better answer
+
+
+def _answer(request: Request, exc: UrbanaError) -> JSONResponse:
+    status = status_of(exc)
+    where = f"{request.method} {request.url.path}"
+    if isinstance(exc, Unavailable):
+        log.warning("%s: unavailable: %s: %s", where, type(exc).__name__, exc)
+        # The detail names the class only: the cause may carry hosts and SQL.
+        retry_after = str(max(1, math.ceil(exc.retry_after)))
+        return problem(
+            status,
+            "temporarily unavailable",
+            type(exc).__name__,
+            headers={"Retry-After": retry_after},
+        )
+    if isinstance(exc, Rejected):
+        log.info("%s: rejected: %d %s", where, status, exc.reason)
+        return problem(status, "rejected", exc.reason)
+    if isinstance(exc, DomainError):
+        return problem(status, exc.code.replace("_", " "), str(exc))
+    what = "misconfigured" if isinstance(exc, ConfigurationError) else "internal error"
+    log.error("%s: %s: %s: %s", where, what, type(exc).__name__, exc, exc_info=exc)
+    return problem(status, what)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every error as problem+json: the framework's, ours, and any other."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(422, "invalid request", errors=exc.errors())
+
+    @app.exception_handler(UrbanaError)
+    async def urbana_error(request: Request, exc: UrbanaError) -> JSONResponse:
+        return _answer(request, exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, or a library error no adapter maps. Starlette re-raises it after this
+        # answer, so the server logs it with its traceback.
+        return problem(500, "internal error")
