@@ -16,15 +16,16 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import httpx
-
 from urbana.adapters.channels.errors import (
     BodyVerdict,
-    post_json,
+    HttpGateway,
     require_config,
     unknown_outcome,
 )
 from urbana.adapters.channels.payload import decode_json as _decode
+from urbana.adapters.channels.payload import json_list as _list
+from urbana.adapters.channels.payload import json_object as _object
+from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
     DeliveryStatus,
@@ -104,15 +105,11 @@ def verify_handshake(params: Mapping[str, str], verify_token: str) -> str:
     return challenge
 
 
-class CloudChannel:
+class CloudChannel(HttpGateway):
     """The WhatsApp Cloud API gateway."""
 
     kind: ChannelKind = "cloud"
     reconciles = True  # Meta echoes biz_opaque_callback_data in the message's statuses
-
-    def __init__(self, client: httpx.AsyncClient, *, timeout: float | None = None) -> None:
-        self._client = client
-        self._timeout = timeout
 
     def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
         """Parse a Cloud API webhook into one ParsedWebhook per `phone_number_id`."""
@@ -170,13 +167,10 @@ class CloudChannel:
             payload["text"] = {"body": request.text, "preview_url": False}
         if request.callback_data:
             payload["biz_opaque_callback_data"] = request.callback_data[:MAX_CALLBACK_DATA]
-        answer = await post_json(
-            self._client,
+        answer = await self._post(
             url,
-            gateway="cloud",
             headers={"Authorization": f"Bearer {config['access_token']}"},
             payload=payload,
-            timeout_s=self._timeout,
             judge_body=judge_error,
         )
         messages = answer.get("messages") if isinstance(answer, dict) else None
@@ -391,12 +385,6 @@ def _status(raw: _Json) -> StatusUpdate | None:
     )
 
 
-def _object(value: object, where: str) -> _Json:
-    if not isinstance(value, dict):
-        raise Rejected(422, f"{where} must be a JSON object")
-    return value
-
-
 def _array(value: object, where: str) -> list[object]:
     if not isinstance(value, list):
         raise Rejected(422, f"{where} must be a JSON array")
@@ -406,17 +394,6 @@ def _array(value: object, where: str) -> list[object]:
 def _optional_array(obj: _Json, key: str) -> list[object]:
     value = obj.get(key)
     return [] if value is None else _array(value, f"value.{key}")
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []
-
-
-def _required_str(obj: _Json, key: str, where: str) -> str:
-    value = _text(obj.get(key))
-    if value is None:
-        raise Rejected(422, f"{where}.{key} must be a non-empty string")
-    return value
 
 
 def _number(value: object) -> float | None:

@@ -17,6 +17,7 @@ import httpx
 import orjson
 
 from urbana.application.channels import SendFailed
+from urbana.domain.channels import ChannelKind
 
 # Transport errors raised before the request reached the gateway.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -132,3 +133,32 @@ def _decode_or_none(content: bytes) -> object:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
         return None
+
+
+class HttpGateway:
+    """What every gateway adapter holds to send: the process's shared HTTP client (its
+    connection pool) and the timeout of one send (None: the client's own)."""
+
+    kind: ChannelKind
+
+    def __init__(self, client: httpx.AsyncClient, *, timeout: float | None = None) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def _post(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        payload: Mapping[str, object],
+        judge_body: Callable[[object], BodyVerdict] | None = None,
+    ) -> object:
+        return await post_json(
+            self._client,
+            url,
+            gateway=self.kind,
+            headers=headers,
+            payload=payload,
+            timeout_s=self._timeout,
+            judge_body=judge_body,
+        )

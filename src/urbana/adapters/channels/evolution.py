@@ -13,12 +13,13 @@ import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import httpx
 import jwt
 
-from urbana.adapters.channels.errors import post_json, require_config, unknown_outcome
+from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import finite_number as _number
+from urbana.adapters.channels.payload import json_object as _object
+from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
     DeliveryStatus,
@@ -106,7 +107,7 @@ def verify_jwt(authorization_header: str | None, jwt_key: str, *, leeway_seconds
         raise Rejected(401, f"invalid webhook JWT: {exc}") from exc
 
 
-class EvolutionChannel:
+class EvolutionChannel(HttpGateway):
     """The Evolution API v2 gateway."""
 
     kind: ChannelKind = "evolution"
@@ -114,10 +115,6 @@ class EvolutionChannel:
     # Nothing we pass comes back in its status webhooks: a send whose outcome is unknown
     # is sent again (at-least-once).
     reconciles = False
-
-    def __init__(self, client: httpx.AsyncClient, *, timeout: float | None = None) -> None:
-        self._client = client
-        self._timeout = timeout
 
     def parse(self, body: bytes, *, include_groups: bool = False) -> tuple[ParsedWebhook, ...]:
         """Parse an Evolution webhook; events other than messages.upsert/update give nothing."""
@@ -154,11 +151,8 @@ class EvolutionChannel:
         payload: _Json = {"number": request.to, "text": request.text}
         if (delay := config.get("delay_ms", "")).isdigit():
             payload["delay"] = int(delay)
-        answer = await post_json(
-            self._client,
+        answer = await self._post(
             url,
-            gateway="evolution",
-            timeout_s=self._timeout,
             headers={"apikey": config["api_key"]},
             payload=payload,
         )
@@ -377,19 +371,6 @@ def _status(data: _Json, date_time: object, include_groups: bool) -> StatusUpdat
         at=_iso_datetime(date_time),
         contact=contact,
     )
-
-
-def _object(value: object, where: str) -> _Json:
-    if not isinstance(value, dict):
-        raise Rejected(422, f"{where} must be a JSON object")
-    return value
-
-
-def _required_str(obj: _Json, key: str, where: str) -> str:
-    value = _text(obj.get(key))
-    if value is None:
-        raise Rejected(422, f"{where}.{key} must be a non-empty string")
-    return value
 
 
 def _epoch_seconds(value: object) -> datetime:

@@ -28,3 +28,27 @@ def finite_number(value: object) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+Json = dict[str, object]
+
+
+def json_object(value: object, where: str) -> Json:
+    """`value` as a JSON object; anything else is the client's fault (422)."""
+    if not isinstance(value, dict):
+        raise Rejected(422, f"{where} must be a JSON object")
+    return value
+
+
+def json_list(value: object) -> list[object]:
+    """`value` when it is a JSON array, else an empty list (for optional, lenient fields)."""
+    return value if isinstance(value, list) else []
+
+
+def required_str(obj: Json, key: str, where: str | None = None) -> str:
+    """`obj[key]` as a non-empty string; absent or empty is the client's fault (422)."""
+    value = text(obj.get(key))
+    if value is None:
+        name = f"{where}.{key}" if where else key
+        raise Rejected(422, f"{name} must be a non-empty string")
+    return value

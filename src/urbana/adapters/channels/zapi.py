@@ -12,11 +12,12 @@ import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
-from urbana.adapters.channels.errors import post_json, require_config, unknown_outcome
+from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import finite_number as _number
+from urbana.adapters.channels.payload import json_list as _list
+from urbana.adapters.channels.payload import json_object as _object
+from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
     DeliveryStatus,
@@ -68,7 +69,7 @@ def verify_client_token(header: str | None, expected: str) -> None:
         raise Rejected(401, "webhook token header missing or wrong")
 
 
-class ZapiChannel:
+class ZapiChannel(HttpGateway):
     """The Z-API gateway."""
 
     kind: ChannelKind = "zapi"
@@ -77,13 +78,9 @@ class ZapiChannel:
     # is sent again (at-least-once).
     reconciles = False
 
-    def __init__(self, client: httpx.AsyncClient, *, timeout: float | None = None) -> None:
-        self._client = client
-        self._timeout = timeout
-
     def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
         """Parse a Z-API callback; presence, connection and delivery callbacks give nothing."""
-        root = _object(_decode(body))
+        root = _object(_decode(body), "webhook body")
         callback = root.get("type")
         if not isinstance(callback, str):
             raise Rejected(422, "type must be a string")
@@ -104,11 +101,8 @@ class ZapiChannel:
         require_config(config, "instance_id", "token", "client_token")
         base = (config.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
         url = f"{base}/instances/{config['instance_id']}/token/{config['token']}/send-text"
-        answer = await post_json(
-            self._client,
+        answer = await self._post(
             url,
-            gateway="zapi",
-            timeout_s=self._timeout,
             headers={"Client-Token": config["client_token"]},
             payload={"phone": request.to, "message": request.text},
         )
@@ -244,23 +238,6 @@ def _statuses(root: _Json) -> tuple[StatusUpdate, ...]:
         StatusUpdate(provider_message_id=str(item), status=status, at=at, contact=contact)
         for item in ids
     )
-
-
-def _object(value: object) -> _Json:
-    if not isinstance(value, dict):
-        raise Rejected(422, "webhook body must be a JSON object")
-    return value
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []
-
-
-def _required_str(obj: _Json, key: str) -> str:
-    value = _text(obj.get(key))
-    if value is None:
-        raise Rejected(422, f"{key} must be a non-empty string")
-    return value
 
 
 def _epoch_ms(value: object) -> datetime:

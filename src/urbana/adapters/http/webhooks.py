@@ -162,10 +162,21 @@ async def _by_secret(container: Container, kind: str, secret: str) -> tuple[UUID
     return tenant_id, config
 
 
-def _check_route(items: tuple[ParsedWebhook, ...], expected: str, what: str) -> None:
+async def _commit_routed(
+    container: Container,
+    tenant_id: UUID,
+    kind: str,
+    items: tuple[ParsedWebhook, ...],
+    config: dict[str, Any],
+    what: str,
+) -> JSONResponse:
+    """Record a webhook found by its secret: every item must name the secret's own route
+    (instance), or a leaked secret would let one tenant write into another's channel."""
     for item in items:
-        if item.route_key != expected:
+        if item.route_key != config["route_key"]:
             raise Rejected(403, f"{what} {item.route_key!r} is not the one this secret belongs to")
+    _validate(items)
+    return await _commit(container, [c for item in items for c in _commands(tenant_id, kind, item)])
 
 
 @router.post("/evolution/{webhook_secret}")
@@ -182,10 +193,7 @@ async def evolution_webhook(
         items = container.channels.evolution.parse(
             body, include_groups=tenant.settings.include_groups
         )
-        _check_route(items, config["route_key"], "instance")
-        _validate(items)
-        commands = [c for item in items for c in _commands(tenant_id, "evolution", item)]
-        return await _commit(container, commands)
+        return await _commit_routed(container, tenant_id, "evolution", items, config, "instance")
     except Rejected as exc:
         return _rejection(exc, request)
 
@@ -196,9 +204,6 @@ async def zapi_webhook(webhook_secret: str, request: Request, container: Contain
         body = await read_body(request)
         tenant_id, config = await _by_secret(container, "zapi", webhook_secret)
         items = container.channels.zapi.parse(body)
-        _check_route(items, config["route_key"], "instanceId")
-        _validate(items)
-        commands = [c for item in items for c in _commands(tenant_id, "zapi", item)]
-        return await _commit(container, commands)
+        return await _commit_routed(container, tenant_id, "zapi", items, config, "instanceId")
     except Rejected as exc:
         return _rejection(exc, request)
