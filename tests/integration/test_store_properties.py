@@ -56,7 +56,9 @@ def apply(conv: Conversation, step: tuple[str, object], n: int) -> None:
         elif kind == "accept":
             conv.accept_handoff(attendant=str(arg))
         elif kind == "attendant":
-            conv.attendant_reply(outbound_id=f"o{n}", attendant="ana", text=str(arg))
+            conv.attendant_reply(
+                now=now, outbound_id=f"o{n}", attendant=conv.assignee or "ana", text=str(arg)
+            )
         elif kind == "return":
             conv.return_to_ai()
         elif kind == "close":
