@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -9,7 +10,7 @@ from tests.fakes import FakeClock, InMemoryFinder, InMemoryRoster, in_memory_app
 from tests.helpers import ai_reply
 
 from urbana.application.app import ReceiveMessage, UrbanaApp
-from urbana.application.assignment import AutoAssigner
+from urbana.application.assignment import AutoAssigner, run_inactivity_sweeps
 from urbana.application.channels import InboundMessage
 from urbana.domain.attendance import Availability
 from urbana.domain.conversation import Conversation, Status
@@ -175,3 +176,30 @@ async def test_a_released_conversation_waits_when_nobody_else_is_free() -> None:
     assert placement.action == "waiting"
     conv = team.conv(cid)
     assert (conv.status, conv.queue) == (Status.WAITING_HUMAN, team.sales)
+
+
+async def test_the_sweep_loop_runs_until_stopped_and_survives_a_failing_round() -> None:
+    team = Team()
+    team.app.change_settings(team.tid, inactivity_limit_s=60)
+    team.roster.set(team.tid, "ana", ONLINE, [team.sales])
+    cid = team.handoff()
+    await team.assigner.handoff_requested(cid)
+    since = team.conv(cid).awaiting_attendant_since
+    assert since is not None
+    team.clock.current = since + timedelta(seconds=61)
+    stop = asyncio.Event()
+    rounds: list[int] = []
+
+    async def tenants() -> list[UUID]:
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise RuntimeError("read model unavailable")
+        if len(rounds) == 3:
+            stop.set()
+        return [team.tid]
+
+    await asyncio.wait_for(
+        run_inactivity_sweeps(team.assigner, tenants, every_s=0.01, stop=stop), timeout=10
+    )
+    assert len(rounds) == 3
+    assert team.conv(cid).status is Status.WAITING_HUMAN

@@ -22,9 +22,10 @@ read model catches up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -143,6 +144,30 @@ class AutoAssigner:
             log.info("assignment of %s refused: %s", conversation_id, exc)
             return Placement(conversation_id, "skipped", queue=queue)
         return Placement(conversation_id, "assigned", chosen.user_id, queue)
+
+
+async def run_inactivity_sweeps(
+    assigner: AutoAssigner,
+    tenants: Callable[[], Awaitable[Iterable[UUID]]],
+    *,
+    every_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """Sweep every `every_s` seconds until `stop`; a failed sweep is logged and retried.
+
+    Sweeps running in several processes at once are harmless: releasing a conversation
+    is refused once it is no longer held.
+    """
+    while not stop.is_set():
+        try:
+            placed = await assigner.sweep_inactive(await tenants())
+            if placed:
+                log.info("inactivity sweep: %d conversations moved", len(placed))
+        except Exception:
+            # The next round retries; a sweep that raised must not end the role.
+            log.exception("inactivity sweep failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
 
 
 def _counted(candidates: list[Candidate], placement: Placement, clock: Clock) -> list[Candidate]:
