@@ -1,4 +1,4 @@
-"""The ConversationFinder over the conversation view, on real PostgreSQL."""
+"""The ConversationFinder port: the read-model adapter and the tests' fake keep one contract."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from uuid import UUID, uuid4
 
 import pytest
 from psycopg import AsyncConnection
+from tests.fakes import InMemoryFinder
 from tests.helpers import ai_reply
 
 from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage, UrbanaApp
 from urbana.application.channels import InboundMessage
+from urbana.application.ports import ConversationFinder
 from urbana.config import conninfo
 from urbana.projections.attendant_queries import ReadModelFinder
 
@@ -44,7 +46,15 @@ def conversation(app: UrbanaApp, tenant_id: UUID, phone: str | None = None) -> U
     return cid
 
 
-def finder_on(store: Store) -> ReadModelFinder:
+def finder_on(store: Store, kind: str, known: list[tuple[UUID, UUID]]) -> ConversationFinder:
+    """The finder under test; the fake is told the conversations the test made."""
+    if kind == "fake":
+        fake = InMemoryFinder(store.app)
+        for tenant_id, conversation_id in known:
+            fake.add(tenant_id, conversation_id)
+        return fake
+    replay(store.url, store.schema)
+
     @asynccontextmanager
     async def connect(_: UUID) -> AsyncIterator[AsyncConnection[Any]]:
         async with await AsyncConnection.connect(conninfo(store.url, store.schema)) as conn:
@@ -53,7 +63,10 @@ def finder_on(store: Store) -> ReadModelFinder:
     return ReadModelFinder(connect)
 
 
-async def test_waiting_lists_the_tenants_waiting_conversations_oldest_first(store: Store) -> None:
+@pytest.mark.parametrize("kind", ["read_model", "fake"])
+async def test_waiting_lists_the_tenants_waiting_conversations_oldest_first(
+    store: Store, kind: str
+) -> None:
     app = store.app
     tid, _ = app.register_tenant(f"Fila {uuid4().hex[:8]}")
     other, _ = app.register_tenant(f"Outra {uuid4().hex[:8]}")
@@ -62,15 +75,16 @@ async def test_waiting_lists_the_tenants_waiting_conversations_oldest_first(stor
     for cid in (first, second, held, foreign):
         app.request_handoff(cid, reason="explicit_request")
     app.assign(held, assignee="ana")
-    replay(store.url, store.schema)
-    finder = finder_on(store)
+    known = [(tid, c) for c in (first, second, held, ai)] + [(other, foreign)]
+    finder = finder_on(store, kind, known)
     assert await finder.waiting(tid) == [first, second]
     assert ai not in await finder.waiting(tid)
     assert await finder.waiting(other) == [foreign]
 
 
+@pytest.mark.parametrize("kind", ["read_model", "fake"])
 async def test_maybe_unanswered_includes_every_held_conversation_whose_lead_waits(
-    store: Store,
+    store: Store, kind: str
 ) -> None:
     app = store.app
     tid, _ = app.register_tenant(f"Inativos {uuid4().hex[:8]}")
@@ -83,7 +97,7 @@ async def test_maybe_unanswered_includes_every_held_conversation_whose_lead_wait
     for cid in (answered, lead_wrote_again):
         app.attendant_reply(cid, attendant="ana", text="Oi, sou a Ana")
     write(app, tid, phone, "alô?")
-    replay(store.url, store.schema)
-    found = await finder_on(store).maybe_unanswered(tid)
+    known = [(tid, c) for c in (just_taken, answered, lead_wrote_again)]
+    found = await finder_on(store, kind, known).maybe_unanswered(tid)
     assert sorted(found) == sorted([just_taken, lead_wrote_again])
     assert answered not in found
