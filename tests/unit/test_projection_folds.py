@@ -285,6 +285,20 @@ def test_first_response_time_runs_from_the_first_inbound_of_a_burst() -> None:
     )
 
 
+def test_an_assignment_counts_as_a_takeover_and_a_human_in_the_conversation() -> None:
+    e = Events()
+    day = kpis_after(
+        [
+            started(e),
+            received(e, 1, minute=0),
+            e("HandoffRequested", reason="explicit_request", summary=None, lead_id=LEAD),
+            e("ConversationAssigned", assignee="ana", by=None, queue=None, minute=2),
+            e("ConversationClosed", by="ana", resolution="resolved", minute=5),
+        ]
+    )
+    assert (day["takeovers"], day["resolved"], day["ai_resolved"]) == (1, 1, 0)
+
+
 def test_usage_is_read_leniently() -> None:
     assert usage_figures({"tokens_in": 10, "tokens_out": 4, "cost_usd": 0.25}) == (
         10,
