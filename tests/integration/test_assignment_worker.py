@@ -132,3 +132,35 @@ async def test_the_worker_assigns_handoffs_and_hands_out_the_queue_when_someone_
         stop.set()
         await asyncio.wait_for(task, timeout=30)
     assert app.get(Conversation, first).status is Status.HUMAN
+
+
+async def test_the_worker_retries_a_handoff_until_its_messages_are_sent(
+    store: Store, services: ServiceUrls
+) -> None:
+    app = store.app
+    tid, _ = await asyncio.to_thread(app.register_tenant, f"Assigner {uuid4().hex[:8]}")
+    finder = InMemoryFinder(app)
+    roster = InMemoryRoster(app, finder)
+    roster.set(tid, "ana", Availability.ONLINE)
+    cid = await asyncio.to_thread(handed_off, store, tid)
+    finder.add(tid, cid)
+    topic = f"test.assigner.{uuid4().hex[:10]}"
+    await relay_all(store, services, topic)
+    worker = assignment_worker(
+        assigner=AutoAssigner(app, roster, finder),
+        bootstrap=services.kafka,
+        topic=topic,
+        group_id=f"test.assigner.{uuid4().hex[:10]}",
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await wait_for(lambda: worker.metrics.retries >= 1, task)
+        assert app.get(Conversation, cid).status is Status.WAITING_HUMAN
+        (out,) = app.get(Conversation, cid).outbound  # the AI's answer, not sent yet
+        await asyncio.to_thread(app.mark_sent, cid, out, f"wamid.out.{uuid4().hex}")
+        await wait_for(lambda: app.get(Conversation, cid).assignee == "ana", task)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+    assert app.get(Conversation, cid).message(out).delivery.value == "sent"

@@ -38,7 +38,8 @@ def handed_off(app: UrbanaApp, intent: str = "pricing") -> tuple[UUID, UUID]:
         text="boleto vencido, quero falar com alguém",
     )
     cid = app.receive_message(ReceiveMessage(tid, "cloud", message)).conversation_id
-    ai_reply(app, cid, reply_to_seq=1, text="Vou verificar.", intent=intent, confidence=0.3)
+    out = ai_reply(app, cid, reply_to_seq=1, text="Vou verificar.", intent=intent, confidence=0.3)
+    app.mark_sent(cid, out, f"wamid.out.{uuid4().hex}")  # as the dispatcher would
     app.request_handoff(cid, reason="explicit_request")
     return tid, cid
 

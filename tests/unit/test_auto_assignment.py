@@ -6,11 +6,17 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+import pytest
 from tests.fakes import FakeClock, InMemoryFinder, InMemoryRoster, in_memory_app
 from tests.helpers import ai_reply
 
 from urbana.application.app import ReceiveMessage, UrbanaApp
-from urbana.application.assignment import AutoAssigner, run_inactivity_sweeps
+from urbana.application.assignment import (
+    HANDOFF_GRACE,
+    AutoAssigner,
+    HandoffMessagesPending,
+    run_inactivity_sweeps,
+)
 from urbana.application.channels import InboundMessage
 from urbana.domain.attendance import Availability
 from urbana.domain.conversation import Conversation, Status
@@ -30,7 +36,8 @@ class Team:
         self.clock = FakeClock(datetime.now(UTC))
         self.assigner = AutoAssigner(self.app, self.roster, self.finder, self.clock)
 
-    def handoff(self, intent: str = "pricing") -> UUID:
+    def handoff(self, intent: str = "pricing", *, sent: bool = True) -> UUID:
+        """A handoff after the AI's answer; `sent`: the dispatcher already sent that answer."""
         phone = f"55119{uuid4().int % 10**8:08d}"
         message = InboundMessage(
             provider_message_id=f"wamid.{uuid4().hex}",
@@ -41,7 +48,11 @@ class Team:
             text="quanto custa?",
         )
         cid = self.app.receive_message(ReceiveMessage(self.tid, "cloud", message)).conversation_id
-        ai_reply(self.app, cid, reply_to_seq=1, text="Custa 10.", intent=intent, confidence=0.3)
+        out = ai_reply(
+            self.app, cid, reply_to_seq=1, text="Custa 10.", intent=intent, confidence=0.3
+        )
+        if sent:
+            self.app.mark_sent(cid, out, f"wamid.out.{uuid4().hex}")
         self.app.request_handoff(cid, reason="low_confidence")
         self.finder.add(self.tid, cid)
         return cid
@@ -71,6 +82,39 @@ async def test_a_handoff_goes_at_once_to_the_online_attendant_of_its_queue() -> 
     )
     conv = team.conv(cid)
     assert (conv.status, conv.assignee, conv.queue) == (Status.HUMAN, "ana", team.sales)
+
+
+async def test_an_assignment_waits_until_the_ais_last_answer_is_sent() -> None:
+    team = Team()
+    team.roster.set(team.tid, "ana", ONLINE, [team.sales])
+    cid = team.handoff(sent=False)
+    names = [type(e).__name__ for e in team.app.stream(cid)]
+    with pytest.raises(HandoffMessagesPending):
+        await team.assigner.handoff_requested(cid, requested_at=team.clock.now())
+    assert [type(e).__name__ for e in team.app.stream(cid)] == names
+    (out,) = team.conv(cid).outbound
+    team.app.mark_sent(cid, out, "wamid.out.1")
+    placement = await team.assigner.handoff_requested(cid, requested_at=team.clock.now())
+    assert placement.assignee == "ana"
+
+
+async def test_past_the_grace_the_assignment_takes_over_anyway() -> None:
+    team = Team()
+    team.roster.set(team.tid, "ana", ONLINE, [team.sales])
+    cid = team.handoff(sent=False)
+    requested_at = team.clock.now()
+    team.clock.advance(HANDOFF_GRACE.total_seconds())
+    placement = await team.assigner.handoff_requested(cid, requested_at=requested_at)
+    assert placement.assignee == "ana"
+    (out,) = team.conv(cid).outbound
+    assert not team.conv(cid).may_send(out)  # the takeover voided the unsent answer
+
+
+async def test_with_nobody_to_take_it_a_pending_answer_does_not_hold_the_queue_message() -> None:
+    team = Team()
+    cid = team.handoff(sent=False)
+    placement = await team.assigner.handoff_requested(cid, requested_at=team.clock.now())
+    assert placement.action == "waiting"
 
 
 async def test_handoffs_are_spread_by_workload() -> None:

@@ -27,6 +27,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from urbana.application.app import UrbanaApp
@@ -36,6 +37,14 @@ from urbana.domain.conversation import Status
 from urbana.domain.errors import InvalidTransition
 
 log = logging.getLogger(__name__)
+
+# How long an assignment waits for the AI's last answer and the transition message to
+# go out before it takes over anyway (a takeover voids what the AI queued before it).
+HANDOFF_GRACE = timedelta(seconds=30)
+
+
+class HandoffMessagesPending(Exception):
+    """The lead has not been sent the AI's last answer or the transition yet: retry soon."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +72,23 @@ class AutoAssigner:
         self._finder = finder
         self._clock = clock or SystemClock()
 
-    async def handoff_requested(self, conversation_id: UUID) -> Placement:
-        """A conversation asked for a person: assign it now, or leave it waiting in its queue."""
+    async def handoff_requested(
+        self, conversation_id: UUID, *, requested_at: datetime | None = None
+    ) -> Placement:
+        """A conversation asked for a person: assign it now, or leave it waiting in its queue.
+
+        HandoffMessagesPending while the AI's last answer or the transition message is
+        not sent yet and someone would take it over (for up to `HANDOFF_GRACE` after
+        `requested_at`): the lead gets them first, then the person.
+        """
         route = await asyncio.to_thread(self._app.handoff_route, conversation_id)
         if route.status is not Status.WAITING_HUMAN:
             return Placement(conversation_id, "skipped", route.assignee, route.queue)
         candidates = await self._roster.candidates(route.tenant_id)
+        recent = requested_at is None or self._clock.now() - requested_at < HANDOFF_GRACE
+        someone = pick_attendant(candidates, route.queue) is not None
+        if route.messages_pending and someone and recent:
+            raise HandoffMessagesPending(f"{conversation_id}: the handoff's messages")
         placement = await self._place(conversation_id, candidates, route.queue)
         if placement.action == "assigned":
             return placement

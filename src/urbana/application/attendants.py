@@ -46,6 +46,9 @@ class HandoffRoute:
     queue: str | None  # the queue it should wait in (None: the tenant's general queue)
     handoff: int  # the conversation's handoff count: which handoff this is
     assignee: str | None
+    # The AI's last answer or a system message (the transition) may still go out; a
+    # takeover now would void it.
+    messages_pending: bool
 
 
 class AttendantCommands(StoreApp):
@@ -207,6 +210,10 @@ class AttendantCommands(StoreApp):
             queue=queue,
             handoff=conversation.handoffs,
             assignee=conversation.assignee,
+            messages_pending=any(
+                message.author in ("ai", "system") and conversation.may_send(outbound_id)
+                for outbound_id, message in conversation.outbound.items()
+            ),
         )
 
     def wait_in_queue(self, conversation_id: UUID, *, queue: str | None, now: datetime) -> bool:
