@@ -196,3 +196,20 @@ def test_release_inactive_follows_the_tenants_limit_and_zero_turns_it_off() -> N
     app.change_settings(tid, inactivity_limit_s=600)
     assert app.release_inactive(cid, now=now + timedelta(seconds=601)) == "ana"
     assert app.get(Conversation, cid).status is Status.WAITING_HUMAN
+
+
+def test_after_a_return_to_the_ai_the_next_handoff_is_routed_afresh() -> None:
+    app = in_memory_app()
+    tid, _ = app.register_tenant(f"Loja {uuid4().hex[:8]}")
+    sales = app.create_queue(tid, "Vendas", ("pricing",))
+    complaints = app.create_queue(tid, "SAC", ("complaint",))
+    cid = app.receive_message(ReceiveMessage(tid, "cloud", inbound("quanto?"))).conversation_id
+    ai_reply(app, cid, reply_to_seq=1, text="Custa 10.", intent="pricing", confidence=0.4)
+    app.request_handoff(cid, reason="low_confidence")
+    app.assign(cid, assignee="ana", queue=app.handoff_route(cid).queue)
+    assert app.get(Conversation, cid).queue == sales
+    app.return_to_ai(cid, by="ana")
+    app.receive_message(ReceiveMessage(tid, "cloud", inbound("quero reclamar")))
+    ai_reply(app, cid, reply_to_seq=2, text="Sinto muito.", intent="complaint", confidence=0.9)
+    app.request_handoff(cid, reason="handoff_intent")
+    assert app.handoff_route(cid).queue == complaints

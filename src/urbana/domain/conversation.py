@@ -102,7 +102,8 @@ class Conversation(OutboundMessages, TenantScoped):
         self.human_stretch_ended_seq: int | None = None
         self.handoffs = 0
         self.takeovers = 0  # grows when a human takes over: AI messages queued before are void
-        self.queue: str | None = None  # the attendants' queue it is in (None: the tenant's)
+        # The attendants' queue it is in while with them (None: the tenant's general one).
+        self.queue: str | None = None
         self.labels: tuple[str, ...] = ()
         self.note_ids: frozenset[str] = frozenset()
         self.last_intent: str | None = None  # the AI's last classification (routes handoffs)
@@ -578,6 +579,7 @@ class Conversation(OutboundMessages, TenantScoped):
     def _returned_to_ai(self, answered_seq: int, by: str | None) -> None:
         self.status = Status.AI
         self.assignee = None
+        self.queue = None  # its next handoff is routed afresh
         self.awaiting_attendant_since = None
         self.answered_seq = answered_seq
         self.human_stretch_ended_seq = answered_seq
@@ -587,6 +589,7 @@ class Conversation(OutboundMessages, TenantScoped):
     def _closed(self, by: str, resolution: str) -> None:
         self.status = Status.CLOSED
         self.assignee = None
+        self.queue = None
         self.awaiting_attendant_since = None
         self.answered_seq = self.inbound_seq
 
