@@ -213,3 +213,15 @@ def test_after_a_return_to_the_ai_the_next_handoff_is_routed_afresh() -> None:
     ai_reply(app, cid, reply_to_seq=2, text="Sinto muito.", intent="complaint", confidence=0.9)
     app.request_handoff(cid, reason="handoff_intent")
     assert app.handoff_route(cid).queue == complaints
+
+
+def test_a_note_retried_with_its_idempotency_key_is_added_once() -> None:
+    app = in_memory_app()
+    _, cid = handed_off(app)
+    ids = {
+        app.add_note(cid, author="ana", text="ligar às 15h", idempotency_key="k") for _ in range(3)
+    }
+    assert len(ids) == 1
+    assert event_names(app, cid).count("NoteAdded") == 1
+    app.add_note(cid, author="ana", text="ligar às 15h")
+    assert event_names(app, cid).count("NoteAdded") == 2

@@ -105,15 +105,32 @@ class AttendantCommands(StoreApp):
         )
         return note_id
 
-    def add_note(self, conversation_id: UUID, *, author: str, text: str) -> str:
-        """Add a private note (never sent to the lead); returns its id."""
-        note_id = str(uuid4())
-        self._on(
-            Conversation,
-            conversation_id,
-            lambda c: c.add_note(note_id=note_id, author=author, text=text),
+    def add_note(
+        self,
+        conversation_id: UUID,
+        *,
+        author: str,
+        text: str,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Add a private note (never sent to the lead); returns its id.
+
+        With an `idempotency_key`, a retry of the same request appends nothing and
+        returns the same id.
+        """
+        note_id = (
+            str(uuid5(conversation_id, f"note:{author}:{idempotency_key}"))
+            if idempotency_key
+            else str(uuid4())
         )
-        return note_id
+
+        def work(uow: UnitOfWork) -> str:
+            conversation = uow.require(Conversation, conversation_id)
+            if note_id not in conversation.note_ids:
+                conversation.add_note(note_id=note_id, author=author, text=text)
+            return note_id
+
+        return self._retrying(work)
 
     def change_labels(
         self,
