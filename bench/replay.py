@@ -89,7 +89,9 @@ def conversation_events(
         if rng.random() < 0.25:
             conv.request_handoff(reason="hot_lead", summary="Quer fechar o plano anual")
             conv.accept_handoff(attendant="ana")
-            conv.attendant_reply(outbound_id=uuid4().hex, attendant="ana", text="Oi! Sou a Ana.")
+            conv.attendant_reply(
+                outbound_id=uuid4().hex, attendant="ana", text="Oi! Sou a Ana.", now=base
+            )
             conv.close(by="ana")
     return [
         *conv.collect_events(),

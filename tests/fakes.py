@@ -32,6 +32,8 @@ from urbana.application.ai import (
 from urbana.application.app import UrbanaApp
 from urbana.application.channels import OutboundRequest, SendFailed
 from urbana.application.ports import CoordinationUnavailable, LockBusy
+from urbana.domain.attendance import Availability, Candidate
+from urbana.domain.conversation import Conversation, Status
 from urbana.domain.reply import AIDecision
 from urbana.errors import Unavailable
 
@@ -266,3 +268,90 @@ class RecordingRateLimiter:
 
     async def acquire(self, tenant_id: UUID, per_second: int) -> None:
         self.calls.append((tenant_id, per_second))
+
+
+class InMemoryRoster:
+    """AttendantRoster: attendants set by the test; workload counted from the aggregates.
+
+    Open conversations and the last assignment are read from the conversations the
+    finder knows, so the roster agrees with what the commands really recorded.
+    """
+
+    def __init__(self, app: UrbanaApp, finder: InMemoryFinder) -> None:
+        self._app = app
+        self._finder = finder
+        self.attendants: dict[UUID, dict[str, tuple[Availability, frozenset[str]]]] = {}
+
+    def set(
+        self,
+        tenant_id: UUID,
+        user_id: str,
+        availability: Availability,
+        queues: Iterable[str] = (),
+    ) -> None:
+        self.attendants.setdefault(tenant_id, {})[user_id] = (availability, frozenset(queues))
+
+    async def candidates(self, tenant_id: UUID) -> list[Candidate]:
+        held: dict[str, int] = {}
+        last: dict[str, datetime] = {}
+        for conversation_id in self._finder.known.get(tenant_id, []):
+            conv = self._app.get(Conversation, conversation_id)
+            if conv.status is Status.HUMAN and conv.assignee is not None:
+                held[conv.assignee] = held.get(conv.assignee, 0) + 1
+        for conversation_id in self._finder.known.get(tenant_id, []):
+            for event in self._app.stream(conversation_id):
+                if type(event).__name__ == "ConversationAssigned":
+                    last[event.assignee] = max(
+                        last.get(event.assignee, event.timestamp), event.timestamp
+                    )
+        return [
+            Candidate(user, availability, queues, held.get(user, 0), last.get(user))
+            for user, (availability, queues) in self.attendants.get(tenant_id, {}).items()
+        ]
+
+
+_OUT_OF_QUEUE = {
+    "ConversationAssigned",
+    "HandoffAccepted",
+    "ReturnedToAI",
+    "ConversationClosed",
+}
+
+
+class InMemoryFinder:
+    """ConversationFinder over the conversations a test registers, read from their aggregates."""
+
+    def __init__(self, app: UrbanaApp) -> None:
+        self._app = app
+        self.known: dict[UUID, list[UUID]] = {}
+
+    def add(self, tenant_id: UUID, conversation_id: UUID) -> None:
+        if conversation_id not in self.known.setdefault(tenant_id, []):
+            self.known[tenant_id].append(conversation_id)
+
+    async def waiting(self, tenant_id: UUID) -> list[UUID]:
+        found = []
+        for conversation_id in self.known.get(tenant_id, []):
+            since = self._waiting_since(conversation_id)
+            if since is not None:
+                found.append((since, conversation_id))
+        return [conversation_id for _, conversation_id in sorted(found)]
+
+    def _waiting_since(self, conversation_id: UUID) -> datetime | None:
+        """When it last started waiting for a person (None: it does not wait)."""
+        since: datetime | None = None
+        for event in self._app.stream(conversation_id):
+            name = type(event).__name__
+            to_queue = name == "ConversationTransferred" and event.to_user is None
+            if name in ("HandoffRequested", "ReturnedToQueue") or to_queue:
+                since = since or event.timestamp
+            elif name in _OUT_OF_QUEUE or name == "ConversationTransferred":
+                since = None
+        return since
+
+    async def maybe_unanswered(self, tenant_id: UUID) -> list[UUID]:
+        return [
+            conversation_id
+            for conversation_id in self.known.get(tenant_id, [])
+            if self._app.get(Conversation, conversation_id).awaiting_attendant_since is not None
+        ]

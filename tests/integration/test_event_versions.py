@@ -281,3 +281,26 @@ async def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:
         return values
     finally:
         await consumer.stop()
+
+
+def test_records_from_before_version_3_read_back_with_nobody_acting(
+    store: Store, v1: V1Streams
+) -> None:
+    # A version 2 record, as the code before `by` wrote it, after the version 1 ones.
+    state = {
+        "timestamp": _at(datetime.now(UTC)),
+        "class_version": 2,
+        "tenant_id": _uuid(v1.tenant),
+        "from_stage": "engaged",
+        "to_stage": "qualified",
+        "reason": "attendant",
+    }
+    topic = "urbana.domain.lead:Lead.LeadStageChanged"
+    store.app.recorder.insert_events([StoredEvent(v1.lead, 4, topic, orjson.dumps(state))])
+    changed = [e for e in store.app.stream(v1.lead) if type(e).__name__ == "LeadStageChanged"]
+    assert [(e.to_stage, e.by) for e in changed] == [("engaged", None), ("qualified", None)]
+    assert store.app.get(Lead, v1.lead).stage is Stage.QUALIFIED
+    store.app.move_lead_stage(v1.lead, stage=Stage.HOT, by="user-ana")
+    (moved,) = store.app.recorder.select_events(v1.lead, gt=4)
+    assert orjson.loads(moved.state)["class_version"] == 3
+    assert store.app.stream(v1.lead)[-1].by == "user-ana"

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import typing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUp
 from urbana.application.envelope import Envelope
 from urbana.application.gateways import gateway_config
 from urbana.domain.conversation import Conversation
-from urbana.domain.lead import Lead
+from urbana.domain.lead import Lead, Stage
 from urbana.domain.message_ref import MessageRef
 from urbana.domain.pii import pii_spec
 from urbana.domain.tenant import ChannelRoute, Tenant
@@ -211,8 +211,20 @@ def rich_history(store: Store) -> None:
     app.record_send_attempt(cid, failed, _now())
     app.mark_failed(cid, failed, "gateway down", code="131000")
     app.retry_outbound(cid, failed, by="ops")
-    app.return_to_ai(cid)
+    queue = app.create_queue(tid, "Vendas", ("pricing",))
+    app.change_queue(tid, queue, name="Vendas e orçamentos")
+    app.save_canned_response(tid, "/prazo", "Entregamos em 3 dias úteis.")
+    app.remove_canned_response(tid, "/prazo")
+    app.add_note(cid, author="ana", text="quer parcelar em 3x")
+    app.change_labels(cid, by="ana", add=["vip"])
+    app.transfer(cid, by="ana", to_queue=queue, note="melhor com vendas")
+    app.assign(cid, assignee="bia", by="sup")
+    app.release_inactive(cid, now=_now() + timedelta(hours=1))
+    app.return_to_ai(cid, by="sup")
     app.close_conversation(cid, by="ana")
+    app.reopen_conversation(cid, by="ana")
+    app.close_conversation(cid, by="ana")
+    app.move_lead_stage(app.get(Conversation, cid).lead_id, stage=Stage.NEW, by="bia")
     app.receive_message(ReceiveMessage(tid, "cloud", inbound(phone, "voltei")))
     # The business phone wrote a message whose status had arrived first.
     app.receive_message(
@@ -285,6 +297,15 @@ async def test_every_published_envelope_validates_against_the_schemas(
         "ConversationClosed",
         "ConversationReopened",
         "MessageRefLinked",
+        "QueueCreated",
+        "QueueChanged",
+        "CannedResponseSaved",
+        "CannedResponseRemoved",
+        "NoteAdded",
+        "LabelsChanged",
+        "ConversationTransferred",
+        "ConversationAssigned",
+        "ReturnedToQueue",
     } <= seen_types
 
 

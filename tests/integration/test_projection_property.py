@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -37,6 +37,7 @@ from urbana.application.envelope import Envelope
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError
+from urbana.domain.lead import Stage
 from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
 from urbana.projections.base import physical_name
 from urbana.projections.schema import all_projections
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 TABLES = tuple(physical_name(p, t) for p in all_projections() for t in p.tables)
 CONTACTS = ("5511900000001", "5511900000002", "5511900000003")
+ATTENDANTS = ("ana", "bia")
 
 command = st.one_of(
     st.tuples(st.just("receive"), st.integers(0, 2)),
@@ -60,6 +62,13 @@ command = st.one_of(
         st.just("status"), st.integers(0, 2), st.sampled_from(["delivered", "read", "failed"])
     ),
     st.tuples(st.just("cancel"), st.integers(0, 2)),
+    st.tuples(st.just("assign"), st.integers(0, 2), st.sampled_from(ATTENDANTS)),
+    st.tuples(st.just("transfer"), st.integers(0, 2), st.sampled_from([*ATTENDANTS, None])),
+    st.tuples(st.just("note"), st.integers(0, 2)),
+    st.tuples(st.just("labels"), st.integers(0, 2)),
+    st.tuples(st.just("release"), st.integers(0, 2)),
+    st.tuples(st.just("reopen"), st.integers(0, 2)),
+    st.tuples(st.just("stage"), st.integers(0, 2), st.sampled_from(list(Stage))),
 )
 
 scenario = st.fixed_dictionaries(
@@ -140,7 +149,8 @@ class World:
             elif name == "accept":
                 app.accept_handoff(conversation_id, attendant="ana")
             elif name == "human_reply":
-                oid = app.attendant_reply(conversation_id, attendant="ana", text="humano aqui")
+                holder = app.get(Conversation, conversation_id).assignee or "ana"
+                oid = app.attendant_reply(conversation_id, attendant=holder, text="humano aqui")
                 outbound.append((oid, None))
             elif name == "return":
                 app.return_to_ai(conversation_id)
@@ -160,6 +170,28 @@ class World:
                     )
             elif name == "cancel" and outbound:
                 app.cancel_outbound(conversation_id, outbound[-1][0], reason="took over")
+            elif name == "assign":
+                app.assign(conversation_id, assignee=cmd[2])
+            elif name == "transfer":
+                holder = app.get(Conversation, conversation_id).assignee or "sup"
+                app.transfer(
+                    conversation_id,
+                    by=holder,
+                    to_user=cmd[2],
+                    to_queue=None if cmd[2] else "q-geral",
+                    note="nota de transferência",
+                )
+            elif name == "note":
+                app.add_note(conversation_id, author="ana", text="nota privada")
+            elif name == "labels":
+                app.change_labels(conversation_id, by="ana", add=["vip"], remove=["novo"])
+            elif name == "release":
+                app.release_inactive(conversation_id, now=now + timedelta(hours=1))
+            elif name == "reopen":
+                app.reopen_conversation(conversation_id, by="sup")
+            elif name == "stage":
+                lead_id = app.get(Conversation, conversation_id).lead_id
+                app.move_lead_stage(lead_id, stage=cmd[2], by="ana")
         except DomainError:
             pass  # the domain refused: nothing was recorded
 

@@ -27,6 +27,12 @@ steps = st.lists(
         st.tuples(st.just("attendant"), texts),
         st.tuples(st.just("return"), st.none()),
         st.tuples(st.just("close"), st.none()),
+        st.tuples(st.just("assign"), st.sampled_from(["ana", "bruno"])),
+        st.tuples(st.just("transfer"), st.sampled_from(["ana", "bruno", None])),
+        st.tuples(st.just("note"), texts),
+        st.tuples(st.just("labels"), texts),
+        st.tuples(st.just("release"), st.integers(0, 30)),
+        st.tuples(st.just("reopen"), st.none()),
         st.tuples(st.just("sent"), st.integers(0, 5)),
         st.tuples(st.just("delivered"), st.integers(0, 5)),
         st.tuples(st.just("read"), st.integers(0, 5)),
@@ -56,11 +62,34 @@ def apply(conv: Conversation, step: tuple[str, object], n: int) -> None:
         elif kind == "accept":
             conv.accept_handoff(attendant=str(arg))
         elif kind == "attendant":
-            conv.attendant_reply(outbound_id=f"o{n}", attendant="ana", text=str(arg))
+            conv.attendant_reply(
+                now=now, outbound_id=f"o{n}", attendant=conv.assignee or "ana", text=str(arg)
+            )
         elif kind == "return":
             conv.return_to_ai()
         elif kind == "close":
             conv.close(by="ana")
+        elif kind == "assign":
+            conv.assign(assignee=str(arg), by="sup")
+        elif kind == "transfer":
+            conv.transfer(
+                by="sup",
+                to_user=None if arg is None else str(arg),
+                to_queue="q-geral" if arg is None else None,
+                note_id=f"n{n}",
+                note="transferido",
+                as_supervisor=True,
+            )
+        elif kind == "note":
+            conv.add_note(note_id=f"n{n}", author="ana", text=str(arg))
+        elif kind == "labels":
+            conv.change_labels(by="ana", add=[str(arg)[:50]])
+        elif kind == "release":
+            conv.release_inactive(
+                now=now + timedelta(hours=1), limit=timedelta(minutes=int(str(arg)))
+            )
+        elif kind == "reopen":
+            conv.reopen(by="sup")
         elif outbound:
             target = outbound[int(str(arg)) % len(outbound)]
             if kind == "sent":

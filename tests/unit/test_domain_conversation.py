@@ -192,17 +192,17 @@ REFUSED_TRANSITIONS: list[tuple[Status, str, Callable[[Conversation], object]]] 
     (
         Status.AI,
         "attendant_reply",
-        lambda c: c.attendant_reply(outbound_id="h-1", attendant="ana", text="oi"),
+        lambda c: c.attendant_reply(now=NOW, outbound_id="h-1", attendant="ana", text="oi"),
     ),
     (
         Status.WAITING_HUMAN,
         "attendant_reply",
-        lambda c: c.attendant_reply(outbound_id="h-1", attendant="ana", text="oi"),
+        lambda c: c.attendant_reply(now=NOW, outbound_id="h-1", attendant="ana", text="oi"),
     ),
     (
         Status.CLOSED,
         "attendant_reply",
-        lambda c: c.attendant_reply(outbound_id="h-1", attendant="ana", text="oi"),
+        lambda c: c.attendant_reply(now=NOW, outbound_id="h-1", attendant="ana", text="oi"),
     ),
     (
         Status.HUMAN,
@@ -241,7 +241,7 @@ def test_accept_handoff_requires_an_attendant() -> None:
 
 def test_attendant_reply_is_queued_as_human() -> None:
     conv = in_status(Status.HUMAN)
-    conv.attendant_reply(outbound_id="h-1", attendant="ana", text="Oi, sou a Ana")
+    conv.attendant_reply(now=NOW, outbound_id="h-1", attendant="ana", text="Oi, sou a Ana")
     assert names(conv.collect_events()) == ["OutboundMessageQueued"]
     assert conv.message("h-1").author == "human"
     assert conv.delivery("h-1") is Delivery.QUEUED
@@ -252,7 +252,7 @@ def test_attendant_reply_requires_text() -> None:
     assert_refused(
         conv,
         InvalidInput,
-        lambda: conv.attendant_reply(outbound_id="h-1", attendant="ana", text=" "),
+        lambda: conv.attendant_reply(now=NOW, outbound_id="h-1", attendant="ana", text=" "),
     )
 
 
@@ -685,7 +685,7 @@ def test_ai_answer_still_goes_out_while_waiting_for_a_human() -> None:
 def test_ai_message_queued_before_a_takeover_stays_unsendable_after_return_to_ai() -> None:
     conv = queued()
     conv.accept_handoff(attendant="ana")
-    conv.attendant_reply(outbound_id="h-1", attendant="ana", text="Oi, sou a Ana")
+    conv.attendant_reply(now=NOW, outbound_id="h-1", attendant="ana", text="Oi, sou a Ana")
     conv.return_to_ai()
     assert not conv.may_send("ai-1")
 
@@ -705,7 +705,7 @@ def test_system_message_is_not_sendable_in_human_mode() -> None:
 
 def test_human_message_is_sendable_in_human_mode() -> None:
     conv = in_status(Status.HUMAN)
-    conv.attendant_reply(outbound_id="h-1", attendant="ana", text="Oi")
+    conv.attendant_reply(now=NOW, outbound_id="h-1", attendant="ana", text="Oi")
     assert conv.may_send("h-1")
 
 

@@ -191,3 +191,12 @@ def test_profile_update_without_a_change_records_nothing(name: str | None) -> No
     lead.update_profile(name=name)
     assert lead.collect_events() == []
     assert lead.name == "Maria"
+
+
+def test_a_stage_moved_by_a_user_names_them_and_scoring_names_nobody() -> None:
+    lead = new_lead()
+    lead.score_by(15, "pricing")
+    lead.move_to(Stage.HOT, "ready to buy", by="user-ana")
+    events: list[Any] = list(lead.collect_events())
+    changes = [e for e in events if type(e).__name__ == "LeadStageChanged"]
+    assert [(e.to_stage, e.by) for e in changes] == [("engaged", None), ("hot", "user-ana")]

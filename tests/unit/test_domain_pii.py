@@ -42,6 +42,7 @@ def produced_events() -> dict[str, object]:
     conv.reject_ai_reply(reply_to_seq=2, text="R$ 1", reason="guard: price")
     conv.request_handoff(reason="guard", summary="Maria quer saber o preço")
     conv.accept_handoff(attendant="ana")
+    conv.add_note(note_id="n-1", author="ana", text="Maria prefere ligação")
     conv.return_to_ai()
     conv.close(by="ana")
 

@@ -35,6 +35,9 @@ texts = st.sampled_from(["oi", "quanto custa?", "ok", "", "   ", None])
 names = st.sampled_from(["ana", "bia", "bia", ""])
 seq_offsets = st.sampled_from([0, 0, 0, -1, 1, -2])
 confidences = st.sampled_from([0.0, 0.5, 0.9, 1.0, 1.5, -0.1])
+queues = st.sampled_from([None, None, "vendas", "suporte"])
+labels = st.sampled_from(["vip", "VIP ", "atraso", "", "x" * 51])
+label_sets = st.lists(labels, max_size=3)
 moments = st.integers(min_value=-3000, max_value=3000).map(lambda m: BASE + timedelta(minutes=m))
 
 
@@ -89,6 +92,9 @@ class ConversationMachine(RuleBasedStateMachine):
             return
         new: list[Any] = list(self.conv.collect_events())
         for event in new:
+            if type(event).__name__ == "ConversationAssigned":
+                # an assignment never takes a conversation from the attendant holding it
+                assert status_before is not Status.HUMAN
             if type(event).__name__ in AI_REPLY_EVENTS:
                 assert status_before is Status.AI
                 # one AI reply (or rejection) per burst: each covers later messages
@@ -99,6 +105,16 @@ class ConversationMachine(RuleBasedStateMachine):
     def next_id(self) -> str:
         self.counter += 1
         return f"wamid.{self.counter}"
+
+    def note_id(self, pick: int) -> str:
+        """A new note id, an empty one, or one the conversation already has."""
+        known = sorted(self.conv.note_ids)
+        if pick == EMPTY:
+            return ""
+        if pick == NEW or not known:
+            self.counter += 1
+            return f"note-{self.counter}"
+        return known[pick % len(known)]
 
     def outbound_id(self, pick: int) -> str:
         """A new id, an empty one, or one of the conversation's outbound ids."""
@@ -177,15 +193,71 @@ class ConversationMachine(RuleBasedStateMachine):
     def accept_handoff(self, attendant: str) -> None:
         self.attempt(lambda: self.conv.accept_handoff(attendant=attendant))
 
-    @rule(pick=picks, attendant=names, text=texts)
-    def attendant_reply(self, pick: int, attendant: str, text: str | None) -> None:
+    @rule(pick=picks, attendant=names, text=texts, at=moments, supervisor=st.booleans())
+    def attendant_reply(
+        self, pick: int, attendant: str, text: str | None, at: datetime, supervisor: bool
+    ) -> None:
         self.attempt(
             lambda: self.conv.attendant_reply(
                 outbound_id=self.outbound_id(pick),
                 attendant=attendant,
                 text=text,  # type: ignore[arg-type]  # None on purpose: the domain must refuse it
+                now=at,
+                as_supervisor=supervisor,
             )
         )
+
+    @rule(assignee=names, by=st.sampled_from([None, "sup"]), queue=queues)
+    def assign(self, assignee: str, by: str | None, queue: str | None) -> None:
+        self.attempt(lambda: self.conv.assign(assignee=assignee, by=by, queue=queue))
+
+    @rule(
+        by=names,
+        to_user=st.one_of(st.none(), names),
+        to_queue=queues,
+        note=texts,
+        supervisor=st.booleans(),
+    )
+    def transfer(
+        self,
+        by: str,
+        to_user: str | None,
+        to_queue: str | None,
+        note: str | None,
+        supervisor: bool,
+    ) -> None:
+        self.attempt(
+            lambda: self.conv.transfer(
+                by=by,
+                to_user=to_user,
+                to_queue=to_queue,
+                note_id=self.note_id(NEW),
+                note=note,
+                as_supervisor=supervisor,
+            )
+        )
+
+    @rule(pick=picks, author=names, text=texts)
+    def add_note(self, pick: int, author: str, text: str | None) -> None:
+        self.attempt(
+            lambda: self.conv.add_note(
+                note_id=self.note_id(pick),
+                author=author,
+                text=text,  # type: ignore[arg-type]
+            )
+        )
+
+    @rule(by=names, add=label_sets, remove=label_sets)
+    def change_labels(self, by: str, add: list[str], remove: list[str]) -> None:
+        self.attempt(lambda: self.conv.change_labels(by=by, add=add, remove=remove))
+
+    @rule(by=names)
+    def reopen(self, by: str) -> None:
+        self.attempt(lambda: self.conv.reopen(by=by))
+
+    @rule(at=moments, limit_min=st.sampled_from([0, 5, 60, 600]))
+    def release_inactive(self, at: datetime, limit_min: int) -> None:
+        self.attempt(lambda: self.conv.release_inactive(now=at, limit=timedelta(minutes=limit_min)))
 
     @rule(pick=picks, text=texts)
     def queue_system_message(self, pick: int, text: str | None) -> None:
@@ -204,9 +276,9 @@ class ConversationMachine(RuleBasedStateMachine):
             )
         )
 
-    @rule()
-    def return_to_ai(self) -> None:
-        self.attempt(self.conv.return_to_ai)
+    @rule(by=st.sampled_from([None, "ana", "bia"]))
+    def return_to_ai(self, by: str | None) -> None:
+        self.attempt(lambda: self.conv.return_to_ai(by=by))
 
     @rule(by=names)
     def close(self, by: str) -> None:
@@ -245,6 +317,21 @@ class ConversationMachine(RuleBasedStateMachine):
     @invariant()
     def status_is_one_of_the_four_states(self) -> None:
         assert self.conv.status in set(Status)
+
+    @invariant()
+    def a_human_holds_it_exactly_in_human_mode(self) -> None:
+        assert (self.conv.status is Status.HUMAN) == bool(self.conv.assignee)
+
+    @invariant()
+    def only_a_held_conversation_awaits_its_attendant(self) -> None:
+        if self.conv.awaiting_attendant_since is not None:
+            assert self.conv.status is Status.HUMAN
+
+    @invariant()
+    def labels_are_normalised_and_unique(self) -> None:
+        labels = self.conv.labels
+        assert list(labels) == sorted(set(labels))
+        assert all(label == label.strip().lower() and label for label in labels)
 
     @invariant()
     def answered_never_exceeds_received(self) -> None:

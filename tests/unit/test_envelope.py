@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,14 @@ def history() -> list[DomainEventProtocol[UUID]]:
     tenant.change_settings(hot_score=80)
     tenant.change_prompt("Seja breve.")
     tenant.add_knowledge_document(name="faq.md", text="Abrimos às 9h.")
+    tenant.create_queue(queue_id="q-vendas", name="Vendas", intents=("pricing",))
+    tenant.change_queue(queue_id="q-vendas", name="Vendas e orçamentos")
+    tenant.save_canned_response(shortcut="/pix", text="Nossa chave Pix é loja@example.com")
+    tenant.remove_canned_response(shortcut="pix")
     route = ChannelRoute(channel="cloud", route_key="pnid1", tenant_id=tenant.id)
     lead = Lead.create(tenant.id, "phone:5511999990000", phone="5511999990000", name="Ana")
     lead.score_by(45, reason="pricing")
-    lead.move_to(Stage.HOT, reason="attendant")
+    lead.move_to(Stage.HOT, reason="attendant", by="user-ana")
     lead.update_profile(name="Ana Maria")
     conv = Conversation.start(tenant.id, "cloud", "5511999990000", lead.id)
     conv.receive(
@@ -94,11 +98,18 @@ def history() -> list[DomainEventProtocol[UUID]]:
     conv.cancel_outbound(outbound_id="o2", reason="superseded")
     conv.request_handoff(reason="pricing", summary="quer preço")
     conv.accept_handoff(attendant="ana")
-    conv.attendant_reply(outbound_id="o3", attendant="ana", text="Oi, sou a Ana")
+    conv.attendant_reply(now=now, outbound_id="o3", attendant="ana", text="Oi, sou a Ana")
     conv.record_send_attempt(outbound_id="o3", at=now)
     conv.mark_failed(outbound_id="o3", reason="gateway down", code="131000")
     conv.retry_outbound(outbound_id="o3", by="ops", now=now)
-    conv.return_to_ai()
+    conv.add_note(note_id="n1", author="ana", text="cliente pediu desconto")
+    conv.change_labels(by="ana", add=["vip"], remove=[])
+    conv.transfer(by="ana", to_queue="q-vendas", note_id="n2", note="melhor com vendas")
+    conv.assign(assignee="bia", by="sup", queue="q-vendas")
+    conv.release_inactive(now=now + timedelta(hours=1), limit=timedelta(minutes=15))
+    conv.return_to_ai(by="sup")
+    conv.close(by="ana")
+    conv.reopen(by="ana")
     conv.close(by="ana")
     conv.receive(provider_message_id="w3", kind="text", sent_at=now, text="voltei")
     held = MessageRef(tenant.id, "cloud", "w9", None, None)

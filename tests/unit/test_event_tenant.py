@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -24,7 +24,27 @@ from urbana.domain.tenant import ChannelRoute, Tenant
 AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Lead, Tenant, ChannelRoute, MessageRef)
 # The first event of these streams carried tenant_id from version 1 on.
 STARTS = {"ConversationStarted", "LeadCreated", "MessageRefRecorded", "ChannelRouted"}
+# Added after version 2: they carried tenant_id from their first version.
+BORN_WITH_IT = {
+    "ConversationAssigned",
+    "ConversationTransferred",
+    "NoteAdded",
+    "LabelsChanged",
+    "ReturnedToQueue",
+    "QueueCreated",
+    "QueueChanged",
+    "CannedResponseSaved",
+    "CannedResponseRemoved",
+}
+# Version 3 added who acted (`by`).
+BY_ADDED_IN_V3 = {"ReturnedToAI", "ConversationReopened", "LeadStageChanged"}
 PHONE = "5511988887777"
+
+
+def expected_version(name: str) -> int:
+    if name in STARTS or name in BORN_WITH_IT:
+        return 1
+    return 3 if name in BY_ADDED_IN_V3 else 2
 
 
 def now() -> datetime:
@@ -61,6 +81,10 @@ def history(app: UrbanaApp) -> UUID:
     app.change_settings(tid, debounce_ms=0, handoff_intents=["price"])
     app.change_prompt(tid, "Seja breve.")
     app.add_knowledge_document(tid, "loja.md", "# Loja\nAbrimos às 9h.")
+    queue = app.create_queue(tid, "Vendas", ("pricing",))
+    app.change_queue(tid, queue, intents=("pricing", "price"))
+    app.save_canned_response(tid, "/pix", "Nossa chave Pix é loja@example.com")
+    app.remove_canned_response(tid, "pix")
     cid = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi"))).conversation_id
     out = ai_reply(app, cid, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9)
     app.mark_sent(cid, out, "wamid.out")
@@ -78,7 +102,14 @@ def history(app: UrbanaApp) -> UUID:
     app.record_send_attempt(cid, failed, now())
     app.mark_failed(cid, failed, "gateway down", code="131000")
     app.retry_outbound(cid, failed, by="ops")
-    app.return_to_ai(cid)
+    app.add_note(cid, author="ana", text="quer parcelar")
+    app.change_labels(cid, by="ana", add=["vip"])
+    app.transfer(cid, by="ana", to_queue=queue, note="melhor com vendas")
+    app.assign(cid, assignee="bia", by="sup")
+    app.release_inactive(cid, now=now() + timedelta(hours=1))
+    app.return_to_ai(cid, by="sup")
+    app.close_conversation(cid, by="ana")
+    app.reopen_conversation(cid, by="ana")
     app.close_conversation(cid, by="ana")
     app.receive_message(ReceiveMessage(tid, "cloud", inbound("voltei")))
     app.apply_ai_outcome(
@@ -93,7 +124,7 @@ def test_every_event_type_declares_its_tenant() -> None:
         for event_class in events_of(aggregate):
             assert "tenant_id" in typing.get_type_hints(event_class), event_class.__qualname__
             version = getattr(event_class, "class_version", 1)
-            assert version == (1 if event_class.__name__ in STARTS else 2), event_class
+            assert version == expected_version(event_class.__name__), event_class
 
 
 def test_every_stored_event_names_its_tenant_and_its_version() -> None:
@@ -106,7 +137,7 @@ def test_every_stored_event_names_its_tenant_and_its_version() -> None:
         name = record.topic.rpartition(".")[2]
         types.add(name)
         assert state["tenant_id"] == {"_type_": "uuid", "_data_": tid.hex}, name
-        assert state.get("class_version", 1) == (1 if name in STARTS else 2), name
+        assert state.get("class_version", 1) == expected_version(name), name
     declared = {e.__name__ for a in AGGREGATES for e in events_of(a)}
     assert declared - types == {"LeadProfileUpdated"}  # no command records it yet
 

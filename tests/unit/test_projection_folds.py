@@ -189,6 +189,38 @@ def test_handoff_flow_sets_status_assignee_and_reason() -> None:
     assert (conv["status"], conv["assignee"], conv["handoff_reason"]) == ("ai", None, None)
 
 
+def test_assignment_transfer_and_the_inactivity_rule_show_status_and_assignee() -> None:
+    e = Events()
+    history = [
+        started(e),
+        received(e, 1),
+        e("HandoffRequested", reason="angry", summary=None, lead_id=LEAD),
+        e("ConversationAssigned", assignee="ana", by=None, queue="q-sac"),
+    ]
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"]) == ("human", "ana")
+    history.append(
+        e("ConversationTransferred", to_user="bia", to_queue=None, by="ana", note_id=None)
+    )
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"]) == ("human", "bia")
+    history.append(e("ReturnedToQueue", queue="q-sac", reason="inactivity"))
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"]) == ("waiting_human", None)
+    history.append(e("ConversationAssigned", assignee="cris", by="sup", queue="q-sac"))
+    history.append(
+        e("ConversationTransferred", to_user=None, to_queue="q-x", by="cris", note_id=None)
+    )
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"]) == ("waiting_human", None)
+
+
+def test_the_conversation_view_subscribes_to_the_assignment_events() -> None:
+    handled = ConversationView.handles
+    for name in ("ConversationAssigned", "ConversationTransferred", "ReturnedToQueue"):
+        assert "Conversation." + name in handled
+
+
 def test_messages_keep_the_sealed_blob_not_the_text() -> None:
     e = Events()
     _, messages = conversation_after([started(e), received(e, 1)])
@@ -251,6 +283,20 @@ def test_first_response_time_runs_from_the_first_inbound_of_a_burst() -> None:
         1,
         1,
     )
+
+
+def test_an_assignment_counts_as_a_takeover_and_a_human_in_the_conversation() -> None:
+    e = Events()
+    day = kpis_after(
+        [
+            started(e),
+            received(e, 1, minute=0),
+            e("HandoffRequested", reason="explicit_request", summary=None, lead_id=LEAD),
+            e("ConversationAssigned", assignee="ana", by=None, queue=None, minute=2),
+            e("ConversationClosed", by="ana", resolution="resolved", minute=5),
+        ]
+    )
+    assert (day["takeovers"], day["resolved"], day["ai_resolved"]) == (1, 1, 0)
 
 
 def test_usage_is_read_leniently() -> None:

@@ -101,7 +101,7 @@ def test_context_marks_where_the_human_stretch_ended() -> None:
     conv.receive(provider_message_id="w1", kind="text", sent_at=now, text="quero desconto")
     conv.request_handoff(reason="explicit_request")
     conv.accept_handoff(attendant="ana")
-    conv.attendant_reply(outbound_id="o1", attendant="ana", text="Temos 5% no Pix.")
+    conv.attendant_reply(now=now, outbound_id="o1", attendant="ana", text="Temos 5% no Pix.")
     conv.return_to_ai()
     conv.receive(provider_message_id="w2", kind="text", sent_at=now, text="e a entrega?")
 

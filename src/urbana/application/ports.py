@@ -17,6 +17,7 @@ from eventsourcing.persistence import StoredEvent
 
 from urbana.application.ai import DEFAULT_K, LLMResult, Passage, Prompt
 from urbana.application.channels import OutboundRequest
+from urbana.domain.attendance import Candidate
 from urbana.errors import Unavailable, UrbanaError
 
 # ------------------------------------------------------------------- persistence
@@ -121,6 +122,36 @@ class KnowledgeStore(KnowledgeSearch, Protocol):
         `version` is the tenant stream version of the event the text comes from: a
         document already stored from that version or a later one is left alone, unless
         `force`. Without a version the document is replaced unconditionally.
+        """
+        ...
+
+
+# ---------------------------------------------------------------- attendants
+
+
+class AttendantRoster(Protocol):
+    """The tenant's attendants as the assignment policy needs them (a read model)."""
+
+    async def candidates(self, tenant_id: UUID) -> list[Candidate]:
+        """Every enabled attendant of the tenant: availability, queues and workload."""
+        ...
+
+
+class ConversationFinder(Protocol):
+    """Which conversations the assignment and inactivity processes should look at.
+
+    A read model answers, so it may lag: the processes re-check each conversation
+    on its aggregate, which decides.
+    """
+
+    async def waiting(self, tenant_id: UUID) -> list[UUID]:
+        """Conversations waiting for a person, longest wait first."""
+        ...
+
+    async def maybe_unanswered(self, tenant_id: UUID) -> list[UUID]:
+        """Conversations held by an attendant whose last message is not the attendant's.
+
+        Every conversation whose lead waits for its attendant is among them.
         """
         ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from urbana.application.gateways import GatewayConfig
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
@@ -19,6 +19,11 @@ class KnowledgeDocument:
     name: str
     text: str
     version: int  # of the tenant stream event that added it
+
+
+def queue_id_for(tenant_id: UUID, name: str) -> str:
+    """A queue's id: creating the same queue twice is refused instead of duplicated."""
+    return str(uuid5(tenant_id, "queue:" + " ".join(name.split()).lower()))
 
 
 class TenantCommands(StoreApp):
@@ -64,6 +69,32 @@ class TenantCommands(StoreApp):
 
     def change_prompt(self, tenant_id: UUID, prompt: str) -> None:
         self._on_tenant(tenant_id, lambda t: t.change_prompt(prompt))
+
+    def create_queue(self, tenant_id: UUID, name: str, intents: tuple[str, ...] = ()) -> str:
+        """Create a queue (fila); returns its id, derived from the name it was created with."""
+        queue_id = queue_id_for(tenant_id, name)
+        self._on_tenant(
+            tenant_id, lambda t: t.create_queue(queue_id=queue_id, name=name, intents=intents)
+        )
+        return queue_id
+
+    def change_queue(
+        self,
+        tenant_id: UUID,
+        queue_id: str,
+        *,
+        name: str | None = None,
+        intents: tuple[str, ...] | None = None,
+    ) -> None:
+        self._on_tenant(
+            tenant_id, lambda t: t.change_queue(queue_id=queue_id, name=name, intents=intents)
+        )
+
+    def save_canned_response(self, tenant_id: UUID, shortcut: str, text: str) -> None:
+        self._on_tenant(tenant_id, lambda t: t.save_canned_response(shortcut=shortcut, text=text))
+
+    def remove_canned_response(self, tenant_id: UUID, shortcut: str) -> None:
+        self._on_tenant(tenant_id, lambda t: t.remove_canned_response(shortcut=shortcut))
 
     def _on_tenant(self, tenant_id: UUID, change: Callable[[Tenant], Any]) -> None:
         self._on(Tenant, tenant_id, change)

@@ -3,6 +3,7 @@
 See docs/architecture.md, The conversation state machine.
 
     ai -> waiting_human -> human -> ai | closed;  closed -> ai on a new inbound message
+    waiting_human <-> human by assignment, transfer and the inactivity rule
 
 Public methods check invariants and raise a `DomainError` before anything is
 recorded; the `@event` methods below them only change state, so replaying history
@@ -11,6 +12,7 @@ never re-checks rules that held when the facts happened.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -22,17 +24,22 @@ from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import conversation_id_for
 from urbana.domain.errors import (
     AIReplyNotAllowed,
+    AlreadyAssigned,
     BurstAlreadyAnswered,
     InvalidInput,
     InvalidTransition,
+    NotAssignee,
+    TemplateRequired,
 )
-from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
 from urbana.domain.outbound import Delivery, OutboundMessage, OutboundMessages
 from urbana.domain.pii import personal
 
 SERVICE_WINDOW = timedelta(hours=24)
 HISTORY_SIZE = 20  # recent messages kept on the aggregate for the AI's context
 MAX_TEXT = 65_536
+MAX_LABEL = 50
+MAX_LABELS = 50
 
 
 class Status(StrEnum):
@@ -40,6 +47,19 @@ class Status(StrEnum):
     WAITING_HUMAN = "waiting_human"
     HUMAN = "human"
     CLOSED = "closed"
+
+
+def _labels(values: Iterable[str]) -> list[str]:
+    """Labels as the conversation keeps them: trimmed, lower case, each once, sorted."""
+    out: set[str] = set()
+    for value in values:
+        label = value.strip().lower()
+        if not label:
+            raise InvalidInput("a label is empty")
+        if len(label) > MAX_LABEL:
+            raise InvalidInput(f"label longer than {MAX_LABEL} characters")
+        out.add(label)
+    return sorted(out)
 
 
 def _check_text(text: str | None, *, required: bool) -> None:
@@ -82,6 +102,14 @@ class Conversation(OutboundMessages, TenantScoped):
         self.human_stretch_ended_seq: int | None = None
         self.handoffs = 0
         self.takeovers = 0  # grows when a human takes over: AI messages queued before are void
+        # The attendants' queue it is in while with them (None: the tenant's general one).
+        self.queue: str | None = None
+        self.labels: tuple[str, ...] = ()
+        self.note_ids: frozenset[str] = frozenset()
+        self.last_intent: str | None = None  # the AI's last classification (routes handoffs)
+        self.handoff_reason: str | None = None  # why it last went to a human
+        # Since when the lead waits for its attendant's answer (the inactivity rule).
+        self.awaiting_attendant_since: datetime | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -97,6 +125,11 @@ class Conversation(OutboundMessages, TenantScoped):
     def service_window_ends(self) -> datetime | None:
         """When free-form messages stop being allowed (None: the lead never wrote)."""
         return None if self.last_inbound_at is None else self.last_inbound_at + SERVICE_WINDOW
+
+    def is_inactive(self, now: datetime, limit: timedelta) -> bool:
+        """Its attendant left the lead unanswered for `limit` or longer."""
+        since = self.awaiting_attendant_since
+        return self.status is Status.HUMAN and since is not None and now - since >= limit
 
     # ----------------------------------------------------------------- commands
 
@@ -124,7 +157,7 @@ class Conversation(OutboundMessages, TenantScoped):
             raise InvalidInput("sent_at must be timezone-aware")
         _check_text(text, required=kind == "text")
         if self.status is Status.CLOSED:
-            self._reopened()
+            self._reopened(by=None)
         self._message_received(
             lead_id=self.lead_id,
             provider_message_id=provider_message_id,
@@ -208,13 +241,108 @@ class Conversation(OutboundMessages, TenantScoped):
             raise InvalidInput("attendant is required")
         self._handoff_accepted(attendant=attendant)
 
-    def attendant_reply(self, *, outbound_id: str, attendant: str, text: str) -> None:
-        """An attendant answers; only while a human owns the conversation."""
+    def attendant_reply(
+        self,
+        *,
+        outbound_id: str,
+        attendant: str,
+        text: str,
+        now: datetime,
+        as_supervisor: bool = False,
+    ) -> None:
+        """An attendant answers: only its holder (or a supervisor), within the 24-hour window."""
         if self.status is not Status.HUMAN:
             raise InvalidTransition(f"attendants reply in human mode, not {self.status.value}")
+        self._check_holder(attendant, as_supervisor)
         _check_text(text, required=True)
         self._check_new_outbound(outbound_id)
+        if not self.within_service_window(now):
+            raise TemplateRequired("the lead has not written for 24 hours: send a template")
         self._queue(outbound_id, text, "human", attendant=attendant)
+
+    def assign(self, *, assignee: str, by: str | None = None, queue: str | None = None) -> None:
+        """Give the conversation to an attendant; assigning it to its holder changes nothing.
+
+        From the AI or the queue it becomes human (the AI falls silent, its queued
+        answers are void); held by someone else, it is refused: that is a transfer.
+        """
+        if not assignee:
+            raise InvalidInput("assignee is required")
+        if self.status is Status.CLOSED:
+            raise InvalidTransition("cannot assign a closed conversation")
+        if self.status is Status.HUMAN:
+            if self.assignee == assignee:
+                return
+            raise AlreadyAssigned(f"conversation is held by {self.assignee}")
+        self.trigger_event(
+            self.ConversationAssigned, assignee=assignee, by=by, queue=queue or self.queue
+        )
+
+    def transfer(
+        self,
+        *,
+        by: str,
+        to_user: str | None = None,
+        to_queue: str | None = None,
+        note_id: str | None = None,
+        note: str | None = None,
+        as_supervisor: bool = False,
+    ) -> None:
+        """Hand the conversation to another attendant or queue, with an optional note.
+
+        To a user it stays human; to a queue only, it waits there for an attendant.
+        """
+        to_user, to_queue = to_user or None, to_queue or None
+        if not by:
+            raise InvalidInput("who transfers is required")
+        if not to_user and not to_queue:
+            raise InvalidInput("transfer to a user or a queue")
+        if self.status not in (Status.HUMAN, Status.WAITING_HUMAN):
+            raise InvalidTransition(f"cannot transfer a conversation in {self.status.value}")
+        self._check_holder(by, as_supervisor)
+        same_queue = to_queue is None or to_queue == self.queue
+        if to_user is not None and to_user == self.assignee and same_queue:
+            raise InvalidTransition(f"conversation is already held by {to_user}")
+        if to_user is None and self.status is Status.WAITING_HUMAN and to_queue == self.queue:
+            raise InvalidTransition(f"conversation already waits in {to_queue}")
+        if note is not None:
+            self._check_note(note_id, by, note)
+            assert note_id is not None  # _check_note requires it
+            self._note_added(lead_id=self.lead_id, note_id=note_id, author=by, text=note)
+        self.trigger_event(
+            self.ConversationTransferred,
+            to_user=to_user,
+            to_queue=to_queue,
+            by=by,
+            note_id=note_id if note is not None else None,
+        )
+
+    def add_note(self, *, note_id: str, author: str, text: str) -> None:
+        """A private note for the attendants; never sent to the lead."""
+        self._check_note(note_id, author, text)
+        self._note_added(lead_id=self.lead_id, note_id=note_id, author=author, text=text)
+
+    def change_labels(
+        self, *, by: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> None:
+        """Add and remove labels; only what really changes is recorded (nothing: no event)."""
+        if not by:
+            raise InvalidInput("who changes the labels is required")
+        to_add, to_remove = _labels(add), _labels(remove)
+        if set(to_add) & set(to_remove):
+            raise InvalidInput("a label cannot be added and removed at once")
+        added = [label for label in to_add if label not in self.labels]
+        removed = [label for label in to_remove if label in self.labels]
+        if len(self.labels) + len(added) - len(removed) > MAX_LABELS:
+            raise InvalidInput(f"a conversation has at most {MAX_LABELS} labels")
+        if added or removed:
+            self._labels_changed(added=added, removed=removed, by=by)
+
+    def release_inactive(self, *, now: datetime, limit: timedelta) -> None:
+        """Back to its queue: the attendant left the lead unanswered past the tenant's limit."""
+        if not self.is_inactive(now, limit):
+            raise InvalidTransition("the attendant is not inactive on this conversation")
+        self._returned_to_queue(queue=self.queue, reason="inactivity")
 
     def record_business_message(
         self, *, outbound_id: str, provider_message_id: str, text: str | None, sent_at: datetime
@@ -227,7 +355,7 @@ class Conversation(OutboundMessages, TenantScoped):
         _check_text(text, required=False)
         self._check_new_outbound(outbound_id)
         if self.status is Status.CLOSED:
-            self._reopened()
+            self._reopened(by=None)
         if self.status in (Status.AI, Status.WAITING_HUMAN):
             self._handoff_accepted(attendant="business_phone")
         self._outbound_queued(
@@ -239,18 +367,39 @@ class Conversation(OutboundMessages, TenantScoped):
             external_provider_id=provider_message_id,
         )
 
-    def return_to_ai(self) -> None:
-        """The attendant gives the conversation back to the AI."""
+    def return_to_ai(self, *, by: str | None = None) -> None:
+        """The attendant (`by`; None: the system) gives the conversation back to the AI."""
         if self.status not in (Status.HUMAN, Status.WAITING_HUMAN):
             raise InvalidTransition(f"cannot return to AI from {self.status.value}")
-        self._returned_to_ai(answered_seq=self.inbound_seq)
+        self._returned_to_ai(answered_seq=self.inbound_seq, by=by or None)
 
     def close(self, *, by: str, resolution: str = "resolved") -> None:
         if self.status is Status.CLOSED:
             raise InvalidTransition("conversation is already closed")
         self._closed(by=by, resolution=resolution)
 
+    def reopen(self, *, by: str) -> None:
+        """A user reopens a closed conversation; the AI answers it again."""
+        if not by:
+            raise InvalidInput("who reopens is required")
+        if self.status is not Status.CLOSED:
+            raise InvalidTransition(f"cannot reopen a conversation in {self.status.value}")
+        self._reopened(by=by)
+
     # ------------------------------------------------------------------ helpers
+
+    def _check_holder(self, user: str, as_supervisor: bool) -> None:
+        if self.status is Status.HUMAN and self.assignee != user and not as_supervisor:
+            raise NotAssignee(f"conversation is held by {self.assignee}")
+
+    def _check_note(self, note_id: str | None, author: str, text: str) -> None:
+        if not note_id:
+            raise InvalidInput("note id is required")
+        if not author:
+            raise InvalidInput("note author is required")
+        if note_id in self.note_ids:
+            raise InvalidInput(f"note {note_id} already exists")
+        _check_text(text, required=True)
 
     def _no_human_owns_it(self) -> bool:
         """The AI may speak: it owns the thread, or is only waiting for a human."""
@@ -296,6 +445,8 @@ class Conversation(OutboundMessages, TenantScoped):
             self.last_inbound_at = sent_at
         if contact:
             self.contact = contact
+        if self.status is Status.HUMAN and self.awaiting_attendant_since is None:
+            self.awaiting_attendant_since = sent_at
         self._remember({"role": "lead", "seq": seq, "kind": kind, "text": text})
 
     @event("AIReplyGenerated")
@@ -309,6 +460,7 @@ class Conversation(OutboundMessages, TenantScoped):
         usage: dict[str, Any],
     ) -> None:
         self.answered_seq = reply_to_seq
+        self.last_intent = intent
 
     @event("AIReplyRejected")
     def _ai_reply_rejected(self, lead_id: UUID, reply_to_seq: int, text: str, reason: str) -> None:
@@ -330,6 +482,8 @@ class Conversation(OutboundMessages, TenantScoped):
             delivery=Delivery.SENT if external_provider_id else Delivery.QUEUED,
             text=None if external_provider_id else text,
         )
+        if author == "human":
+            self.awaiting_attendant_since = None
         self._remember({"role": author, "outbound_id": outbound_id, "text": text})
 
     @event("OutboundSendAttempted")
@@ -363,6 +517,7 @@ class Conversation(OutboundMessages, TenantScoped):
     @event("HandoffRequested")
     def _handoff_requested(self, lead_id: UUID, reason: str, summary: str | None) -> None:
         self.status = Status.WAITING_HUMAN
+        self.handoff_reason = reason
         self.handoffs += 1
 
     @event("HandoffAccepted")
@@ -371,10 +526,61 @@ class Conversation(OutboundMessages, TenantScoped):
         self.assignee = attendant
         self.takeovers += 1
 
+    class ConversationAssigned(TenantScoped.Event):
+        assignee: str
+        by: str | None  # who assigned it (None: the automatic assignment)
+        queue: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            conv: Conversation = aggregate
+            conv._held_by(self.assignee, self.timestamp)
+            conv.queue = self.queue
+
+    class ConversationTransferred(TenantScoped.Event):
+        to_user: str | None
+        to_queue: str | None
+        by: str
+        note_id: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            conv: Conversation = aggregate
+            if self.to_queue is not None:
+                conv.queue = self.to_queue
+            if self.to_user is not None:
+                conv._held_by(self.to_user, self.timestamp)
+            else:
+                conv._back_in_queue()
+
+    def _held_by(self, user: str, since: datetime) -> None:
+        if self.status is not Status.HUMAN:
+            self.takeovers += 1
+        self.status = Status.HUMAN
+        self.assignee = user
+        self.awaiting_attendant_since = since
+
+    def _back_in_queue(self) -> None:
+        self.status = Status.WAITING_HUMAN
+        self.assignee = None
+        self.awaiting_attendant_since = None
+
+    @event("NoteAdded")
+    def _note_added(self, lead_id: UUID, note_id: str, author: str, text: str) -> None:
+        self.note_ids = self.note_ids | {note_id}
+
+    @event("LabelsChanged")
+    def _labels_changed(self, added: list[str], removed: list[str], by: str) -> None:
+        self.labels = tuple(sorted((set(self.labels) | set(added)) - set(removed)))
+
+    @event("ReturnedToQueue")
+    def _returned_to_queue(self, queue: str | None, reason: str) -> None:
+        self._back_in_queue()
+
     @event("ReturnedToAI")
-    def _returned_to_ai(self, answered_seq: int) -> None:
+    def _returned_to_ai(self, answered_seq: int, by: str | None) -> None:
         self.status = Status.AI
         self.assignee = None
+        self.queue = None  # its next handoff is routed afresh
+        self.awaiting_attendant_since = None
         self.answered_seq = answered_seq
         self.human_stretch_ended_seq = answered_seq
         self._remember({"role": "marker", "text": "human_stretch_ended", "seq": answered_seq})
@@ -383,14 +589,26 @@ class Conversation(OutboundMessages, TenantScoped):
     def _closed(self, by: str, resolution: str) -> None:
         self.status = Status.CLOSED
         self.assignee = None
+        self.queue = None
+        self.awaiting_attendant_since = None
         self.answered_seq = self.inbound_seq
 
     @event("ConversationReopened")
-    def _reopened(self) -> None:
+    def _reopened(self, by: str | None) -> None:
         self.status = Status.AI
 
 
-tenant_added_in_v2(Conversation)
+tenant_added_in_v2(
+    Conversation,
+    born_with_it=(
+        "ConversationAssigned",
+        "ConversationTransferred",
+        "NoteAdded",
+        "LabelsChanged",
+        "ReturnedToQueue",
+    ),
+)
+added_in_v3(Conversation, {"ReturnedToAI": nobody_acted, "ConversationReopened": nobody_acted})
 
 personal("Conversation.ConversationStarted", "contact", subject="lead_id")
 personal(
@@ -406,3 +624,4 @@ personal("Conversation.AIReplyGenerated", "text", subject="lead_id")
 personal("Conversation.AIReplyRejected", "text", subject="lead_id")
 personal("Conversation.OutboundMessageQueued", "text", subject="lead_id")
 personal("Conversation.HandoffRequested", "summary", subject="lead_id")
+personal("Conversation.NoteAdded", "text", subject="lead_id")

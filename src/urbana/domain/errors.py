@@ -61,3 +61,21 @@ class AlreadyConnected(DomainError):
     """The channel route (phone number id, instance, secret) belongs to another tenant."""
 
     code = "already_connected"
+
+
+class AlreadyAssigned(InvalidTransition):
+    """Another attendant holds the conversation: take it over by a transfer, not an assign."""
+
+    code = "already_assigned"
+
+
+class NotAssignee(InvalidTransition):
+    """Only the attendant holding the conversation (or a supervisor) may do this."""
+
+    code = "not_assignee"
+
+
+class TemplateRequired(InvalidTransition):
+    """WhatsApp's 24-hour window is closed: only an approved template may be sent."""
+
+    code = "template_required"

@@ -11,7 +11,7 @@ from eventsourcing.domain import event
 
 from urbana.domain.contacts import lead_id_for
 from urbana.domain.errors import InvalidInput, InvalidTransition
-from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
 from urbana.domain.pii import personal
 
 
@@ -70,13 +70,17 @@ class Lead(TenantScoped):
         self._scored(delta=delta, score=new_score, reason=reason)
         target = stage_for(new_score, thresholds or DEFAULT_THRESHOLDS)
         if STAGE_ORDER.index(target) > STAGE_ORDER.index(self.stage):
-            self._stage_changed(from_stage=self.stage.value, to_stage=target.value, reason=reason)
+            self._stage_changed(
+                from_stage=self.stage.value, to_stage=target.value, reason=reason, by=None
+            )
 
-    def move_to(self, stage: Stage, reason: str) -> None:
-        """An attendant sets the stage by hand (forward or back)."""
+    def move_to(self, stage: Stage, reason: str, *, by: str | None = None) -> None:
+        """A user (`by`) sets the stage by hand (forward or back)."""
         if stage is self.stage:
             raise InvalidTransition(f"lead is already {stage.value}")
-        self._stage_changed(from_stage=self.stage.value, to_stage=stage.value, reason=reason)
+        self._stage_changed(
+            from_stage=self.stage.value, to_stage=stage.value, reason=reason, by=by or None
+        )
 
     def update_profile(self, *, name: str | None) -> None:
         if name and name != self.name:
@@ -87,7 +91,7 @@ class Lead(TenantScoped):
         self.score = score
 
     @event("LeadStageChanged")
-    def _stage_changed(self, from_stage: str, to_stage: str, reason: str) -> None:
+    def _stage_changed(self, from_stage: str, to_stage: str, reason: str, by: str | None) -> None:
         self.stage = Stage(to_stage)
 
     @event("LeadProfileUpdated")
@@ -96,6 +100,7 @@ class Lead(TenantScoped):
 
 
 tenant_added_in_v2(Lead)
+added_in_v3(Lead, {"LeadStageChanged": nobody_acted})
 
 personal("Lead.LeadCreated", "key", "phone", "name", subject="originator_id")
 personal("Lead.LeadProfileUpdated", "name", subject="originator_id")

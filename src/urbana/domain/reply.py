@@ -235,6 +235,15 @@ DEFAULT_MESSAGES: dict[str, str] = {
         "A janela de 24 horas do WhatsApp está fechada: o cliente não escreve há mais de "
         "24 horas, então só é possível enviar um modelo de mensagem aprovado."
     ),
+    # Waiting in the queue for a person during business hours, nobody free yet.
+    "expect_queue": (
+        "Nossos atendentes estão ocupados no momento. Você está na fila e será "
+        "atendido assim que alguém estiver livre."
+    ),
+    # Waiting outside business hours; {abertura} says when the attendance opens.
+    "expect_closed": (
+        "Nosso atendimento está fechado agora. Um atendente vai falar com você {abertura}."
+    ),
     # The offline responder's answer to a bare greeting.
     "greeting": "Olá! Como posso ajudar você?",
 }

@@ -9,12 +9,15 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from urbana.domain.attendance import Queue, codes, queue_name, shortcut_code
 from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
-from urbana.domain.errors import InvalidInput
+from urbana.domain.errors import InvalidInput, NotFound
 from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.hours import DEFAULT_TIMEZONE, BusinessHours, read_week, zone
 from urbana.domain.lead import DEFAULT_THRESHOLDS
 from urbana.domain.pii import personal
+from urbana.domain.reply import MAX_REPLY
 
 # The document travels in its event; the store's pipelined insert stalls on events of
 # several hundred kB, so large documents are split by the operator.
@@ -37,6 +40,23 @@ def _int_map(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in dict(value).items()}
 
 
+def _timezone(value: Any) -> str:
+    zone(str(value))
+    return str(value)
+
+
+def _non_negative(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value!r} is negative")
+    return number
+
+
+def _rules(value: Any) -> dict[str, str]:
+    """Handoff reason or intent -> queue id."""
+    return {code: str(v) for k, v in dict(value).items() for code in codes([str(k)], "rule key")}
+
+
 @dataclass(frozen=True, slots=True)
 class TenantSettings:
     """How a tenant wants its conversations handled; new tenants start from these defaults.
@@ -56,6 +76,15 @@ class TenantSettings:
     bot_messages: Mapping[str, str] = field(default_factory=dict)  # overrides of domain.reply's
     outbound: str | None = None  # None: reply through the conversation's gateway; "console": print
     rate_limit_per_s: int = 80  # sends per second; Meta's default Cloud API throughput per number
+    business_hours: Mapping[str, str] = field(default_factory=dict)  # see domain.hours; {}: always
+    timezone: str = DEFAULT_TIMEZONE
+    inactivity_limit_s: int = 900  # an attendant silent this long loses the conversation; 0: never
+    handoff_queues: Mapping[str, str] = field(default_factory=dict)  # reason or intent -> queue id
+    default_queue: str | None = None  # where a handoff no rule routes lands (None: general)
+
+    @property
+    def hours(self) -> BusinessHours:
+        return BusinessHours.of(self.business_hours, self.timezone)
 
     @staticmethod
     def read(changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,6 +113,11 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "bot_messages": _str_map,
     "outbound": _optional_str,
     "rate_limit_per_s": int,
+    "business_hours": read_week,
+    "timezone": _timezone,
+    "inactivity_limit_s": _non_negative,
+    "handoff_queues": _rules,
+    "default_queue": _optional_str,
 }
 
 
@@ -107,6 +141,8 @@ class Tenant(TenantScoped):
         self.channels: dict[str, dict[str, Any]] = {}
         self.settings = TenantSettings()
         self.knowledge_documents: dict[str, int] = {}  # name -> characters
+        self.queues: dict[str, Queue] = {}  # by queue id
+        self.canned: dict[str, str] = {}  # shortcut (without the slash) -> text
 
     def connect_channel(
         self, *, channel: str, route_key: str, public: dict[str, str], secrets: dict[str, str]
@@ -143,6 +179,66 @@ class Tenant(TenantScoped):
             )
         self._knowledge_added(name=name.strip(), text=text)
 
+    def create_queue(self, *, queue_id: str, name: str, intents: tuple[str, ...] = ()) -> None:
+        """A new queue (fila); a handoff with one of `intents` lands in it."""
+        if not queue_id:
+            raise InvalidInput("queue id is required")
+        if queue_id in self.queues:
+            raise InvalidInput(f"queue {queue_id} already exists")
+        cleaned = queue_name(name)
+        if any(q.name.lower() == cleaned.lower() for q in self.queues.values()):
+            raise InvalidInput(f"a queue named {cleaned!r} already exists")
+        self._queue_created(queue_id=queue_id, name=cleaned, intents=list(codes(intents, "intent")))
+
+    def change_queue(
+        self, *, queue_id: str, name: str | None = None, intents: tuple[str, ...] | None = None
+    ) -> None:
+        """Rename a queue or change its intents; the event carries the whole new queue."""
+        queue = self.queues.get(queue_id)
+        if queue is None:
+            raise NotFound(f"no queue {queue_id}")
+        new_name = queue.name if name is None else queue_name(name)
+        if any(q.name.lower() == new_name.lower() for i, q in self.queues.items() if i != queue_id):
+            raise InvalidInput(f"a queue named {new_name!r} already exists")
+        new_intents = queue.intents if intents is None else codes(intents, "intent")
+        if Queue(new_name, new_intents) == queue:
+            return
+        self._queue_changed(queue_id=queue_id, name=new_name, intents=list(new_intents))
+
+    def save_canned_response(self, *, shortcut: str, text: str) -> None:
+        """Save a ready reply (resposta pronta) an attendant expands by typing `/shortcut`."""
+        code = shortcut_code(shortcut)
+        cleaned = text.strip()
+        if not cleaned:
+            raise InvalidInput("canned response text is empty")
+        if len(cleaned) > MAX_REPLY:
+            raise InvalidInput(f"canned response longer than {MAX_REPLY} characters")
+        if self.canned.get(code) == cleaned:
+            return
+        self._canned_saved(shortcut=code, text=cleaned)
+
+    def remove_canned_response(self, *, shortcut: str) -> None:
+        code = shortcut_code(shortcut)
+        if code not in self.canned:
+            raise NotFound(f"no canned response /{code}")
+        self._canned_removed(shortcut=code)
+
+    @event("QueueCreated")
+    def _queue_created(self, queue_id: str, name: str, intents: list[str]) -> None:
+        self.queues[queue_id] = Queue(name=name, intents=tuple(intents))
+
+    @event("QueueChanged")
+    def _queue_changed(self, queue_id: str, name: str, intents: list[str]) -> None:
+        self.queues[queue_id] = Queue(name=name, intents=tuple(intents))
+
+    @event("CannedResponseSaved")
+    def _canned_saved(self, shortcut: str, text: str) -> None:
+        self.canned[shortcut] = text
+
+    @event("CannedResponseRemoved")
+    def _canned_removed(self, shortcut: str) -> None:
+        del self.canned[shortcut]
+
     @event("KnowledgeDocumentAdded")
     def _knowledge_added(self, name: str, text: str) -> None:
         self.knowledge_documents[name] = len(text)
@@ -175,6 +271,11 @@ class ChannelRoute(Aggregate):
         self.tenant_id = tenant_id
 
 
-tenant_added_in_v2(Tenant, first_had_it=False, tenant_is_stream=True)
+tenant_added_in_v2(
+    Tenant,
+    first_had_it=False,
+    tenant_is_stream=True,
+    born_with_it=("QueueCreated", "QueueChanged", "CannedResponseSaved", "CannedResponseRemoved"),
+)
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")

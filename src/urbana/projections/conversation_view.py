@@ -133,6 +133,9 @@ class ConversationView:
             "MessageRead",
             "HandoffRequested",
             "HandoffAccepted",
+            "ConversationAssigned",
+            "ConversationTransferred",
+            "ReturnedToQueue",
             "ReturnedToAI",
             "ConversationClosed",
             "ConversationReopened",
@@ -322,6 +325,12 @@ def _apply_conversation(
     elif t == "HandoffAccepted":
         conv[_C["status"]] = "human"
         conv[_C["assignee"]] = d.get("attendant")
+    elif t == "ConversationAssigned" or (t == "ConversationTransferred" and d.get("to_user")):
+        conv[_C["status"]] = "human"
+        conv[_C["assignee"]] = d.get("assignee") or d.get("to_user")
+    elif t in ("ConversationTransferred", "ReturnedToQueue"):
+        conv[_C["status"]] = "waiting_human"
+        conv[_C["assignee"]] = None
     elif t == "ReturnedToAI":
         conv[_C["status"]] = "ai"
         conv[_C["assignee"]] = None

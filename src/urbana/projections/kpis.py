@@ -178,6 +178,7 @@ class Kpis:
             "OutboundMessageFailed",
             "HandoffRequested",
             "HandoffAccepted",
+            "ConversationAssigned",
             "ConversationClosed",
             "ConversationReopened",
         )
@@ -316,7 +317,7 @@ def _count(
                 replied = day_for(tenant_id, reply_day)
                 replied.add("ai_replies", -1)
                 replied.add("system_messages")
-    elif t == "HandoffAccepted":
+    elif t in ("HandoffAccepted", "ConversationAssigned"):  # both move it to a human
         day.add("takeovers")
         conv[_HUMAN_IN] = True
     elif t == "ConversationClosed":
