@@ -55,7 +55,26 @@ class UnknownMessage(DomainError):
     code = "unknown_message"
 
 
-class AlreadyConnected(DomainError):
+class AlreadyTaken(DomainError):
+    """A natural key (a channel route, an email) already belongs to someone else."""
+
+    code = "already_taken"
+
+
+class AlreadyConnected(AlreadyTaken):
     """The channel route (phone number id, instance, secret) belongs to another tenant."""
 
     code = "already_connected"
+
+
+class EmailTaken(AlreadyTaken):
+    """Another user already signs in with that email (emails are unique across tenants)."""
+
+    code = "email_taken"
+
+
+class NotAuthenticated(DomainError):
+    """The credentials do not name an active user or API key (wrong, expired, disabled,
+    revoked): the caller is told nothing more."""
+
+    code = "not_authenticated"

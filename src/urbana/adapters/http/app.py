@@ -19,12 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbana.adapters.bootstrap import Container, Overrides, build, build_runtime
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
-from urbana.adapters.http import admin, webhooks
+from urbana.adapters.http import access, admin, webhooks
+from urbana.adapters.http.auth import document_roles
 from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
 from urbana.application.ingest import CommitterClosed, StoreUnavailable
 from urbana.config import Settings
-from urbana.domain.errors import AlreadyConnected, DomainError, NotFound
+from urbana.domain.errors import AlreadyTaken, DomainError, NotAuthenticated, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -83,9 +84,9 @@ def create_app(
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        status = (
-            409 if isinstance(exc, AlreadyConnected) else 404 if isinstance(exc, NotFound) else 422
-        )
+        if isinstance(exc, NotAuthenticated):
+            return problem(401, "not authenticated", headers={"WWW-Authenticate": "Bearer"})
+        status = 409 if isinstance(exc, AlreadyTaken) else 404 if isinstance(exc, NotFound) else 422
         return problem(status, exc.code.replace("_", " "), str(exc))
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -100,6 +101,8 @@ def create_app(
         app.add_exception_handler(transient, unavailable)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
+    app.include_router(access.router)
+    document_roles(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
