@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from urbana.adapters.bootstrap import Overrides, build_store
 from urbana.adapters.embedded import ServiceUrls
@@ -22,6 +23,7 @@ from urbana.adapters.postgres.store import Store
 from urbana.config import Settings
 
 ADMIN_KEY = "test-admin-key-" + "x" * 16
+JWT_SECRET = "test-jwt-secret-" + "y" * 32
 
 
 @dataclass
@@ -63,6 +65,7 @@ def start_api(
         redis_url=overrides.pop("redis_url", services.redis),
         master_key=base64.urlsafe_b64encode(master_key).decode(),
         admin_api_key=ADMIN_KEY,
+        jwt_secret=SecretStr(JWT_SECRET),
         pool_size=3,
         **overrides,
     )

@@ -6,16 +6,16 @@ import asyncio
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from urbana.adapters.bootstrap import Container
-from urbana.adapters.http.auth import PUBLIC, allow, unauthorized
+from urbana.adapters.http.auth import PUBLIC, allow, unauthorized, v1_router
 from urbana.application.access import MAX_PASSWORD, MIN_PASSWORD, Principal
 from urbana.domain.errors import NotAuthenticated
 from urbana.domain.user import Role, User
 
-router = APIRouter(prefix="/v1", tags=["access"])
+router = v1_router(tags=["access"])
 
 Anyone = Annotated[Principal, allow(*Role)]
 Admin = Annotated[Principal, allow(Role.ADMIN)]

@@ -20,7 +20,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from urbana.adapters.bootstrap import Container, Overrides, build, build_runtime
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
 from urbana.adapters.http import access, admin, webhooks
-from urbana.adapters.http.auth import document_roles
 from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
 from urbana.application.ingest import CommitterClosed, StoreUnavailable
@@ -102,7 +101,6 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(access.router)
-    document_roles(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

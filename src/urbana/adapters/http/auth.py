@@ -2,19 +2,19 @@
 
 Every /v1 route names the roles it admits with `allow(*roles)`, a dependency that
 returns the caller's `Principal`. The same declaration is written into the route's
-OpenAPI operation as `x-roles` (`document_roles`), so the docs and the access-matrix
-test read one source. Wrong, missing, expired, disabled or revoked credentials are 401
-(`WWW-Authenticate: Bearer`); a right tenant with a wrong role is 403; another tenant's
-resource is 404, decided where the resource is looked up.
+OpenAPI operation as `x-roles` (by `RolesRoute`, the route class of `v1_router()`), so
+the docs and the access-matrix test read one source. Wrong, missing, expired, disabled
+or revoked credentials are 401 (`WWW-Authenticate: Bearer`); a right tenant with a wrong
+role is 403; another tenant's resource is 404, decided where the resource is looked up.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -24,7 +24,7 @@ from urbana.application.access import API_KEY_PREFIX, Principal
 from urbana.domain.errors import NotAuthenticated
 from urbana.domain.user import Role
 
-__all__ = ["PUBLIC", "Principal", "allow", "document_roles", "roles_of", "unauthorized"]
+__all__ = ["PUBLIC", "Principal", "RolesRoute", "allow", "roles_of", "unauthorized", "v1_router"]
 
 # The OpenAPI extension of a /v1 route that takes no credentials (the login).
 PUBLIC: dict[str, Any] = {"x-public": True}
@@ -87,21 +87,20 @@ def roles_of(dependant: Dependant) -> frozenset[Role] | None:
     return None
 
 
-def document_roles(app: FastAPI) -> None:
-    """Write each route's `allow(...)` roles into its OpenAPI operation, as `x-roles`.
+class RolesRoute(APIRoute):
+    """An APIRoute that writes the roles of its `allow(...)` into its OpenAPI operation.
 
-    Done when the schema is first built, so routers included at any point are covered.
+    Set on construction, so it holds however the router is included later.
     """
-    build: Callable[[], dict[str, Any]] = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            for route in app.routes:
-                if isinstance(route, APIRoute):
-                    roles = roles_of(route.dependant)
-                    if roles is not None:
-                        listed = [r.value for r in Role if r in roles]
-                        route.openapi_extra = {**(route.openapi_extra or {}), "x-roles": listed}
-        return build()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        roles = roles_of(self.dependant)
+        if roles is not None:
+            listed = [r.value for r in Role if r in roles]
+            self.openapi_extra = {**(self.openapi_extra or {}), "x-roles": listed}
 
-    app.openapi = openapi  # type: ignore[method-assign]
+
+def v1_router(**kwargs: Any) -> APIRouter:
+    """A router for /v1 routes, whose operations document their roles (`x-roles`)."""
+    return APIRouter(prefix="/v1", route_class=RolesRoute, **kwargs)
