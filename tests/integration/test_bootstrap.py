@@ -43,6 +43,7 @@ def settings(services: ServiceUrls, schema: str, master_key: bytes) -> Settings:
         database_schema=schema,
         redis_url=services.redis,
         master_key=SecretStr(base64.urlsafe_b64encode(master_key).decode()),
+        jwt_secret=SecretStr("bootstrap-test-jwt-secret-" + "j" * 32),
         pool_size=2,
     )
 
