@@ -323,7 +323,7 @@ class Access:
         if index is None:  # a store without the batch reader: read the whole stream
             try:
                 return self.app.get(cls, aggregate_id)
-            except (NotFound, DomainError):
+            except DomainError:  # none, or not a `cls`
                 return None
         stored = index.stored_after({aggregate_id: held.version if held is not None else 0})
         if stored:
