@@ -14,7 +14,7 @@ from urbana.adapters.postgres.schema import EVENTS_TABLE
 from urbana.adapters.postgres.store import Store
 from urbana.application.access import Access
 from urbana.domain.errors import EmailTaken, NotAuthenticated, NotFound
-from urbana.domain.user import Role, User
+from urbana.domain.user import Availability, Role, User
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +199,17 @@ def test_the_api_key_secret_is_never_stored(store: Store) -> None:
     with store.pool.connection() as conn:
         rows = conn.execute(f"SELECT state FROM {EVENTS_TABLE}").fetchall()  # noqa: S608
     assert all(secret.encode() not in bytes(r[0]) for r in rows)
+
+
+def test_availability_and_queues_are_kept_and_scoped_to_the_tenant(store: Store) -> None:
+    access, tid = access_of(store), tenant(store)
+    user_id, _ = access.add_user(tid, email=email(), role=Role.ATTENDANT, password=PASSWORD)
+    store.app.set_availability(tid, user_id, Availability.ONLINE)
+    store.app.set_user_queues(tid, user_id, ["vendas", "suporte"])
+    user = access.current(User, user_id)
+    assert user is not None
+    assert (user.availability, user.queues) == (Availability.ONLINE, ("suporte", "vendas"))
+    with pytest.raises(NotFound):
+        store.app.set_availability(tenant(store), user_id, Availability.AWAY)
+    with pytest.raises(NotFound):
+        store.app.set_user_queues(tenant(store), user_id, ["outra"])
