@@ -27,14 +27,20 @@ def jwt_secret_for(settings: Settings) -> bytes:
 
 
 def _made_once(path: Path, make: Callable[[], str]) -> str:
+    """The file's content, made by the first process that asks (`serve --workers N` starts
+    several at once): written aside, then linked into place, so no one reads it half made."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return path.read_text().strip()
+        aside = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(make())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the one
+        finally:
+            aside.unlink()
     return path.read_text().strip()
 
 
