@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     master_key: SecretStr | None = None
     admin_api_key: SecretStr | None = None
+    jwt_secret: SecretStr | None = None  # signs access tokens; at least 32 characters
+    token_ttl_s: int = Field(default=900, gt=0, le=86_400)
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("URBANA_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
@@ -57,11 +59,18 @@ class Settings(BaseSettings):
     dispatch_breaker_open_s: float = Field(default=5.0, gt=0)
     dispatch_breaker_max_open_s: float = Field(default=120.0, gt=0)
 
-    @field_validator("admin_api_key", "master_key")
+    @field_validator("admin_api_key", "master_key", "jwt_secret")
     @classmethod
     def _no_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDERS:
             raise ValueError("refusing a placeholder secret")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("URBANA_JWT_SECRET needs at least 32 characters")
         return value
 
 

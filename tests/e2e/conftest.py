@@ -23,6 +23,7 @@ from urbana.adapters.postgres.store import Store
 from urbana.config import Settings
 
 ADMIN_KEY = "test-admin-key-" + "x" * 16
+JWT_SECRET = "test-jwt-secret-" + "y" * 32
 
 
 @dataclass
@@ -65,6 +66,7 @@ def start_api(
         redis_url=overrides.pop("redis_url", services.redis),
         master_key=SecretStr(base64.urlsafe_b64encode(master_key).decode()),
         admin_api_key=SecretStr(ADMIN_KEY),
+        jwt_secret=SecretStr(JWT_SECRET),
         pool_size=3,
         **overrides,
     )

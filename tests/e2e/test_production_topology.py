@@ -82,6 +82,7 @@ def operator_env(outside: Outside) -> dict[str, str]:
         "POSTGRES_PASSWORD": uuid4().hex,
         "URBANA_MASTER_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "URBANA_ADMIN_API_KEY": uuid4().hex + uuid4().hex,
+        "URBANA_JWT_SECRET": uuid4().hex + uuid4().hex,
         "OPENAI_API_KEY": "sk-e2e-" + uuid4().hex,
         "URBANA_OPENAI_BASE_URL": f"{outside.url}/v1",
     }

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import pytest
@@ -43,6 +46,7 @@ def settings(services: ServiceUrls, schema: str, master_key: bytes) -> Settings:
         database_schema=schema,
         redis_url=services.redis,
         master_key=SecretStr(base64.urlsafe_b64encode(master_key).decode()),
+        jwt_secret=SecretStr("bootstrap-test-jwt-secret-" + "j" * 32),
         pool_size=2,
     )
 
@@ -84,3 +88,21 @@ async def test_what_it_makes_it_closes(
     assert not container.http.is_closed
     await container.aclose()
     assert container.http.is_closed
+
+
+def test_processes_starting_at_once_share_one_jwt_secret(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from urbana.adapters.keys import jwt_secret_for;"
+        "from urbana.config import Settings;"
+        "sys.stdout.write(jwt_secret_for(Settings(data_dir=Path(sys.argv[1]))).decode())"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    secrets = {proc.communicate(timeout=60)[0] for proc in procs}
+    assert all(proc.returncode == 0 for proc in procs)
+    assert secrets == {(tmp_path / "jwt.key").read_text().strip()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jwt.key"]

@@ -84,7 +84,12 @@ def test_an_unedited_env_example_is_refused() -> None:
 
 def test_each_core_secret_is_required_by_name() -> None:
     required = {m.group(1) for m in re.finditer(r"\$\{([A-Z0-9_]+):\?", cf.COMPOSE.read_text())}
-    assert required == {"POSTGRES_PASSWORD", "URBANA_MASTER_KEY", "URBANA_ADMIN_API_KEY"}
+    assert required == {
+        "POSTGRES_PASSWORD",
+        "URBANA_MASTER_KEY",
+        "URBANA_ADMIN_API_KEY",
+        "URBANA_JWT_SECRET",
+    }
     for name in required:
         env = operator_env()
         env[name] = ""
@@ -122,7 +127,12 @@ def waits_for(services: dict[str, Any], name: str, target: str) -> bool:
 def test_every_profile_secret_is_checked_before_its_services_start(
     services: dict[str, Any],
 ) -> None:
-    core = {"POSTGRES_PASSWORD", "URBANA_MASTER_KEY", "URBANA_ADMIN_API_KEY"}
+    core = {
+        "POSTGRES_PASSWORD",
+        "URBANA_MASTER_KEY",
+        "URBANA_ADMIN_API_KEY",
+        "URBANA_JWT_SECRET",
+    }
     secrets = {n for n, v in cf.env_example().items() if v == ""} - core
     checks = env_checks(services)
     assert secrets <= set().union(*checks.values())

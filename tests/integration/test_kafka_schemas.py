@@ -38,13 +38,23 @@ from urbana.domain.lead import Lead, Stage
 from urbana.domain.message_ref import MessageRef
 from urbana.domain.pii import pii_spec
 from urbana.domain.tenant import ChannelRoute, Tenant
+from urbana.domain.user import ApiKey, Availability, Role, User, UserEmail
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "infra" / "kafka" / "schemas"
 TOPICS_YAML = ROOT / "infra" / "kafka" / "topics.yaml"
-AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Lead, Tenant, ChannelRoute, MessageRef)
+AGGREGATES: tuple[type[Aggregate], ...] = (
+    Conversation,
+    Lead,
+    Tenant,
+    ChannelRoute,
+    MessageRef,
+    User,
+    UserEmail,
+    ApiKey,
+)
 _EVENT_META = {
     "originator_id",
     "originator_version",
@@ -226,6 +236,15 @@ def rich_history(store: Store) -> None:
     app.close_conversation(cid, by="ana")
     app.move_lead_stage(app.get(Conversation, cid).lead_id, stage=Stage.NEW, by="bia")
     app.receive_message(ReceiveMessage(tid, "cloud", inbound(phone, "voltei")))
+    user = app.add_user(
+        tid, email=f"ana{uuid4().hex[:8]}@example.com", role=Role.ATTENDANT, password_hash="h1"
+    )
+    app.update_user(tid, user, by=None, role=Role.SUPERVISOR, disabled=True, password_hash="h2")
+    app.update_user(tid, user, by=str(user), disabled=False)
+    app.set_availability(tid, user, Availability.ONLINE)
+    app.set_user_queues(tid, user, ["vendas"])
+    key = app.create_api_key(tid, role=Role.ANALYST, secret_hash="0" * 64, by=str(user))
+    app.revoke_api_key(tid, key, by=None)
     # The business phone wrote a message whose status had arrived first.
     app.receive_message(
         ReceiveMessage(
@@ -306,6 +325,16 @@ async def test_every_published_envelope_validates_against_the_schemas(
         "ConversationTransferred",
         "ConversationAssigned",
         "ReturnedToQueue",
+        "UserInvited",
+        "UserEmailClaimed",
+        "UserRoleChanged",
+        "UserDisabled",
+        "UserEnabled",
+        "PasswordChanged",
+        "AvailabilityChanged",
+        "UserQueuesChanged",
+        "ApiKeyCreated",
+        "ApiKeyRevoked",
     } <= seen_types
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import typer
+from pydantic import SecretStr
 from typer.core import TyperGroup
 
 from urbana.adapters.llm.openai_llm import PRICES, OpenAILLM
@@ -79,3 +80,38 @@ def test_every_command_takes_its_data_dir_from_the_settings() -> None:
     } <= set(with_data_dir)
     # No default of its own: unset, the command reads URBANA_DATA_DIR (or `.env`).
     assert {name: p.default for name, p in with_data_dir.items()} == dict.fromkeys(with_data_dir)
+
+
+def test_a_jwt_secret_shorter_than_32_characters_is_refused() -> None:
+    with pytest.raises(ValueError, match="32 characters"):
+        Settings(jwt_secret=SecretStr("x" * 31))
+
+
+def test_a_placeholder_jwt_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(jwt_secret=SecretStr("changeme"))
+
+
+def test_the_token_lifetime_defaults_to_15_minutes() -> None:
+    assert Settings().token_ttl_s == 900
+
+
+def test_the_jwt_secret_is_made_once_in_the_data_dir_and_kept(tmp_path: Path) -> None:
+    from urbana.adapters.keys import jwt_secret_for
+
+    settings = Settings(data_dir=tmp_path)
+    first = jwt_secret_for(settings)
+    assert len(first) >= 32
+    assert (tmp_path / "jwt.key").stat().st_mode & 0o777 == 0o600
+    assert jwt_secret_for(settings) == first
+
+
+def test_a_given_jwt_secret_wins_and_production_requires_one(tmp_path: Path) -> None:
+    from urbana.adapters.keys import jwt_secret_for
+    from urbana.errors import ConfigurationError
+
+    given = Settings(data_dir=tmp_path, jwt_secret=SecretStr("k" * 40))
+    assert jwt_secret_for(given) == b"k" * 40
+    assert not (tmp_path / "jwt.key").exists()
+    with pytest.raises(ConfigurationError, match="URBANA_JWT_SECRET"):
+        jwt_secret_for(Settings(env="production", data_dir=tmp_path))

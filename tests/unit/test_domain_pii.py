@@ -16,6 +16,7 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead
 from urbana.domain.pii import _SPECS, pii_spec
 from urbana.domain.tenant import Tenant
+from urbana.domain.user import Role, User, UserEmail
 
 
 def produced_events() -> dict[str, object]:
@@ -52,7 +53,19 @@ def produced_events() -> dict[str, object]:
     tenant = Tenant.register(f"tenant-{uuid4().hex}")
     tenant.connect_channel(channel="cloud", route_key="1", public={}, secrets={"token": "t"})
 
-    events = [*conv.collect_events(), *lead.collect_events(), *tenant.collect_events()]
+    user = User.invite(
+        tenant_id=tenant.id, email="ana@example.com", role=Role.ADMIN, password_hash="h"
+    )
+    user.change_password("h2")
+    index = UserEmail(email="ana@example.com", user_id=user.id, tenant_id=tenant.id)
+
+    events = [
+        *conv.collect_events(),
+        *lead.collect_events(),
+        *tenant.collect_events(),
+        *user.collect_events(),
+        *index.collect_events(),
+    ]
     return {type(e).__qualname__: e for e in events}
 
 

@@ -21,6 +21,7 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.message_ref import MessageRef
 from urbana.domain.tenant import ChannelRoute, Tenant
+from urbana.domain.user import ApiKey, Availability, Role, User, UserEmail
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "schemas"
 TOPIC = "urbana.domain.conversation:Conversation.MessageReceived"
@@ -115,12 +116,29 @@ def history() -> list[DomainEventProtocol[UUID]]:
     held = MessageRef(tenant.id, "cloud", "w9", None, None)
     held.hold_status(status="delivered", at=now, code=None, title=None)
     held.link(conversation_id=conv.id, outbound_id="o1")
+    user = User.invite(
+        tenant_id=tenant.id, email="ana@loja.com", role=Role.ADMIN, password_hash="h"
+    )
+    index = UserEmail(email=user.email, user_id=user.id, tenant_id=tenant.id)
+    user.change_role(Role.SUPERVISOR, by=None)
+    user.disable(by=str(user.id))
+    user.enable(by=str(user.id))
+    user.change_password("h2")
+    user.set_availability(Availability.ONLINE)
+    user.set_queues(["vendas"])
+    key = ApiKey.create(
+        tenant_id=tenant.id, name="crm", role=Role.ANALYST, secret_hash="0" * 64, by=None
+    )
+    key.revoke(by=str(user.id))
     return [
         *tenant.collect_events(),
         *route.collect_events(),
         *lead.collect_events(),
         *conv.collect_events(),
         *held.collect_events(),
+        *user.collect_events(),
+        *index.collect_events(),
+        *key.collect_events(),
     ]
 
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from urbana.adapters.keys import master_key_for
+from urbana.adapters.keys import jwt_secret_for, master_key_for
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.adapters.runtime import ROLES, Role, Runtime
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from urbana.adapters.kafka.consumer import GroupTimeouts
     from urbana.adapters.kafka.workers import EventWorker
     from urbana.adapters.postgres.knowledge import PgKnowledgeStore
+    from urbana.adapters.tokens import JwtTokens
+    from urbana.application.access import Access
     from urbana.application.ports import LLM, Clock, Embeddings, Sender
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,8 @@ class Container:
     ingestor: Ingestor
     ai: AIComponents
     clock: Clock
+    access: Access  # users' and API keys' credentials, checked against current state
+    tokens: JwtTokens
     redis: aioredis.Redis | None = None
     # What the container made (not what it was given), closed in reverse order.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -133,10 +137,14 @@ async def build(settings: Settings, **overrides: Unpack[Overrides]) -> Container
     from urbana.adapters.channels.zapi import ZapiChannel
     from urbana.adapters.http.directory import TenantDirectory
     from urbana.adapters.ingest import Ingestor
+    from urbana.adapters.passwords import Argon2Hasher
     from urbana.adapters.redis_coord import redis_client
+    from urbana.adapters.tokens import JwtTokens
+    from urbana.application.access import Access
     from urbana.application.ingest import StoreGate
     from urbana.application.ports import SystemClock
 
+    jwt_secret = await asyncio.to_thread(jwt_secret_for, settings)
     store = await asyncio.to_thread(build_store, settings)
     closers: list[Callable[[], Awaitable[None]]] = []
     redis = overrides.get("redis")
@@ -176,6 +184,8 @@ async def build(settings: Settings, **overrides: Unpack[Overrides]) -> Container
         ingestor=ingestor,
         ai=ai,
         clock=overrides.get("clock") or SystemClock(),
+        access=Access(store.app, Argon2Hasher()),
+        tokens=JwtTokens(jwt_secret, settings.token_ttl_s),
         redis=redis,
         closers=closers,
     )

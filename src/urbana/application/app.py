@@ -2,7 +2,7 @@
 
 `UrbanaApp` composes the jobs, one module each: the unit of work under them all
 (`unit_of_work`), tenants, inbound messages and statuses, outbound messages around a
-send, the AI responder's outcomes, and the attendants' commands. It is the only
+send, the AI responder's outcomes, the attendants' commands, and users and API keys. It is the only
 writer of domain events. The command and result types are importable from here.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from urbana.application.access import AccessCommands
 from urbana.application.ai_outcome import AIOutcome, AIOutcomes
 from urbana.application.attendants import AttendantCommands
 from urbana.application.inbound import InboundCommands, Received, ReceiveMessage, RecordStatus
@@ -36,7 +37,14 @@ __all__ = [
 ]
 
 
-class UrbanaApp(TenantCommands, InboundCommands, OutboundCommands, AIOutcomes, AttendantCommands):
+class UrbanaApp(
+    TenantCommands,
+    InboundCommands,
+    OutboundCommands,
+    AIOutcomes,
+    AttendantCommands,
+    AccessCommands,
+):
     """Commands of the conversation engine; the only writer of domain events."""
 
     name = "urbana"

@@ -1,14 +1,15 @@
 """The `urbana` command (typer): one module per command group, composed here.
 
-`serve` (dev, serve, worker), `tenant`, `channel`, `kb`, `kafka`, `replay`, `dlq` and
-`demo`; `common` holds what they share (consoles, options, the settings, the store).
+`serve` (dev, serve, worker), `tenant`, `channel`, `kb`, `kafka`, `replay`, `dlq`,
+`user` and `apikey` (access) and `demo`; `common` holds what they share (consoles,
+options, the settings, the store).
 """
 
 from __future__ import annotations
 
 import typer
 
-from urbana.cli import channel, demo, dlq, kafka, kb, replay, serve, tenant
+from urbana.cli import access, channel, demo, dlq, kafka, kb, replay, serve, tenant
 
 app = typer.Typer(help="Urbana: event-sourced WhatsApp conversation engine.", no_args_is_help=True)
 app.command()(serve.dev)
@@ -21,6 +22,8 @@ app.add_typer(channel.app, name="channel")
 app.add_typer(kb.app, name="kb")
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(access.users, name="user")
+app.add_typer(access.apikeys, name="apikey")
 
 
 def main() -> None:

@@ -57,7 +57,13 @@ class UnknownMessage(DomainError):
     code = "unknown_message"
 
 
-class AlreadyConnected(DomainError):
+class AlreadyTaken(DomainError):
+    """A natural key (a channel route, an email) already belongs to someone else."""
+
+    code = "already_taken"
+
+
+class AlreadyConnected(AlreadyTaken):
     """The channel route (phone number id, instance, secret) belongs to another tenant."""
 
     code = "already_connected"
@@ -79,3 +85,16 @@ class TemplateRequired(InvalidTransition):
     """WhatsApp's 24-hour window is closed: only an approved template may be sent."""
 
     code = "template_required"
+
+
+class EmailTaken(AlreadyTaken):
+    """Another user already signs in with that email (emails are unique across tenants)."""
+
+    code = "email_taken"
+
+
+class NotAuthenticated(DomainError):
+    """The credentials do not name an active user or API key (wrong, expired, disabled,
+    revoked): the caller is told nothing more."""
+
+    code = "not_authenticated"

@@ -16,7 +16,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbana.adapters.http.problems import problem
-from urbana.domain.errors import AlreadyConnected, DomainError, InvalidTransition, NotFound
+from urbana.domain.errors import (
+    AlreadyTaken,
+    DomainError,
+    InvalidTransition,
+    NotAuthenticated,
+    NotFound,
+)
 from urbana.errors import ConfigurationError, Rejected, Unavailable, UrbanaError
 
 log = logging.getLogger("urbana.http")
@@ -30,7 +36,9 @@ def status_of(exc: UrbanaError) -> int:
         return exc.status
     if isinstance(exc, NotFound):
         return 404
-    if isinstance(exc, AlreadyConnected | InvalidTransition):
+    if isinstance(exc, NotAuthenticated):
+        return 401
+    if isinstance(exc, AlreadyTaken | InvalidTransition):
         return 409
     if isinstance(exc, DomainError):
         return 422
@@ -53,6 +61,9 @@ def _answer(request: Request, exc: UrbanaError) -> JSONResponse:
     if isinstance(exc, Rejected):
         log.info("%s: rejected: %d %s", where, status, exc.reason)
         return problem(status, "rejected", exc.reason)
+    if isinstance(exc, NotAuthenticated):
+        # Which credential failed, and why, is not the caller's business.
+        return problem(status, "not authenticated", headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, DomainError):
         return problem(status, exc.code.replace("_", " "), str(exc))
     what = "misconfigured" if isinstance(exc, ConfigurationError) else "internal error"
@@ -65,7 +76,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

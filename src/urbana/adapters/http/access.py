@@ -1,0 +1,290 @@
+"""/v1 access routes: the login, who am I, and the admin's users and API keys."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from urbana.adapters.bootstrap import Container
+from urbana.adapters.http.auth import PUBLIC, allow, unauthorized, v1_router
+from urbana.application.access import MAX_PASSWORD, MIN_PASSWORD, Principal
+from urbana.domain.errors import NotAuthenticated
+from urbana.domain.user import Role, User
+
+router = v1_router(tags=["access"])
+
+Anyone = Annotated[Principal, allow(*Role)]
+Admin = Annotated[Principal, allow(Role.ADMIN)]
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"}
+}
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **UNAUTHORIZED,
+    403: {"description": "The caller's role is not admin"},
+}
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+class LoginIn(BaseModel):
+    model_config = _examples({"email": "ana@imobiliaria.com.br", "password": "s3nha-longa"})
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=MAX_PASSWORD)
+
+
+class TokenOut(BaseModel):
+    model_config = _examples(
+        {"access_token": "eyJhbGciOiJIUzI1NiJ9...", "token_type": "bearer", "expires_in": 900}
+    )
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the scheme, not a secret)
+    expires_in: int
+
+
+class UserOut(BaseModel):
+    model_config = _examples(
+        {
+            "user_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
+            "tenant_id": "5f0c6f1e-3a57-4b5e-9d0e-0b7a1c9f2e41",
+            "email": "ana@imobiliaria.com.br",
+            "name": "Ana",
+            "role": "attendant",
+            "disabled": False,
+            "availability": "offline",
+            "queues": [],
+        }
+    )
+    user_id: UUID
+    tenant_id: UUID
+    email: str
+    name: str
+    role: Role
+    disabled: bool
+    availability: str
+    queues: list[str]
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            user_id=user.id,
+            tenant_id=user.tenant_id,
+            email=user.email,
+            name=user.name,
+            role=user.role,
+            disabled=user.disabled,
+            availability=user.availability.value,
+            queues=list(user.queues),
+        )
+
+
+class MeOut(BaseModel):
+    model_config = _examples(
+        {
+            "kind": "user",
+            "subject_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
+            "tenant_id": "5f0c6f1e-3a57-4b5e-9d0e-0b7a1c9f2e41",
+            "role": "attendant",
+            "user": {
+                "user_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
+                "tenant_id": "5f0c6f1e-3a57-4b5e-9d0e-0b7a1c9f2e41",
+                "email": "ana@imobiliaria.com.br",
+                "name": "Ana",
+                "role": "attendant",
+                "disabled": False,
+                "availability": "online",
+                "queues": ["vendas"],
+            },
+        }
+    )
+    kind: Literal["user", "apikey"]
+    subject_id: UUID
+    tenant_id: UUID
+    role: Role
+    user: UserOut | None = None  # for a user, its profile; for a key, none
+
+
+class NewUserIn(BaseModel):
+    model_config = _examples(
+        {"email": "ana@imobiliaria.com.br", "role": "attendant", "name": "Ana"},
+        {"email": "bia@imobiliaria.com.br", "role": "supervisor", "password": "s3nha-longa"},
+    )
+    email: str = Field(max_length=254)
+    role: Role
+    name: str = Field(default="", max_length=200)
+    password: str | None = Field(
+        default=None,
+        min_length=MIN_PASSWORD,
+        max_length=MAX_PASSWORD,
+        description="When omitted, one is generated and returned once",
+    )
+
+
+class NewUserOut(BaseModel):
+    model_config = _examples(
+        {
+            "user_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
+            "email": "ana@imobiliaria.com.br",
+            "role": "attendant",
+            "password": "Qm9v6cS0rT1fXw2y",
+        }
+    )
+    user_id: UUID
+    email: str
+    role: Role
+    password: str | None = Field(default=None, description="The generated password, shown once")
+
+
+class UserPatch(BaseModel):
+    model_config = _examples({"role": "supervisor"}, {"disabled": True})
+    role: Role | None = None
+    disabled: bool | None = None
+    password: str | None = Field(default=None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
+class NewKeyIn(BaseModel):
+    model_config = _examples({"role": "analyst", "name": "relatórios"})
+    role: Role
+    name: str = Field(default="", max_length=200)
+
+
+class NewKeyOut(BaseModel):
+    model_config = _examples(
+        {
+            "key_id": "6e0c8a52-93c1-4b0e-8f0e-2f7d1c9b3a10",
+            "key": "urb_6e0c8a5293c14b0e8f0e2f7d1c9b3a10_...",
+            "role": "analyst",
+            "name": "relatórios",
+        }
+    )
+    key_id: UUID
+    key: str = Field(description="Send as `Authorization: Bearer <key>`; shown once")
+    role: Role
+    name: str
+
+
+@router.post(
+    "/auth/login",
+    response_model=TokenOut,
+    responses=UNAUTHORIZED,
+    openapi_extra=PUBLIC,
+    summary="Sign in with email and password",
+)
+async def login(body: LoginIn, request: Request) -> TokenOut:
+    """A short-lived bearer token for the user; 401 for a wrong email or password, or a
+    disabled user (the answer does not say which)."""
+    container = _container(request)
+    try:
+        principal = await asyncio.to_thread(container.access.login, body.email, body.password)
+    except NotAuthenticated as exc:
+        raise unauthorized(str(exc)) from exc
+    token = container.tokens.issue(principal)
+    return TokenOut(access_token=token, expires_in=container.tokens.ttl_s)
+
+
+@router.get("/me", response_model=MeOut, responses=UNAUTHORIZED, summary="Who am I")
+async def me(principal: Anyone, request: Request) -> MeOut:
+    """The caller: tenant, role and, for a user, the profile."""
+    user = None
+    if principal.kind == "user":
+        found = await asyncio.to_thread(
+            _container(request).access.current, User, principal.subject_id
+        )
+        user = UserOut.of(found) if found is not None else None
+    return MeOut(
+        kind=principal.kind,
+        subject_id=principal.subject_id,
+        tenant_id=principal.tenant_id,
+        role=principal.role,
+        user=user,
+    )
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=NewUserOut,
+    responses={**ADMIN_ERRORS, 409: {"description": "Another user signs in with that email"}},
+    summary="Add a user to the tenant",
+)
+async def add_user(body: NewUserIn, principal: Admin, request: Request) -> NewUserOut:
+    """Invite a user into the caller's tenant. Emails are unique across tenants."""
+    user_id, generated = await asyncio.to_thread(
+        _container(request).access.add_user,
+        principal.tenant_id,
+        email=body.email,
+        role=body.role,
+        password=body.password,
+        name=body.name,
+    )
+    return NewUserOut(
+        user_id=user_id, email=body.email.strip().lower(), role=body.role, password=generated
+    )
+
+
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserOut,
+    responses={**ADMIN_ERRORS, 404: {"description": "No such user in this tenant"}},
+    summary="Change a user's role, password, or disable / enable them",
+)
+async def update_user(
+    user_id: UUID, body: UserPatch, principal: Admin, request: Request
+) -> UserOut:
+    """Apply what differs; a disabled user's tokens stop working at once."""
+    user = await asyncio.to_thread(
+        _container(request).access.update_user,
+        principal.tenant_id,
+        user_id,
+        by=str(principal.subject_id),
+        role=body.role,
+        disabled=body.disabled,
+        password=body.password,
+    )
+    return UserOut.of(user)
+
+
+@router.post(
+    "/api-keys",
+    status_code=201,
+    response_model=NewKeyOut,
+    responses=ADMIN_ERRORS,
+    summary="Create an API key for scripts",
+)
+async def create_api_key(body: NewKeyIn, principal: Admin, request: Request) -> NewKeyOut:
+    """A key acting with `role` in the caller's tenant; the key is shown only here."""
+    created = await asyncio.to_thread(
+        _container(request).access.create_api_key,
+        principal.tenant_id,
+        role=body.role,
+        name=body.name,
+        by=str(principal.subject_id),
+    )
+    return NewKeyOut(key_id=created.key_id, key=created.token, role=body.role, name=body.name)
+
+
+@router.delete(
+    "/api-keys/{key_id}",
+    status_code=204,
+    responses={**ADMIN_ERRORS, 404: {"description": "No such API key in this tenant"}},
+    summary="Revoke an API key",
+)
+async def revoke_api_key(key_id: UUID, principal: Admin, request: Request) -> Response:
+    """The key stops working at once; revoking it again changes nothing (204)."""
+    await asyncio.to_thread(
+        _container(request).access.app.revoke_api_key,
+        principal.tenant_id,
+        key_id,
+        by=str(principal.subject_id),
+    )
+    return Response(status_code=204)

@@ -1,0 +1,64 @@
+"""Access tokens: short-lived JWTs (HS256, pyjwt) naming the tenant, the user and the role.
+
+A token only says who signed in; whether the user may still act, and with which role,
+is read from the user's current state on every request (`Access.user_principal`), so
+the role claim is informative and a disabled user's token stops working at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+import jwt
+
+from urbana.application.access import Principal
+from urbana.domain.errors import NotAuthenticated
+
+ISSUER = "urbana"
+ALGORITHM = "HS256"
+MIN_SECRET = 32  # bytes: RFC 7518 wants an HS256 key at least as long as the hash
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    tenant_id: UUID
+    user_id: UUID
+
+
+class JwtTokens:
+    """Issues and reads access tokens with one secret."""
+
+    def __init__(self, secret: bytes, ttl_s: int) -> None:
+        if len(secret) < MIN_SECRET:
+            raise ValueError(f"the token secret needs at least {MIN_SECRET} bytes")
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    def issue(self, principal: Principal, *, now: float | None = None) -> str:
+        """A token for a signed-in user, valid `ttl_s` seconds from `now`."""
+        issued = int(time.time() if now is None else now)
+        claims = {
+            "iss": ISSUER,
+            "sub": str(principal.subject_id),
+            "tid": str(principal.tenant_id),
+            "role": principal.role.value,
+            "iat": issued,
+            "exp": issued + self.ttl_s,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def read(self, token: str) -> TokenClaims:
+        """The claims of a valid token; NotAuthenticated when forged, expired or malformed."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "iss", "sub", "tid"]},
+            )
+            return TokenClaims(tenant_id=UUID(claims["tid"]), user_id=UUID(claims["sub"]))
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise NotAuthenticated("invalid or expired token") from exc

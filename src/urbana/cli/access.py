@@ -1,0 +1,150 @@
+"""`urbana user` and `urbana apikey`: the operator's way to give people and scripts access."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
+from uuid import UUID
+
+import typer
+
+from urbana.cli.common import (
+    DataDir,
+    JsonOut,
+    emit,
+    err,
+    opened_store,
+    parse_tenant,
+    settings_of,
+    with_running_services,
+)
+
+users = typer.Typer(help="Users of a tenant's workspace.", no_args_is_help=True)
+apikeys = typer.Typer(help="API keys for scripts.", no_args_is_help=True)
+
+RoleOpt = Annotated[
+    str,
+    typer.Option(
+        "--role", help="attendant, supervisor, analyst, auditor or admin", show_default=False
+    ),
+]
+NameOpt = Annotated[str, typer.Option("--name", help="A label (a person's or a script's name).")]
+T = TypeVar("T")
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A refused command (bad email or role, unknown tenant, email taken) exits 1, saying why."""
+    from urbana.domain.errors import DomainError
+
+    try:
+        yield
+    except DomainError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _with_access(ctx: typer.Context, data_dir: DataDir, use: Callable[..., T]) -> T:
+    from urbana.adapters.passwords import Argon2Hasher
+    from urbana.application.access import Access
+
+    settings = with_running_services(settings_of(ctx, data_dir))
+    with opened_store(settings) as store, _refusals():
+        return use(Access(store.app, Argon2Hasher()))
+
+
+@users.command("add")
+def add_user(
+    ctx: typer.Context,
+    tenant_id: str,
+    email: str,
+    role: RoleOpt,
+    password: Annotated[
+        str | None,
+        typer.Option("--password", help="Without it, one is generated and printed once."),
+    ] = None,
+    name: NameOpt = "",
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add a user to a tenant; prints the user id (and the generated password)."""
+    from urbana.domain.user import role_of
+
+    tid = parse_tenant(tenant_id)
+    with _refusals():
+        chosen = role_of(role)
+    user_id, generated = _with_access(
+        ctx,
+        data_dir,
+        lambda access: access.add_user(tid, email=email, role=chosen, password=password, name=name),
+    )
+    payload: dict[str, str | None] = {
+        "user_id": str(user_id),
+        "tenant_id": str(tid),
+        "email": email.strip().lower(),
+        "role": chosen.value,
+        "password": generated,
+    }
+    text = str(user_id) if generated is None else f"{user_id}\npassword: {generated}"
+    emit(as_json, payload, text)
+
+
+@apikeys.command("create")
+def create_key(
+    ctx: typer.Context,
+    tenant_id: str,
+    role: RoleOpt,
+    name: NameOpt = "",
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Create an API key acting with ROLE in the tenant; prints the key (shown only now)."""
+    from urbana.domain.user import role_of
+
+    tid = parse_tenant(tenant_id)
+    with _refusals():
+        chosen = role_of(role)
+    created = _with_access(
+        ctx, data_dir, lambda access: access.create_api_key(tid, role=chosen, name=name, by=None)
+    )
+    payload = {
+        "key_id": str(created.key_id),
+        "key": created.token,
+        "tenant_id": str(tid),
+        "role": chosen.value,
+        "name": name,
+    }
+    emit(as_json, payload, created.token)
+
+
+@apikeys.command("revoke")
+def revoke_key(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key's id, or the key itself.")],
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Revoke an API key: it stops working at once. Revoking it again changes nothing."""
+    kid = _key_id(key_id)
+    revoked = _with_access(
+        ctx, data_dir, lambda access: access.app.revoke_api_key(None, kid, by=None)
+    )
+    emit(
+        as_json,
+        {"key_id": str(kid), "revoked": revoked},
+        f"{kid} revoked" if revoked else f"{kid} was already revoked",
+    )
+
+
+def _key_id(text: str) -> UUID:
+    from urbana.application.access import API_KEY_PREFIX, parse_api_key
+    from urbana.domain.errors import NotAuthenticated
+
+    try:
+        if text.startswith(API_KEY_PREFIX):
+            return parse_api_key(text)[0]
+        return UUID(text)
+    except (NotAuthenticated, ValueError) as exc:
+        err.print(f"error: not an API key or key id: {text!r}")
+        raise typer.Exit(2) from exc
