@@ -50,6 +50,7 @@ def produced_events() -> dict[str, object]:
 
     tenant = Tenant.register(f"tenant-{uuid4().hex}")
     tenant.connect_channel(channel="cloud", route_key="1", public={}, secrets={"token": "t"})
+    tenant.configure_telegram(chat_id="-100123", bot_token="123:abc")
 
     events = [*conv.collect_events(), *lead.collect_events(), *tenant.collect_events()]
     return {type(e).__qualname__: e for e in events}

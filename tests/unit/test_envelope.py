@@ -61,6 +61,7 @@ def history() -> list[object]:
     tenant.change_settings(hot_score=80)
     tenant.change_prompt("Seja breve.")
     tenant.add_knowledge_document(name="faq.md", text="Abrimos às 9h.")
+    tenant.configure_telegram(chat_id="-100123", bot_token="123:abc")
     route = ChannelRoute(channel="cloud", route_key="pnid1", tenant_id=tenant.id)
     lead = Lead.create(tenant.id, "phone:5511999990000", phone="5511999990000", name="Ana")
     lead.score_by(45, reason="pricing")

@@ -61,6 +61,7 @@ def history(app: UrbanaApp) -> UUID:
     app.change_settings(tid, debounce_ms=0, handoff_intents=["price"])
     app.change_prompt(tid, "Seja breve.")
     app.add_knowledge_document(tid, "loja.md", "# Loja\nAbrimos às 9h.")
+    app.configure_telegram(tid, chat_id="-100123", bot_token="123:abc")
     cid = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi"))).conversation_id
     out = ai_reply(app, cid, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9)
     app.mark_sent(cid, out, "wamid.out")

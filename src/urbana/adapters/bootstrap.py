@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from urbana.adapters.ingest import Ingestor
     from urbana.adapters.kafka.consumer import GroupTimeouts
     from urbana.adapters.kafka.workers import EventWorker
+    from urbana.adapters.live import LiveFeed
+    from urbana.adapters.notifier import HandoffNotifier
     from urbana.adapters.postgres.knowledge import PgKnowledgeStore
     from urbana.application.ports import LLM, Clock, Embeddings, Sender
 
@@ -243,7 +245,7 @@ def build_runtime(
 
 
 def build_role(container: Container, name: str) -> Role:
-    """One background role (relay, projector, responder, dispatcher, knowledge)."""
+    """One background role (relay, projector, responder, dispatcher, knowledge, notifier)."""
     s = container.settings
     if not s.kafka_bootstrap:
         raise RoleError(f"role {name} needs URBANA_KAFKA_BOOTSTRAP")
@@ -251,7 +253,7 @@ def build_role(container: Container, name: str) -> Role:
         return _relay(s, s.kafka_bootstrap)
     if name == "projector":
         return _projector(s, s.kafka_bootstrap)
-    if name in ("responder", "dispatcher", "knowledge"):
+    if name in ("responder", "dispatcher", "knowledge", "notifier"):
         worker = _worker(container, name, s.kafka_bootstrap)
         return Role(run=worker.run, metrics=lambda: {name: _asdict(worker.metrics)})
     raise RoleError(f"unknown role {name!r} ({', '.join(ROLES)})")
@@ -296,10 +298,12 @@ def _projector(s: Settings, bootstrap: str) -> Role:
 
 
 def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
-    """The consumer group of an event-driven role (responder, dispatcher, knowledge)."""
+    """The consumer group of an event-driven role (responder, dispatcher, knowledge,
+    notifier)."""
     from urbana.adapters.kafka.workers import (
         dispatcher_worker,
         knowledge_worker,
+        notifier_worker,
         responder_worker,
     )
     from urbana.adapters.rate_limit import RedisRateLimiter
@@ -313,6 +317,14 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
     if role == "knowledge":
         return knowledge_worker(
             knowledge=c.ai.knowledge,
+            bootstrap=bootstrap,
+            topic=s.events_topic,
+            group_id=group_id,
+            timeouts=timeouts,
+        )
+    if role == "notifier":
+        return notifier_worker(
+            notifier=build_notifier(c),
             bootstrap=bootstrap,
             topic=s.events_topic,
             group_id=group_id,
@@ -355,6 +367,38 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
         topic=s.events_topic,
         group_id=group_id,
         timeouts=timeouts,
+    )
+
+
+def build_notifier(c: Container) -> HandoffNotifier:
+    """The handoff notifier: Telegram through the shared HTTP client, the ledger in the store."""
+    from urbana.adapters.notifier import HandoffNotifier
+    from urbana.adapters.postgres.notifications import PgNotificationLedger
+    from urbana.adapters.telegram import TelegramBot
+
+    s = c.settings
+    return HandoffNotifier(
+        c.store.app,
+        PgNotificationLedger(c.store.pool, c.store.schema),
+        TelegramBot(c.http, base_url=s.telegram_api_url, timeout=s.send_timeout_s),
+        panel_url=s.panel_url or f"http://{s.host}:{s.port}/panel",
+        backoff_start_s=s.notify_backoff_initial_s,
+        backoff_cap_s=s.notify_backoff_max_s,
+        horizon_s=s.notify_horizon_s,
+    )
+
+
+def build_live_feed(s: Settings) -> LiveFeed:
+    """The API process's live feed (start it in the lifespan: `await feed.start()`)."""
+    from urbana.adapters.live import LiveFeed
+
+    if not s.database_url:
+        raise ConfigurationError("URBANA_DATABASE_URL is not set")
+    return LiveFeed(
+        database_url=s.database_url,
+        schema=s.database_schema,
+        heartbeat_s=s.live_heartbeat_s,
+        queue_size=s.live_queue_size,
     )
 
 
