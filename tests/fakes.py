@@ -266,3 +266,15 @@ class RecordingRateLimiter:
 
     async def acquire(self, tenant_id: UUID, per_second: int) -> None:
         self.calls.append((tenant_id, per_second))
+
+
+class ScriptedSummarizer:
+    """Summarizer: the scripted summary (None: as if the model failed); records transcripts."""
+
+    def __init__(self, summary: str | None) -> None:
+        self._summary = summary
+        self.calls: list[tuple[list[tuple[str, str]], str]] = []
+
+    async def summarize(self, transcript: Sequence[tuple[str, str]], reason: str) -> str | None:
+        self.calls.append((list(transcript), reason))
+        return self._summary

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from urbana.adapters.live import LiveFeed
     from urbana.adapters.notifier import HandoffNotifier
     from urbana.adapters.postgres.knowledge import PgKnowledgeStore
-    from urbana.application.ports import LLM, Clock, Embeddings, Sender
+    from urbana.application.ports import LLM, Clock, Embeddings, Sender, Summarizer
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,13 @@ class Channels:
 
 @dataclass
 class AIComponents:
-    """The responder's collaborators: LLM (or the offline retrieval responder), knowledge."""
+    """The responder's collaborators: LLM (or the offline retrieval responder), knowledge,
+    and the handoff summarizer (None: the template summary)."""
 
     llm: LLM
     embeddings: Embeddings
     knowledge: PgKnowledgeStore
+    summarizer: Summarizer | None = None
 
 
 @dataclass
@@ -199,7 +201,10 @@ def build_ai(
     if llm is None:
         llm = _llm(settings, http)
     return AIComponents(
-        llm=llm, embeddings=embeddings, knowledge=PgKnowledgeStore(store.pool, embeddings)
+        llm=llm,
+        embeddings=embeddings,
+        knowledge=PgKnowledgeStore(store.pool, embeddings),
+        summarizer=_summarizer(settings, http),
     )
 
 
@@ -214,6 +219,21 @@ def _embeddings(settings: Settings, http: httpx.AsyncClient) -> Embeddings:
         http,
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.openai_base_url or "https://api.openai.com/v1",
+    )
+
+
+def _summarizer(settings: Settings, http: httpx.AsyncClient) -> Summarizer | None:
+    """The LLM writes handoff summaries when there is a key; the template does otherwise."""
+    if settings.openai_api_key is None:
+        return None
+    from urbana.adapters.llm.summary import OpenAISummarizer
+
+    return OpenAISummarizer(
+        http,
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        model=settings.llm_model,
+        timeout=min(settings.llm_timeout_s, 10.0),
     )
 
 
@@ -334,7 +354,11 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
         raise RoleError(f"role {role} needs URBANA_REDIS_URL")
     if role == "responder":
         responder = Responder(
-            c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings
+            c.store.app,
+            c.ai.llm,
+            knowledge=c.ai.knowledge,
+            embeddings=c.ai.embeddings,
+            summarizer=c.ai.summarizer,
         )
         return responder_worker(
             app=c.store.app,
