@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from urbana.adapters.live import LiveFeed
+from urbana.adapters.live import APPLICATION_NAME, LiveFeed
 from urbana.adapters.postgres.log import LogReader
 from urbana.adapters.postgres.store import Store
 from urbana.application.live import (
@@ -328,3 +328,34 @@ async def test_a_closed_feed_ends_its_subscriptions(store: Store) -> None:
             await pending
     with contextlib.suppress(RuntimeError):
         await stream.aclose()
+
+
+async def test_the_feed_reconnects_when_postgresql_drops_it_and_misses_nothing(
+    store: Store,
+) -> None:
+    leads = Leads(store, uuid4())
+    conv = await asyncio.to_thread(leads.start)
+    async with feed_on(store, poll_interval=0.1) as feed:
+        start = feed.position
+        stream = feed.subscribe(leads.tenant_id, "attendant")
+        first = asyncio.create_task(take(stream, 1))
+        await registered(feed, 1)
+        await asyncio.to_thread(leads.message, conv)
+        got = await first
+
+        def drop_the_feeds_connections() -> int:
+            with psycopg.connect(conninfo(store.url, store.schema), autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                    (APPLICATION_NAME,),
+                ).fetchall()
+            return len(rows)
+
+        assert await asyncio.to_thread(drop_the_feeds_connections) >= 2  # reader, listener
+        for _ in range(3):
+            await asyncio.to_thread(leads.message, conv)
+        got += await take(stream, 3)
+        await stream.aclose()
+        assert feed.errors >= 1
+    assert got == expected(store, leads.tenant_id, "attendant", start)

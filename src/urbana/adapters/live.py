@@ -55,6 +55,7 @@ from urbana.config import conninfo
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+APPLICATION_NAME = "urbana-live"  # how the feed's connections show in pg_stat_activity
 HEARTBEAT_S = 15.0  # under the idle timeouts of common proxies (nginx: 60 s)
 QUEUE_SIZE = 1_000  # events a subscriber may have waiting before it is dropped to the log
 _WAIT_SLICE = 0.25  # how often a sleeping follower looks at its stop event
@@ -116,7 +117,7 @@ class LiveFeed:
             self._url,
             min_size=0,
             max_size=catch_up_connections,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
             open=False,
         )
         self._subscribers: dict[str, set[_Subscriber]] = {}
@@ -333,12 +334,16 @@ class LiveFeed:
 
     async def _connect(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await AsyncConnection.connect(self._url, autocommit=True)
+            self._conn = await AsyncConnection.connect(
+                self._url, autocommit=True, application_name=APPLICATION_NAME
+            )
         return self._conn
 
     async def _listen(self) -> AsyncConnection[Any]:
         if self._listener is None or self._listener.closed:
-            listener = await AsyncConnection.connect(self._url, autocommit=True)
+            listener = await AsyncConnection.connect(
+                self._url, autocommit=True, application_name=APPLICATION_NAME
+            )
             await listener.execute(listen_channel())
             self._listener = listener
         return self._listener
