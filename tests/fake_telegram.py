@@ -3,7 +3,8 @@
 It answers as Telegram does: `{"ok": true, "result": {...message...}}`, or
 `{"ok": false, "error_code", "description", "parameters"}`. Per bot token it can be
 down (a 502 or a 429 with `retry_after`) or refuse (a 400), so tests drive outages
-without timing anything: they wait on what the fake saw.
+without timing anything: they wait on what the fake saw. Like Telegram, it refuses
+buttons that link to a local URL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -65,6 +67,8 @@ class FakeTelegram:
                     return _error(status, "Bad Gateway")
                 if token in self.refuse:
                     return _error(400, self.refuse[token])
+                if _local_button(body):  # as Telegram: no local URLs in buttons
+                    return _error(400, "Bad Request: BUTTON_URL_INVALID")
                 message = {
                     "message_id": len(self.messages) + 1,
                     "date": int(time.time()),
@@ -76,6 +80,12 @@ class FakeTelegram:
                 return JSONResponse({"ok": True, "result": message})
             finally:
                 self._changed.notify_all()
+
+
+def _local_button(body: dict[str, Any]) -> bool:
+    rows = (body.get("reply_markup") or {}).get("inline_keyboard", [])
+    hosts = {urlsplit(b.get("url", "")).hostname for row in rows for b in row}
+    return bool(hosts & {"localhost", "127.0.0.1"})
 
 
 def _error(code: int, description: str, retry_after: int | None = None) -> JSONResponse:

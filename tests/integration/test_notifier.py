@@ -174,6 +174,25 @@ async def test_a_notifier_that_died_between_attempts_is_taken_over_but_not_one_m
     assert "Cliente: Ana" in texts[0]
 
 
+async def test_a_local_panel_url_telegram_refuses_in_a_button_goes_in_the_text(
+    store: Store, telegram: FakeTelegram, http: httpx.AsyncClient
+) -> None:
+    tenant_id = tenant_with_telegram(store, "777:eee")
+    conv_id, version = handoff(store, tenant_id)
+    notifier = HandoffNotifier(
+        store.app,
+        PgNotificationLedger(store.pool, store.schema),
+        TelegramBot(http, base_url=telegram.url),
+        panel_url="http://127.0.0.1:8000/panel",  # `urbana dev` without URBANA_PANEL_URL
+    )
+    assert await notifier.handoff_requested(tenant_id, conv_id, version) == "sent"
+    sent = telegram.to("777:eee")
+    assert len(sent) == 1
+    assert sent[0]["reply_markup"] is None
+    assert sent[0]["text"].endswith(f"\nhttp://127.0.0.1:8000/panel/conversations/{conv_id}")
+    assert telegram.attempts["777:eee"] == 2  # the refused one sent nothing
+
+
 async def test_a_tenant_without_telegram_is_not_notified(
     store: Store, telegram: FakeTelegram, http: httpx.AsyncClient
 ) -> None:

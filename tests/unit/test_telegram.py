@@ -49,6 +49,17 @@ async def test_send_message_posts_the_text_and_an_inline_url_button() -> None:
     }
 
 
+async def test_without_a_button_no_reply_markup_is_sent() -> None:
+    bodies: list[dict[str, object]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"ok": True, "result": {"message_id": 1}})
+
+    await bot(answer).send(TARGET, "Novo atendimento\nhttp://127.0.0.1/p", None, None)
+    assert bodies == [{"chat_id": "-100777", "text": "Novo atendimento\nhttp://127.0.0.1/p"}]
+
+
 def error(status: int, description: str, **parameters: int) -> httpx.Response:
     doc: dict[str, object] = {"ok": False, "error_code": status, "description": description}
     if parameters:
@@ -74,7 +85,24 @@ async def test_throttling_and_outages_are_retryable_and_refusals_are_final(
         await bot(lambda _: response).send(TARGET, "t", "b", "https://p")
     assert caught.value.retryable is retryable
     assert caught.value.retry_after == retry_after
+    assert not caught.value.button_refused
     assert TARGET.bot_token not in str(caught.value)
+
+
+async def test_a_refused_button_url_is_told_apart_from_other_refusals() -> None:
+    for description in (
+        "Bad Request: BUTTON_URL_INVALID",
+        "Bad Request: inline keyboard button URL 'http://localhost' is invalid: Wrong HTTP URL",
+    ):
+        refusal = error(400, description)
+
+        def refuse(request: httpx.Request, refusal: httpx.Response = refusal) -> httpx.Response:
+            return refusal
+
+        with pytest.raises(NotifyFailed) as caught:
+            await bot(refuse).send(TARGET, "t", "b", "http://x")
+        assert caught.value.button_refused
+        assert not caught.value.retryable
 
 
 async def test_no_connection_is_retryable_but_no_answer_may_have_delivered() -> None:

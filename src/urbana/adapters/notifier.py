@@ -143,12 +143,23 @@ class HandoffNotifier:
                 if not await self._ledger.sending(key, owner, self._lease_s):
                     raise ClaimLost(key)
                 try:
-                    message_id = await self._messenger.send(target, text, BUTTON_TEXT, url)
+                    message_id = await self._send_once(target, text, url)
                 except NotifyFailed as exc:
                     if exc.retryable:
                         await self._ledger.failed(key, owner, self._lease_s, exc.reason)
                     raise
         return message_id
+
+    async def _send_once(self, target: TelegramTarget, text: str, url: str) -> str:
+        try:
+            return await self._messenger.send(target, text, BUTTON_TEXT, url)
+        except NotifyFailed as exc:
+            if not exc.button_refused:
+                raise
+        # Telegram takes no local URLs in buttons (`urbana dev` without URBANA_PANEL_URL);
+        # the refusal sent nothing, so the link goes in the text instead.
+        log.warning("notifier: telegram refused the button URL %s; sending it as text", url)
+        return await self._messenger.send(target, f"{text}\n{url}", None, None)
 
     def _wait(self, state: RetryCallState) -> float:
         """Exponential backoff, but never shorter than what Telegram asked for."""

@@ -35,13 +35,13 @@ class TelegramBot:
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
 
-    async def send(self, target: TelegramTarget, text: str, button: str, url: str) -> str:
-        """Send one message with a link button; Telegram's message id."""
-        body = {
-            "chat_id": target.chat_id,
-            "text": text,
-            "reply_markup": {"inline_keyboard": [[{"text": button, "url": url}]]},
-        }
+    async def send(
+        self, target: TelegramTarget, text: str, button: str | None, url: str | None
+    ) -> str:
+        """Send one message (with a link button when both are given); Telegram's message id."""
+        body: dict[str, Any] = {"chat_id": target.chat_id, "text": text}
+        if button and url:
+            body["reply_markup"] = {"inline_keyboard": [[{"text": button, "url": url}]]}
         endpoint = f"{self._base_url}/bot{target.bot_token}/sendMessage"
         try:
             response = await self._http.post(endpoint, json=body, timeout=self._timeout)
@@ -77,4 +77,7 @@ def _message_id(response: httpx.Response) -> str:
             retryable=True,
             retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
         )
-    raise NotifyFailed(f"telegram {code}: {description}", retryable=False)
+    refused_button = "BUTTON_URL_INVALID" in description or "button URL" in description
+    raise NotifyFailed(
+        f"telegram {code}: {description}", retryable=False, button_refused=refused_button
+    )

@@ -121,11 +121,20 @@ class NotifyFailed(Exception):
     message for good (bad token, unknown chat, bot blocked).
     """
 
-    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        button_refused: bool = False,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+        # Refused for the button's URL alone (Telegram takes no local URLs in buttons).
+        self.button_refused = button_refused
 
 
 class NotifyOutcomeUnknown(Exception):
@@ -135,8 +144,13 @@ class NotifyOutcomeUnknown(Exception):
 class Messenger(Protocol):
     """Sends one message with a link button to a chat (Telegram)."""
 
-    async def send(self, target: TelegramTarget, text: str, button: str, url: str) -> str:
-        """Send; the service's message id. NotifyFailed or NotifyOutcomeUnknown otherwise."""
+    async def send(
+        self, target: TelegramTarget, text: str, button: str | None, url: str | None
+    ) -> str:
+        """Send (with a link button when both are given); the service's message id.
+
+        NotifyFailed or NotifyOutcomeUnknown otherwise.
+        """
         ...
 
 
