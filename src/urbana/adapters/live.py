@@ -144,6 +144,7 @@ class LiveFeed:
         conn = await self._connect()
         self.position = await self._follower_log.head(conn)
         self._task = asyncio.create_task(self._follow(), name="live-feed")
+        self._task.add_done_callback(_log_if_crashed)
         log.info("live feed follows the log after position %d", self.position)
 
     async def aclose(self) -> None:
@@ -180,6 +181,7 @@ class LiveFeed:
             "fell_behind": self.fell_behind,
             "caught_up": self.caught_up,
             "errors": self.errors,
+            "following": self._task is not None and not self._task.done(),
         }
 
     # --------------------------------------------------------------- subscribing
@@ -283,7 +285,7 @@ class LiveFeed:
             while not self._stop.is_set():
                 try:
                     await self._follow_until_fault()
-                except psycopg.OperationalError as exc:
+                except psycopg.Error as exc:
                     # PostgreSQL restarted or the network dropped: subscribers keep their
                     # queues (and heartbeats) while the follower reconnects.
                     self.errors += 1
@@ -354,6 +356,11 @@ class LiveFeed:
                 with contextlib.suppress(psycopg.Error):
                     await conn.close()
         self._conn = self._listener = None
+
+
+def _log_if_crashed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the live feed stopped following the log", exc_info=task.exception())
 
 
 def _visible(envelopes: list[Envelope], subscriber: _Subscriber) -> list[LiveEvent]:
