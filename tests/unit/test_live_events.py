@@ -69,7 +69,18 @@ def test_an_attendants_reply_is_a_message_by_a_human_with_the_attendant() -> Non
         (
             "ConversationTransferred",
             {"to_user": None, "to_queue": "suporte", "by": "u1", "note_id": "n1"},
-            {"assignee": None, "queue": "suporte", "by": "u1", "note_id": "n1"},
+            {
+                "status": "waiting_human",
+                "assignee": None,
+                "queue": "suporte",
+                "by": "u1",
+                "note_id": "n1",
+            },
+        ),
+        (
+            "ConversationTransferred",
+            {"to_user": "u3", "to_queue": None, "by": "u1", "note_id": None},
+            {"status": "human", "assignee": "u3", "queue": None, "by": "u1", "note_id": None},
         ),
         (
             "ReturnedToQueue",

@@ -97,10 +97,13 @@ def _assigned(envelope: Envelope) -> dict[str, Any]:
 
 
 def _transferred(envelope: Envelope) -> dict[str, Any]:
+    # To a person: that person holds it. To a queue alone: it waits there for one.
     data = envelope.data
+    to_user = data.get("to_user")
     return {
         "conversation_id": envelope.stream_id,
-        "assignee": data.get("to_user"),
+        "status": "human" if to_user else "waiting_human",
+        "assignee": to_user,
         "queue": data.get("to_queue"),
         **_pick(envelope, "by", "note_id"),
     }

@@ -20,7 +20,7 @@ from its own record, and reads with `tenant_id = None`:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -54,16 +54,24 @@ def events_of(aggregate: type[Aggregate]) -> list[type[DomainEvent]]:
 
 
 def tenant_added_in_v2(
-    aggregate: type[TenantScoped], *, first_had_it: bool = True, tenant_is_stream: bool = False
+    aggregate: type[TenantScoped],
+    *,
+    first_had_it: bool = True,
+    tenant_is_stream: bool = False,
+    born_with_it: Collection[str] = (),
 ) -> None:
     """Mark the events of `aggregate` whose version 2 added `tenant_id`, with their upcaster.
 
     `first_had_it`: the stream's first event carried it from version 1 and stays as it
     is. `tenant_is_stream`: a version 1 record's tenant is its stream id.
+    `born_with_it`: names of event types added after version 2, which carried the
+    tenant from their first version and stay at version 1.
     """
     upcast = _tenant_is_stream if tenant_is_stream else _tenant_unknown
     for event_class in events_of(aggregate):
         if first_had_it and issubclass(event_class, Aggregate.Created):
+            continue
+        if event_class.__name__ in born_with_it:
             continue
         setattr(event_class, "class_version", TENANT_VERSION)  # noqa: B010
         setattr(event_class, "upcast_v1_v2", staticmethod(upcast))  # noqa: B010

@@ -211,7 +211,12 @@ class ChannelRoute(Aggregate):
         self.tenant_id = tenant_id
 
 
-tenant_added_in_v2(Tenant, first_had_it=False, tenant_is_stream=True)
+tenant_added_in_v2(
+    Tenant,
+    first_had_it=False,
+    tenant_is_stream=True,
+    born_with_it=("NotificationsConfigured",),
+)
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")
 personal("Tenant.NotificationsConfigured", "secrets", subject="originator_id")
