@@ -355,3 +355,15 @@ class InMemoryFinder:
             for conversation_id in self.known.get(tenant_id, [])
             if self._app.get(Conversation, conversation_id).awaiting_attendant_since is not None
         ]
+
+
+class ScriptedSummarizer:
+    """Summarizer: the scripted summary (None: as if the model failed); records transcripts."""
+
+    def __init__(self, summary: str | None) -> None:
+        self._summary = summary
+        self.calls: list[tuple[list[tuple[str, str]], str]] = []
+
+    async def summarize(self, transcript: Sequence[tuple[str, str]], reason: str) -> str | None:
+        self.calls.append((list(transcript), reason))
+        return self._summary

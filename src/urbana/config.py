@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     dispatch_breaker_failures: int = Field(default=5, ge=1)
     dispatch_breaker_open_s: float = Field(default=5.0, gt=0)
     dispatch_breaker_max_open_s: float = Field(default=120.0, gt=0)
+    # Handoff notifications (the notifier role): the Telegram Bot API, and where the
+    # notice's button points (the attendants' panel; Telegram wants a public URL).
+    telegram_api_url: str = "https://api.telegram.org"
+    panel_url: str | None = None  # default: http://HOST:PORT/panel
+    notify_backoff_initial_s: float = Field(default=1.0, gt=0)
+    notify_backoff_max_s: float = Field(default=30.0, gt=0)
+    notify_horizon_s: float = Field(default=3_600.0, gt=0)  # then the notice ends expired
+    # The live feed under /v1/stream.
+    live_heartbeat_s: float = Field(default=15.0, gt=0)
+    live_queue_size: int = Field(default=1_000, ge=1)
 
     @field_validator("admin_api_key", "master_key", "jwt_secret")
     @classmethod

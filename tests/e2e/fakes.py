@@ -26,13 +26,17 @@ ANSWER = {
 }
 
 
+SUMMARY = "Cliente pediu para falar com uma pessoa sobre o pedido."
+
+
 @dataclass
 class Outside:
     """The scripted outside world. `decisions` maps a word in the burst to an answer."""
 
     url: str = ""
     decisions: dict[str, dict[str, Any] | int] = field(default_factory=dict)
-    llm_requests: list[dict[str, Any]] = field(default_factory=list)
+    llm_requests: list[dict[str, Any]] = field(default_factory=list)  # reply decisions
+    summary_requests: list[dict[str, Any]] = field(default_factory=list)  # handoff summaries
     sends: list[dict[str, Any]] = field(default_factory=list)
     llm_delay: float = 0.0
 
@@ -44,6 +48,9 @@ class Outside:
 
     async def completions(self, request: Request) -> JSONResponse:
         body = await request.json()
+        if "response_format" not in body:  # the handoff summary: plain text, not a decision
+            self.summary_requests.append(body)
+            return _completion(body, SUMMARY)
         self.llm_requests.append(body)
         if self.llm_delay:
             await asyncio.sleep(self.llm_delay)
@@ -56,22 +63,7 @@ class Outside:
                 decision = scripted
         if isinstance(decision, int):
             return JSONResponse({"error": {"message": "scripted"}}, status_code=decision)
-        return JSONResponse(
-            {
-                "id": "chatcmpl-e2e",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": json.dumps(decision)},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 321, "completion_tokens": 42, "total_tokens": 363},
-            }
-        )
+        return _completion(body, json.dumps(decision))
 
     async def graph_send(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -90,6 +82,25 @@ class Outside:
                 "messages": [{"id": f"wamid.OUT{len(self.sends)}"}],
             }
         )
+
+
+def _completion(body: dict[str, Any], content: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "id": "chatcmpl-e2e",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 321, "completion_tokens": 42, "total_tokens": 363},
+        }
+    )
 
 
 class _Thread(threading.Thread):

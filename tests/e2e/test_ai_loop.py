@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
-from tests.e2e.fakes import ANSWER, Outside, start_outside
+from tests.e2e.fakes import ANSWER, SUMMARY, Outside, start_outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.runtime import ROLES
@@ -229,7 +229,11 @@ def test_each_handoff_trigger_hands_off_and_the_ai_goes_silent(
         assert len(got) == sends
         handoffs = events(loop_api, tenant, wa_id, "HandoffRequested")
         assert [h.reason for h in handoffs] == [reason]
-        assert handoffs[0].summary  # the attendant gets a summary
+        # The attendant gets a summary: the model's, or the template when the model failed.
+        if reason == "llm_failure":
+            assert handoffs[0].summary.startswith("Motivo: llm_failure.")
+        else:
+            assert handoffs[0].summary == SUMMARY
         assert conversation(loop_api, tenant, wa_id).status is Status.WAITING_HUMAN
         # From now on the AI stays silent.
         send(loop_api, tenant, wa_id, "Alô? Tem alguém aí?")

@@ -41,7 +41,7 @@ from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.gateways import gateway_config
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
-from urbana.domain.tenant import Tenant
+from urbana.domain.tenant import TelegramTarget, Tenant
 
 pytestmark = pytest.mark.e2e
 
@@ -257,6 +257,28 @@ def test_tenant_create(dev: Dev, via: str, as_json: bool) -> None:
     if via == FLAG:  # registering twice is harmless
         again = dev.urbana(via, "tenant", "create", name, "--json")
         assert json.loads(again.stdout) == {"tenant_id": str(tenant_id), "created": False}
+
+
+@pytest.mark.parametrize(("via", "as_json"), WAYS)
+def test_tenant_telegram_sets_where_handoff_notices_go_and_turns_them_off(
+    dev: Dev, via: str, as_json: bool
+) -> None:
+    tenant_id = dev.store.app.register_tenant(f"Loja {uuid4().hex[:8]}")[0]
+    json_flag = ["--json"] if as_json else []
+    done = dev.urbana(
+        via, "tenant", "telegram", str(tenant_id), "--chat-id", "-100987",
+        "--bot-token", "123456:XYZ", *json_flag,
+    )  # fmt: skip
+    if as_json:
+        assert json.loads(done.stdout) == {
+            "tenant_id": str(tenant_id),
+            "telegram_chat_id": "-100987",
+        }
+    else:
+        assert done.stdout.strip() == f"handoff notices of {tenant_id} go to telegram chat -100987"
+    assert dev.store.app.get(Tenant, tenant_id).telegram == TelegramTarget("-100987", "123456:XYZ")
+    dev.urbana(via, "tenant", "telegram", str(tenant_id), "--off", *json_flag)
+    assert dev.store.app.get(Tenant, tenant_id).telegram is None
 
 
 # ------------------------------------------------------------------------ channels

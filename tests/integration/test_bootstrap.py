@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -12,8 +13,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from urbana.adapters.bootstrap import build
+from urbana.adapters.bootstrap import build, build_live_feed, build_role
 from urbana.adapters.embedded import ServiceUrls
+from urbana.adapters.kafka.workers import WorkerMetrics
+from urbana.adapters.llm.summary import OpenAISummarizer
 from urbana.adapters.redis_coord import redis_client
 from urbana.application.ai import LLMResult, Prompt, Usage
 from urbana.config import Settings
@@ -106,3 +109,31 @@ def test_processes_starting_at_once_share_one_jwt_secret(tmp_path: Path) -> None
     assert all(proc.returncode == 0 for proc in procs)
     assert secrets == {(tmp_path / "jwt.key").read_text().strip()}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jwt.key"]
+
+
+async def test_the_notifier_role_the_summarizer_and_the_live_feed_are_built_from_settings(
+    services: ServiceUrls, schema: str, master_key: bytes
+) -> None:
+    base = settings(services, schema, master_key)
+    offline = await build(base, embeddings=ConstantEmbeddings(), llm=SilentLLM())
+    try:
+        assert offline.ai.summarizer is None  # no key: the template summary
+    finally:
+        await offline.aclose()
+    keyed = base.model_copy(
+        update={
+            "openai_api_key": SecretStr("sk-test"),
+            "kafka_bootstrap": services.kafka,
+            "panel_url": "https://painel.example.com/panel",
+        }
+    )
+    container = await build(keyed, embeddings=ConstantEmbeddings(), llm=SilentLLM())
+    try:
+        assert isinstance(container.ai.summarizer, OpenAISummarizer)
+        role = build_role(container, "notifier")
+        assert role.metrics() == {"notifier": dataclasses.asdict(WorkerMetrics())}
+    finally:
+        await container.aclose()
+    feed = build_live_feed(base)
+    async with feed:
+        assert feed.metrics()["subscribers"] == 0

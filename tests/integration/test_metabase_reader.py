@@ -87,7 +87,11 @@ def run_metabase_init(db: Database) -> subprocess.CompletedProcess[str]:
     """The compose service's command and environment; the compose host `postgres` is this
     server, the mounted file is the repository's, psql is the test server's."""
     operator = {**cf.env_example(), **db.passwords, "POSTGRES_PASSWORD": "unused-here"}
-    operator |= {"URBANA_MASTER_KEY": "unused-here", "URBANA_ADMIN_API_KEY": "unused-here"}
+    operator |= {
+        "URBANA_MASTER_KEY": "unused-here",
+        "URBANA_ADMIN_API_KEY": "unused-here",
+        "URBANA_JWT_SECRET": "unused-here",
+    }
     service = cf.load(operator)["services"]["metabase-init"]
     env = cf.container_env(service, operator, None)
     assert env["PGHOST"] == "postgres"

@@ -45,6 +45,7 @@ def test_a_fresh_schema_gets_every_table_the_processes_use(services: ServiceUrls
         "kb_chunks",
         "urbana_relay_position",
         "rm_republish",
+        "urbana_notifications",  # the notifier's ledger
         "rm_tracking",
         "rm_replay",
     }

@@ -52,6 +52,7 @@ def produced_events() -> dict[str, object]:
 
     tenant = Tenant.register(f"tenant-{uuid4().hex}")
     tenant.connect_channel(channel="cloud", route_key="1", public={}, secrets={"token": "t"})
+    tenant.configure_telegram(chat_id="-100123", bot_token="123:abc")
 
     user = User.invite(
         tenant_id=tenant.id, email="ana@example.com", role=Role.ADMIN, password_hash="h"

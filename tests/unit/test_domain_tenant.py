@@ -13,7 +13,7 @@ import pytest
 from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput
-from urbana.domain.tenant import ChannelRoute, Tenant, TenantSettings
+from urbana.domain.tenant import ChannelRoute, TelegramTarget, Tenant, TenantSettings
 
 
 def registered(name: str | None = None) -> Tenant:
@@ -175,3 +175,16 @@ def test_a_knowledge_document_over_the_limit_is_refused_and_records_nothing() ->
     assert tenant.collect_events() == []
     tenant.add_knowledge_document(name="manual.md", text="Trocas em até 30 dias.")
     assert tenant.knowledge_documents == {"manual.md": 22}
+
+
+def test_telegram_notifications_are_configured_with_a_token_and_can_be_turned_off() -> None:
+    tenant = Tenant.register(f"tenant-{uuid4().hex}")
+    assert tenant.telegram is None
+    with pytest.raises(InvalidInput):
+        tenant.configure_telegram(chat_id="-100123")
+    with pytest.raises(InvalidInput):
+        tenant.configure_telegram(chat_id="  ", bot_token="123:abc")
+    tenant.configure_telegram(chat_id=" -100123 ", bot_token="123:abc")
+    assert tenant.telegram == TelegramTarget("-100123", "123:abc")
+    tenant.configure_telegram(chat_id=None)
+    assert tenant.telegram is None

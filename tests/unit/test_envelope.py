@@ -67,6 +67,7 @@ def history() -> list[DomainEventProtocol[UUID]]:
     tenant.change_queue(queue_id="q-vendas", name="Vendas e orçamentos")
     tenant.save_canned_response(shortcut="/pix", text="Nossa chave Pix é loja@example.com")
     tenant.remove_canned_response(shortcut="pix")
+    tenant.configure_telegram(chat_id="-100123", bot_token="123:abc")
     route = ChannelRoute(channel="cloud", route_key="pnid1", tenant_id=tenant.id)
     lead = Lead.create(tenant.id, "phone:5511999990000", phone="5511999990000", name="Ana")
     lead.score_by(45, reason="pricing")

@@ -35,6 +35,7 @@ BORN_WITH_IT = {
     "QueueChanged",
     "CannedResponseSaved",
     "CannedResponseRemoved",
+    "NotificationsConfigured",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {"ReturnedToAI", "ConversationReopened", "LeadStageChanged"}
@@ -85,6 +86,7 @@ def history(app: UrbanaApp) -> UUID:
     app.change_queue(tid, queue, intents=("pricing", "price"))
     app.save_canned_response(tid, "/pix", "Nossa chave Pix é loja@example.com")
     app.remove_canned_response(tid, "pix")
+    app.configure_telegram(tid, chat_id="-100123", bot_token="123:abc")
     cid = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi"))).conversation_id
     out = ai_reply(app, cid, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9)
     app.mark_sent(cid, out, "wamid.out")

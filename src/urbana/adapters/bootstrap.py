@@ -41,10 +41,12 @@ if TYPE_CHECKING:
     from urbana.adapters.ingest import Ingestor
     from urbana.adapters.kafka.consumer import GroupTimeouts
     from urbana.adapters.kafka.workers import EventWorker
+    from urbana.adapters.live import LiveFeed
+    from urbana.adapters.notifier import HandoffNotifier
     from urbana.adapters.postgres.knowledge import PgKnowledgeStore
     from urbana.adapters.tokens import JwtTokens
     from urbana.application.access import Access
-    from urbana.application.ports import LLM, Clock, Embeddings, Sender
+    from urbana.application.ports import LLM, Clock, Embeddings, Sender, Summarizer
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,13 @@ class Channels:
 
 @dataclass
 class AIComponents:
-    """The responder's collaborators: LLM (or the offline retrieval responder), knowledge."""
+    """The responder's collaborators: LLM (or the offline retrieval responder), knowledge,
+    and the handoff summarizer (None: the template summary)."""
 
     llm: LLM
     embeddings: Embeddings
     knowledge: PgKnowledgeStore
+    summarizer: Summarizer | None = None
 
 
 @dataclass
@@ -207,7 +211,10 @@ def build_ai(
     if llm is None:
         llm = _llm(settings, http)
     return AIComponents(
-        llm=llm, embeddings=embeddings, knowledge=PgKnowledgeStore(store.pool, embeddings)
+        llm=llm,
+        embeddings=embeddings,
+        knowledge=PgKnowledgeStore(store.pool, embeddings),
+        summarizer=_summarizer(settings, http),
     )
 
 
@@ -222,6 +229,21 @@ def _embeddings(settings: Settings, http: httpx.AsyncClient) -> Embeddings:
         http,
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.openai_base_url or "https://api.openai.com/v1",
+    )
+
+
+def _summarizer(settings: Settings, http: httpx.AsyncClient) -> Summarizer | None:
+    """The LLM writes handoff summaries when there is a key; the template does otherwise."""
+    if settings.openai_api_key is None:
+        return None
+    from urbana.adapters.llm.summary import OpenAISummarizer
+
+    return OpenAISummarizer(
+        http,
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        model=settings.llm_model,
+        timeout=min(settings.llm_timeout_s, 10.0),
     )
 
 
@@ -253,7 +275,7 @@ def build_runtime(
 
 
 def build_role(container: Container, name: str) -> Role:
-    """One background role (relay, projector, responder, dispatcher, knowledge)."""
+    """One background role (relay, projector, responder, dispatcher, knowledge, notifier)."""
     s = container.settings
     if not s.kafka_bootstrap:
         raise ConfigurationError(f"role {name} needs URBANA_KAFKA_BOOTSTRAP")
@@ -261,7 +283,7 @@ def build_role(container: Container, name: str) -> Role:
         return _relay(s, s.kafka_bootstrap)
     if name == "projector":
         return _projector(s, s.kafka_bootstrap)
-    if name in ("responder", "dispatcher", "knowledge"):
+    if name in ("responder", "dispatcher", "knowledge", "notifier"):
         worker = _worker(container, name, s.kafka_bootstrap)
         return Role(run=worker.run, metrics=lambda: {name: _asdict(worker.metrics)})
     raise ConfigurationError(f"unknown role {name!r} ({', '.join(ROLES)})")
@@ -306,10 +328,12 @@ def _projector(s: Settings, bootstrap: str) -> Role:
 
 
 def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
-    """The consumer group of an event-driven role (responder, dispatcher, knowledge)."""
+    """The consumer group of an event-driven role (responder, dispatcher, knowledge,
+    notifier)."""
     from urbana.adapters.kafka.workers import (
         dispatcher_worker,
         knowledge_worker,
+        notifier_worker,
         responder_worker,
     )
     from urbana.adapters.rate_limit import RedisRateLimiter
@@ -328,11 +352,23 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
             group_id=group_id,
             timeouts=timeouts,
         )
+    if role == "notifier":
+        return notifier_worker(
+            notifier=build_notifier(c),
+            bootstrap=bootstrap,
+            topic=s.events_topic,
+            group_id=group_id,
+            timeouts=timeouts,
+        )
     if c.redis is None:
         raise ConfigurationError(f"role {role} needs URBANA_REDIS_URL")
     if role == "responder":
         responder = Responder(
-            c.store.app, c.ai.llm, knowledge=c.ai.knowledge, embeddings=c.ai.embeddings
+            c.store.app,
+            c.ai.llm,
+            knowledge=c.ai.knowledge,
+            embeddings=c.ai.embeddings,
+            summarizer=c.ai.summarizer,
         )
         return responder_worker(
             app=c.store.app,
@@ -365,6 +401,38 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
         topic=s.events_topic,
         group_id=group_id,
         timeouts=timeouts,
+    )
+
+
+def build_notifier(c: Container) -> HandoffNotifier:
+    """The handoff notifier: Telegram through the shared HTTP client, the ledger in the store."""
+    from urbana.adapters.notifier import HandoffNotifier
+    from urbana.adapters.postgres.notifications import PgNotificationLedger
+    from urbana.adapters.telegram import TelegramBot
+
+    s = c.settings
+    return HandoffNotifier(
+        c.store.app,
+        PgNotificationLedger(c.store.pool, c.store.schema),
+        TelegramBot(c.http, base_url=s.telegram_api_url, timeout=s.send_timeout_s),
+        panel_url=s.panel_url or f"http://{s.host}:{s.port}/panel",
+        backoff_start_s=s.notify_backoff_initial_s,
+        backoff_cap_s=s.notify_backoff_max_s,
+        horizon_s=s.notify_horizon_s,
+    )
+
+
+def build_live_feed(s: Settings) -> LiveFeed:
+    """The API process's live feed (start it in the lifespan: `await feed.start()`)."""
+    from urbana.adapters.live import LiveFeed
+
+    if not s.database_url:
+        raise ConfigurationError("URBANA_DATABASE_URL is not set")
+    return LiveFeed(
+        database_url=s.database_url,
+        schema=s.database_schema,
+        heartbeat_s=s.live_heartbeat_s,
+        queue_size=s.live_queue_size,
     )
 
 

@@ -97,6 +97,14 @@ class LLM(Protocol):
         ...
 
 
+class Summarizer(Protocol):
+    """Writes the handoff summary an attendant reads first; never raises."""
+
+    async def summarize(self, transcript: Sequence[tuple[str, str]], reason: str) -> str | None:
+        """A few sentences on the (author, text) transcript, or None when it could not."""
+        ...
+
+
 class KnowledgeSearch(Protocol):
     async def search(
         self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K

@@ -28,6 +28,7 @@ from urbana.application.ports import (
     CoordinationUnavailable,
     Embeddings,
     KnowledgeSearch,
+    Summarizer,
 )
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import BurstAlreadyAnswered, InvalidTransition
@@ -40,6 +41,8 @@ from urbana.errors import Unavailable
 log = logging.getLogger(__name__)
 
 GUARD_REJECTED = "guard_rejected"
+TRANSCRIPT_SIZE = 10  # the last messages the handoff summary is written from
+_AUTHORS = {"lead": "Cliente", "ai": "IA", "human": "Atendente", "system": "Sistema"}
 # Noting arrivals waits this long at most: it only lengthens other triggers' debounce.
 ARRIVAL_TIMEOUT_S = 1.0
 
@@ -61,10 +64,12 @@ class Responder:
         *,
         knowledge: KnowledgeSearch | None = None,
         embeddings: Embeddings | None = None,
+        summarizer: Summarizer | None = None,
         k: int = 4,
     ) -> None:
         self._app = app
         self._llm = llm
+        self._summarizer = summarizer
         self._knowledge = knowledge
         self._embeddings = embeddings
         self._k = k
@@ -125,6 +130,11 @@ class Responder:
                 # Hot is a threshold to cross, not a state that keeps handing off.
                 lead_score=after if crossed_hot else min(after, hot - 1),
             )
+        summary = None
+        if reason:
+            # The model that just failed is not asked for a summary.
+            summary = await self._summarize(conv, reason) if not result.failure else None
+            summary = summary or _summary(burst, decision.intent, reason)
         outcome = AIOutcome(
             reply_to_seq=reply_to,
             reply=decision.reply or None,
@@ -134,9 +144,26 @@ class Responder:
             score_delta=decision.score_delta,
             handoff_reason=reason,
             transition_message=bot_message("handoff", messages) if reason else None,
-            summary=_summary(burst, decision.intent, reason) if reason else None,
+            summary=summary,
         )
         return await self._record(conversation_id, outcome)
+
+    async def _summarize(self, conv: Conversation, reason: str) -> str | None:
+        """The LLM's summary of the last messages (None without a summarizer or on failure).
+
+        Only for handoffs the AI decided on: input or output the guards refused is not
+        sent to a model again, and gets the template.
+        """
+        if self._summarizer is None:
+            return None
+        transcript = [
+            (_AUTHORS[entry["role"]], str(entry["text"]))
+            for entry in conv.history
+            if entry.get("role") in _AUTHORS and entry.get("text")
+        ][-TRANSCRIPT_SIZE:]
+        if not transcript:
+            return None
+        return await self._summarizer.summarize(transcript, reason)
 
     async def _retrieve(self, tenant_id: UUID, burst: str) -> list[Passage]:
         if self._knowledge is None or self._embeddings is None or not burst.strip():

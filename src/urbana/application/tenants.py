@@ -67,6 +67,14 @@ class TenantCommands(StoreApp):
     def change_settings(self, tenant_id: UUID, **changes: Any) -> None:
         self._on_tenant(tenant_id, lambda t: t.change_settings(**changes))
 
+    def configure_telegram(
+        self, tenant_id: UUID, *, chat_id: str | None, bot_token: str | None = None
+    ) -> None:
+        """Where the tenant's handoff notifications go (None: nowhere)."""
+        self._on_tenant(
+            tenant_id, lambda t: t.configure_telegram(chat_id=chat_id, bot_token=bot_token)
+        )
+
     def change_prompt(self, tenant_id: UUID, prompt: str) -> None:
         self._on_tenant(tenant_id, lambda t: t.change_prompt(prompt))
 

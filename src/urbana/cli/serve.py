@@ -177,7 +177,9 @@ def worker(
     ctx: typer.Context,
     role: Annotated[
         list[str],
-        typer.Option("--role", help="relay | projector | responder | dispatcher | knowledge"),
+        typer.Option(
+            "--role", help="relay | projector | responder | dispatcher | knowledge | notifier"
+        ),
     ],
     data_dir: DataDir = None,
 ) -> None:

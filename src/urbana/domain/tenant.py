@@ -58,6 +58,14 @@ def _rules(value: Any) -> dict[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class TelegramTarget:
+    """Where a tenant's attendants are told about handoffs: a chat, through its own bot."""
+
+    chat_id: str
+    bot_token: str
+
+
+@dataclass(frozen=True, slots=True)
 class TenantSettings:
     """How a tenant wants its conversations handled; new tenants start from these defaults.
 
@@ -143,6 +151,7 @@ class Tenant(TenantScoped):
         self.knowledge_documents: dict[str, int] = {}  # name -> characters
         self.queues: dict[str, Queue] = {}  # by queue id
         self.canned: dict[str, str] = {}  # shortcut (without the slash) -> text
+        self.telegram: TelegramTarget | None = None  # handoff notifications go nowhere
 
     def connect_channel(
         self, *, channel: str, route_key: str, public: dict[str, str], secrets: dict[str, str]
@@ -161,6 +170,24 @@ class Tenant(TenantScoped):
         if not changes:
             raise InvalidInput("no settings to change")
         self._settings_changed(changes=TenantSettings.read(changes))
+
+    def configure_telegram(self, *, chat_id: str | None, bot_token: str | None = None) -> None:
+        """Send handoff notifications to a Telegram chat (None: stop sending them).
+
+        The bot token is stored encrypted, as channel secrets are.
+        """
+        if chat_id is None:
+            self._notifications_configured(telegram_chat_id=None, secrets={})
+            return
+        chat_id = chat_id.strip()
+        if not chat_id:
+            raise InvalidInput("telegram chat id is empty")
+        token = (bot_token or "").strip()
+        if not token:
+            raise InvalidInput("telegram bot token is required with a chat id")
+        self._notifications_configured(
+            telegram_chat_id=chat_id, secrets={"telegram_bot_token": token}
+        )
 
     def change_prompt(self, prompt: str) -> None:
         if len(prompt) > 20_000:
@@ -253,6 +280,15 @@ class Tenant(TenantScoped):
     def _settings_changed(self, changes: dict[str, Any]) -> None:
         self.settings = self.settings.changed(changes)
 
+    @event("NotificationsConfigured")
+    def _notifications_configured(
+        self, telegram_chat_id: str | None, secrets: dict[str, str]
+    ) -> None:
+        token = secrets.get("telegram_bot_token")
+        self.telegram = (
+            TelegramTarget(telegram_chat_id, token) if telegram_chat_id and token else None
+        )
+
     @event("PromptChanged")
     def _prompt_changed(self, prompt: str) -> None:
         self.settings = replace(self.settings, prompt=prompt)
@@ -275,7 +311,14 @@ tenant_added_in_v2(
     Tenant,
     first_had_it=False,
     tenant_is_stream=True,
-    born_with_it=("QueueCreated", "QueueChanged", "CannedResponseSaved", "CannedResponseRemoved"),
+    born_with_it=(
+        "QueueCreated",
+        "QueueChanged",
+        "CannedResponseSaved",
+        "CannedResponseRemoved",
+        "NotificationsConfigured",
+    ),
 )
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")
+personal("Tenant.NotificationsConfigured", "secrets", subject="originator_id")

@@ -1,5 +1,5 @@
-"""Consumer groups that act on events: the AI responder, the outbound dispatcher and
-the knowledge indexer.
+"""Consumer groups that act on events: the AI responder, the outbound dispatcher, the
+knowledge indexer and the handoff notifier.
 
 Each worker reads `urbana.events.v1` in its own consumer group, handles the events
 it cares about (events of one conversation in order, different conversations
@@ -45,6 +45,7 @@ from urbana.adapters.kafka.topics import (
     load_topics,
     spec_for,
 )
+from urbana.adapters.notifier import HandoffNotifier
 from urbana.application.app import UrbanaApp
 from urbana.application.dispatcher import Dispatcher
 from urbana.application.envelope import Envelope
@@ -371,5 +372,39 @@ def knowledge_worker(
         types=["KnowledgeDocumentAdded"],
         topic=topic,
         group_id=group_id,
+        timeouts=timeouts,
+    )
+
+
+def notifier_worker(
+    *,
+    notifier: HandoffNotifier,
+    bootstrap: str,
+    topic: str = EVENTS_TOPIC,
+    group_id: str | None = None,
+    timeouts: GroupTimeouts | None = None,
+) -> EventWorker:
+    """On HandoffRequested: the tenant's Telegram chat gets one notice.
+
+    Each handoff is a task of its own, so a tenant whose Telegram is down holds only
+    its own notices while they are retried; the ledger makes redelivery harmless.
+    """
+
+    async def handle(envelope: Envelope) -> None:
+        if envelope.tenant_id is None:
+            return
+        outcome = await notifier.handoff_requested(
+            UUID(envelope.tenant_id), UUID(envelope.stream_id), envelope.stream_version
+        )
+        log.info("notifier %s/%d: %s", envelope.stream_id, envelope.stream_version, outcome)
+
+    return EventWorker(
+        name="notifier",
+        bootstrap=bootstrap,
+        handle=handle,
+        types=["HandoffRequested"],
+        topic=topic,
+        group_id=group_id,
+        ordered=False,  # handoffs are independent; the ledger keys each one
         timeouts=timeouts,
     )

@@ -1,12 +1,13 @@
 """The notification log: the event store's events in commit order, as public envelopes.
 
-Every reader of the events table goes through here: the relay follows the log on an
-async connection (`AsyncLogReader`), the replay reads it in pages decoded ahead in a
-thread (`LogReader` + `ReadAhead`), and `replay --to-kafka` reads a position range in a
-worker thread (`LogReader`). A page is the events after a position (up to another, if
-given), in notification id order, which is commit order: every save holds the table
-lock (see docs/architecture.md, the event store). Each record becomes its envelope
-through `urbana.application.envelope.envelope_from_stored`, the only decoder.
+Every reader of the events table goes through here: the relay and the live feed
+(`urbana.adapters.live`) follow the log on async connections (`AsyncLogReader`), the
+replay reads it in pages decoded ahead in a thread (`LogReader` + `ReadAhead`), and
+`replay --to-kafka` reads a position range in a worker thread (`LogReader`). A page is
+the events after a position (up to another, if given), in notification id order, which
+is commit order: every save holds the table lock (see docs/architecture.md, the event
+store). Each record becomes its envelope through
+`urbana.application.envelope.envelope_from_stored`, the only decoder.
 
 Legacy tenants. Records written before every event carried `tenant_id` (class_version
 1 of most Conversation, Lead and MessageRef events) name their tenant only in their
@@ -180,13 +181,18 @@ class LogReader(_Decoder):
 
 
 class AsyncLogReader(_Decoder):
-    """The log read on an async connection (the relay)."""
+    """The log read on an async connection (the relay, the live feed)."""
 
     async def page(
-        self, conn: AsyncConnection[Any], after: int, limit: int = PAGE_SIZE
+        self,
+        conn: AsyncConnection[Any],
+        after: int,
+        limit: int = PAGE_SIZE,
+        upto: int | None = None,
     ) -> Page | None:
-        """The records after position `after`, at most `limit`; None at the end."""
-        cur = await conn.execute(self._select, (after, _LAST, limit), binary=True)
+        """The records after position `after` (up to `upto`), at most `limit`; None at the end."""
+        last = _LAST if upto is None else upto
+        cur = await conn.execute(self._select, (after, last, limit), binary=True)
         rows: list[Row] = await cur.fetchall()
         if not rows:
             return None

@@ -105,11 +105,14 @@ def replay(
         conn.execute("SET synchronous_commit = on")
         with conn.transaction():
             done, position = _swap(cur, reader, chosen, checkpoints, position, done, page_size)
+    seconds = time.perf_counter() - started
+    if progress is not None:  # the tail applied under the locks counts too
+        progress(done, done, done / seconds if seconds > 0 else 0.0)
     return ReplayResult(
         projections=[p.name for p in chosen],
         events=done,
         position=position,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         resumed_from=resumed,
     )
 

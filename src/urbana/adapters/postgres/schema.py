@@ -13,6 +13,7 @@ What it creates, in the schema (and the `vector` extension in `public`):
 - `urbana_subject_keys`: the data subjects' wrapped keys (see `adapters.crypto`);
 - `kb_chunks`: the knowledge bases on pgvector (see `adapters.postgres.knowledge`);
 - `urbana_relay_position`: the relay's position; `rm_republish`: republish checkpoints;
+- `urbana_notifications`: the notifier's ledger (see `adapters.postgres.notifications`);
 - `rm_tracking`, `rm_replay` and every read model's live tables and views.
 """
 
@@ -34,6 +35,7 @@ DDL_LOCK = "urbana.ddl"
 # The library names the events table after the application (`UrbanaApp.name`).
 EVENTS_TABLE = "urbana_events"
 RELAY_POSITION_TABLE = "urbana_relay_position"
+NOTIFICATIONS_TABLE = "urbana_notifications"
 KNOWLEDGE_DIM = 384  # kb_chunks' vectors: multilingual-e5-small's size (OpenAI's are asked for it)
 
 _SUBJECT_KEYS = (
@@ -70,6 +72,21 @@ _POSITIONS = (
 )
 
 
+_NOTIFICATIONS = (
+    f"""CREATE TABLE IF NOT EXISTS {NOTIFICATIONS_TABLE} (
+        key TEXT PRIMARY KEY,
+        tenant_id UUID NOT NULL,
+        state TEXT NOT NULL,
+        owner UUID NOT NULL,
+        lease_until TIMESTAMPTZ NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        detail TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+)
+
+
 def statements() -> list[str]:
     """Our own tables (all but the event store's), unqualified: run on the schema's path."""
     read_models = [
@@ -77,7 +94,14 @@ def statements() -> list[str]:
         for projection in all_projections()
         for statement in [*create_tables(projection), *create_views_if_missing(projection)]
     ]
-    return [*_SUBJECT_KEYS, *_KNOWLEDGE, *_POSITIONS, *TRACKING_DDL, *read_models]
+    return [
+        *_SUBJECT_KEYS,
+        *_KNOWLEDGE,
+        *_POSITIONS,
+        *_NOTIFICATIONS,
+        *TRACKING_DDL,
+        *read_models,
+    ]
 
 
 def ensure_schema(url: str, schema: str | None) -> None:
