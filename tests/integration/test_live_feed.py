@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from urbana.adapters.live import APPLICATION_NAME, LiveFeed
+from urbana.adapters.live import APPLICATION_NAME, LiveFeed, LiveFeedError
 from urbana.adapters.postgres.log import LogReader
 from urbana.adapters.postgres.store import Store
 from urbana.application.live import (
@@ -323,10 +323,10 @@ async def test_a_closed_feed_ends_its_subscriptions(store: Store) -> None:
     pending = asyncio.create_task(next_item(stream))
     await registered(feed, 1)
     await feed.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(LiveFeedError, match="closed"):
         async with asyncio.timeout(GUARD_S):
             await pending
-    with contextlib.suppress(RuntimeError):
+    with contextlib.suppress(LiveFeedError):
         await stream.aclose()
 
 
