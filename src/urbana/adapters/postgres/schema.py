@@ -13,7 +13,8 @@ What it creates, in the schema (and the `vector` extension in `public`):
 - `urbana_subject_keys`: the data subjects' wrapped keys (see `adapters.crypto`);
 - `kb_chunks`: the knowledge bases on pgvector (see `adapters.postgres.knowledge`);
 - `urbana_relay_position`: the relay's position; `rm_republish`: republish checkpoints;
-- `rm_tracking`, `rm_replay` and every read model's live tables and views.
+- `rm_tracking`, `rm_replay` and every read model's live tables and views, each table
+  row-level secured per tenant, and the API's read role (see `urbana.projections.schema`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from psycopg import sql
 
 from urbana.config import conninfo, postgres_parts
 from urbana.projections.schema import (
+    ROLE_DDL,
     TRACKING_DDL,
     all_projections,
     create_tables,
@@ -77,7 +79,7 @@ def statements() -> list[str]:
         for projection in all_projections()
         for statement in [*create_tables(projection), *create_views_if_missing(projection)]
     ]
-    return [*_SUBJECT_KEYS, *_KNOWLEDGE, *_POSITIONS, *TRACKING_DDL, *read_models]
+    return [*_SUBJECT_KEYS, *_KNOWLEDGE, *_POSITIONS, *TRACKING_DDL, *ROLE_DDL, *read_models]
 
 
 def ensure_schema(url: str, schema: str | None) -> None:
