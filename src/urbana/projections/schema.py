@@ -24,8 +24,8 @@ one policy: a row is visible when its `tenant_id` is the transaction's `app.tena
 role the owner creates and may `SET ROLE` to, granted SELECT on the tables and nothing
 else (`urbana.projections.access.tenant_read`). A policy and a grant belong to their
 table, so a rebuilt table gets its own and the swap carries them over. The stable views
-are `security_invoker`: read through them, the policy binds the reader, not the view's
-owner.
+are `security_invoker` (read through them, the policy binds the reader, not the view's
+owner) and granted to the API role too, again at each swap.
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ def create_views_if_missing(projection: Projection) -> list[str]:
             f"CREATE VIEW {view} WITH (security_invoker = true) AS SELECT * FROM {physical}; "
             "END IF; END $$"
         )
+        out.append(f"GRANT SELECT ON {view} TO {API_ROLE}")
     return out
 
 
@@ -183,4 +184,5 @@ def swap_statements(projection: Projection, rebuild_indexes: list[str]) -> list[
             f"CREATE VIEW rm_{table} WITH (security_invoker = true) "  # noqa: S608
             f"AS SELECT * FROM {physical}"
         )
+        out.append(f"GRANT SELECT ON rm_{table} TO {API_ROLE}")
     return out
