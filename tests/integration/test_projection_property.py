@@ -1,7 +1,9 @@
 """THE property: read models built incrementally through Kafka equal a full replay.
 
-For random command sequences over a few conversations, the events are published to a
-fresh topic in chunks, some chunks twice (a relay that crashed before saving its
+For random command sequences over a few conversations and their attendants (with the
+events issue 11 adds: assignments, transfers, notes, labels, returns to the queue, the
+users' availability and queues; see tests/contract_events.py), the events are published
+to a fresh topic in chunks, some chunks twice (a relay that crashed before saving its
 position), and consumed by runners that are killed between the database commit and the
 offset commit (so Kafka redelivers what was already applied). Whatever happened, the
 tables must equal, row for row, what `replay` builds from the event store.
@@ -22,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests import contract_events as ce
 from tests.helpers import ai_reply
 
 from urbana.adapters.kafka.producer import to_record
@@ -44,6 +47,9 @@ pytestmark = pytest.mark.integration
 
 TABLES = tuple(physical_name(p, t) for p in all_projections() for t in p.tables)
 CONTACTS = ("5511900000001", "5511900000002", "5511900000003")
+QUEUES = ("vendas", "suporte")
+LABELS = ("vip", "urgente", "retorno")
+AVAILABILITY = ("online", "away", "offline")
 
 command = st.one_of(
     st.tuples(st.just("receive"), st.integers(0, 2)),
@@ -59,11 +65,28 @@ command = st.one_of(
         st.just("status"), st.integers(0, 2), st.sampled_from(["delivered", "read", "failed"])
     ),
     st.tuples(st.just("cancel"), st.integers(0, 2)),
+    # the events issue 11 adds (see tests/contract_events.py)
+    st.tuples(st.just("assign"), st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.just("transfer_user"), st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.just("transfer_queue"), st.integers(0, 2), st.sampled_from(QUEUES)),
+    st.tuples(st.just("return_to_queue"), st.integers(0, 2), st.sampled_from(QUEUES)),
+    st.tuples(st.just("note"), st.integers(0, 2)),
+    st.tuples(
+        st.just("labels"),
+        st.integers(0, 2),
+        st.lists(st.sampled_from(LABELS), max_size=2),
+        st.lists(st.sampled_from(LABELS), max_size=2),
+    ),
+    st.tuples(st.just("availability"), st.integers(0, 2), st.sampled_from(AVAILABILITY)),
+    st.tuples(st.just("user_queues"), st.integers(0, 2), st.lists(st.sampled_from(QUEUES))),
+    st.tuples(st.just("disable"), st.integers(0, 2), st.booleans()),
 )
 
 scenario = st.fixed_dictionaries(
     {
-        "commands": st.lists(command, min_size=5, max_size=30),
+        # conversations opened first: the other commands aim at them
+        "opening": st.lists(st.integers(0, 2), min_size=1, max_size=3),
+        "commands": st.lists(command, min_size=5, max_size=40),
         "partitions": st.integers(1, 4),
         "chunks": st.integers(1, 4),
         "republish": st.lists(st.booleans(), min_size=4, max_size=4),
@@ -81,6 +104,13 @@ class World:
         self.tenant_id, _ = store.app.register_tenant(f"Prop {uuid4().hex[:8]}")
         self.conversations: dict[int, UUID] = {}
         self.outbound: dict[int, list[tuple[str, str | None]]] = {}  # (outbound id, provider id)
+        # Two invited users and one assignee never invited (its row has only activity).
+        self.users = ce.Users(store, self.tenant_id)
+        self.people = [
+            str(self.users.invite("ana@prop.test", "Ana", "attendant")),
+            str(self.users.invite("bia@prop.test", "Bia", "supervisor")),
+            str(uuid4()),
+        ]
 
     def run(self, cmd: tuple[Any, ...]) -> None:
         app, name, c = self.store.app, cmd[0], cmd[1]
@@ -97,6 +127,9 @@ class World:
             )
             got = app.receive_message(ReceiveMessage(self.tenant_id, "cloud", msg))
             self.conversations[c] = got.conversation_id
+            return
+        if name in ("availability", "user_queues", "disable"):
+            self.user_event(cmd)
             return
         conversation_id = self.conversations.get(c)
         if conversation_id is None:
@@ -159,8 +192,35 @@ class World:
                     )
             elif name == "cancel" and outbound:
                 app.cancel_outbound(conversation_id, outbound[-1][0], reason="took over")
+            elif name == "assign":
+                ce.assign(self.store, conversation_id, self.people[cmd[2]], queue=QUEUES[0])
+            elif name == "transfer_user":
+                ce.transfer(self.store, conversation_id, by="ana", to_user=self.people[cmd[2]])
+            elif name == "transfer_queue":
+                note = ce.add_note(self.store, conversation_id, author="ana", text="passando")
+                ce.transfer(self.store, conversation_id, by="ana", to_queue=cmd[2], note_id=note)
+            elif name == "return_to_queue":
+                ce.return_to_queue(self.store, conversation_id, queue=cmd[2])
+            elif name == "note":
+                ce.add_note(self.store, conversation_id, author="ana", text="nota privada")
+            elif name == "labels":
+                ce.change_labels(self.store, conversation_id, by="ana", add=cmd[2], remove=cmd[3])
         except DomainError:
             pass  # the domain refused: nothing was recorded
+
+    def user_event(self, cmd: tuple[Any, ...]) -> None:
+        name, person = cmd[0], self.people[cmd[1]]
+        if person not in self.people[:2]:
+            return  # never invited: no stream of its own
+        user_id = UUID(person)
+        if name == "availability":
+            self.users.availability(user_id, cmd[2])
+        elif name == "user_queues":
+            self.users.queues(user_id, cmd[2])
+        elif cmd[2]:
+            self.users.disable(user_id, by=user_id)
+        else:
+            self.users.enable(user_id, by=user_id)
 
 
 def envelopes_of(store: Store) -> list[Envelope]:
@@ -252,6 +312,8 @@ def test_kafka_built_read_models_equal_a_full_replay(services: Any, plan: dict[s
     store = open_store(services.postgres, os.urandom(32), schema=schema, pool_size=2)
     try:
         world = World(store)
+        for contact in plan["opening"]:
+            world.run(("receive", contact))
         for cmd in plan["commands"]:
             world.run(cmd)
         events = envelopes_of(store)
