@@ -21,7 +21,8 @@ the fields the read models read are the ones the real events carry).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -32,7 +33,7 @@ from eventsourcing.persistence import StoredEvent
 from urbana.adapters.postgres.store import Store
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import InvalidTransition
-from urbana.domain.pii import personal
+from urbana.domain.pii import _SPECS, personal
 
 
 def _assigned(event: Any, conv: Conversation) -> None:
@@ -89,8 +90,21 @@ LabelsChanged = _event(
 ReturnedToQueue = _event(
     "ReturnedToQueue", {"queue": "str | None", "reason": "str"}, _returned_to_queue
 )
-if NoteAdded.__module__ == Conversation.__module__ and not hasattr(Conversation, "NoteAdded"):
+STAND_IN_NOTE = not hasattr(Conversation, "NoteAdded")
+
+
+@contextmanager
+def _note_text_is_personal() -> Iterator[None]:
+    """The stand-in's text sealed as the domain will declare it, only while recording
+    (the domain's own declarations are checked against the events its aggregates record)."""
+    if not STAND_IN_NOTE:
+        yield
+        return
     personal("Conversation.NoteAdded", "text", subject="lead_id")
+    try:
+        yield
+    finally:
+        _SPECS.pop("Conversation.NoteAdded", None)
 
 
 def _record(store: Store, conversation_id: UUID, event_class: Any, **fields: Any) -> None:
@@ -142,7 +156,8 @@ def add_note(store: Store, conversation_id: UUID, *, author: str, text: str) -> 
             NoteAdded, lead_id=conv.lead_id, note_id=note_id, author=author, text=text
         )
 
-    store.app._on(Conversation, conversation_id, change)
+    with _note_text_is_personal():
+        store.app._on(Conversation, conversation_id, change)
     return note_id
 
 
