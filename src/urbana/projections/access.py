@@ -17,17 +17,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from urbana.projections.schema import API_ROLE
 
+# One round trip: `set_config(..., true)` is `SET LOCAL` (for `role`, `SET LOCAL ROLE`).
+_ENTER = (
+    "SELECT set_config('role', %s, true), set_config('transaction_read_only', 'on', true), "
+    "set_config('app.tenant_id', %s, true)"
+)
+
 
 async def enter_tenant(conn: AsyncConnection[Any], tenant_id: UUID | str) -> None:
     """Inside an open transaction: become the API role, scoped to `tenant_id`."""
-    await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(API_ROLE)))
-    await conn.execute("SET LOCAL transaction_read_only = on")
-    await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(UUID(str(tenant_id))),))
+    await conn.execute(_ENTER, (API_ROLE, str(UUID(str(tenant_id)))))
 
 
 @asynccontextmanager

@@ -316,7 +316,10 @@ async def list_conversations(
     limit = _limit(limit)
     where = ["c.tenant_id = %s"]
     params: list[Any] = [str(tenant_id)]
-    if statuses:
+    if len(statuses) == 1:  # an equality the (tenant, status, activity) index serves
+        where.append("c.status = %s")
+        params.append(statuses[0])
+    elif statuses:
         where.append("c.status = ANY(%s::text[])")
         params.append(statuses)
     if assignee == NO_ASSIGNEE:
