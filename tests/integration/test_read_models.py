@@ -449,3 +449,25 @@ async def test_kpis_per_day_and_totals(
     assert day.ai_first_response_p50_s == day.ai_first_response_p90_s
     assert day.human_first_response_p50_s is None
     assert totals.ai_first_response_p50_s == day.ai_first_response_p50_s
+
+
+async def test_the_knowledge_chunks_are_tenant_scoped_too(
+    store: Store, world: World, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO kb_chunks (tenant_id, document_id, chunk_no, text, embedding, model, dim) "
+            "VALUES (%s, %s, 0, 'Entregamos em São Paulo', "
+            "array_fill(0.1::real, ARRAY[384])::vector, 'test', 384)",
+            (world.tenant, uuid4()),
+        )
+    count = "SELECT count(*) FROM kb_chunks"
+    async with tenant_scope(conn, world.tenant):
+        own = await (await conn.execute(count)).fetchone()
+    async with tenant_scope(conn, world.other):
+        other = await (await conn.execute(count)).fetchone()
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL ROLE {API_ROLE}")
+        unset = await (await conn.execute(count)).fetchone()
+    seen = {"own": own, "other": other, "unset": unset}
+    assert seen == {"own": (1,), "other": (0,), "unset": (0,)}

@@ -11,7 +11,8 @@ models and replay).
 What it creates, in the schema (and the `vector` extension in `public`):
 - the event store: the `eventsourcing` library's own tables, made by the library;
 - `urbana_subject_keys`: the data subjects' wrapped keys (see `adapters.crypto`);
-- `kb_chunks`: the knowledge bases on pgvector (see `adapters.postgres.knowledge`);
+- `kb_chunks`: the knowledge bases on pgvector (see `adapters.postgres.knowledge`),
+  row-level secured per tenant like the read models;
 - `urbana_relay_position`: the relay's position; `rm_republish`: republish checkpoints;
 - `rm_tracking`, `rm_replay` and every read model's live tables and views, each table
   row-level secured per tenant, and the API's read role (see `urbana.projections.schema`).
@@ -30,6 +31,7 @@ from urbana.projections.schema import (
     all_projections,
     create_tables,
     create_views_if_missing,
+    tenant_security,
 )
 
 DDL_LOCK = "urbana.ddl"
@@ -79,7 +81,15 @@ def statements() -> list[str]:
         for projection in all_projections()
         for statement in [*create_tables(projection), *create_views_if_missing(projection)]
     ]
-    return [*_SUBJECT_KEYS, *_KNOWLEDGE, *_POSITIONS, *TRACKING_DDL, *ROLE_DDL, *read_models]
+    return [
+        *_SUBJECT_KEYS,
+        *ROLE_DDL,
+        *_KNOWLEDGE,
+        *tenant_security("kb_chunks"),  # the knowledge is a read model too
+        *_POSITIONS,
+        *TRACKING_DDL,
+        *read_models,
+    ]
 
 
 def ensure_schema(url: str, schema: str | None) -> None:
