@@ -12,6 +12,7 @@ the real notification log:
   saves. When `Conversation` defines the event itself, that class is used instead.
   Each stand-in changes the aggregate's status and assignee as the contract says, so
   the existing commands (an attendant's reply, return to AI, close) keep working after it.
+- Tenant events (queues, canned responses): the same, on the tenant's own stream.
 - User events: records appended to the store with the contract's topics
   (`urbana.domain.user:User.<Name>`), the payload as the mapper encodes it.
 
@@ -33,7 +34,9 @@ from eventsourcing.persistence import StoredEvent
 from urbana.adapters.postgres.store import Store
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import InvalidTransition
+from urbana.domain.events import TenantScoped
 from urbana.domain.pii import _SPECS, personal
+from urbana.domain.tenant import Tenant
 
 
 def _assigned(event: Any, conv: Conversation) -> None:
@@ -57,17 +60,22 @@ def _nothing(event: Any, conv: Conversation) -> None:
     return None
 
 
-def _event(name: str, fields: dict[str, Any], apply: Callable[[Any, Conversation], None]) -> Any:
-    real = getattr(Conversation, name, None)
+def _event(
+    name: str,
+    fields: dict[str, Any],
+    apply: Callable[[Any, Any], None],
+    aggregate: type[TenantScoped] = Conversation,
+) -> Any:
+    real = getattr(aggregate, name, None)
     if isinstance(real, type):
         return real
     namespace = {
         "__annotations__": fields,
-        "__module__": Conversation.__module__,
-        "__qualname__": f"Conversation.{name}",
+        "__module__": aggregate.__module__,
+        "__qualname__": f"{aggregate.__qualname__}.{name}",
         "apply": apply,
     }
-    return type(name, (Conversation.Event,), namespace)
+    return type(name, (aggregate.Event,), namespace)
 
 
 ConversationAssigned = _event(
@@ -174,6 +182,52 @@ def return_to_queue(store: Store, conversation_id: UUID, *, queue: str | None = 
         conv.trigger_event(ReturnedToQueue, queue=queue, reason="inactivity")
 
     store.app._on(Conversation, conversation_id, change)
+
+
+# ------------------------------------------------------------------------ tenant
+
+QueueCreated = _event(
+    "QueueCreated", {"queue_id": "str", "name": "str", "intents": "list[str]"}, _nothing, Tenant
+)
+QueueChanged = _event(
+    "QueueChanged",
+    {"queue_id": "str", "name": "str | None", "intents": "list[str] | None"},
+    _nothing,
+    Tenant,
+)
+CannedResponseSaved = _event(
+    "CannedResponseSaved", {"shortcut": "str", "text": "str"}, _nothing, Tenant
+)
+CannedResponseRemoved = _event("CannedResponseRemoved", {"shortcut": "str"}, _nothing, Tenant)
+
+
+def _on_tenant(store: Store, tenant_id: UUID, event_class: Any, **fields: Any) -> None:
+    store.app._on(Tenant, tenant_id, lambda t: t.trigger_event(event_class, **fields))
+
+
+def create_queue(
+    store: Store, tenant_id: UUID, queue_id: str, name: str, intents: list[str]
+) -> None:
+    _on_tenant(store, tenant_id, QueueCreated, queue_id=queue_id, name=name, intents=intents)
+
+
+def change_queue(
+    store: Store,
+    tenant_id: UUID,
+    queue_id: str,
+    *,
+    name: str | None = None,
+    intents: list[str] | None = None,
+) -> None:
+    _on_tenant(store, tenant_id, QueueChanged, queue_id=queue_id, name=name, intents=intents)
+
+
+def save_canned(store: Store, tenant_id: UUID, shortcut: str, text: str) -> None:
+    _on_tenant(store, tenant_id, CannedResponseSaved, shortcut=shortcut, text=text)
+
+
+def remove_canned(store: Store, tenant_id: UUID, shortcut: str) -> None:
+    _on_tenant(store, tenant_id, CannedResponseRemoved, shortcut=shortcut)
 
 
 # ------------------------------------------------------------------------- users

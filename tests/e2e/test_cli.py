@@ -520,12 +520,18 @@ def test_replay_all_rebuilds_and_prints_counts(dev: Dev, via: str, as_json: bool
     done = dev.urbana(via, "replay", "--all", *(["--json"] if as_json else []))
     if as_json:
         printed = json.loads(done.stdout)
-        assert printed["projections"] == ["conversation_view", "lead_pipeline", "kpis", "team"]
+        assert printed["projections"] == [
+            "conversation_view",
+            "lead_pipeline",
+            "kpis",
+            "team",
+            "workspace",
+        ]
         events, position = printed["events"], printed["position"]
         assert printed["resumed_from"] is None
     else:
         match = re.fullmatch(
-            r"rebuilt conversation_view, lead_pipeline, kpis, team: ([\d,]+) events in "
+            r"rebuilt conversation_view, lead_pipeline, kpis, team, workspace: ([\d,]+) events in "
             r"[\d.]+ s \([\d,]+ ev/s\), position (\d+)",
             done.stdout.strip(),
         )
@@ -542,6 +548,7 @@ def test_replay_all_rebuilds_and_prints_counts(dev: Dev, via: str, as_json: bool
         "lead_pipeline",
         "kpis",
         "team",
+        "workspace",
     }
     assert dev.sql(
         "SELECT count(*) FROM rm_conversations WHERE tenant_id = %s", UUID(t.tenant_id)

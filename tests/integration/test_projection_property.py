@@ -2,11 +2,12 @@
 
 For random command sequences over a few conversations and their attendants (with the
 events issue 11 adds: assignments, transfers, notes, labels, returns to the queue, the
-users' availability and queues; see tests/contract_events.py), the events are published
-to a fresh topic in chunks, some chunks twice (a relay that crashed before saving its
-position), and consumed by runners that are killed between the database commit and the
-offset commit (so Kafka redelivers what was already applied). Whatever happened, the
-tables must equal, row for row, what `replay` builds from the event store.
+users' availability and queues, the tenant's queues and canned responses; see
+tests/contract_events.py), the events are published to a fresh topic in chunks, some
+chunks twice (a relay that crashed before saving its position), and consumed by
+runners that are killed between the database commit and the offset commit (so Kafka
+redelivers what was already applied). Whatever happened, the tables must equal, row for
+row, what `replay` builds from the event store.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ CONTACTS = ("5511900000001", "5511900000002", "5511900000003")
 QUEUES = ("vendas", "suporte")
 LABELS = ("vip", "urgente", "retorno")
 AVAILABILITY = ("online", "away", "offline")
+SHORTCUTS = ("/ola", "/preco")
 
 command = st.one_of(
     st.tuples(st.just("receive"), st.integers(0, 2)),
@@ -80,6 +82,8 @@ command = st.one_of(
     st.tuples(st.just("availability"), st.integers(0, 2), st.sampled_from(AVAILABILITY)),
     st.tuples(st.just("user_queues"), st.integers(0, 2), st.lists(st.sampled_from(QUEUES))),
     st.tuples(st.just("disable"), st.integers(0, 2), st.booleans()),
+    st.tuples(st.just("queue"), st.integers(0, 2), st.sampled_from(QUEUES)),
+    st.tuples(st.just("canned"), st.integers(0, 2), st.sampled_from(SHORTCUTS), st.booleans()),
 )
 
 scenario = st.fixed_dictionaries(
@@ -106,6 +110,7 @@ class World:
         self.outbound: dict[int, list[tuple[str, str | None]]] = {}  # (outbound id, provider id)
         # Two invited users and one assignee never invited (its row has only activity).
         self.users = ce.Users(store, self.tenant_id)
+        self.queues: set[str] = set()
         self.people = [
             str(self.users.invite("ana@prop.test", "Ana", "attendant")),
             str(self.users.invite("bia@prop.test", "Bia", "supervisor")),
@@ -130,6 +135,9 @@ class World:
             return
         if name in ("availability", "user_queues", "disable"):
             self.user_event(cmd)
+            return
+        if name in ("queue", "canned"):
+            self.tenant_event(cmd)
             return
         conversation_id = self.conversations.get(c)
         if conversation_id is None:
@@ -207,6 +215,19 @@ class World:
                 ce.change_labels(self.store, conversation_id, by="ana", add=cmd[2], remove=cmd[3])
         except DomainError:
             pass  # the domain refused: nothing was recorded
+
+    def tenant_event(self, cmd: tuple[Any, ...]) -> None:
+        store, tenant = self.store, self.tenant_id
+        if cmd[0] == "queue":
+            if cmd[2] in self.queues:
+                ce.change_queue(store, tenant, cmd[2], intents=[f"intent{cmd[1]}"])
+            else:
+                ce.create_queue(store, tenant, cmd[2], cmd[2].title(), [])
+                self.queues.add(cmd[2])
+        elif cmd[3]:
+            ce.save_canned(store, tenant, cmd[2], f"resposta {cmd[1]}")
+        else:
+            ce.remove_canned(store, tenant, cmd[2])
 
     def user_event(self, cmd: tuple[Any, ...]) -> None:
         name, person = cmd[0], self.people[cmd[1]]

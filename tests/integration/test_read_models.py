@@ -80,6 +80,15 @@ def build(store: Store) -> World:
     users.availability(bia, "away")
     users.availability(bia, "online")
     users.disable(caio, by=ana)
+    ce.create_queue(store, tenant, "vendas", "Vendas", ["pricing", "purchase"])
+    ce.create_queue(store, tenant, "suporte", "Suporte", ["complaint"])
+    ce.change_queue(store, tenant, "suporte", name="Suporte técnico")
+    ce.save_canned(store, tenant, "/ola", "Olá! Em que posso ajudar?")
+    ce.save_canned(store, tenant, "/preco", "O plano custa R$ 100")
+    ce.save_canned(store, tenant, "/prazo", "Entregamos em 3 dias")
+    ce.save_canned(store, tenant, "/preco", "O plano anual custa R$ 1.000")
+    ce.remove_canned(store, tenant, "/prazo")
+    ce.save_canned(store, other, "/ola", "Oi, aqui é outra loja")
 
     def start(contact: str, name: str, text: str, sent_at: datetime | None = None) -> Any:
         return app.receive_message(
@@ -471,3 +480,22 @@ async def test_the_knowledge_chunks_are_tenant_scoped_too(
         unset = await (await conn.execute(count)).fetchone()
     seen = {"own": own, "other": other, "unset": unset}
     assert seen == {"own": (1,), "other": (0,), "unset": (0,)}
+
+
+async def test_queues_and_canned_responses(
+    store: Store, world: World, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    async with tenant_scope(conn, world.tenant):
+        queues = await queries.list_queues(conn, world.tenant)
+        canned = await queries.list_canned_responses(conn, world.tenant)
+        pre = await queries.list_canned_responses(conn, world.tenant, prefix="/pr")
+    got = [(q.id, q.name, q.intents, q.waiting, q.online) for q in queues]
+    assert got == [
+        ("suporte", "Suporte técnico", ["complaint"], 2, 1),  # Lia, Rui; Bia online
+        ("vendas", "Vendas", ["pricing", "purchase"], 0, 2),  # Maria is held; Ana, Bia
+    ]
+    assert [(c.shortcut, c.text) for c in canned] == [
+        ("/ola", "Olá! Em que posso ajudar?"),
+        ("/preco", "O plano anual custa R$ 1.000"),
+    ]
+    assert [c.shortcut for c in pre] == ["/preco"]

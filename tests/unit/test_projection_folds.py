@@ -23,6 +23,7 @@ from urbana.projections.lead_pipeline import ACTIVITY_COLUMNS, OWN_COLUMNS, Lead
 from urbana.projections.schema import FLOOR
 from urbana.projections.team import ASSIGNMENT_COLUMNS, Team
 from urbana.projections.team import OWN_COLUMNS as TEAM_COLUMNS
+from urbana.projections.workspace import CANNED_COLUMNS, QUEUE_COLUMNS, Workspace
 
 TENANT = str(uuid4())
 CONV = str(uuid4())
@@ -443,3 +444,24 @@ def test_takeovers_count_a_conversation_nobody_held() -> None:
         ]
     )
     assert day["takeovers"] == 2
+
+
+def test_workspace_keeps_the_last_word_per_queue_and_shortcut() -> None:
+    e = Events()
+    writes = Workspace().fold(
+        [
+            e("QueueCreated", "Tenant", TENANT, queue_id="q1", name="Vendas", intents=["b", "a"]),
+            e("QueueChanged", "Tenant", TENANT, queue_id="q1", name=None, intents=["c"]),
+            e("CannedResponseSaved", "Tenant", TENANT, shortcut="/a", text="um"),
+            e("CannedResponseSaved", "Tenant", TENANT, shortcut="/b", text="dois"),
+            e("CannedResponseRemoved", "Tenant", TENANT, shortcut="/a"),
+            e("CannedResponseSaved", "Tenant", TENANT, shortcut="/b", text="três"),
+        ],
+        {},
+    )
+    queues, saved, removed = writes
+    (queue,) = rows_of(queues, QUEUE_COLUMNS)
+    assert (queue["queue_id"], queue["name"], queue["intents"]) == ("q1", "Vendas", ["c"])
+    assert [(r["shortcut"], r["text"]) for r in rows_of(saved, CANNED_COLUMNS)] == [("/b", "três")]
+    assert removed.rows == [(TENANT, "/a")]
+    assert removed.sql.startswith("DELETE")

@@ -36,6 +36,7 @@ from urbana.projections.conversation_view import ConversationView
 from urbana.projections.kpis import BUCKETS, COUNTERS, Kpis
 from urbana.projections.lead_pipeline import LeadPipeline
 from urbana.projections.team import Team
+from urbana.projections.workspace import Workspace
 
 PREVIEW_CHARS = 120
 DEFAULT_LIMIT = 50
@@ -50,6 +51,8 @@ _LEADS = physical_name(LeadPipeline(), "leads")
 _KPI_DAILY = physical_name(Kpis(), "kpi_daily")
 _KPI_RESPONSES = physical_name(Kpis(), "kpi_responses")
 _USERS = physical_name(Team(), "users")
+_QUEUES = physical_name(Workspace(), "queues")
+_CANNED = physical_name(Workspace(), "canned_responses")
 
 T = TypeVar("T")
 
@@ -695,6 +698,79 @@ async def team(
         ],
         next_cursor,
     )
+
+
+# ------------------------------------------------------------------- workspace
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    id: str
+    name: str | None
+    intents: list[str]
+    waiting: int  # conversations waiting in it for a human
+    online: int  # enabled attendants in it who are online
+    created_at: datetime | None
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class CannedResponse:
+    shortcut: str
+    text: str | None
+    updated_at: datetime
+    position: int
+
+
+async def list_queues(conn: AsyncConnection[Any], tenant_id: UUID | str) -> list[QueueItem]:
+    """A tenant's queues by name, with how many wait in each and who is online for it."""
+    tenant = str(tenant_id)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT q.*, "  # noqa: S608
+            f"(SELECT count(*) FROM {_CONVERSATIONS} c WHERE c.tenant_id = %s "
+            "AND c.status = 'waiting_human' AND c.queue = q.queue_id) AS waiting, "
+            f"(SELECT count(*) FROM {_USERS} u WHERE u.tenant_id = %s "
+            "AND u.availability = 'online' AND NOT u.disabled "
+            "AND u.queues @> ARRAY[q.queue_id]) AS online "
+            f"FROM {_QUEUES} q WHERE q.tenant_id = %s ORDER BY q.name, q.queue_id",
+            (tenant, tenant, tenant),
+        )
+        rows = await cur.fetchall()
+    return [
+        QueueItem(
+            id=r["queue_id"],
+            name=r["name"],
+            intents=list(r["intents"] or ()),
+            waiting=int(r["waiting"]),
+            online=int(r["online"]),
+            created_at=r["created_at"],
+            position=r["last_position"],
+        )
+        for r in rows
+    ]
+
+
+async def list_canned_responses(
+    conn: AsyncConnection[Any], tenant_id: UUID | str, *, prefix: str | None = None
+) -> list[CannedResponse]:
+    """A tenant's canned responses by shortcut (those starting with `prefix`, if given)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT * FROM {_CANNED} WHERE tenant_id = %s "  # noqa: S608
+            "AND (%s::text IS NULL OR starts_with(shortcut, %s)) ORDER BY shortcut",
+            (str(tenant_id), prefix, prefix),
+        )
+        rows = await cur.fetchall()
+    return [
+        CannedResponse(
+            shortcut=r["shortcut"],
+            text=r["text"],
+            updated_at=r["updated_at"],
+            position=r["last_position"],
+        )
+        for r in rows
+    ]
 
 
 # ------------------------------------------------------------------------ KPIs

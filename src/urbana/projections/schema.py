@@ -37,6 +37,7 @@ from urbana.projections.conversation_view import ConversationView
 from urbana.projections.kpis import Kpis
 from urbana.projections.lead_pipeline import LeadPipeline
 from urbana.projections.team import Team
+from urbana.projections.workspace import Workspace
 
 FLOOR = -1
 REBUILD = "_rebuild"
@@ -80,7 +81,7 @@ ROLE_DDL = (
 
 def all_projections() -> list[Projection]:
     """Every read model, in a fixed order."""
-    return [ConversationView(), LeadPipeline(), Kpis(), Team()]
+    return [ConversationView(), LeadPipeline(), Kpis(), Team(), Workspace()]
 
 
 def select(names: list[str] | None) -> list[Projection]:
