@@ -191,7 +191,7 @@ QueueCreated = _event(
 )
 QueueChanged = _event(
     "QueueChanged",
-    {"queue_id": "str", "name": "str | None", "intents": "list[str] | None"},
+    {"queue_id": "str", "name": "str", "intents": "list[str]"},
     _nothing,
     Tenant,
 )
@@ -212,12 +212,7 @@ def create_queue(
 
 
 def change_queue(
-    store: Store,
-    tenant_id: UUID,
-    queue_id: str,
-    *,
-    name: str | None = None,
-    intents: list[str] | None = None,
+    store: Store, tenant_id: UUID, queue_id: str, *, name: str, intents: list[str]
 ) -> None:
     _on_tenant(store, tenant_id, QueueChanged, queue_id=queue_id, name=name, intents=intents)
 

@@ -290,7 +290,7 @@ async def kpi_days(store: Store, tenant_id: str) -> dict[date, queries.KpiDay]:
         conninfo(store.url, store.schema), autocommit=True
     ) as conn:
         days = await queries.kpis_by_day(conn, tenant_id, DAY_1, DAY_2)
-    return {d.day: d for d in days}
+    return {d.day: d for d in days if d.day is not None}  # a day's figures name their day
 
 
 def figures(day: queries.KpiDay) -> dict[str, Any]:

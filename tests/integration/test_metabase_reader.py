@@ -88,6 +88,7 @@ def run_metabase_init(db: Database) -> subprocess.CompletedProcess[str]:
     server, the mounted file is the repository's, psql is the test server's."""
     operator = {**cf.env_example(), **db.passwords, "POSTGRES_PASSWORD": "unused-here"}
     operator |= {"URBANA_MASTER_KEY": "unused-here", "URBANA_ADMIN_API_KEY": "unused-here"}
+    operator |= {"URBANA_JWT_SECRET": "unused-here"}  # required by compose on main
     service = cf.load(operator)["services"]["metabase-init"]
     env = cf.container_env(service, operator, None)
     assert env["PGHOST"] == "postgres"
@@ -133,7 +134,7 @@ def tenants(database: Database) -> tuple[str, str]:
                 *create_views_if_missing(projection),
             ]
             for statement in live:
-                owner.execute(statement)  # type: ignore[call-overload]
+                owner.execute(statement)
         for tenant in (a, b):
             owner.execute(
                 sql.SQL(
@@ -221,9 +222,9 @@ def test_the_reader_keeps_its_grants_across_a_replay_swap(
     projection = Kpis()
     with database.connect() as owner, owner.transaction():
         for statement in create_tables(projection, REBUILD):
-            owner.execute(statement)  # type: ignore[call-overload]
+            owner.execute(statement)
         for statement in swap_statements(projection, []):
-            owner.execute(statement)  # type: ignore[call-overload]
+            owner.execute(statement)
     with database.connect(READER) as reader:
         rows = reader.execute("SELECT count(*) FROM rm_kpi_daily").fetchone()
         reader.execute(

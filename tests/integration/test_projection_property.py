@@ -111,6 +111,7 @@ class World:
         # Two invited users and one assignee never invited (its row has only activity).
         self.users = ce.Users(store, self.tenant_id)
         self.queues: set[str] = set()
+        self.canned: set[str] = set()
         self.people = [
             str(self.users.invite("ana@prop.test", "Ana", "attendant")),
             str(self.users.invite("bia@prop.test", "Bia", "supervisor")),
@@ -220,14 +221,18 @@ class World:
         store, tenant = self.store, self.tenant_id
         if cmd[0] == "queue":
             if cmd[2] in self.queues:
-                ce.change_queue(store, tenant, cmd[2], intents=[f"intent{cmd[1]}"])
+                ce.change_queue(
+                    store, tenant, cmd[2], name=cmd[2].title(), intents=[f"intent{cmd[1]}"]
+                )
             else:
                 ce.create_queue(store, tenant, cmd[2], cmd[2].title(), [])
                 self.queues.add(cmd[2])
         elif cmd[3]:
             ce.save_canned(store, tenant, cmd[2], f"resposta {cmd[1]}")
-        else:
+            self.canned.add(cmd[2])
+        elif cmd[2] in self.canned:  # the domain refuses to remove what is not there
             ce.remove_canned(store, tenant, cmd[2])
+            self.canned.discard(cmd[2])
 
     def user_event(self, cmd: tuple[Any, ...]) -> None:
         name, person = cmd[0], self.people[cmd[1]]

@@ -82,7 +82,7 @@ def build(store: Store) -> World:
     users.disable(caio, by=ana)
     ce.create_queue(store, tenant, "vendas", "Vendas", ["pricing", "purchase"])
     ce.create_queue(store, tenant, "suporte", "Suporte", ["complaint"])
-    ce.change_queue(store, tenant, "suporte", name="Suporte técnico")
+    ce.change_queue(store, tenant, "suporte", name="Suporte técnico", intents=["complaint"])
     ce.save_canned(store, tenant, "/ola", "Olá! Em que posso ajudar?")
     ce.save_canned(store, tenant, "/preco", "O plano custa R$ 100")
     ce.save_canned(store, tenant, "/prazo", "Entregamos em 3 dias")
