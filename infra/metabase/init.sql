@@ -11,9 +11,8 @@
 -- Read models are row-level secured per tenant (`app.tenant_id`) for the API, while a
 -- dashboard reads across tenants, so the reader is BYPASSRLS: that is its policy-exempt
 -- path, and SELECT on the KPI relations alone keeps it read-only and away from messages,
--- leads and the event store. The views are evaluated as their owner, who is not bound
--- by the tables' policies unless they are FORCEd; the tables are granted too, so the
--- reader still sees every tenant's KPIs if they are.
+-- leads and the event store. The stable views are security_invoker (the policy binds the
+-- one reading through them), so the tables behind them are granted too.
 --
 -- Read models are dropped and created again by replays and version bumps, and a grant
 -- dies with its relation: an event trigger grants SELECT on every rm_kpi_* relation as it

@@ -162,7 +162,9 @@ async def _read_models(
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while True:  # the projector consumes asynchronously: wait until it caught up
-            convs = await queries.list_conversations(conn, tenant_id, cipher=demo.store.cipher)
+            convs = (
+                await queries.list_conversations(conn, tenant_id, cipher=demo.store.cipher)
+            ).items
             detail = await queries.get_conversation(
                 conn, tenant_id, streams[1], cipher=demo.store.cipher
             )
@@ -176,7 +178,7 @@ async def _read_models(
             if time.monotonic() > deadline:
                 raise TimeoutError("demo: read models did not catch up")
             await asyncio.sleep(0.2)
-        leads = await queries.leads_pipeline(conn, tenant_id, cipher=demo.store.cipher)
+        leads = (await queries.list_leads(conn, tenant_id, cipher=demo.store.cipher)).items
         today = datetime.now(UTC).date()
         kpis = await queries.kpis_by_day(conn, tenant_id, date(today.year, 1, 1), today)
 

@@ -506,11 +506,11 @@ def test_worker_projects_an_event_then_stops_on_sigterm(dev: Dev, via: str) -> N
             conversation = Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
 
             def projected() -> list[tuple[Any, ...]]:
-                exists = dev.sql("SELECT to_regclass('rm_conversations_v1')", schema=schema)
+                exists = dev.sql("SELECT to_regclass('rm_conversations_v2')", schema=schema)
                 if not exists or exists[0][0] is None:
                     return []
                 return dev.sql(
-                    "SELECT inbound_count FROM rm_conversations_v1 WHERE id = %s",
+                    "SELECT inbound_count FROM rm_conversations_v2 WHERE id = %s",
                     conversation,
                     schema=schema,
                 )
@@ -542,12 +542,18 @@ def test_replay_all_rebuilds_and_prints_counts(dev: Dev, via: str, as_json: bool
     done = dev.urbana(via, "replay", "--all", *(["--json"] if as_json else []))
     if as_json:
         printed = json.loads(done.stdout)
-        assert printed["projections"] == ["conversation_view", "lead_pipeline", "kpis"]
+        assert printed["projections"] == [
+            "conversation_view",
+            "lead_pipeline",
+            "kpis",
+            "team",
+            "workspace",
+        ]
         events, position = printed["events"], printed["position"]
         assert printed["resumed_from"] is None
     else:
         match = re.fullmatch(
-            r"rebuilt conversation_view, lead_pipeline, kpis: ([\d,]+) events in "
+            r"rebuilt conversation_view, lead_pipeline, kpis, team, workspace: ([\d,]+) events in "
             r"[\d.]+ s \([\d,]+ ev/s\), position (\d+)",
             done.stdout.strip(),
         )
@@ -563,6 +569,8 @@ def test_replay_all_rebuilds_and_prints_counts(dev: Dev, via: str, as_json: bool
         "conversation_view",
         "lead_pipeline",
         "kpis",
+        "team",
+        "workspace",
     }
     assert dev.sql(
         "SELECT count(*) FROM rm_conversations WHERE tenant_id = %s", UUID(t.tenant_id)

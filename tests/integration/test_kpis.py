@@ -30,7 +30,7 @@ from urbana.application.responder import Responder
 from urbana.config import conninfo
 from urbana.projections import queries
 from urbana.projections.apply import apply_tracked
-from urbana.projections.kpis import Kpis
+from urbana.projections.kpis import COUNTERS, Kpis
 
 pytestmark = pytest.mark.integration
 
@@ -214,6 +214,12 @@ EXPECTED: dict[date, dict[str, Any]] = {
         "avg_resolution_s": 2700.0,  # 5400 / 2
         "handoff_rate": 2 / 3,
         "ai_resolution_rate": 1 / 2,
+        # responses: AI 40 120 60 60 (B's 20 was the generic answer: system, with C's
+        # fallback 30); human 300. percentile_cont: 0.9 of the way is 60 + 0.7 * 60.
+        "ai_first_response_p50_s": 60.0,
+        "ai_first_response_p90_s": 102.0,
+        "human_first_response_p50_s": 300.0,
+        "human_first_response_p90_s": 300.0,
     },
     DAY_2: {
         "counts": {
@@ -250,6 +256,11 @@ EXPECTED: dict[date, dict[str, Any]] = {
         "avg_resolution_s": 3750.0,  # 15000 / 4
         "handoff_rate": 2 / 3,  # not 3 handoffs / 2 conversations started
         "ai_resolution_rate": 1 / 3,
+        # responses: AI 10 20 30 60 9000; human 180. p90: 60 + 0.6 * (9000 - 60)
+        "ai_first_response_p50_s": 30.0,
+        "ai_first_response_p90_s": 5424.0,
+        "human_first_response_p50_s": 180.0,
+        "human_first_response_p90_s": 180.0,
     },
 }
 
@@ -279,7 +290,7 @@ async def kpi_days(store: Store, tenant_id: str) -> dict[date, queries.KpiDay]:
         conninfo(store.url, store.schema), autocommit=True
     ) as conn:
         days = await queries.kpis_by_day(conn, tenant_id, DAY_1, DAY_2)
-    return {d.day: d for d in days}
+    return {d.day: d for d in days if d.day is not None}  # a day's figures name their day
 
 
 def figures(day: queries.KpiDay) -> dict[str, Any]:
@@ -290,6 +301,10 @@ def figures(day: queries.KpiDay) -> dict[str, Any]:
         "avg_resolution_s": day.avg_resolution_s,
         "handoff_rate": day.handoff_rate,
         "ai_resolution_rate": day.ai_resolution_rate,
+        "ai_first_response_p50_s": day.ai_first_response_p50_s,
+        "ai_first_response_p90_s": day.ai_first_response_p90_s,
+        "human_first_response_p50_s": day.human_first_response_p50_s,
+        "human_first_response_p90_s": day.human_first_response_p90_s,
     }
 
 
@@ -311,6 +326,24 @@ async def test_kpis_of_a_hand_computed_conversation_set(store: Store, plan: str)
         assert days[on].first_response == {
             b: expected["counts"][b] for b in days[on].first_response
         }
+
+    async with await psycopg.AsyncConnection.connect(
+        conninfo(store.url, store.schema), autocommit=True
+    ) as conn:
+        totals = (await queries.kpi_report(conn, script.tenant_id, DAY_1, DAY_2)).totals
+    both = {c: EXPECTED[DAY_1]["counts"][c] + EXPECTED[DAY_2]["counts"][c] for c in COUNTERS}
+    assert totals.counts == both
+    assert totals.cost_usd == Decimal("0.0052")
+    assert totals.handoff_rate == pytest.approx(4 / 6)
+    assert totals.avg_first_response_s == pytest.approx((630 + 9300) / 13)
+    # over both days: AI 10 20 30 40 60 60 60 120 9000, human 180 300
+    assert (totals.ai_first_response_p50_s, totals.ai_first_response_p90_s) == pytest.approx(
+        (60.0, 120 + 0.2 * (9000 - 120))
+    )
+    assert (
+        totals.human_first_response_p50_s,
+        totals.human_first_response_p90_s,
+    ) == pytest.approx((240.0, 180 + 0.9 * 120))
 
 
 def inbound(contact: str, text: str) -> InboundMessage:

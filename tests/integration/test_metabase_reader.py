@@ -27,6 +27,7 @@ from urbana.projections.conversation_view import ConversationView
 from urbana.projections.kpis import Kpis
 from urbana.projections.schema import (
     REBUILD,
+    ROLE_DDL,
     TRACKING_DDL,
     create_tables,
     create_views_if_missing,
@@ -121,8 +122,8 @@ def run_metabase_init(db: Database) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def tenants(database: Database) -> tuple[str, str]:
-    """The job run (twice: it must be idempotent), then read models as the projector
-    makes them, with KPI rows of two tenants and row-level security on the table."""
+    """The job run (twice: it must be idempotent), then read models as the schema's
+    owner makes them (row-level security on every table), with KPI rows of two tenants."""
     for _ in range(2):
         done = run_metabase_init(database)
         assert done.returncode == 0, done.stderr
@@ -130,7 +131,12 @@ def tenants(database: Database) -> tuple[str, str]:
     daily = table_names(Kpis())["kpi_daily"]
     with database.connect() as owner:
         for projection in (Kpis(), ConversationView()):
-            live = [*TRACKING_DDL, *create_tables(projection), *create_views_if_missing(projection)]
+            live = [
+                *TRACKING_DDL,
+                *ROLE_DDL,
+                *create_tables(projection),
+                *create_views_if_missing(projection),
+            ]
             for statement in live:
                 owner.execute(statement)
         for tenant in (a, b):
@@ -140,15 +146,10 @@ def tenants(database: Database) -> tuple[str, str]:
                 ).format(sql.Identifier(daily)),
                 (tenant,),
             )
-        owner.execute(
-            sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(sql.Identifier(daily))
-        )
-        owner.execute(
-            sql.SQL(
-                "CREATE POLICY tenant ON {} USING "
-                "(tenant_id = current_setting('app.tenant_id', true)::uuid)"
-            ).format(sql.Identifier(daily))
-        )
+        secured = owner.execute(
+            "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (daily,)
+        ).fetchone()
+    assert secured == (True,)
     return a, b
 
 

@@ -1,10 +1,13 @@
 """THE property: read models built incrementally through Kafka equal a full replay.
 
-For random command sequences over a few conversations, the events are published to a
-fresh topic in chunks, some chunks twice (a relay that crashed before saving its
-position), and consumed by runners that are killed between the database commit and the
-offset commit (so Kafka redelivers what was already applied). Whatever happened, the
-tables must equal, row for row, what `replay` builds from the event store.
+For random command sequences over a few conversations and their attendants (with the
+events issue 11 adds: assignments, transfers, notes, labels, returns to the queue, the
+users' availability and queues, the tenant's queues and canned responses; see
+tests/contract_events.py), the events are published to a fresh topic in chunks, some
+chunks twice (a relay that crashed before saving its position), and consumed by
+runners that are killed between the database commit and the offset commit (so Kafka
+redelivers what was already applied). Whatever happened, the tables must equal, row for
+row, what `replay` builds from the event store.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests import contract_events as ce
 from tests.helpers import ai_reply
 
 from urbana.adapters.embedded import ServiceUrls
@@ -47,6 +51,10 @@ pytestmark = pytest.mark.integration
 TABLES = tuple(physical_name(p, t) for p in all_projections() for t in p.tables)
 CONTACTS = ("5511900000001", "5511900000002", "5511900000003")
 ATTENDANTS = ("ana", "bia")
+QUEUES = ("vendas", "suporte")
+LABELS = ("vip", "urgente", "retorno")
+AVAILABILITY = ("online", "away", "offline")
+SHORTCUTS = ("/ola", "/preco")
 
 command = st.one_of(
     st.tuples(st.just("receive"), st.integers(0, 2)),
@@ -69,11 +77,18 @@ command = st.one_of(
     st.tuples(st.just("release"), st.integers(0, 2)),
     st.tuples(st.just("reopen"), st.integers(0, 2)),
     st.tuples(st.just("stage"), st.integers(0, 2), st.sampled_from(list(Stage))),
+    st.tuples(st.just("availability"), st.integers(0, 2), st.sampled_from(AVAILABILITY)),
+    st.tuples(st.just("user_queues"), st.integers(0, 2), st.lists(st.sampled_from(QUEUES))),
+    st.tuples(st.just("disable"), st.integers(0, 2), st.booleans()),
+    st.tuples(st.just("queue"), st.integers(0, 2), st.sampled_from(QUEUES)),
+    st.tuples(st.just("canned"), st.integers(0, 2), st.sampled_from(SHORTCUTS), st.booleans()),
 )
 
 scenario = st.fixed_dictionaries(
     {
-        "commands": st.lists(command, min_size=5, max_size=30),
+        # conversations opened first: the other commands aim at them
+        "opening": st.lists(st.integers(0, 2), min_size=1, max_size=3),
+        "commands": st.lists(command, min_size=5, max_size=40),
         "partitions": st.integers(1, 4),
         "chunks": st.integers(1, 4),
         "republish": st.lists(st.booleans(), min_size=4, max_size=4),
@@ -91,6 +106,15 @@ class World:
         self.tenant_id, _ = store.app.register_tenant(f"Prop {uuid4().hex[:8]}")
         self.conversations: dict[int, UUID] = {}
         self.outbound: dict[int, list[tuple[str, str | None]]] = {}  # (outbound id, provider id)
+        # Two invited users and one assignee never invited (its row has only activity).
+        self.users = ce.Users(store, self.tenant_id)
+        self.queues: set[str] = set()
+        self.canned: set[str] = set()
+        self.people = [
+            str(self.users.invite("ana@prop.test", "Ana", "attendant")),
+            str(self.users.invite("bia@prop.test", "Bia", "supervisor")),
+            str(uuid4()),
+        ]
 
     def run(self, cmd: tuple[Any, ...]) -> None:
         app, name, c = self.store.app, cmd[0], cmd[1]
@@ -107,6 +131,12 @@ class World:
             )
             got = app.receive_message(ReceiveMessage(self.tenant_id, "cloud", msg))
             self.conversations[c] = got.conversation_id
+            return
+        if name in ("availability", "user_queues", "disable"):
+            self.user_event(cmd)
+            return
+        if name in ("queue", "canned"):
+            self.tenant_event(cmd)
             return
         conversation_id = self.conversations.get(c)
         if conversation_id is None:
@@ -194,6 +224,37 @@ class World:
                 app.move_lead_stage(lead_id, stage=cmd[2], by="ana")
         except DomainError:
             pass  # the domain refused: nothing was recorded
+
+    def tenant_event(self, cmd: tuple[Any, ...]) -> None:
+        store, tenant = self.store, self.tenant_id
+        if cmd[0] == "queue":
+            if cmd[2] in self.queues:
+                ce.change_queue(
+                    store, tenant, cmd[2], name=cmd[2].title(), intents=[f"intent{cmd[1]}"]
+                )
+            else:
+                ce.create_queue(store, tenant, cmd[2], cmd[2].title(), [])
+                self.queues.add(cmd[2])
+        elif cmd[3]:
+            ce.save_canned(store, tenant, cmd[2], f"resposta {cmd[1]}")
+            self.canned.add(cmd[2])
+        elif cmd[2] in self.canned:  # the domain refuses to remove what is not there
+            ce.remove_canned(store, tenant, cmd[2])
+            self.canned.discard(cmd[2])
+
+    def user_event(self, cmd: tuple[Any, ...]) -> None:
+        name, person = cmd[0], self.people[cmd[1]]
+        if person not in self.people[:2]:
+            return  # never invited: no stream of its own
+        user_id = UUID(person)
+        if name == "availability":
+            self.users.availability(user_id, cmd[2])
+        elif name == "user_queues":
+            self.users.queues(user_id, cmd[2])
+        elif cmd[2]:
+            self.users.disable(user_id, by=user_id)
+        else:
+            self.users.enable(user_id, by=user_id)
 
 
 def envelopes_of(store: Store) -> list[Envelope]:
@@ -287,6 +348,8 @@ def test_kafka_built_read_models_equal_a_full_replay(
     store = open_store(services.postgres, os.urandom(32), schema=schema, pool_size=2)
     try:
         world = World(store)
+        for contact in plan["opening"]:
+            world.run(("receive", contact))
         for cmd in plan["commands"]:
             world.run(cmd)
         events = envelopes_of(store)

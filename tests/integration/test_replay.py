@@ -107,9 +107,9 @@ async def test_replay_builds_the_conversation_view(store: Store) -> None:
     assert result.events == store.app.recorder.max_notification_id()
     conn = await aconn(store)
     try:
-        listed = await queries.list_conversations(conn, s.tenant_id, cipher=store.cipher)
+        listed = (await queries.list_conversations(conn, s.tenant_id, cipher=store.cipher)).items
         detail = await queries.get_conversation(conn, s.tenant_id, s.a, cipher=store.cipher)
-        ai_only = await queries.list_conversations(conn, s.tenant_id, status="ai")
+        ai_only = (await queries.list_conversations(conn, s.tenant_id, status="ai")).items
     finally:
         await conn.close()
     assert [c.id for c in listed] == [s.b, s.a]  # latest message first
@@ -142,7 +142,7 @@ async def test_replay_builds_leads_and_kpis(store: Store) -> None:
     conn = await aconn(store)
     today = datetime.now(UTC).date()
     try:
-        leads = await queries.leads_pipeline(conn, s.tenant_id, cipher=store.cipher)
+        leads = (await queries.list_leads(conn, s.tenant_id, cipher=store.cipher)).items
         counts = await queries.pipeline_counts(conn, s.tenant_id)
         days = await queries.kpis_by_day(
             conn, s.tenant_id, today - timedelta(days=1), today + timedelta(days=1)
@@ -179,8 +179,8 @@ async def test_erased_lead_reads_as_erased_without_error(store: Store) -> None:
     conn = await aconn(store)
     try:
         detail = await queries.get_conversation(conn, s.tenant_id, s.a, cipher=store.cipher)
-        leads = await queries.leads_pipeline(conn, s.tenant_id, cipher=store.cipher)
-        listed = await queries.list_conversations(conn, s.tenant_id, cipher=store.cipher)
+        leads = (await queries.list_leads(conn, s.tenant_id, cipher=store.cipher)).items
+        listed = (await queries.list_conversations(conn, s.tenant_id, cipher=store.cipher)).items
     finally:
         await conn.close()
     assert detail is not None
@@ -191,7 +191,7 @@ async def test_erased_lead_reads_as_erased_without_error(store: Store) -> None:
     assert by_id[s.lead_b].name == "João"
     assert {c.id: c.last_message_preview for c in listed}[s.a] == ERASED
     # no personal text is stored in clear in the read models
-    dump = rows(store, "SELECT row_to_json(m)::text FROM rm_messages_v1 m")
+    dump = rows(store, "SELECT row_to_json(m)::text FROM rm_messages_v2 m")
     assert not any("Maria" in r[0] or "Quanto custa" in r[0] for r in dump)
 
 
@@ -201,9 +201,9 @@ async def test_queries_only_return_the_callers_tenant(store: Store) -> None:
     other = uuid4()
     conn = await aconn(store)
     try:
-        assert await queries.list_conversations(conn, other) == []
+        assert (await queries.list_conversations(conn, other)).items == []
         assert await queries.get_conversation(conn, other, s.a) is None
-        assert await queries.leads_pipeline(conn, other) == []
+        assert (await queries.list_leads(conn, other)).items == []
     finally:
         await conn.close()
 
@@ -262,7 +262,7 @@ def test_replay_swaps_tables_views_and_sets_the_tracking_floor(store: Store) -> 
         (FLOOR, first.position)
     ]
     # Only the kpis were rebuilt: the conversation view's live table is as it was (empty).
-    assert rows(store, "SELECT count(*) FROM rm_conversations_v1") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM rm_conversations_v2") == [(0,)]
     replay(store.url, store.schema)
     again = replay(store.url, store.schema)  # swapping over existing live tables and views
     assert again.position == first.position
@@ -271,7 +271,7 @@ def test_replay_swaps_tables_views_and_sets_the_tracking_floor(store: Store) -> 
         r[0]
         for r in rows(store, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
     }
-    assert "rm_conversations_v1_pkey" in indexes
+    assert "rm_conversations_v2_pkey" in indexes
     assert not any("rebuild" in i for i in indexes)
 
 

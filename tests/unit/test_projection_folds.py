@@ -14,12 +14,16 @@ from urbana.projections.base import Write
 from urbana.projections.conversation_view import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
+    NOTE_COLUMNS,
     ConversationView,
     advance,
 )
 from urbana.projections.kpis import COUNTERS, DAILY_COLUMNS, Kpis, bucket_for, usage_figures
 from urbana.projections.lead_pipeline import ACTIVITY_COLUMNS, OWN_COLUMNS, LeadPipeline
 from urbana.projections.schema import FLOOR
+from urbana.projections.team import ASSIGNMENT_COLUMNS, Team
+from urbana.projections.team import OWN_COLUMNS as TEAM_COLUMNS
+from urbana.projections.workspace import CANNED_COLUMNS, QUEUE_COLUMNS, Workspace
 
 TENANT = str(uuid4())
 CONV = str(uuid4())
@@ -380,3 +384,130 @@ def test_tracking_skips_redeliveries_and_what_a_replay_covered() -> None:
     assert [f.position for f in fresh] == [3, 5, 6]
     assert positions == {0: 5, 1: 6}
     assert skipped == 4
+
+
+def test_queues_assignments_and_transfers_move_ownership() -> None:
+    e = Events()
+    history = [
+        started(e),
+        received(e, 1, sent_at="2025-03-01T09:59:00+00:00"),
+        e("HandoffRequested", reason="pricing", summary=None, lead_id=LEAD, queue="vendas"),
+    ]
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["queue"], conv["assignee"]) == ("waiting_human", "vendas", None)
+    assert conv["waiting_since"] == history[-1].occurred_at
+    assert conv["last_inbound_at"] == "2025-03-01T09:59:00+00:00"
+    history.append(e("ConversationAssigned", assignee="u1", by=None, queue=None))
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"], conv["queue"]) == ("human", "u1", "vendas")
+    assert (conv["waiting_since"], conv["assigned_at"]) == (None, history[-1].occurred_at)
+    history.append(e("ConversationTransferred", to_user=None, to_queue="suporte", by="u1"))
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"], conv["queue"]) == ("waiting_human", None, "suporte")
+    assert conv["waiting_since"] == history[-1].occurred_at
+    history.append(e("ConversationTransferred", to_user="u2", to_queue=None, by="u9"))
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"], conv["queue"]) == ("human", "u2", "suporte")
+    history.append(e("ReturnedToQueue", queue=None, reason="inactivity"))
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"], conv["queue"]) == ("waiting_human", None, "suporte")
+    assert conv["handoff_reason"] == "pricing"
+    history.append(e("ConversationClosed", by="u2", resolution="resolved"))
+    conv, _ = conversation_after(history)
+    assert (conv["status"], conv["assignee"], conv["queue"], conv["waiting_since"]) == (
+        "closed",
+        None,
+        None,
+        None,
+    )
+    assert conv["last_position"] == history[-1].position
+
+
+def test_labels_notes_and_ai_intents() -> None:
+    e = Events()
+    history = [
+        started(e),
+        received(e, 1),
+        e("LabelsChanged", added=["vip", "b"], removed=[], by="u1"),
+        e("LabelsChanged", added=["c"], removed=["b", "absent"], by="u1"),
+        e("NoteAdded", note_id="n1", author="u1", lead_id=LEAD),
+        e("AIReplyGenerated", reply_to_seq=1, intent="pricing", confidence=0.7, lead_id=LEAD),
+        queued(e, "o1", "ai"),
+        queued(e, "o2", "system"),
+    ]
+    writes = ConversationView().fold(history, {})
+    conv = rows_of(writes[0], CONVERSATION_COLUMNS)[0]
+    messages = {m["msg_key"]: m for m in rows_of(writes[1], MESSAGE_COLUMNS)}
+    (note,) = rows_of(writes[2], NOTE_COLUMNS)
+    assert conv["labels"] == ["c", "vip"]
+    assert (conv["last_intent"], conv["last_confidence"]) == ("pricing", 0.7)
+    assert (messages["out:o1"]["intent"], messages["out:o1"]["confidence"]) == ("pricing", 0.7)
+    assert (messages["out:o2"]["intent"], messages["out:o2"]["confidence"]) == (None, None)
+    assert (note["note_id"], note["author"], note["tenant_id"]) == ("n1", "u1", TENANT)
+    assert note["sealed"] is not None  # the text stays sealed
+    assert conv["contact_sealed"] is None  # this inbound named no contact
+
+
+def test_team_rows_from_user_streams_and_assignments() -> None:
+    e = Events()
+    user, other = str(uuid4()), str(uuid4())
+    writes = Team().fold(
+        [
+            e("UserInvited", "User", user, email="a@x", name="Ana", role="attendant"),
+            e("UserQueuesChanged", "User", user, queues=["b", "a", "b"]),
+            e("AvailabilityChanged", "User", user, availability="online"),
+            e("HandoffAccepted", attendant="business_phone"),
+            e("ConversationAssigned", minute=5, assignee=user, by=None, queue=None),
+            e("ConversationTransferred", minute=3, to_user=other, to_queue=None, by=user),
+            e("UserDisabled", "User", user, by=other),
+        ],
+        {},
+    )
+    (own,) = rows_of(writes[0], TEAM_COLUMNS)
+    assert (own["role"], own["queues"], own["disabled"], own["availability"]) == (
+        "attendant",
+        ["a", "b"],
+        True,
+        "offline",
+    )
+    assert "password_hash" not in own
+    assigned = {r["id"]: r for r in rows_of(writes[1], ASSIGNMENT_COLUMNS)}
+    assert set(assigned) == {user, other}  # the business phone is no user
+    assert assigned[user]["last_assigned_at"] == "2025-03-01T10:05:00+00:00"
+
+
+def test_takeovers_count_a_conversation_nobody_held() -> None:
+    e = Events()
+    day = kpis_after(
+        [
+            started(e),
+            received(e, 1),
+            e("ConversationAssigned", assignee="u1", by=None, queue=None),
+            e("ConversationAssigned", assignee="u2", by="sup", queue=None),  # reassigned
+            e("ConversationTransferred", to_user="u3", to_queue=None, by="u2"),
+            e("ReturnedToQueue", queue="q", reason="inactivity"),
+            e("ConversationAssigned", assignee="u1", by=None, queue=None),
+        ]
+    )
+    assert day["takeovers"] == 2
+
+
+def test_workspace_keeps_the_last_word_per_queue_and_shortcut() -> None:
+    e = Events()
+    writes = Workspace().fold(
+        [
+            e("QueueCreated", "Tenant", TENANT, queue_id="q1", name="Vendas", intents=["b", "a"]),
+            e("QueueChanged", "Tenant", TENANT, queue_id="q1", name=None, intents=["c"]),
+            e("CannedResponseSaved", "Tenant", TENANT, shortcut="/a", text="um"),
+            e("CannedResponseSaved", "Tenant", TENANT, shortcut="/b", text="dois"),
+            e("CannedResponseRemoved", "Tenant", TENANT, shortcut="/a"),
+            e("CannedResponseSaved", "Tenant", TENANT, shortcut="/b", text="três"),
+        ],
+        {},
+    )
+    queues, saved, removed = writes
+    (queue,) = rows_of(queues, QUEUE_COLUMNS)
+    assert (queue["queue_id"], queue["name"], queue["intents"]) == ("q1", "Vendas", ["c"])
+    assert [(r["shortcut"], r["text"]) for r in rows_of(saved, CANNED_COLUMNS)] == [("/b", "três")]
+    assert removed.rows == [(TENANT, "/a")]
+    assert removed.sql.startswith("DELETE")

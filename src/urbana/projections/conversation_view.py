@@ -2,9 +2,12 @@
 
 See docs/architecture.md, "Read models and replay".
 
-`conversations`: one row per conversation (status, assignee, last message, unread
-count, handoff reason and summary); `messages`: every inbound and outbound message
-with direction, author and delivery status.
+`conversations`: one row per conversation: status, assignee, queue, labels, the
+contact's name, since when it waits for a human, the lead's last inbound time (the
+24-hour window), the AI's last intent and confidence, the last message, unread count,
+handoff reason and summary. `messages`: every inbound and outbound message with
+direction, author, delivery status and, for an AI reply, its intent and confidence.
+`notes`: the attendants' private notes (never sent to the lead).
 
 Personal text is never stored in clear here. The row keeps the envelope's sealed
 blob (`encrypted`: subject key id, field names, ciphertext) as jsonb, and
@@ -18,6 +21,12 @@ Delivery status only moves forward: queued < sent < delivered < read; failed and
 cancelled are final (failed is refused after read, cancelled only leaves queued),
 except that `OutboundMessageRetried` puts a failed message back to queued. A failed
 message's `error` is "<code>: <reason>" (the gateway's code when it gave one).
+
+Ownership. `HandoffAccepted`, `ConversationAssigned` and a transfer to a user give the
+conversation an assignee and make it human; `HandoffRequested`, `ReturnedToQueue` and a
+transfer to a queue leave it waiting in a queue (`waiting_since` is when it started
+waiting) with no assignee; returning to the AI and closing clear both.
+`last_position` is the global position of the last event applied to a row.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any, ClassVar
 import orjson
 
 from urbana.application.envelope import Envelope
-from urbana.projections.base import Load, Row, Write, upsert_sql
+from urbana.projections.base import Load, Row, Write, parse_time, upsert_sql
 
 RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3}
 FINAL = frozenset({"failed", "cancelled"})
@@ -54,11 +63,20 @@ CONVERSATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("channel", "text"),
     ("status", "text"),
     ("assignee", "text"),
+    ("queue", "text"),
+    ("labels", "text[]"),
+    ("contact_sealed", "jsonb"),  # the latest MessageReceived that named the contact
+    ("waiting_since", "timestamptz"),
+    ("assigned_at", "timestamptz"),
+    ("last_inbound_at", "timestamptz"),  # the lead's latest sent_at: the 24-hour window
+    ("last_intent", "text"),
+    ("last_confidence", "double precision"),
     ("last_message_at", "timestamptz"),
     ("last_message_direction", "text"),
     ("last_message_author", "text"),
     ("last_message_kind", "text"),
     ("last_message_sealed", "jsonb"),
+    ("activity_at", "timestamptz"),  # last message, or the start: the list's sort key
     ("unread", "int"),
     ("handoff_reason", "text"),
     ("summary_sealed", "jsonb"),
@@ -88,12 +106,25 @@ MESSAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sealed", "jsonb"),
     ("media_mime", "text"),
     ("reply_to", "text"),
+    ("intent", "text"),  # an AI reply's: from its AIReplyGenerated
+    ("confidence", "double precision"),
     ("sent_at", "timestamptz"),
     ("delivered_at", "timestamptz"),
     ("read_at", "timestamptz"),
     ("at", "timestamptz"),
-    ("position", "bigint"),
+    ("position", "bigint"),  # the event that created it: the thread's order
+    ("last_position", "bigint"),
     ("updated_at", "timestamptz"),
+)
+
+NOTE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("conversation_id", "uuid"),
+    ("note_id", "text"),
+    ("tenant_id", "uuid"),
+    ("author", "text"),
+    ("sealed", "jsonb"),
+    ("at", "timestamptz"),
+    ("position", "bigint"),
 )
 
 
@@ -108,22 +139,30 @@ def _sealed(envelope: Envelope) -> str | None:
     return orjson.dumps(envelope.encrypted).decode() if envelope.encrypted else None
 
 
+def _columns(columns: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{c} {kind}" for c, kind in columns)
+
+
 _C = {c: i for i, (c, _) in enumerate(CONVERSATION_COLUMNS)}
 _M = {c: i for i, (c, _) in enumerate(MESSAGE_COLUMNS)}
+_N = {c: i for i, (c, _) in enumerate(NOTE_COLUMNS)}
 
 _CONVERSATION_UPSERT = upsert_sql("conversations", CONVERSATION_COLUMNS, ("id",))
 _MESSAGE_UPSERT = upsert_sql("messages", MESSAGE_COLUMNS, ("conversation_id", "msg_key"))
+_NOTE_UPSERT = upsert_sql("notes", NOTE_COLUMNS, ("conversation_id", "note_id"))
 
 
 class ConversationView:
     name: ClassVar[str] = "conversation_view"
-    version: ClassVar[int] = 1
-    tables: ClassVar[tuple[str, ...]] = ("conversations", "messages")
+    # 2: queue, labels, contact, waiting_since, 24-hour window, intents, notes, positions
+    version: ClassVar[int] = 2
+    tables: ClassVar[tuple[str, ...]] = ("conversations", "messages", "notes")
     handles: ClassVar[frozenset[str]] = frozenset(
         "Conversation." + t
         for t in (
             "ConversationStarted",
             "MessageReceived",
+            "AIReplyGenerated",
             "OutboundMessageQueued",
             "OutboundMessageSent",
             "OutboundMessageFailed",
@@ -136,6 +175,8 @@ class ConversationView:
             "ConversationAssigned",
             "ConversationTransferred",
             "ReturnedToQueue",
+            "NoteAdded",
+            "LabelsChanged",
             "ReturnedToAI",
             "ConversationClosed",
             "ConversationReopened",
@@ -143,17 +184,26 @@ class ConversationView:
     )
 
     def ddl(self) -> list[str]:
-        conv = ", ".join(f"{c} {kind}" for c, kind in CONVERSATION_COLUMNS)
-        msg = ", ".join(f"{c} {kind}" for c, kind in MESSAGE_COLUMNS)
         return [
-            f"CREATE TABLE IF NOT EXISTS {{conversations}} ({conv}, "
+            f"CREATE TABLE IF NOT EXISTS {{conversations}} ({_columns(CONVERSATION_COLUMNS)}, "
             "CONSTRAINT {conversations}_pkey PRIMARY KEY (id))",
             "CREATE INDEX IF NOT EXISTS {conversations}_tenant_idx "
-            "ON {conversations} (tenant_id, status, last_message_at DESC)",
-            f"CREATE TABLE IF NOT EXISTS {{messages}} ({msg}, "
+            "ON {conversations} (tenant_id, activity_at DESC, id DESC)",
+            "CREATE INDEX IF NOT EXISTS {conversations}_status_idx "
+            "ON {conversations} (tenant_id, status, activity_at DESC, id DESC)",
+            "CREATE INDEX IF NOT EXISTS {conversations}_assignee_idx "
+            "ON {conversations} (tenant_id, assignee, activity_at DESC, id DESC)",
+            "CREATE INDEX IF NOT EXISTS {conversations}_queue_idx "
+            "ON {conversations} (tenant_id, waiting_since, id) WHERE status = 'waiting_human'",
+            "CREATE INDEX IF NOT EXISTS {conversations}_labels_idx "
+            "ON {conversations} USING gin (labels)",
+            f"CREATE TABLE IF NOT EXISTS {{messages}} ({_columns(MESSAGE_COLUMNS)}, "
             "CONSTRAINT {messages}_pkey PRIMARY KEY (conversation_id, msg_key))",
             "CREATE INDEX IF NOT EXISTS {messages}_conv_idx "
             "ON {messages} (conversation_id, position)",
+            f"CREATE TABLE IF NOT EXISTS {{notes}} ({_columns(NOTE_COLUMNS)}, "
+            "CONSTRAINT {notes}_pkey PRIMARY KEY (conversation_id, note_id))",
+            "CREATE INDEX IF NOT EXISTS {notes}_conv_idx ON {notes} (conversation_id, position)",
         ]
 
     def loads(self, envelopes: Sequence[Envelope]) -> list[Load]:
@@ -196,6 +246,7 @@ class ConversationView:
         messages: dict[tuple[str, str], list[Any]] = {
             (r[0], r[1]): list(r) for r in loaded.get("messages", [])
         }
+        notes: dict[tuple[str, str], Row] = {}
         touched_c: dict[str, None] = {}
         touched_m: dict[tuple[str, str], None] = {}
         for e in envelopes:
@@ -206,9 +257,13 @@ class ConversationView:
             elif conv is None:
                 continue  # its start was never seen: nothing to attach it to
             touched_c[e.stream_id] = None
+            if e.type == "NoteAdded":
+                note = _note(conv, e)
+                notes[(e.stream_id, note[_N["note_id"]])] = note
             key = _apply_conversation(conv, e, messages)
             if key is not None:
                 touched_m[key] = None
+                messages[key][_M["last_position"]] = e.position
             conv[_C["updated_at"]] = e.occurred_at
             conv[_C["last_position"]] = e.position
         writes: list[Write] = []
@@ -218,6 +273,8 @@ class ConversationView:
         if touched_m:
             rows = [tuple(messages[k]) for k in touched_m]
             writes.append(Write("messages", MESSAGE_COLUMNS, _MESSAGE_UPSERT, rows))
+        if notes:
+            writes.append(Write("notes", NOTE_COLUMNS, _NOTE_UPSERT, list(notes.values())))
         return writes
 
 
@@ -240,9 +297,11 @@ def _new_conversation(e: Envelope) -> list[Any]:
     row[_C["lead_id"]] = e.data.get("lead_id")
     row[_C["channel"]] = e.data.get("channel")
     row[_C["status"]] = "ai"
+    row[_C["labels"]] = []
     for counter in ("unread", "handoffs", "inbound_count", "outbound_count"):
         row[_C[counter]] = 0
     row[_C["started_at"]] = e.occurred_at
+    row[_C["activity_at"]] = e.occurred_at
     return row
 
 
@@ -258,12 +317,58 @@ def _new_message(conv: list[Any], e: Envelope, key: str) -> list[Any]:
     return row
 
 
+def _note(conv: list[Any], e: Envelope) -> Row:
+    row: list[Any] = [None] * len(NOTE_COLUMNS)
+    row[_N["conversation_id"]] = e.stream_id
+    row[_N["note_id"]] = str(e.data["note_id"])
+    row[_N["tenant_id"]] = conv[_C["tenant_id"]]
+    row[_N["author"]] = e.data.get("author")
+    row[_N["sealed"]] = _sealed(e)
+    row[_N["at"]] = e.occurred_at
+    row[_N["position"]] = e.position
+    return tuple(row)
+
+
 def _last_message(conv: list[Any], e: Envelope, direction: str, author: str, kind: str) -> None:
     conv[_C["last_message_at"]] = e.occurred_at
+    conv[_C["activity_at"]] = e.occurred_at
     conv[_C["last_message_direction"]] = direction
     conv[_C["last_message_author"]] = author
     conv[_C["last_message_kind"]] = kind
     conv[_C["last_message_sealed"]] = _sealed(e)
+
+
+def _later(current: str | None, new: str | None) -> str | None:
+    """The later of two timestamps written in different forms (ISO, PostgreSQL text)."""
+    if new is None:
+        return current
+    if current is None or parse_time(str(new)) > parse_time(str(current)):
+        return str(new)
+    return current
+
+
+def _assign(conv: list[Any], e: Envelope, assignee: str | None, queue: str | None) -> None:
+    conv[_C["status"]] = "human"
+    conv[_C["assignee"]] = assignee
+    conv[_C["assigned_at"]] = e.occurred_at
+    conv[_C["waiting_since"]] = None
+    if queue:
+        conv[_C["queue"]] = queue
+
+
+def _wait(conv: list[Any], e: Envelope, queue: str | None) -> None:
+    conv[_C["status"]] = "waiting_human"
+    conv[_C["assignee"]] = None
+    conv[_C["assigned_at"]] = None
+    conv[_C["waiting_since"]] = e.occurred_at
+    if queue:
+        conv[_C["queue"]] = queue
+
+
+def _release(conv: list[Any]) -> None:
+    """Nobody owns it and it waits in no queue (back to the AI, or closed)."""
+    for column in ("assignee", "assigned_at", "waiting_since", "queue", "handoff_reason"):
+        conv[_C[column]] = None
 
 
 def _apply_conversation(
@@ -289,8 +394,17 @@ def _apply_conversation(
             conv[_C["closed_at"]] = None
         conv[_C["unread"]] += 1
         conv[_C["inbound_count"]] += 1
+        conv[_C["last_inbound_at"]] = _later(conv[_C["last_inbound_at"]], d.get("sent_at"))
+        if e.encrypted and "contact_name" in e.encrypted.get("fields", ()):
+            conv[_C["contact_sealed"]] = _sealed(e)
         _last_message(conv, e, "in", "lead", d.get("kind") or "text")
         return (e.stream_id, key)
+    if t == "AIReplyGenerated":
+        # Recorded just before the reply's OutboundMessageQueued (same transaction),
+        # which takes these two into its message row.
+        conv[_C["last_intent"]] = d.get("intent")
+        conv[_C["last_confidence"]] = d.get("confidence")
+        return None
     if t == "OutboundMessageQueued":
         key = "out:" + d["outbound_id"]
         author = d.get("author") or "system"
@@ -304,6 +418,9 @@ def _apply_conversation(
         msg[_M["status"]] = "sent" if external else "queued"
         msg[_M["provider_message_id"]] = external
         msg[_M["sent_at"]] = e.occurred_at if external else None
+        if author == "ai":
+            msg[_M["intent"]] = conv[_C["last_intent"]]
+            msg[_M["confidence"]] = conv[_C["last_confidence"]]
         messages[(e.stream_id, key)] = msg
         conv[_C["outbound_count"]] += 1
         if author in ("ai", "human"):
@@ -318,27 +435,31 @@ def _apply_conversation(
         _apply_status(msg_or_none, e)
         return (e.stream_id, key)
     if t == "HandoffRequested":
-        conv[_C["status"]] = "waiting_human"
+        _wait(conv, e, d.get("queue"))
         conv[_C["handoff_reason"]] = d.get("reason")
         conv[_C["summary_sealed"]] = _sealed(e)
         conv[_C["handoffs"]] += 1
     elif t == "HandoffAccepted":
-        conv[_C["status"]] = "human"
-        conv[_C["assignee"]] = d.get("attendant")
-    elif t == "ConversationAssigned" or (t == "ConversationTransferred" and d.get("to_user")):
-        conv[_C["status"]] = "human"
-        conv[_C["assignee"]] = d.get("assignee") or d.get("to_user")
-    elif t in ("ConversationTransferred", "ReturnedToQueue"):
-        conv[_C["status"]] = "waiting_human"
-        conv[_C["assignee"]] = None
+        _assign(conv, e, d.get("attendant"), None)
+    elif t == "ConversationAssigned":
+        _assign(conv, e, d.get("assignee"), d.get("queue"))
+    elif t == "ConversationTransferred":
+        if d.get("to_user"):
+            _assign(conv, e, d["to_user"], d.get("to_queue"))
+        else:
+            _wait(conv, e, d.get("to_queue"))
+    elif t == "ReturnedToQueue":
+        _wait(conv, e, d.get("queue"))
+    elif t == "LabelsChanged":
+        removed = set(d.get("removed") or ())
+        labels = set(conv[_C["labels"]] or ()) | set(d.get("added") or ())
+        conv[_C["labels"]] = sorted(labels - removed)
     elif t == "ReturnedToAI":
         conv[_C["status"]] = "ai"
-        conv[_C["assignee"]] = None
-        conv[_C["handoff_reason"]] = None
+        _release(conv)
     elif t == "ConversationClosed":
         conv[_C["status"]] = "closed"
-        conv[_C["assignee"]] = None
-        conv[_C["handoff_reason"]] = None
+        _release(conv)
         conv[_C["unread"]] = 0
         conv[_C["closed_at"]] = e.occurred_at
     elif t == "ConversationReopened":

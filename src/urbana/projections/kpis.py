@@ -12,6 +12,10 @@ First response time
     system or human): how long the lead waited for an answer. Counted on the day of the
     response, as `frt_count`, `frt_ms_sum` and buckets (<1m, <5m, <15m, <1h, <4h, >=4h),
     so averages and distributions add up over days. A burst closed unanswered has none.
+    Each response is also kept as a row of `kpi_responses` (its day, its responder:
+    `ai`, `human` or `system`, and the milliseconds), from which the queries compute
+    exact medians and 90th percentiles, the AI's and the attendants' apart, over any
+    range of days.
 Resolution time
     From the start of a stretch to its `ConversationClosed`, counted on the day of the
     close: `resolution_ms_sum` over `resolved` (every close counts once).
@@ -26,14 +30,17 @@ AI resolution rate
     over (`ai_resolved`): `ai_resolved / ai_closed`, within [0, 1].
 
 Other counters: conversations started, inbound messages, AI replies, replies the guard
-rejected, human replies, system messages, takeovers (a human took the thread), reopened,
+rejected, human replies, system messages, takeovers (a human took a thread nobody held:
+`HandoffAccepted`, or `ConversationAssigned` / a transfer to a user when no attendant held
+it; a reassignment is not one), reopened,
 failed sends, bursts every model failed on (`llm_failures`); tokens and cost from
 `AIReplyGenerated.usage`.
 
 When every model failed, the responder records the engine's generic answer as an
 `AIReplyGenerated` followed, in the same transaction, by `HandoffRequested` with reason
 `llm_failure`. That answer is not the AI's: the handoff moves it from `ai_replies` to
-`system_messages` on the day it was counted (its tokens and cost stay: they were spent).
+`system_messages` on the day it was counted (its tokens and cost stay: they were spent),
+and its `kpi_responses` row from `ai` to `system`.
 
 Every daily column is a sum, merged with `+` in SQL, so partitions applied in any order
 give the same rows; the per-conversation state (`kpi_conversations`: the pending burst,
@@ -104,11 +111,35 @@ STATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ai_reply_day", "date"),  # day of an AI reply whose outcome may still hand off
     ("ai_in_stretch", "boolean"),
     ("human_in_stretch", "boolean"),
+    ("assigned", "boolean"),  # an attendant holds it
+    ("reply_position", "bigint"),  # that AI reply's response row (see ai_reply_day)
+    ("reply_ms", "bigint"),
 )
 # Positions in a state row (the order of STATE_COLUMNS).
-_TENANT, _PENDING, _POSITION, _OPENED, _AI_DAY, _HANDOFF_DAY, _REPLY_DAY, _AI_IN, _HUMAN_IN = range(
-    1, 10
+(
+    _TENANT,
+    _PENDING,
+    _POSITION,
+    _OPENED,
+    _AI_DAY,
+    _HANDOFF_DAY,
+    _REPLY_DAY,
+    _AI_IN,
+    _HUMAN_IN,
+    _ASSIGNED,
+    _REPLY_POSITION,
+    _REPLY_MS,
+) = range(1, 13)
+
+RESPONSE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("conversation_id", "uuid"),
+    ("position", "bigint"),  # the responding OutboundMessageQueued
+    ("tenant_id", "uuid"),
+    ("day", "date"),
+    ("responder", "text"),  # ai | human | system
+    ("ms", "bigint"),
 )
+_RESPONSE_UPSERT = upsert_sql("kpi_responses", RESPONSE_COLUMNS, ("conversation_id", "position"))
 
 _DAILY_UPSERT = upsert_sql(
     "kpi_daily",
@@ -165,8 +196,9 @@ class _Day:
 
 class Kpis:
     name: ClassVar[str] = "kpis"
-    version: ClassVar[int] = 2  # 2: stretches, per-day distinct conversations
-    tables: ClassVar[tuple[str, ...]] = ("kpi_daily", "kpi_conversations")
+    # 2: stretches, per-day distinct conversations; 3: response rows, assignments
+    version: ClassVar[int] = 3
+    tables: ClassVar[tuple[str, ...]] = ("kpi_daily", "kpi_conversations", "kpi_responses")
     handles: ClassVar[frozenset[str]] = frozenset(
         "Conversation." + t
         for t in (
@@ -179,6 +211,9 @@ class Kpis:
             "HandoffRequested",
             "HandoffAccepted",
             "ConversationAssigned",
+            "ConversationTransferred",
+            "ReturnedToQueue",
+            "ReturnedToAI",
             "ConversationClosed",
             "ConversationReopened",
         )
@@ -187,12 +222,17 @@ class Kpis:
     def ddl(self) -> list[str]:
         counters = ", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in COUNTERS)
         state = ", ".join(f"{c} {kind}" for c, kind in STATE_COLUMNS)
+        responses = ", ".join(f"{c} {kind}" for c, kind in RESPONSE_COLUMNS)
         return [
             "CREATE TABLE IF NOT EXISTS {kpi_daily} (tenant_id uuid NOT NULL, day date NOT NULL, "
             f"{counters}, cost_usd numeric NOT NULL DEFAULT 0, "
             "CONSTRAINT {kpi_daily}_pkey PRIMARY KEY (tenant_id, day))",
             f"CREATE TABLE IF NOT EXISTS {{kpi_conversations}} ({state}, "
             "CONSTRAINT {kpi_conversations}_pkey PRIMARY KEY (id))",
+            f"CREATE TABLE IF NOT EXISTS {{kpi_responses}} ({responses}, "
+            "CONSTRAINT {kpi_responses}_pkey PRIMARY KEY (conversation_id, position))",
+            "CREATE INDEX IF NOT EXISTS {kpi_responses}_day_idx "
+            "ON {kpi_responses} (tenant_id, day, responder)",
         ]
 
     def loads(self, envelopes: Sequence[Envelope]) -> list[Load]:
@@ -212,6 +252,7 @@ class Kpis:
         state: dict[str, list[Any]] = {r[0]: list(r) for r in loaded.get("kpi_conversations", [])}
         touched: dict[str, None] = {}
         days: dict[tuple[str, date], _Day] = {}
+        responses: dict[tuple[str, int], Row] = {}
 
         def day_for(tenant_id: str, on: date) -> _Day:
             day = days.get((tenant_id, on))
@@ -223,14 +264,15 @@ class Kpis:
             conv = state.get(e.stream_id)
             if e.type == "ConversationStarted":
                 conv = [e.stream_id, e.tenant_id or e.data.get("tenant_id"), None, None]
-                conv += [parse_time(e.occurred_at), None, None, None, False, False]
+                conv += [parse_time(e.occurred_at), None, None, None, False, False, False]
+                conv += [None, None]
                 state[e.stream_id] = conv
             elif conv is None:
                 continue
             tenant_id = conv[_TENANT]
             if tenant_id is None:
                 continue
-            _count(conv, e, tenant_id, day_of(e.occurred_at), day_for)
+            _count(conv, e, tenant_id, day_of(e.occurred_at), day_for, responses)
             conv[_POSITION] = e.position
             touched[e.stream_id] = None
         writes = []
@@ -240,6 +282,9 @@ class Kpis:
         if touched:
             rows = [tuple(state[c]) for c in touched]
             writes.append(Write("kpi_conversations", STATE_COLUMNS, _STATE_UPSERT, rows))
+        if responses:
+            rows = list(responses.values())
+            writes.append(Write("kpi_responses", RESPONSE_COLUMNS, _RESPONSE_UPSERT, rows))
         return writes
 
 
@@ -260,9 +305,15 @@ _AI_DECISIONS = frozenset({"AIReplyGenerated", "AIReplyRejected", "HandoffReques
 
 
 def _count(
-    conv: list[Any], e: Envelope, tenant_id: str, on: date, day_for: Callable[[str, date], _Day]
+    conv: list[Any],
+    e: Envelope,
+    tenant_id: str,
+    on: date,
+    day_for: Callable[[str, date], _Day],
+    responses: dict[tuple[str, int], Row],
 ) -> None:
-    """Fold one event of a conversation into its state and the tenant's counters of `on`."""
+    """Fold one event of a conversation into its state, the tenant's counters of `on`
+    and the response rows."""
     t = e.type
     day = day_for(tenant_id, on)
     reply_day: date | None = conv[_REPLY_DAY]
@@ -288,6 +339,7 @@ def _count(
         day.add("tokens_out", tokens_out)
         day.add("cost_usd", cost)
         conv[_REPLY_DAY] = on
+        conv[_REPLY_POSITION] = conv[_REPLY_MS] = None
     elif t == "AIReplyRejected":
         day.add("ai_rejected")
     elif t == "OutboundMessageQueued":
@@ -299,10 +351,22 @@ def _count(
         pending: datetime | None = conv[_PENDING]
         if pending is not None:
             elapsed = max(0.0, (parse_time(e.occurred_at) - pending).total_seconds())
+            ms = round(elapsed * 1000)
             day.add("frt_count")
-            day.add("frt_ms_sum", round(elapsed * 1000))
+            day.add("frt_ms_sum", ms)
             day.add(bucket_for(elapsed))
             conv[_PENDING] = None
+            responder = author if author in ("ai", "human") else "system"
+            responses[(e.stream_id, e.position)] = (
+                e.stream_id,
+                e.position,
+                tenant_id,
+                on,
+                responder,
+                ms,
+            )
+            if author == "ai":
+                conv[_REPLY_POSITION], conv[_REPLY_MS] = e.position, ms
     elif t == "OutboundMessageFailed":
         day.add("failed_outbound")
     elif t == "HandoffRequested":
@@ -317,11 +381,28 @@ def _count(
                 replied = day_for(tenant_id, reply_day)
                 replied.add("ai_replies", -1)
                 replied.add("system_messages")
-    elif t in ("HandoffAccepted", "ConversationAssigned"):  # both move it to a human
+                position = conv[_REPLY_POSITION]
+                if position is not None:
+                    responses[(e.stream_id, position)] = (
+                        e.stream_id,
+                        position,
+                        tenant_id,
+                        reply_day,
+                        "system",
+                        conv[_REPLY_MS],
+                    )
+    elif t == "HandoffAccepted":
         day.add("takeovers")
-        conv[_HUMAN_IN] = True
+        conv[_HUMAN_IN] = conv[_ASSIGNED] = True
+    elif t == "ConversationAssigned" or (t == "ConversationTransferred" and e.data.get("to_user")):
+        if not conv[_ASSIGNED]:
+            day.add("takeovers")
+        conv[_HUMAN_IN] = conv[_ASSIGNED] = True
+    elif t in ("ConversationTransferred", "ReturnedToQueue", "ReturnedToAI"):
+        conv[_ASSIGNED] = False
     elif t == "ConversationClosed":
         day.add("resolved")
+        conv[_ASSIGNED] = False
         opened: datetime | None = conv[_OPENED]
         if opened is not None:
             elapsed = max(0.0, (parse_time(e.occurred_at) - opened).total_seconds())

@@ -11,10 +11,12 @@ models and replay).
 What it creates, in the schema (and the `vector` extension in `public`):
 - the event store: the `eventsourcing` library's own tables, made by the library;
 - `urbana_subject_keys`: the data subjects' wrapped keys (see `adapters.crypto`);
-- `kb_chunks`: the knowledge bases on pgvector (see `adapters.postgres.knowledge`);
+- `kb_chunks`: the knowledge bases on pgvector (see `adapters.postgres.knowledge`),
+  row-level secured per tenant like the read models;
 - `urbana_relay_position`: the relay's position; `rm_republish`: republish checkpoints;
 - `urbana_notifications`: the notifier's ledger (see `adapters.postgres.notifications`);
-- `rm_tracking`, `rm_replay` and every read model's live tables and views.
+- `rm_tracking`, `rm_replay` and every read model's live tables and views, each table
+  row-level secured per tenant, and the API's read role (see `urbana.projections.schema`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from psycopg import sql
 
 from urbana.config import conninfo, postgres_parts
 from urbana.projections.schema import (
+    ROLE_DDL,
     TRACKING_DDL,
     all_projections,
     create_tables,
     create_views_if_missing,
+    tenant_security,
 )
 
 DDL_LOCK = "urbana.ddl"
@@ -96,7 +100,9 @@ def statements() -> list[str]:
     ]
     return [
         *_SUBJECT_KEYS,
+        *ROLE_DDL,
         *_KNOWLEDGE,
+        *tenant_security("kb_chunks"),  # the knowledge is a read model too
         *_POSITIONS,
         *_NOTIFICATIONS,
         *TRACKING_DDL,
