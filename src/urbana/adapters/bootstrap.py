@@ -27,6 +27,7 @@ from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.adapters.runtime import ROLES, Role, Runtime
 from urbana.config import Settings
+from urbana.domain.channels import CHANNELS
 from urbana.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -72,12 +73,7 @@ class Channels:
     console: ConsoleChannel
 
     def senders(self) -> dict[str, Sender]:
-        return {
-            "cloud": self.cloud,
-            "evolution": self.evolution,
-            "zapi": self.zapi,
-            "console": self.console,
-        }
+        return {kind: getattr(self, kind) for kind in CHANNELS}
 
 
 @dataclass

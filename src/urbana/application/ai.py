@@ -10,6 +10,7 @@ always has a decision to record.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,13 +67,7 @@ class Usage:
     cost_usd: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out,
-            "latency_ms": self.latency_ms,
-            "cost_usd": self.cost_usd,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

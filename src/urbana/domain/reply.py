@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from urbana.domain.errors import InvalidInput
@@ -118,24 +118,10 @@ class AIDecision:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "reply": self.reply,
-            "intent": self.intent,
-            "confidence": self.confidence,
-            "should_handoff": self.should_handoff,
-            "handoff_reason": self.handoff_reason,
-            "score_delta": self.score_delta,
-        }
+        return asdict(self)
 
 
-AI_DECISION_FIELDS = (
-    "reply",
-    "intent",
-    "confidence",
-    "should_handoff",
-    "handoff_reason",
-    "score_delta",
-)
+AI_DECISION_FIELDS = tuple(f.name for f in fields(AIDecision))
 
 # The contract as a strict JSON schema (OpenAI structured outputs accept this subset).
 AI_DECISION_SCHEMA: dict[str, Any] = {
