@@ -11,13 +11,13 @@ import pytest
 from urbana.application.envelope import Envelope
 from urbana.projections.apply import fresh_events
 from urbana.projections.base import Write
-from urbana.projections.conversation_view import (
+from urbana.projections.conversation_events import advance
+from urbana.projections.conversation_tables import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
     NOTE_COLUMNS,
-    ConversationView,
-    advance,
 )
+from urbana.projections.conversation_view import ConversationView
 from urbana.projections.kpis import COUNTERS, DAILY_COLUMNS, Kpis, bucket_for, usage_figures
 from urbana.projections.lead_pipeline import ACTIVITY_COLUMNS, OWN_COLUMNS, LeadPipeline
 from urbana.projections.schema import FLOOR
