@@ -40,13 +40,36 @@ def _int_map(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in dict(value).items()}
 
 
+def _flag(value: Any) -> bool:
+    # bool("false") is True: a flag is a boolean (or 0 / 1), never coerced from text.
+    if value not in (True, False) or isinstance(value, float | str):
+        raise ValueError(f"{value!r} is not true or false")
+    return bool(value)
+
+
+def _whole(value: Any) -> int:
+    # int(1.7) is 1 and int(True) is 1: a count is an integer, or its decimal text.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a number")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value!r} is not between 0 and 1")
+    return number
+
+
 def _timezone(value: Any) -> str:
     zone(str(value))
     return str(value)
 
 
 def _non_negative(value: Any) -> int:
-    number = int(value)
+    number = _whole(value)
     if number < 0:
         raise ValueError(f"{value!r} is negative")
     return number
@@ -104,15 +127,15 @@ class TenantSettings:
 
 # What each field changeable by `change_settings` takes, and how a value is read.
 _SETTINGS: dict[str, Callable[[Any], Any]] = {
-    "debounce_ms": int,
-    "confidence_threshold": float,
-    "hot_score": int,
+    "debounce_ms": _non_negative,
+    "confidence_threshold": _ratio,
+    "hot_score": _non_negative,
     "stage_thresholds": _int_map,
     "handoff_intents": _strings,
-    "include_groups": bool,
+    "include_groups": _flag,
     "bot_messages": _str_map,
     "outbound": _optional_str,
-    "rate_limit_per_s": int,
+    "rate_limit_per_s": _non_negative,
     "business_hours": read_week,
     "timezone": _timezone,
     "inactivity_limit_s": _non_negative,
