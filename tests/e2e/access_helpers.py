@@ -49,8 +49,10 @@ def access(api: Api) -> Access:
     return Access(api.store.app, Argon2Hasher(FAST))
 
 
-def team(api: Api) -> Team:
-    tenant_id, _ = api.store.app.register_tenant(f"Equipe {uuid4().hex[:8]}")
+def team(api: Api, tenant_id: UUID | None = None) -> Team:
+    """One signed-in user per role, in a new tenant (or in `tenant_id`)."""
+    if tenant_id is None:
+        tenant_id, _ = api.store.app.register_tenant(f"Equipe {uuid4().hex[:8]}")
     made = Team(tenant_id)
     for role in Role:
         email = new_email()
