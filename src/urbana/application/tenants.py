@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,13 @@ class KnowledgeDocument:
     name: str
     text: str
     version: int  # of the tenant stream event that added it
+
+
+def settings_json(settings: TenantSettings) -> dict[str, Any]:
+    """A tenant's settings as plain JSON values (the API's and `urbana tenant configure`'s)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()
+    }
 
 
 def queue_id_for(tenant_id: UUID, name: str) -> str:

@@ -7,7 +7,6 @@ conversation commands (urbana.adapters.http.workspace).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,10 +16,11 @@ from pydantic import BaseModel, Field
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.workspace import ERRORS, container_of, examples, on_store, scoped
 from urbana.application.access import Principal
+from urbana.application.tenants import settings_json
 from urbana.domain.attendance import MAX_QUEUE_NAME, Availability
 from urbana.domain.errors import InvalidInput
 from urbana.domain.reply import MAX_REPLY
-from urbana.domain.tenant import Tenant, TenantSettings
+from urbana.domain.tenant import Tenant
 from urbana.domain.user import Role, User
 
 router = v1_router(tags=["team"])
@@ -121,13 +121,6 @@ PATCH_EXAMPLES = [
     {"business_hours": {"mon": "08:00-18:00"}, "timezone": "America/Recife"},
     {"prompt": "Você é a assistente da Imobiliária Sol. Seja breve."},
 ]
-
-
-def settings_json(settings: TenantSettings) -> dict[str, Any]:
-    """The tenant's settings as the API and `urbana tenant configure` show them."""
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()
-    }
 
 
 @router.post(
