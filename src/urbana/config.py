@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     dispatch_breaker_failures: int = Field(default=5, ge=1)
     dispatch_breaker_open_s: float = Field(default=5.0, gt=0)
     dispatch_breaker_max_open_s: float = Field(default=120.0, gt=0)
+    # The assigner: how often the inactivity rule looks for conversations to take back.
+    inactivity_sweep_s: float = Field(default=30.0, gt=0)
 
     @field_validator("admin_api_key", "master_key", "jwt_secret")
     @classmethod

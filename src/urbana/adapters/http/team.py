@@ -17,11 +17,11 @@ from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.workspace import ERRORS, container_of, examples, on_store, scoped
 from urbana.application.access import Principal
 from urbana.application.tenants import settings_json
-from urbana.domain.attendance import MAX_QUEUE_NAME, Availability
+from urbana.domain.attendance import MAX_QUEUE_NAME
 from urbana.domain.errors import InvalidInput
 from urbana.domain.reply import MAX_REPLY
 from urbana.domain.tenant import Tenant
-from urbana.domain.user import Role, User
+from urbana.domain.user import Availability, Role, User
 
 router = v1_router(tags=["team"])
 
