@@ -483,6 +483,11 @@ def test_settings_are_read_and_changed_by_an_admin(api: Api) -> None:
     settings = api.store.app.get(Tenant, crew.tenant_id).settings
     assert (settings.prompt, settings.confidence_threshold) == (changes["prompt"], 0.7)
     assert httpx.get(f"{api.url}/v1/settings", headers=headers).json() == changed.json()
+    admin = uid(crew, Role.ADMIN)
+    (prompt,) = events(api, crew.tenant_id, "PromptChanged")
+    (rules,) = events(api, crew.tenant_id, "HandoffRulesChanged")
+    assert (prompt.by, rules.by) == (admin, admin)
+    assert set(rules.changes) == {"confidence_threshold", "business_hours", "include_groups"}
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,13 @@ BORN_WITH_IT = {
     "CannedResponseRemoved",
 }
 # Version 3 added who acted (`by`).
-BY_ADDED_IN_V3 = {"ReturnedToAI", "ConversationReopened", "LeadStageChanged"}
+BY_ADDED_IN_V3 = {
+    "ReturnedToAI",
+    "ConversationReopened",
+    "LeadStageChanged",
+    "HandoffRulesChanged",
+    "PromptChanged",
+}
 PHONE = "5511988887777"
 
 

@@ -78,8 +78,12 @@ class TenantCommands(StoreApp):
     def change_prompt(self, tenant_id: UUID, prompt: str) -> None:
         self._on_tenant(tenant_id, lambda t: t.change_prompt(prompt))
 
-    def configure_tenant(self, tenant_id: UUID, changes: Mapping[str, Any]) -> TenantSettings:
+    def configure_tenant(
+        self, tenant_id: UUID, changes: Mapping[str, Any], *, by: str | None = None
+    ) -> TenantSettings:
         """Change the prompt and any other settings in one transaction; the settings after.
+
+        `by` is the user who changed them (None: the operator's CLI).
 
         An unknown key or a bad value refuses the whole change (InvalidInput): nothing
         is recorded. What equals the current value records nothing either.
@@ -96,13 +100,13 @@ class TenantCommands(StoreApp):
                 if not isinstance(prompt, str):
                     raise InvalidInput("the prompt is a text")
                 if prompt != tenant.settings.prompt:
-                    tenant.change_prompt(prompt)
+                    tenant.change_prompt(prompt, by=by)
             current = tenant.settings
             differ = {
                 k: v for k, v in TenantSettings.read(rest).items() if getattr(current, k) != v
             }
             if differ:
-                tenant.change_settings(**differ)
+                tenant.change_settings(by=by, **differ)
             return tenant.settings
 
         return self._retrying(work)

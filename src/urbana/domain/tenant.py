@@ -13,7 +13,7 @@ from urbana.domain.attendance import Queue, codes, queue_name, shortcut_code
 from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput, NotFound
-from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
 from urbana.domain.hours import DEFAULT_TIMEZONE, BusinessHours, read_week, zone
 from urbana.domain.lead import DEFAULT_THRESHOLDS
 from urbana.domain.pii import personal
@@ -179,16 +179,19 @@ class Tenant(TenantScoped):
             channel=channel, route_key=route_key, public=public, secrets=secrets
         )
 
-    def change_settings(self, **changes: Any) -> None:
-        """Change some of the settings (see `TenantSettings`); the others keep their value."""
+    def change_settings(self, by: str | None = None, **changes: Any) -> None:
+        """Change some of the settings (see `TenantSettings`); the others keep their value.
+
+        `by` is the user who changed them (None: the operator or the system).
+        """
         if not changes:
             raise InvalidInput("no settings to change")
-        self._settings_changed(changes=TenantSettings.read(changes))
+        self._settings_changed(changes=TenantSettings.read(changes), by=by or None)
 
-    def change_prompt(self, prompt: str) -> None:
+    def change_prompt(self, prompt: str, *, by: str | None = None) -> None:
         if len(prompt) > 20_000:
             raise InvalidInput("prompt longer than 20,000 characters")
-        self._prompt_changed(prompt=prompt)
+        self._prompt_changed(prompt=prompt, by=by or None)
 
     def add_knowledge_document(self, *, name: str, text: str) -> None:
         """Add (or replace, by name) a knowledge document the AI answers from."""
@@ -273,11 +276,11 @@ class Tenant(TenantScoped):
         self.channels[channel] = {"route_key": route_key, "public": public, "secrets": secrets}
 
     @event("HandoffRulesChanged")
-    def _settings_changed(self, changes: dict[str, Any]) -> None:
+    def _settings_changed(self, changes: dict[str, Any], by: str | None) -> None:
         self.settings = self.settings.changed(changes)
 
     @event("PromptChanged")
-    def _prompt_changed(self, prompt: str) -> None:
+    def _prompt_changed(self, prompt: str, by: str | None) -> None:
         self.settings = replace(self.settings, prompt=prompt)
 
 
@@ -300,5 +303,7 @@ tenant_added_in_v2(
     tenant_is_stream=True,
     born_with_it=("QueueCreated", "QueueChanged", "CannedResponseSaved", "CannedResponseRemoved"),
 )
+
+added_in_v3(Tenant, {"HandoffRulesChanged": nobody_acted, "PromptChanged": nobody_acted})
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")

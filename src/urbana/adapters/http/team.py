@@ -278,5 +278,8 @@ async def patch_settings(
 ) -> dict[str, Any]:
     """The keys given change (mappings are replaced whole); the answer is every setting."""
     app = container_of(request).store.app
-    settings = await on_store(request, app.configure_tenant, principal.tenant_id, changes)
+    by = str(principal.subject_id)
+    settings = await on_store(
+        request, lambda: app.configure_tenant(principal.tenant_id, changes, by=by)
+    )
     return settings_json(settings)
