@@ -34,6 +34,7 @@ def api(services: ServiceUrls) -> Iterator[Api]:
         roles=("relay", "projector", "assigner"),
         events_topic=f"e2e.events.{run}",
         consumer_group_prefix=f"e2e.{run}",
+        inactivity_sweep_s=0.5,
     )
     try:
         yield running
@@ -131,3 +132,22 @@ def test_the_attendant_with_fewer_open_conversations_gets_the_next(api: Api) -> 
     cid = conversation(api, crew.tenant_id)
     api.store.app.request_handoff(cid, reason="explicit_request")
     assert wait_until(lambda: holder(api, cid)) == str(free)
+
+
+def test_a_conversation_its_attendant_leaves_unanswered_goes_to_someone_else(api: Api) -> None:
+    crew = team(api)
+    api.store.app.change_settings(crew.tenant_id, inactivity_limit_s=1)
+    lapsing, other = crew.user_ids[Role.SUPERVISOR], crew.user_ids[Role.ATTENDANT]
+    cid = conversation(api, crew.tenant_id)
+    answer = httpx.post(
+        f"{api.url}/v1/conversations/{cid}/assign", headers=crew.headers(Role.SUPERVISOR)
+    )
+    assert answer.status_code == 200, answer.text
+    go_online(api, crew)  # someone to give it to once the sweep takes it back
+    assert wait_until(lambda: holder(api, cid) == str(other))
+    (released,) = [e for e in api.store.app.stream(cid) if type(e).__name__ == "ReturnedToQueue"]
+    assert released.reason == "inactivity"
+    assigned = [
+        e.assignee for e in api.store.app.stream(cid) if type(e).__name__ == "ConversationAssigned"
+    ]
+    assert assigned == [str(lapsing), str(other)]
