@@ -105,10 +105,12 @@ def test_assigning_a_conversation_someone_else_holds_is_409(api: Api, crew: Team
     assert body["title"] == "already assigned"
 
 
-def test_assigning_to_a_user_of_another_tenant_is_422(api: Api, crew: Team, others: Team) -> None:
+def test_assigning_to_a_user_of_another_tenant_or_an_analyst_is_422(
+    api: Api, crew: Team, others: Team
+) -> None:
     cid = waiting(api, crew.tenant_id)
     before = api.event_count()
-    for user_id in (others.user_ids[Role.ATTENDANT], uuid4()):
+    for user_id in (others.user_ids[Role.ATTENDANT], uuid4(), crew.user_ids[Role.ANALYST]):
         answer = post(
             api,
             f"/v1/conversations/{cid}/assign",

@@ -39,6 +39,7 @@ R = TypeVar("R")
 # Who works conversations; supervisors and admins may also act on others' conversations.
 Worker = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
 OVERSEERS = frozenset({Role.SUPERVISOR, Role.ADMIN})
+HOLDERS = frozenset({Role.ATTENDANT, *OVERSEERS})  # who may be given a conversation
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
@@ -92,6 +93,8 @@ def tenant_user(app: UrbanaApp, tenant_id: UUID, user_id: UUID) -> str:
         raise InvalidInput(f"no user {user_id} in this tenant") from None
     if user.disabled:
         raise InvalidInput(f"user {user_id} is disabled")
+    if user.role not in HOLDERS:
+        raise InvalidInput(f"user {user_id} is an {user.role}: they do not hold conversations")
     return str(user.id)
 
 
