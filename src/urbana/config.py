@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # The live feed under /v1/stream.
     live_heartbeat_s: float = Field(default=15.0, gt=0)
     live_queue_size: int = Field(default=1_000, ge=1)
+    # The assigner: how often the inactivity rule looks for conversations to take back.
+    inactivity_sweep_s: float = Field(default=30.0, gt=0)
 
     @field_validator("admin_api_key", "master_key", "jwt_secret")
     @classmethod

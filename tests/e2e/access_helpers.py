@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
@@ -47,8 +49,10 @@ def access(api: Api) -> Access:
     return Access(api.store.app, Argon2Hasher(FAST))
 
 
-def team(api: Api) -> Team:
-    tenant_id, _ = api.store.app.register_tenant(f"Equipe {uuid4().hex[:8]}")
+def team(api: Api, tenant_id: UUID | None = None) -> Team:
+    """One signed-in user per role, in a new tenant (or in `tenant_id`)."""
+    if tenant_id is None:
+        tenant_id, _ = api.store.app.register_tenant(f"Equipe {uuid4().hex[:8]}")
     made = Team(tenant_id)
     for role in Role:
         email = new_email()
@@ -59,3 +63,23 @@ def team(api: Api) -> Team:
         assert answer.status_code == 200, answer.text
         made.tokens[role] = answer.json()["access_token"]
     return made
+
+
+@dataclass(frozen=True)
+class Call:
+    path: str
+    body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How to call a route on a fresh resource of `owner`, and what success answers.
+
+    `make` is given the caller's subject id (a user's or a key's), for resources the
+    caller must hold (a conversation it answers).
+    """
+
+    success: int
+    make: Callable[[Api, Team, str], Call]
+    on_a_resource: bool = False  # the path names one of the tenant's resources
+    keys: bool = True  # API keys may call it (False: it is about the signed-in user)

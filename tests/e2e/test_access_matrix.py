@@ -8,68 +8,63 @@ scenario here that exercises it (the first test fails until it has one).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.access_helpers import PASSWORD, Team, access, bearer, new_email, team
+from tests.e2e.access_helpers import (
+    PASSWORD,
+    Call,
+    Scenario,
+    Team,
+    access,
+    bearer,
+    new_email,
+    team,
+)
 from tests.e2e.conftest import Api
+from tests.e2e.workspace_scenarios import WORKSPACE
 from urbana.adapters.http.app import create_app
 from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e
 
 
-@dataclass(frozen=True)
-class Call:
-    path: str
-    body: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """How to call a route on a fresh resource of `owner`, and what success answers."""
-
-    success: int
-    make: Callable[[Api, Team], Call]
-    on_a_resource: bool = False  # the path names one of the tenant's resources
-
-
-def _login(api: Api, owner: Team) -> Call:
+def _login(api: Api, owner: Team, caller: str) -> Call:
     email = new_email()
     access(api).add_user(owner.tenant_id, email=email, role=Role.ANALYST, password=PASSWORD)
     return Call("/v1/auth/login", {"email": email, "password": PASSWORD})
 
 
-def _user(api: Api, owner: Team) -> Call:
+def _user(api: Api, owner: Team, caller: str) -> Call:
     user_id, _ = access(api).add_user(
         owner.tenant_id, email=new_email(), role=Role.ATTENDANT, password=PASSWORD
     )
     return Call(f"/v1/users/{user_id}", {"role": "analyst"})
 
 
-def _key(api: Api, owner: Team) -> Call:
+def _key(api: Api, owner: Team, caller: str) -> Call:
     key = access(api).create_api_key(owner.tenant_id, role=Role.ANALYST, by=None)
     return Call(f"/v1/api-keys/{key.key_id}")
 
 
 SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/v1/auth/login"): Scenario(200, _login),
-    ("GET", "/v1/me"): Scenario(200, lambda api, owner: Call("/v1/me")),
+    ("GET", "/v1/me"): Scenario(200, lambda api, owner, caller: Call("/v1/me")),
     ("POST", "/v1/users"): Scenario(
         201,
-        lambda api, owner: Call(
+        lambda api, owner, caller: Call(
             "/v1/users", {"email": new_email(), "role": "attendant", "password": PASSWORD}
         ),
     ),
     ("PATCH", "/v1/users/{user_id}"): Scenario(200, _user, on_a_resource=True),
     ("POST", "/v1/api-keys"): Scenario(
-        201, lambda api, owner: Call("/v1/api-keys", {"role": "analyst"})
+        201, lambda api, owner, caller: Call("/v1/api-keys", {"role": "analyst"})
     ),
     ("DELETE", "/v1/api-keys/{key_id}"): Scenario(204, _key, on_a_resource=True),
+    **WORKSPACE,
 }
 
 
@@ -103,13 +98,18 @@ def test_every_v1_route_declares_its_roles_and_has_a_scenario(api: Api) -> None:
 
 def test_every_route_answers_every_caller_as_its_roles_say(api: Api) -> None:
     mine, theirs = team(api), team(api)
-    keys = {
-        role: access(api).create_api_key(mine.tenant_id, role=role, by=None).token for role in Role
-    }
+    keys = {role: access(api).create_api_key(mine.tenant_id, role=role, by=None) for role in Role}
     cells: list[Cell] = []
 
-    def call(route: tuple[str, str], case: str, expected: int, owner: Team, headers: Any) -> None:
-        target = SCENARIOS[route].make(api, owner)
+    def call(
+        route: tuple[str, str],
+        case: str,
+        expected: int,
+        owner: Team,
+        headers: Any,
+        caller: str = "",
+    ) -> None:
+        target = SCENARIOS[route].make(api, owner, caller)
         answer = httpx.request(
             route[0], f"{api.url}{target.path}", json=target.body, headers=headers
         )
@@ -126,11 +126,14 @@ def test_every_route_answers_every_caller_as_its_roles_say(api: Api) -> None:
         call(route, "bad token", refused, mine, bearer("not-a-token"))
         for role in Role:
             expected = scenario.success if public or role in allowed else 403
-            call(route, f"{role} user", expected, mine, mine.headers(role))
-            call(route, f"{role} api key", expected, mine, bearer(keys[role]))
+            user, key = str(mine.user_ids[role]), keys[role]
+            call(route, f"{role} user", expected, mine, mine.headers(role), user)
+            by_key = expected if scenario.keys else 403
+            call(route, f"{role} api key", by_key, mine, bearer(key.token), str(key.key_id))
         if scenario.on_a_resource:
             some_allowed = next(r for r in Role if r in allowed)
-            call(route, "other tenant", 404, theirs, mine.headers(some_allowed))
+            caller = str(mine.user_ids[some_allowed])
+            call(route, "other tenant", 404, theirs, mine.headers(some_allowed), caller)
 
     wrong = [c for c in cells if c.got != c.expected]
     assert not wrong, f"{len(wrong)} of {len(cells)} cells differ: {wrong}"

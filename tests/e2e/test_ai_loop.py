@@ -22,6 +22,7 @@ from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, pos
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.runtime import ROLES
 from urbana.domain.conversation import Conversation, Status
+from urbana.domain.reply import DEFAULT_MESSAGES
 
 pytestmark = pytest.mark.e2e
 
@@ -225,8 +226,11 @@ def test_each_handoff_trigger_hands_off_and_the_ai_goes_silent(
     try:
         wa_id = wa()
         send(loop_api, tenant, wa_id, text)
+        # With nobody online, the assigner tells the lead they wait in the queue.
+        sends += 1
         got = settle(outside, wa_id, sends, quiet=2.0)
         assert len(got) == sends
+        assert got[-1]["body"]["text"]["body"] == DEFAULT_MESSAGES["expect_queue"]
         handoffs = events(loop_api, tenant, wa_id, "HandoffRequested")
         assert [h.reason for h in handoffs] == [reason]
         # The attendant gets a summary: the model's, or the template when the model failed.

@@ -20,11 +20,14 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
+from tests.e2e.access_helpers import access, bearer
 from tests.e2e.conftest import Api, start_api, stop_api
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
+from tests.e2e.workspace_helpers import conversation
 from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.postgres.store import open_store
 from urbana.domain.conversation import Conversation
+from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e
 
@@ -212,3 +215,40 @@ def test_a_503_leaves_nothing_partial_and_the_retry_lands_once(outage: Outage) -
     assert accepted.status == 200
     assert lead_texts(api, t.tenant_id, wa_id) == ["um", "dois", "três"]
     assert api.event_count() > before
+
+
+def test_an_attendant_command_while_the_store_is_down_is_503_and_its_retry_lands_once(
+    outage: Outage,
+) -> None:
+    api = outage.api
+    tenant_id, _ = api.store.app.register_tenant(f"Queda {uuid4().hex[:8]}")
+    key = access(api).create_api_key(tenant_id, role=Role.ATTENDANT, by=None)
+    cid = conversation(api, tenant_id)
+    url = f"{api.url}/v1/conversations/{cid}/notes"
+    headers = {**bearer(key.token), "Idempotency-Key": "nota-1"}
+    assert (
+        httpx.post(
+            url, json={"text": "antes"}, headers=headers | {"Idempotency-Key": "0"}
+        ).status_code
+        == 201
+    )
+    outage.stop_store()
+    try:
+        started = time.monotonic()
+        down = httpx.post(url, json={"text": "durante"}, headers=headers, timeout=30)
+        assert down.status_code == 503, down.text
+        assert down.headers["content-type"] == "application/problem+json"
+        assert int(down.headers["retry-after"]) >= 1
+        # The credential check and the command each wait for the store at most once.
+        assert time.monotonic() - started < 2 * PROMPT_S
+    finally:
+        outage.start_store()
+    deadline = time.monotonic() + 30
+    while True:
+        again = httpx.post(url, json={"text": "durante"}, headers=headers, timeout=30)
+        if again.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert again.status_code == 201, again.text
+    notes = [e for e in api.store.app.stream(cid) if type(e).__name__ == "NoteAdded"]
+    assert [n.text for n in notes] == ["antes", "durante"]

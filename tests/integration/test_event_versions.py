@@ -304,3 +304,43 @@ def test_records_from_before_version_3_read_back_with_nobody_acting(
     (moved,) = store.app.recorder.select_events(v1.lead, gt=4)
     assert orjson.loads(moved.state)["class_version"] == 3
     assert store.app.stream(v1.lead)[-1].by == "user-ana"
+
+
+def test_settings_changes_from_before_version_3_read_back_with_nobody_acting(
+    store: Store, v1: V1Streams
+) -> None:
+    # Version 2 records of the tenant's settings, as the code before `by` wrote them.
+    after = len(store.app.recorder.select_events(v1.tenant))
+    tenant = "urbana.domain.tenant:Tenant"
+    old: list[tuple[str, dict[str, Any]]] = [
+        ("HandoffRulesChanged", {"changes": {"hot_score": 80}}),
+        ("PromptChanged", {"prompt": "Você é a assistente."}),
+    ]
+    records = [
+        StoredEvent(
+            v1.tenant,
+            after + 1 + i,
+            f"{tenant}.{name}",
+            orjson.dumps(
+                {
+                    "timestamp": _at(datetime.now(UTC)),
+                    "class_version": 2,
+                    "tenant_id": _uuid(v1.tenant),
+                    **data,
+                }
+            ),
+        )
+        for i, (name, data) in enumerate(old)
+    ]
+    store.app.recorder.insert_events(records)
+    read = store.app.stream(v1.tenant)[after:]
+    assert [(type(e).__name__, e.by) for e in read] == [
+        ("HandoffRulesChanged", None),
+        ("PromptChanged", None),
+    ]
+    settings = store.app.get(Tenant, v1.tenant).settings
+    assert (settings.hot_score, settings.prompt) == (80, "Você é a assistente.")
+    store.app.configure_tenant(v1.tenant, {"hot_score": 90}, by="user-ana")
+    (changed,) = store.app.recorder.select_events(v1.tenant, gt=after + 2)
+    assert orjson.loads(changed.state)["class_version"] == 3
+    assert store.app.stream(v1.tenant)[-1].by == "user-ana"

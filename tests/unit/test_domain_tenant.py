@@ -107,7 +107,15 @@ def test_change_settings_records_the_values_as_the_settings_hold_them() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"debounce_ms": "soon"}, {"stage_thresholds": {"hot": "high"}}, {"handoff_intents": 3}],
+    [
+        {"debounce_ms": "soon"},
+        {"stage_thresholds": {"hot": "high"}},
+        {"handoff_intents": 3},
+        {"include_groups": "false"},  # bool("false") would read as True
+        {"confidence_threshold": 7},
+        {"debounce_ms": 1.5},
+        {"hot_score": True},
+    ],
 )
 def test_change_settings_refuses_a_value_it_cannot_read(changes: dict[str, Any]) -> None:
     tenant = registered()

@@ -38,7 +38,13 @@ BORN_WITH_IT = {
     "NotificationsConfigured",
 }
 # Version 3 added who acted (`by`).
-BY_ADDED_IN_V3 = {"ReturnedToAI", "ConversationReopened", "LeadStageChanged"}
+BY_ADDED_IN_V3 = {
+    "ReturnedToAI",
+    "ConversationReopened",
+    "LeadStageChanged",
+    "HandoffRulesChanged",
+    "PromptChanged",
+}
 PHONE = "5511988887777"
 
 

@@ -271,7 +271,8 @@ def build_runtime(
 
 
 def build_role(container: Container, name: str) -> Role:
-    """One background role (relay, projector, responder, dispatcher, knowledge, notifier)."""
+    """One background role (relay, projector, responder, dispatcher, knowledge, notifier,
+    assigner)."""
     s = container.settings
     if not s.kafka_bootstrap:
         raise ConfigurationError(f"role {name} needs URBANA_KAFKA_BOOTSTRAP")
@@ -279,6 +280,8 @@ def build_role(container: Container, name: str) -> Role:
         return _relay(s, s.kafka_bootstrap)
     if name == "projector":
         return _projector(s, s.kafka_bootstrap)
+    if name == "assigner":
+        return _assigner(container, s.kafka_bootstrap)
     if name in ("responder", "dispatcher", "knowledge", "notifier"):
         worker = _worker(container, name, s.kafka_bootstrap)
         return Role(run=worker.run, metrics=lambda: {name: _asdict(worker.metrics)})
@@ -321,6 +324,54 @@ def _projector(s: Settings, bootstrap: str) -> Role:
             "projections": {name: _asdict(m) for name, m in projector.metrics.items()}
         },
     )
+
+
+def _assigner(c: Container, bootstrap: str) -> Role:
+    """The automatic assignment (on handoffs and attendants coming online) and the
+    periodic inactivity sweep, in one role."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+    from uuid import UUID
+
+    from psycopg import AsyncConnection
+
+    from urbana.adapters.kafka.assignment import assignment_worker
+    from urbana.adapters.postgres.roster import StoreRoster
+    from urbana.application.assignment import AutoAssigner, run_inactivity_sweeps
+    from urbana.config import conninfo
+    from urbana.projections.attendant_queries import ReadModelFinder
+
+    s = c.settings
+    info = conninfo(s.database_url or "", s.database_schema, wait_s=s.store_wait_s)
+
+    @asynccontextmanager
+    async def connect(_: UUID) -> AsyncIterator[AsyncConnection[Any]]:
+        # The finder reads with WHERE tenant_id; one short connection per question.
+        async with await AsyncConnection.connect(info) as conn:
+            yield conn
+
+    roster = StoreRoster(c.store, c.access)
+    assigner = AutoAssigner(c.store.app, roster, ReadModelFinder(connect), clock=c.clock)
+    worker = assignment_worker(
+        assigner=assigner,
+        bootstrap=bootstrap,
+        topic=s.events_topic,
+        group_id=f"{s.consumer_group_prefix}.worker.assigner",
+        timeouts=_timeouts(s),
+    )
+
+    async def run(stop: asyncio.Event) -> None:
+        # A task group: if the consumer crashes, the sweep ends with it (the runtime
+        # restarts the role whole).
+        async with asyncio.TaskGroup() as group:
+            group.create_task(worker.run(stop))
+            group.create_task(
+                run_inactivity_sweeps(
+                    assigner, roster.tenants_holding, every_s=s.inactivity_sweep_s, stop=stop
+                )
+            )
+
+    return Role(run=run, metrics=lambda: {"assigner": _asdict(worker.metrics)})
 
 
 def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:

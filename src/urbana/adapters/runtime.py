@@ -1,5 +1,5 @@
 """Background roles of a process: relay, projector, responder, dispatcher, knowledge,
-notifier.
+notifier, assigner.
 
 `urbana dev` runs them all inside the API process; `urbana worker --role ROLE`
 runs one per process against external services. The composition root
@@ -22,7 +22,15 @@ from urbana.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-ROLES = ("relay", "projector", "responder", "dispatcher", "knowledge", "notifier")
+ROLES = (
+    "relay",
+    "projector",
+    "responder",
+    "dispatcher",
+    "knowledge",
+    "notifier",
+    "assigner",
+)
 
 # A role that ran this long before it crashed restarts after the shortest pause again.
 HEALTHY_RUN_S = 60.0

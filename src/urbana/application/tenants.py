@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
@@ -10,8 +11,8 @@ from uuid import UUID, uuid5
 from urbana.application.gateways import GatewayConfig
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import channel_route_id_for
-from urbana.domain.errors import AlreadyConnected, NotFound
-from urbana.domain.tenant import ChannelRoute, Tenant
+from urbana.domain.errors import AlreadyConnected, InvalidInput, NotFound
+from urbana.domain.tenant import ChannelRoute, Tenant, TenantSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,13 @@ class KnowledgeDocument:
     name: str
     text: str
     version: int  # of the tenant stream event that added it
+
+
+def settings_json(settings: TenantSettings) -> dict[str, Any]:
+    """A tenant's settings as plain JSON values (the API's and `urbana tenant configure`'s)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()
+    }
 
 
 def queue_id_for(tenant_id: UUID, name: str) -> str:
@@ -77,6 +85,39 @@ class TenantCommands(StoreApp):
 
     def change_prompt(self, tenant_id: UUID, prompt: str) -> None:
         self._on_tenant(tenant_id, lambda t: t.change_prompt(prompt))
+
+    def configure_tenant(
+        self, tenant_id: UUID, changes: Mapping[str, Any], *, by: str | None = None
+    ) -> TenantSettings:
+        """Change the prompt and any other settings in one transaction; the settings after.
+
+        `by` is the user who changed them (None: the operator's CLI).
+
+        An unknown key or a bad value refuses the whole change (InvalidInput): nothing
+        is recorded. What equals the current value records nothing either.
+        """
+        rest = {k: v for k, v in changes.items() if k != "prompt"}
+        if not changes:
+            raise InvalidInput("no settings to change")
+        TenantSettings.read(rest)  # refuse a bad value before anything is recorded
+
+        def work(uow: UnitOfWork) -> TenantSettings:
+            tenant = uow.require(Tenant, tenant_id)
+            if "prompt" in changes:
+                prompt = changes["prompt"]
+                if not isinstance(prompt, str):
+                    raise InvalidInput("the prompt is a text")
+                if prompt != tenant.settings.prompt:
+                    tenant.change_prompt(prompt, by=by)
+            current = tenant.settings
+            differ = {
+                k: v for k, v in TenantSettings.read(rest).items() if getattr(current, k) != v
+            }
+            if differ:
+                tenant.change_settings(by=by, **differ)
+            return tenant.settings
+
+        return self._retrying(work)
 
     def create_queue(self, tenant_id: UUID, name: str, intents: tuple[str, ...] = ()) -> str:
         """Create a queue (fila); returns its id, derived from the name it was created with."""

@@ -1,8 +1,10 @@
-"""`urbana tenant`: register tenants; where their handoff notices go."""
+"""`urbana tenant`: register tenants, configure them, and say where their handoff
+notices go."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 
@@ -12,11 +14,22 @@ from urbana.cli.common import (
     emit,
     err,
     opened_store,
+    parse_tenant,
     settings_of,
     with_running_services,
 )
 
 app = typer.Typer(help="Tenants.", no_args_is_help=True)
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="KEY=VALUE, repeatable. VALUE is read as JSON when it is JSON (600, true, "
+        '{"mon": "08:00-18:00"}), else as text.',
+        show_default=False,
+    ),
+]
 
 
 @app.command("create")
@@ -66,4 +79,55 @@ def telegram(
         f"handoff notices of {tenant_id} go to telegram chat {chat_id}"
         if chat_id
         else f"handoff notices of {tenant_id} are off",
+    )
+
+
+def _changes(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs as settings changes; exit 2 for one that is not a pair."""
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            err.print(f"error: expected KEY=VALUE, not {pair!r}")
+            raise typer.Exit(2)
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        changes[key.strip()] = value
+    return changes
+
+
+@app.command("configure")
+def configure(
+    ctx: typer.Context,
+    tenant_id: str,
+    set_: SetOpt = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Change a tenant's settings (the prompt, handoff rules, thresholds, debounce, rate
+    limit, bot messages, business hours, inactivity limit, queue routing); prints them
+    all. Without --set, only prints them. An unknown key or a bad value changes nothing."""
+    from urbana.application.tenants import settings_json
+    from urbana.domain.errors import DomainError
+    from urbana.domain.tenant import Tenant
+
+    tid = parse_tenant(tenant_id)
+    changes = _changes(set_ or [])
+    settings = with_running_services(settings_of(ctx, data_dir))
+    with opened_store(settings) as store:
+        try:
+            if changes:
+                now = store.app.configure_tenant(tid, changes)
+            else:
+                now = store.app.get(Tenant, tid).settings
+        except DomainError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from exc
+    shown = settings_json(now)
+    emit(
+        as_json,
+        {"tenant_id": str(tid), "settings": shown},
+        "\n".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in shown.items()),
     )

@@ -13,7 +13,7 @@ from urbana.domain.attendance import Queue, codes, queue_name, shortcut_code
 from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput, NotFound
-from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
 from urbana.domain.hours import DEFAULT_TIMEZONE, BusinessHours, read_week, zone
 from urbana.domain.lead import DEFAULT_THRESHOLDS
 from urbana.domain.pii import personal
@@ -40,13 +40,36 @@ def _int_map(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in dict(value).items()}
 
 
+def _flag(value: Any) -> bool:
+    # bool("false") is True: a flag is a boolean (or 0 / 1), never coerced from text.
+    if value not in (True, False) or isinstance(value, float | str):
+        raise ValueError(f"{value!r} is not true or false")
+    return bool(value)
+
+
+def _whole(value: Any) -> int:
+    # int(1.7) is 1 and int(True) is 1: a count is an integer, or its decimal text.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a number")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value!r} is not between 0 and 1")
+    return number
+
+
 def _timezone(value: Any) -> str:
     zone(str(value))
     return str(value)
 
 
 def _non_negative(value: Any) -> int:
-    number = int(value)
+    number = _whole(value)
     if number < 0:
         raise ValueError(f"{value!r} is negative")
     return number
@@ -112,15 +135,15 @@ class TenantSettings:
 
 # What each field changeable by `change_settings` takes, and how a value is read.
 _SETTINGS: dict[str, Callable[[Any], Any]] = {
-    "debounce_ms": int,
-    "confidence_threshold": float,
-    "hot_score": int,
+    "debounce_ms": _non_negative,
+    "confidence_threshold": _ratio,
+    "hot_score": _non_negative,
     "stage_thresholds": _int_map,
     "handoff_intents": _strings,
-    "include_groups": bool,
+    "include_groups": _flag,
     "bot_messages": _str_map,
     "outbound": _optional_str,
-    "rate_limit_per_s": int,
+    "rate_limit_per_s": _non_negative,
     "business_hours": read_week,
     "timezone": _timezone,
     "inactivity_limit_s": _non_negative,
@@ -165,11 +188,14 @@ class Tenant(TenantScoped):
             channel=channel, route_key=route_key, public=public, secrets=secrets
         )
 
-    def change_settings(self, **changes: Any) -> None:
-        """Change some of the settings (see `TenantSettings`); the others keep their value."""
+    def change_settings(self, by: str | None = None, **changes: Any) -> None:
+        """Change some of the settings (see `TenantSettings`); the others keep their value.
+
+        `by` is the user who changed them (None: the operator or the system).
+        """
         if not changes:
             raise InvalidInput("no settings to change")
-        self._settings_changed(changes=TenantSettings.read(changes))
+        self._settings_changed(changes=TenantSettings.read(changes), by=by or None)
 
     def configure_telegram(self, *, chat_id: str | None, bot_token: str | None = None) -> None:
         """Send handoff notifications to a Telegram chat (None: stop sending them).
@@ -189,10 +215,10 @@ class Tenant(TenantScoped):
             telegram_chat_id=chat_id, secrets={"telegram_bot_token": token}
         )
 
-    def change_prompt(self, prompt: str) -> None:
+    def change_prompt(self, prompt: str, *, by: str | None = None) -> None:
         if len(prompt) > 20_000:
             raise InvalidInput("prompt longer than 20,000 characters")
-        self._prompt_changed(prompt=prompt)
+        self._prompt_changed(prompt=prompt, by=by or None)
 
     def add_knowledge_document(self, *, name: str, text: str) -> None:
         """Add (or replace, by name) a knowledge document the AI answers from."""
@@ -277,7 +303,7 @@ class Tenant(TenantScoped):
         self.channels[channel] = {"route_key": route_key, "public": public, "secrets": secrets}
 
     @event("HandoffRulesChanged")
-    def _settings_changed(self, changes: dict[str, Any]) -> None:
+    def _settings_changed(self, changes: dict[str, Any], by: str | None) -> None:
         self.settings = self.settings.changed(changes)
 
     @event("NotificationsConfigured")
@@ -290,7 +316,7 @@ class Tenant(TenantScoped):
         )
 
     @event("PromptChanged")
-    def _prompt_changed(self, prompt: str) -> None:
+    def _prompt_changed(self, prompt: str, by: str | None) -> None:
         self.settings = replace(self.settings, prompt=prompt)
 
 
@@ -319,6 +345,8 @@ tenant_added_in_v2(
         "NotificationsConfigured",
     ),
 )
+
+added_in_v3(Tenant, {"HandoffRulesChanged": nobody_acted, "PromptChanged": nobody_acted})
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")
 personal("Tenant.NotificationsConfigured", "secrets", subject="originator_id")

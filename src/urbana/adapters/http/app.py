@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from urbana.adapters.bootstrap import Container, Overrides, build, build_runtime
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
-from urbana.adapters.http import access, admin, webhooks
+from urbana.adapters.http import access, admin, team, webhooks, workspace
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.runtime import Runtime
@@ -55,6 +55,8 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(access.router)
+    app.include_router(workspace.router)
+    app.include_router(team.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
