@@ -13,11 +13,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from urbana.adapters.bootstrap import build, build_live_feed, build_role
+from urbana.adapters.bootstrap import build, build_live_feed
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.workers import WorkerMetrics
 from urbana.adapters.llm.summary import OpenAISummarizer
 from urbana.adapters.redis_coord import redis_client
+from urbana.adapters.roles import build_role
 from urbana.application.ai import LLMResult, Prompt, Usage
 from urbana.config import Settings
 from urbana.domain.reply import AIDecision

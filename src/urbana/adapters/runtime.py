@@ -3,7 +3,7 @@ notifier, assigner.
 
 `urbana dev` runs them all inside the API process; `urbana worker --role ROLE`
 runs one per process against external services. The composition root
-(`adapters.bootstrap.build_role`) builds each role; the runtime supervises them: each
+(`adapters.roles.build_role`) builds each role; the runtime supervises them: each
 is a task that stops when the shared stop event is set, and is built anew and restarted
 after a crash.
 """

@@ -198,7 +198,8 @@ def worker(
 
 
 async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
-    from urbana.adapters.bootstrap import build, build_runtime
+    from urbana.adapters.bootstrap import build
+    from urbana.adapters.roles import build_runtime
 
     # SIGTERM and Ctrl-C set the roles' stop event: each finishes what it holds and
     # closes its clients. (A KeyboardInterrupt raised from a signal handler lands in

@@ -10,11 +10,12 @@ from typing import Annotated, Unpack
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from urbana.adapters.bootstrap import Container, Overrides, build, build_runtime
+from urbana.adapters.bootstrap import Container, Overrides, build
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
 from urbana.adapters.http import access, admin, team, webhooks, workspace
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
+from urbana.adapters.roles import build_runtime
 from urbana.adapters.runtime import Runtime
 from urbana.config import Settings
 from urbana.errors import UrbanaError

@@ -14,7 +14,7 @@ from fastapi import Body, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.workspace import ERRORS, container_of, examples, on_store, scoped
+from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, scoped
 from urbana.application.access import Principal
 from urbana.application.tenants import settings_json
 from urbana.domain.attendance import MAX_QUEUE_NAME

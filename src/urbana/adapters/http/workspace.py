@@ -13,19 +13,18 @@ answer is a 503 with Retry-After. The acting user (the principal's subject id) i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Header, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from urbana.adapters.bootstrap import Container
 from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, scoped
 from urbana.application.access import Principal
 from urbana.application.app import UrbanaApp
 from urbana.domain.conversation import Conversation
 from urbana.domain.errors import InvalidInput, NotFound
-from urbana.domain.events import TenantScoped
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.reply import MAX_REPLY
 from urbana.domain.tenant import Tenant
@@ -33,22 +32,11 @@ from urbana.domain.user import Role, User
 
 router = v1_router(tags=["conversations"])
 
-S = TypeVar("S", bound=TenantScoped)
-R = TypeVar("R")
-
 # Who works conversations; supervisors and admins may also act on others' conversations.
 Worker = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
 OVERSEERS = frozenset({Role.SUPERVISOR, Role.ADMIN})
 HOLDERS = frozenset({Role.ATTENDANT, *OVERSEERS})  # who may be given a conversation
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
-    403: {"description": "The caller's role may not do this"},
-    404: {"description": "No such conversation in this tenant"},
-    409: {"description": "The conversation's state does not allow it (problem+json)"},
-    422: {"description": "The request is malformed (problem+json)"},
-    503: {"description": "The store did not answer in time; retry after Retry-After"},
-}
 LEAD_ERRORS = {**ERRORS, 404: {"description": "No such lead in this tenant"}}
 IdempotencyKey = Annotated[
     str | None,
@@ -58,31 +46,6 @@ IdempotencyKey = Annotated[
         description="A retry with the same key finds the same message and appends nothing",
     ),
 ]
-
-
-def examples(*given: dict[str, Any]) -> ConfigDict:
-    return ConfigDict(json_schema_extra={"examples": list(given)})
-
-
-def container_of(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
-
-
-async def on_store(request: Request, fn: Callable[..., R], *args: Any) -> R:
-    """Run a synchronous store call in a thread, within the store gate's wait."""
-    return await container_of(request).ingestor.committer.gate.call(fn, *args)
-
-
-def scoped(app: UrbanaApp, cls: type[S], aggregate_id: UUID, tenant_id: UUID) -> S:
-    """The aggregate if it is the tenant's; another tenant's is NotFound, worded the same."""
-    try:
-        found = app.get(cls, aggregate_id)
-    except (NotFound, InvalidInput):
-        found = None
-    if found is None or found.tenant_id != tenant_id:
-        raise NotFound(f"no {cls.__name__.lower()} {aggregate_id}")
-    return found
 
 
 def tenant_user(app: UrbanaApp, tenant_id: UUID, user_id: UUID) -> str:
