@@ -295,6 +295,9 @@ def test_another_tenants_rows_are_not_listed(api: Api, world: World) -> None:
         ("/v1/kpis", {"from": "2026-11-30", "to": "2026-11-01"}, 422),
         ("/v1/kpis", {"from": "2020-01-01", "to": "2026-01-01"}, 422),
         ("/v1/conversations/not-a-uuid", {}, 422),
+        ("/v1/conversations", {"label": "a\x00b"}, 422),
+        ("/v1/queue", {"queue": "\x00"}, 422),
+        ("/v1/canned-responses", {"prefix": "\x00"}, 422),
     ],
 )
 def test_bad_query_parameters_are_problems(

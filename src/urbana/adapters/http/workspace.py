@@ -41,10 +41,14 @@ Everyone = Annotated[Principal, allow(*Role)]
 Steering = Annotated[Principal, allow(Role.SUPERVISOR, Role.ADMIN, Role.ANALYST, Role.AUDITOR)]
 
 MAX_KPI_DAYS = 366
+# PostgreSQL text cannot hold NUL: such a parameter is the client's error, not a 500.
+NO_NUL = r"^[^\x00]*$"
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Items per page")]
 Cursor = Annotated[
     str | None,
-    Query(max_length=512, description="`next_cursor` of the previous page (opaque)"),
+    Query(
+        max_length=512, pattern=NO_NUL, description="`next_cursor` of the previous page (opaque)"
+    ),
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A cursor this API did not write"},
@@ -506,8 +510,8 @@ async def conversations(
     assignee: Annotated[
         str | None, Query(max_length=64, description="`me`, `none` or a user id")
     ] = None,
-    label: Annotated[str | None, Query(max_length=64)] = None,
-    queue: Annotated[str | None, Query(max_length=128)] = None,
+    label: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    queue: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
     limit: Limit = queries.DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> ConversationPage:
@@ -565,7 +569,9 @@ async def conversation(
 async def waiting(
     principal: Reader,
     request: Request,
-    queue: Annotated[str | None, Query(max_length=128, description="Only this queue")] = None,
+    queue: Annotated[
+        str | None, Query(max_length=128, pattern=NO_NUL, description="Only this queue")
+    ] = None,
     limit: Limit = queries.DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> ConversationPage:
@@ -708,7 +714,9 @@ async def queues(principal: Everyone, request: Request) -> list[QueueOut]:
 async def canned_responses(
     principal: Reader,
     request: Request,
-    prefix: Annotated[str | None, Query(max_length=64, description="Shortcuts starting so")] = None,
+    prefix: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="Shortcuts starting so")
+    ] = None,
 ) -> list[CannedOut]:
     """Canned responses by shortcut; an attendant's `/shortcut` expands to one."""
     async with reading(request, principal.tenant_id) as conn:
