@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.sse import last_event_id, sse_messages
-from urbana.adapters.live import LiveFeed
+from urbana.adapters.live import LiveFeed, LiveFeedUnavailable
 from urbana.application.access import Principal
 from urbana.domain.user import Role
 
@@ -42,6 +42,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     },
     400: {"description": "Last-Event-ID is not a position"},
     401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
+    503: {"description": "This process's live feed is not following the log; retry"},
 }
 
 
@@ -69,5 +70,9 @@ async def stream(
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
     feed: LiveFeed = request.app.state.live
+    if not feed.metrics()["following"]:
+        # Said before the 200: a stream that could only end at once would make the
+        # client reconnect in a tight loop.
+        raise LiveFeedUnavailable("the live feed is not following the log")
     items = feed.subscribe(principal.tenant_id, principal.role, after)
     return EventSourceResponse(sse_messages(items), ping=None, send_timeout=SEND_TIMEOUT_S)
