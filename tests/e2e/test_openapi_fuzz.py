@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.result import Ok
 
 from tests.e2e.conftest import Api
-from tests.e2e.test_workspace_api import World, build
+from tests.e2e.test_reads_api import World, build
 from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ from urbana.adapters.bootstrap import (
     build_runtime,
 )
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
-from urbana.adapters.http import access, admin, stream, webhooks, workspace
+from urbana.adapters.http import access, admin, reads, stream, webhooks
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.live import LiveFeed
@@ -70,7 +70,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(access.router)
-    app.include_router(workspace.router)
+    app.include_router(reads.router)
     app.include_router(stream.router)
 
     @app.get("/healthz")

@@ -7,12 +7,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from urbana.adapters.http import stream, workspace
+from urbana.adapters.http import reads, stream
 
 
 def spec() -> dict[str, Any]:
     app = FastAPI()
-    app.include_router(workspace.router)
+    app.include_router(reads.router)
     app.include_router(stream.router)
     return app.openapi()
 
