@@ -19,18 +19,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from urbana.adapters.keys import jwt_secret_for, master_key_for
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
-from urbana.config import Settings
+from urbana.config import Settings, conninfo
 from urbana.domain.channels import CHANNELS
 from urbana.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import httpx
     import redis.asyncio as aioredis
+    from psycopg_pool import AsyncConnectionPool
 
     from urbana.adapters.channels.cloud import CloudChannel
     from urbana.adapters.channels.console import ConsoleChannel
@@ -266,4 +267,19 @@ def build_live_feed(s: Settings) -> LiveFeed:
         schema=s.database_schema,
         heartbeat_s=s.live_heartbeat_s,
         queue_size=s.live_queue_size,
+    )
+
+
+def build_read_pool(s: Settings) -> AsyncConnectionPool[Any]:
+    """The API process's pool for read-model queries (open it in the lifespan)."""
+    from psycopg_pool import AsyncConnectionPool
+
+    if not s.database_url:
+        raise ConfigurationError("URBANA_DATABASE_URL is not set")
+    return AsyncConnectionPool(
+        conninfo(s.database_url, s.database_schema, wait_s=s.store_wait_s),
+        min_size=1,
+        max_size=max(2, s.pool_size),
+        timeout=s.store_wait_s,
+        open=False,
     )

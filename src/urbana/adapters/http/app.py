@@ -10,11 +10,18 @@ from typing import Annotated, Unpack
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from urbana.adapters.bootstrap import Container, Overrides, build
+from urbana.adapters.bootstrap import (
+    Container,
+    Overrides,
+    build,
+    build_live_feed,
+    build_read_pool,
+)
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
-from urbana.adapters.http import access, admin, team, webhooks, workspace
+from urbana.adapters.http import access, admin, reads, stream, team, webhooks, workspace
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
+from urbana.adapters.live import LiveFeed
 from urbana.adapters.roles import build_runtime
 from urbana.adapters.runtime import Runtime
 from urbana.config import Settings
@@ -44,11 +51,18 @@ def create_app(
         runtime = build_runtime(container, roles)
         app.state.container = container
         app.state.runtime = runtime
-        await runtime.start()
+        # The /v1 reads' pool and the live feed: one of each per API process.
+        reads = app.state.reads = build_read_pool(settings)
+        live = app.state.live = build_live_feed(settings)
         try:
+            await reads.open()
+            await live.start()
+            await runtime.start()
             yield
         finally:
             await runtime.aclose()
+            await live.aclose()
+            await reads.close()
             await container.aclose()
 
     app = FastAPI(title="Urbana", version="0.1.0", lifespan=lifespan)
@@ -58,6 +72,8 @@ def create_app(
     app.include_router(access.router)
     app.include_router(workspace.router)
     app.include_router(team.router)
+    app.include_router(reads.router)
+    app.include_router(stream.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -68,6 +84,7 @@ def create_app(
         """This process's figures: ingest group commits, and the roles it runs."""
         committer = container.ingestor.committer
         runtime: Runtime = request.app.state.runtime
+        live: LiveFeed = request.app.state.live
         return JSONResponse(
             {
                 "ingest": {
@@ -79,6 +96,7 @@ def create_app(
                     "store_down": committer.gate.down,
                     "refused_while_down": committer.gate.refused,
                 },
+                "live": live.metrics(),
                 **runtime.metrics(),
             }
         )

@@ -1,0 +1,339 @@
+"""/v1 read routes of the workspace: conversations, the queue, leads, KPIs, the team.
+
+Every answer comes from the read models, in one `tenant_read` transaction (row-level
+security on the caller's tenant), with personal text decrypted on the way out; no
+aggregate is loaded. Another tenant's id is simply not found (404). Who may read what:
+attendants, supervisors and admins work conversations, auditors read everything;
+analysts see the pipeline (leads, KPIs, queues), never a conversation's text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+from fastapi import HTTPException, Query, Request
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from urbana.adapters.bootstrap import Container
+from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.workspace_models import (
+    CannedOut,
+    ConversationDetailOut,
+    ConversationOut,
+    ConversationPage,
+    KpiFigures,
+    KpiReportOut,
+    LeadConversation,
+    LeadDetailOut,
+    LeadOut,
+    LeadPage,
+    MemberOut,
+    MemberPage,
+    MessageOut,
+    NoteOut,
+    QueueOut,
+)
+from urbana.application.access import Principal
+from urbana.application.ports import SubjectCipher
+from urbana.domain.conversation import Status
+from urbana.domain.lead import Stage
+from urbana.domain.user import Role
+from urbana.errors import Unavailable
+from urbana.projections import queries
+from urbana.projections.access import tenant_read
+
+router = v1_router(tags=["workspace"])
+
+# Conversation text: those who work conversations, and the auditor who reads them.
+Reader = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR)]
+Everyone = Annotated[Principal, allow(*Role)]
+# KPIs are for those who steer the team, not for the attendants in it.
+Steering = Annotated[Principal, allow(Role.SUPERVISOR, Role.ADMIN, Role.ANALYST, Role.AUDITOR)]
+
+MAX_KPI_DAYS = 366
+# PostgreSQL text cannot hold NUL: such a parameter is the client's error, not a 500.
+NO_NUL = r"^[^\x00]*$"
+Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Items per page")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=512, pattern=NO_NUL, description="`next_cursor` of the previous page (opaque)"
+    ),
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A cursor this API did not write"},
+    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
+    403: {"description": "The caller's role may not read this"},
+    422: {"description": "A query parameter out of its range or format"},
+    503: {"description": "The read models cannot be reached; retry after Retry-After"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: {"description": "No such resource in the caller's tenant"},
+}
+
+
+class ReadModelsUnavailable(Unavailable):
+    """The read models' database did not answer (or no connection was free in time)."""
+
+
+@asynccontextmanager
+async def reading(request: Request, tenant_id: UUID) -> AsyncIterator[AsyncConnection[Any]]:
+    """A read-only, tenant-scoped transaction on the API's read pool."""
+    pool: AsyncConnectionPool[Any] = request.app.state.reads
+    try:
+        async with tenant_read(pool, tenant_id) as conn:
+            yield conn
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise ReadModelsUnavailable(f"the read models cannot be read: {exc}") from exc
+
+
+def _cipher(request: Request) -> SubjectCipher:
+    container: Container = request.app.state.container
+    return container.store.cipher
+
+
+# ------------------------------------------------------------------ routes
+
+
+def _assignee(raw: str | None) -> str | None:
+    """`me`, `none` or a user id; anything else is the client's error (422)."""
+    if raw is None or raw in (queries.ME, queries.NO_ASSIGNEE):
+        return raw
+    try:
+        return str(UUID(raw))
+    except ValueError as exc:
+        raise HTTPException(422, "assignee is `me`, `none` or a user id") from exc
+
+
+@router.get(
+    "/conversations",
+    response_model=ConversationPage,
+    responses=ERRORS,
+    summary="The tenant's conversations, latest activity first",
+)
+async def conversations(
+    principal: Reader,
+    request: Request,
+    status: Annotated[Status | None, Query(description="Only this status")] = None,
+    assignee: Annotated[
+        str | None, Query(max_length=64, description="`me`, `none` or a user id")
+    ] = None,
+    label: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    queue: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+    limit: Limit = queries.DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> ConversationPage:
+    """A page of conversations; follow `next_cursor` until it is null."""
+    who = _assignee(assignee)
+    async with reading(request, principal.tenant_id) as conn:
+        page = await queries.list_conversations(
+            conn,
+            principal.tenant_id,
+            status=status.value if status is not None else None,
+            assignee=who,
+            me=str(principal.subject_id),
+            label=label.strip().lower() if label is not None else None,
+            queue=queue,
+            limit=limit,
+            cursor=cursor,
+            cipher=_cipher(request),
+        )
+    return ConversationPage(
+        items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=ConversationDetailOut,
+    responses=NOT_FOUND,
+    summary="One conversation with its messages, notes and handoff summary",
+)
+async def conversation(
+    conversation_id: UUID, principal: Reader, request: Request
+) -> ConversationDetailOut:
+    """The conversation, its latest messages (with delivery status) and private notes."""
+    async with reading(request, principal.tenant_id) as conn:
+        found = await queries.get_conversation(
+            conn, principal.tenant_id, conversation_id, cipher=_cipher(request)
+        )
+    if found is None:
+        raise HTTPException(404, "no such conversation")
+    return ConversationDetailOut(
+        **ConversationOut.of(found.conversation).model_dump(),
+        handoff_summary=found.summary,
+        messages=[MessageOut.model_validate(m) for m in found.messages],
+        older_messages=found.older_messages,
+        notes=[NoteOut.model_validate(n) for n in found.notes],
+    )
+
+
+@router.get(
+    "/queue",
+    response_model=ConversationPage,
+    responses=ERRORS,
+    summary="Conversations waiting for a person, longest wait first",
+)
+async def waiting(
+    principal: Reader,
+    request: Request,
+    queue: Annotated[
+        str | None, Query(max_length=128, pattern=NO_NUL, description="Only this queue")
+    ] = None,
+    limit: Limit = queries.DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> ConversationPage:
+    """The waiting line: who has waited longest comes first."""
+    async with reading(request, principal.tenant_id) as conn:
+        page = await queries.waiting_queue(
+            conn,
+            principal.tenant_id,
+            queue=queue,
+            limit=limit,
+            cursor=cursor,
+            cipher=_cipher(request),
+        )
+    return ConversationPage(
+        items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/leads", response_model=LeadPage, responses=ERRORS, summary="The tenant's leads, hottest first"
+)
+async def leads(
+    principal: Everyone,
+    request: Request,
+    stage: Annotated[Stage | None, Query(description="Only this stage")] = None,
+    min_score: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    limit: Limit = queries.DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> LeadPage:
+    """Leads by score, then latest activity."""
+    async with reading(request, principal.tenant_id) as conn:
+        page = await queries.list_leads(
+            conn,
+            principal.tenant_id,
+            stage=stage.value if stage is not None else None,
+            min_score=min_score,
+            limit=limit,
+            cursor=cursor,
+            cipher=_cipher(request),
+        )
+    return LeadPage(
+        items=[LeadOut.model_validate(item) for item in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/leads/{lead_id}",
+    response_model=LeadDetailOut,
+    responses=NOT_FOUND,
+    summary="One lead with its conversations",
+)
+async def lead(lead_id: UUID, principal: Everyone, request: Request) -> LeadDetailOut:
+    """The lead, and its conversations without their text."""
+    async with reading(request, principal.tenant_id) as conn:
+        found = await queries.get_lead(conn, principal.tenant_id, lead_id, cipher=_cipher(request))
+    if found is None:
+        raise HTTPException(404, "no such lead")
+    return LeadDetailOut(
+        **LeadOut.model_validate(found.lead).model_dump(),
+        conversation_list=[LeadConversation.model_validate(c) for c in found.conversations],
+    )
+
+
+@router.get(
+    "/kpis",
+    response_model=KpiReportOut,
+    response_model_by_alias=True,
+    responses=ERRORS,
+    summary="KPIs per day (UTC) and for the range",
+)
+async def kpis(
+    principal: Steering,
+    request: Request,
+    since: Annotated[
+        date | None, Query(alias="from", description="First day; default 29 days before `to`")
+    ] = None,
+    until: Annotated[date | None, Query(alias="to", description="Last day; default today")] = None,
+) -> KpiReportOut:
+    """Conversations, messages, handoff and AI resolution rates, first response times
+    (median and p90, AI and attendants apart), resolution time, tokens and cost."""
+    last = until or datetime.now(UTC).date()
+    first = since or last - timedelta(days=29)
+    if first > last:
+        raise HTTPException(422, "`from` is after `to`")
+    if (last - first).days >= MAX_KPI_DAYS:
+        raise HTTPException(422, f"at most {MAX_KPI_DAYS} days at once")
+    async with reading(request, principal.tenant_id) as conn:
+        report = await queries.kpi_report(conn, principal.tenant_id, first, last)
+    return KpiReportOut.model_validate(
+        {
+            "from": first,
+            "to": last,
+            "days": [KpiFigures.of(d) for d in report.days],
+            "totals": KpiFigures.of(report.totals),
+        }
+    )
+
+
+@router.get(
+    "/users",
+    response_model=MemberPage,
+    responses=ERRORS,
+    summary="The team: role, availability, queues and open conversations",
+)
+async def users(
+    principal: Reader,
+    request: Request,
+    limit: Limit = queries.MAX_LIMIT,
+    cursor: Cursor = None,
+) -> MemberPage:
+    """The tenant's users, oldest invitation first."""
+    async with reading(request, principal.tenant_id) as conn:
+        page = await queries.team(
+            conn, principal.tenant_id, limit=limit, cursor=cursor, cipher=_cipher(request)
+        )
+    return MemberPage(
+        items=[MemberOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/queues",
+    response_model=list[QueueOut],
+    responses=ERRORS,
+    summary="The tenant's queues, with who waits and who is online in each",
+)
+async def queues(principal: Everyone, request: Request) -> list[QueueOut]:
+    """Every queue by name."""
+    async with reading(request, principal.tenant_id) as conn:
+        found = await queries.list_queues(conn, principal.tenant_id)
+    return [QueueOut.model_validate(q) for q in found]
+
+
+@router.get(
+    "/canned-responses",
+    response_model=list[CannedOut],
+    responses=ERRORS,
+    summary="The tenant's canned responses (respostas prontas)",
+)
+async def canned_responses(
+    principal: Reader,
+    request: Request,
+    prefix: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="Shortcuts starting so")
+    ] = None,
+) -> list[CannedOut]:
+    """Canned responses by shortcut; an attendant's `/shortcut` expands to one."""
+    async with reading(request, principal.tenant_id) as conn:
+        found = await queries.list_canned_responses(conn, principal.tenant_id, prefix=prefix)
+    return [CannedOut.model_validate(c) for c in found]
