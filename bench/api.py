@@ -22,6 +22,10 @@ Workloads: `list` (a tenant's latest 50), `list_waiting` (status=waiting_human),
 its 10 messages). `detail_key_cold`: detail of conversations whose lead's data key
 this process has not read yet (one extra key lookup).
 
+Each variant also reports `cpu_p50_ms`, this process's CPU time per read: on a
+shared machine, wall time well above it is time spent waiting for a core (the load
+averages around the measurement are in the JSON too).
+
 Targets (issue 11): list p50 <= 10 ms and p99 <= 30 ms (`rls_decrypted`, every list
 workload), and rls/bare <= 2 (ratio of p50s, every workload). The HTTP path
 (`GET /v1/conversations?limit=50`) is not measured: the JSON's `http` says whether the
@@ -277,6 +281,7 @@ async def measure(
 
     variants = {"bare": bare, "rls": rls, "rls_decrypted": rls_decrypted}
     taken: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     size = len(workload.reads)
     for i in range(size):  # warm: plans prepared, keys cached
         for run in variants.values():
@@ -284,10 +289,14 @@ async def measure(
     order = list(variants.items())
     for i in range(iterations):
         for name, run in order[i % 3 :] + order[: i % 3]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             await run(i % size)
             taken[name].append((time.perf_counter() - start) * 1000)
-    out: dict[str, Any] = {name: figures(ms) for name, ms in taken.items()}
+            cpu[name].append((time.process_time() - start_cpu) * 1000)
+    out: dict[str, Any] = {
+        name: {**figures(ms), "cpu_p50_ms": round(statistics.median(cpu[name]), 3)}
+        for name, ms in taken.items()
+    }
     out["items_per_read"] = {"min": min(workload.items), "max": max(workload.items)}
     out["ratio_rls_vs_bare"] = {
         "p50": round(out["rls"]["p50_ms"] / out["bare"]["p50_ms"], 2),
@@ -370,13 +379,14 @@ async def run(store: Store, world: World, iterations: int) -> dict[str, Any]:
     )
     await pool.open()
     try:
-        results: dict[str, Any] = {}
+        results: dict[str, Any] = {"load_average_before": os.getloadavg()[0]}
         for workload in workloads:
             await record(store.url, store.schema, workload)
             results[workload.name] = await measure(pool, store.cipher, workload, iterations)
             print(f"{workload.name}: {results[workload.name]}", file=sys.stderr, flush=True)
         results["detail_key_cold"] = await cold_details(pool, store.cipher, cold_sample)
         results["rls_sees_one_tenant"] = await sees_one_tenant(pool, world)
+        results["load_average_after"] = os.getloadavg()[0]
     finally:
         await pool.close()
     return results
