@@ -41,8 +41,8 @@ def create_app(
 ) -> FastAPI:
     """Build the ASGI app; pools and clients are made in the lifespan, not here.
 
-    `roles` are background roles (relay, projector, responder, dispatcher) run in
-    the same process, as `urbana dev` does; `overrides` go to the composition root.
+    `roles` are background roles (see `adapters.roles`) run in the same process, as
+    `urbana dev` does; `overrides` go to the composition root.
     """
 
     @asynccontextmanager
@@ -52,17 +52,17 @@ def create_app(
         app.state.container = container
         app.state.runtime = runtime
         # The /v1 reads' pool and the live feed: one of each per API process.
-        reads = app.state.reads = build_read_pool(settings)
+        read_pool = app.state.reads = build_read_pool(settings)
         live = app.state.live = build_live_feed(settings)
         try:
-            await reads.open()
+            await read_pool.open()
             await live.start()
             await runtime.start()
             yield
         finally:
             await runtime.aclose()
             await live.aclose()
-            await reads.close()
+            await read_pool.close()
             await container.aclose()
 
     app = FastAPI(title="Urbana", version="0.1.0", lifespan=lifespan)
