@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID, uuid4
@@ -21,8 +20,9 @@ import httpx
 import pytest
 
 from tests.e2e.access_helpers import PASSWORD, access, bearer, login, new_email
-from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
+from tests.e2e.conftest import Api, start_api, stop_api
 from tests.e2e.fakes import ANSWER, SUMMARY, Outside, start_outside
+from tests.e2e.test_ai_loop import add_knowledge, wait_until
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from tests.fake_telegram import FakeTelegram, fake_telegram
 from urbana.adapters.embedded import ServiceUrls
@@ -38,9 +38,6 @@ BOT_TOKEN = "123456:flow-bot"
 CHAT_ID = "-100777"
 GUARD_S = 60.0  # only against a hang: every wait ends as soon as its condition holds
 
-KNOWLEDGE = """# Atendimento
-Atendemos de segunda a sexta, das 8h às 18h.
-"""
 HANDOFF = {
     **ANSWER,
     "reply": "",
@@ -92,37 +89,6 @@ def stack(services: ServiceUrls, outside: Outside, telegram: FakeTelegram) -> It
         stop_api(api)
 
 
-def wait_until(check: Callable[[], Any], timeout: float = GUARD_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
-def add_knowledge(api: Api, t: CloudTenant) -> None:
-    """Through the admin API; the knowledge role indexes it (waited for here)."""
-    r = httpx.post(
-        f"{api.url}/admin/tenants/{t.tenant_id}/knowledge",
-        json={"name": "atendimento.md", "text": KNOWLEDGE},
-        headers={"X-Admin-Key": ADMIN_KEY},
-    )
-    assert r.status_code == 202, r.text
-
-    def indexed() -> bool:
-        with api.store.pool.connection() as conn:
-            table = conn.execute("SELECT to_regclass('kb_chunks')").fetchone()
-            if table is None or table[0] is None:
-                return False
-            row = conn.execute(
-                "SELECT count(*) FROM kb_chunks WHERE tenant_id = %s", (UUID(t.tenant_id),)
-            ).fetchone()
-        return bool(row and row[0])
-
-    wait_until(indexed)
-
-
 def named(api: Api, cid: UUID, name: str) -> list[Any]:
     return [e for e in api.store.app.stream(cid) if type(e).__qualname__.endswith("." + name)]
 
@@ -163,13 +129,13 @@ def test_handoff_notice_assign_reply_return_and_the_ai_knows_what_the_attendant_
         with httpx.Client(timeout=10) as client:
             # 1. The lead asks; the AI answers from the knowledge.
             lead_writes(client, stack, tenant, wa_id, "Qual o horário de atendimento?")
-            wait_until(reaches(1))
+            wait_until(reaches(1), GUARD_S)
             assert texts() == [ANSWER["reply"]]
 
             # 2. The lead complains; the model hands off. The lead is told a person is
             # coming, and (nobody online) that they wait in the queue.
             lead_writes(client, stack, tenant, wa_id, f"Quero um reembolso{marker} agora")
-            wait_until(reaches(3))
+            wait_until(reaches(3), GUARD_S)
             (handoff,) = named(stack, cid, "HandoffRequested")
             assert (handoff.reason, handoff.summary) == ("complaint", SUMMARY)
             assert texts() == [
@@ -204,8 +170,8 @@ def test_handoff_notice_assign_reply_return_and_the_ai_knows_what_the_attendant_
             ]
             assert [r.status_code for r in replies] == [202, 202], replies[-1].text
             assert replies[0].json()["outbound_id"] == replies[1].json()["outbound_id"]
-            wait_until(reaches(4))
-            wait_until(lambda: named(stack, cid, "OutboundMessageSent")[3:])
+            wait_until(reaches(4), GUARD_S)
+            wait_until(lambda: named(stack, cid, "OutboundMessageSent")[3:], GUARD_S)
             assert texts()[3:] == [ATTENDANT_SAYS]
 
             # 6. Back to the AI.
@@ -216,8 +182,8 @@ def test_handoff_notice_assign_reply_return_and_the_ai_knows_what_the_attendant_
             # 7. The lead writes again; the AI answers, and was given the attendant's words.
             later = f"Obrigada! E qual o horário de vocês{marker}?"
             lead_writes(client, stack, tenant, wa_id, later)
-            wait_until(lambda: outside.llm_calls_about(later))
-            wait_until(reaches(5))
+            wait_until(lambda: outside.llm_calls_about(later), GUARD_S)
+            wait_until(reaches(5), GUARD_S)
     finally:
         outside.decisions.pop(f"reembolso{marker}", None)
 
@@ -244,7 +210,7 @@ def test_handoff_notice_assign_reply_return_and_the_ai_knows_what_the_attendant_
         mine = [m for m in r.json()["messages"] if m["author"] == "human"]
         return mine if mine and mine[0]["status"] == "sent" else []
 
-    (shown,) = wait_until(detail)
+    (shown,) = wait_until(detail, GUARD_S)
     assert (shown["text"], shown["attendant"]) == (ATTENDANT_SAYS, str(ana))
     # Still one notice, one handoff, one queued reply from the attendant.
     assert len(telegram.to(BOT_TOKEN)) == 1
