@@ -180,6 +180,20 @@ def _then(app: UrbanaApp, tenant_id: UUID, conversation_id: UUID, act: Callable[
     return app.get(Conversation, conversation_id)
 
 
+async def _act_on(
+    request: Request,
+    principal: Principal,
+    conversation_id: UUID,
+    act: Callable[[UrbanaApp], Any],
+) -> ConversationOut:
+    """Run one command on the tenant's conversation and answer its state afterwards."""
+    app = container_of(request).store.app
+    done = await on_store(
+        request, _then, app, principal.tenant_id, conversation_id, lambda: act(app)
+    )
+    return ConversationOut.of(done)
+
+
 @router.post(
     "/conversations/{conversation_id}/assign",
     response_model=ConversationOut,
@@ -342,16 +356,12 @@ async def return_to_ai(
     conversation_id: UUID, principal: Worker, request: Request
 ) -> ConversationOut:
     """The AI answers the lead's next message, knowing where the human stretch ended."""
-    app, tid = container_of(request).store.app, principal.tenant_id
-    done = await on_store(
+    return await _act_on(
         request,
-        _then,
-        app,
-        tid,
+        principal,
         conversation_id,
-        lambda: app.return_to_ai(conversation_id, by=me(principal)),
+        lambda app: app.return_to_ai(conversation_id, by=me(principal)),
     )
-    return ConversationOut.of(done)
 
 
 @router.post(
@@ -364,17 +374,15 @@ async def close(
     conversation_id: UUID, principal: Worker, request: Request, body: CloseIn | None = None
 ) -> ConversationOut:
     """Closed until the lead writes again or someone reopens it."""
-    app, tid = container_of(request).store.app, principal.tenant_id
     resolution = body.resolution if body is not None else "resolved"
-    done = await on_store(
+    return await _act_on(
         request,
-        _then,
-        app,
-        tid,
+        principal,
         conversation_id,
-        lambda: app.close_conversation(conversation_id, by=me(principal), resolution=resolution),
+        lambda app: app.close_conversation(
+            conversation_id, by=me(principal), resolution=resolution
+        ),
     )
-    return ConversationOut.of(done)
 
 
 @router.post(
@@ -385,16 +393,12 @@ async def close(
 )
 async def reopen(conversation_id: UUID, principal: Worker, request: Request) -> ConversationOut:
     """The AI answers it again."""
-    app, tid = container_of(request).store.app, principal.tenant_id
-    done = await on_store(
+    return await _act_on(
         request,
-        _then,
-        app,
-        tid,
+        principal,
         conversation_id,
-        lambda: app.reopen_conversation(conversation_id, by=me(principal)),
+        lambda app: app.reopen_conversation(conversation_id, by=me(principal)),
     )
-    return ConversationOut.of(done)
 
 
 @router.post(
