@@ -1,16 +1,24 @@
-"""Shared bench helpers: rates, free ports, process logs and JSON output."""
+"""Shared bench helpers: a store on the embedded PostgreSQL, rates, free ports, process
+logs and JSON output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+from uuid import uuid4
+
+from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.postgres.schema import ensure_schema
+from urbana.adapters.postgres.store import Store, open_store
 
 
 def median_rate(runs: int, once: Callable[[], tuple[int, float]]) -> dict[str, float]:
@@ -44,3 +52,27 @@ def log_sink(name: str) -> IO[str] | int:
     if not log_dir:
         return subprocess.DEVNULL
     return open(Path(log_dir) / f"{name}.log", "w")
+
+
+@contextlib.contextmanager
+def embedded_store() -> Iterator[Store]:
+    """A store on a fresh schema of the embedded PostgreSQL (or URBANA_DATABASE_URL).
+
+    Only PostgreSQL is started: the broker and cache addresses are placeholders.
+    """
+    with tempfile.TemporaryDirectory(prefix="urbana-bench-") as tmp:
+        stack = EmbeddedStack(
+            Path(tmp),
+            postgres_url=os.environ.get("URBANA_DATABASE_URL"),
+            kafka_bootstrap="unused:0",
+            redis_url="redis://unused:0/0",
+        )
+        with stack:
+            urls = stack.start()
+            schema = f"bench_{uuid4().hex[:8]}"
+            ensure_schema(urls.postgres, schema)
+            store = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=2)
+            try:
+                yield store
+            finally:
+                store.close()

@@ -15,10 +15,8 @@ with a few events (invited, role changed, online), measures the latency of:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +25,10 @@ from uuid import UUID, uuid4
 sys.path.insert(0, str(Path(__file__).parent))
 from argon2 import PasswordHasher
 
-from _common import emit
-from urbana.adapters.embedded import EmbeddedStack
+from _common import embedded_store, emit
 from urbana.adapters.passwords import Argon2Hasher
-from urbana.adapters.postgres.schema import EVENTS_TABLE, ensure_schema
-from urbana.adapters.postgres.store import Store, open_store
+from urbana.adapters.postgres.schema import EVENTS_TABLE
+from urbana.adapters.postgres.store import Store
 from urbana.application.access import Access
 from urbana.domain.user import Availability, Role
 
@@ -71,52 +68,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     users = 200 if args.quick else 1000
-    with tempfile.TemporaryDirectory(prefix="urbana-bench-") as tmp:
-        stack = EmbeddedStack(
-            Path(tmp),
-            postgres_url=os.environ.get("URBANA_DATABASE_URL"),
-            kafka_bootstrap="unused:0",
-            redis_url="redis://unused:0/0",
-        )
-        with stack:
-            urls = stack.start()
-            schema = f"bench_{uuid4().hex[:8]}"
-            ensure_schema(urls.postgres, schema)
-            store = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=2)
-            try:
-                tenant_id, ids = populate(store, users)
-                warm = Access(store.app, Argon2Hasher())
-                for user_id in ids:
-                    warm.user_principal(user_id, tenant_id)
-                key = warm.create_api_key(tenant_id, role=Role.ANALYST, by=None)
-                warm.api_key_principal(key.token)
-                table = f'"{schema}".{EVENTS_TABLE}'
+    with embedded_store() as store:
+        tenant_id, ids = populate(store, users)
+        warm = Access(store.app, Argon2Hasher())
+        for user_id in ids:
+            warm.user_principal(user_id, tenant_id)
+        key = warm.create_api_key(tenant_id, role=Role.ANALYST, by=None)
+        warm.api_key_principal(key.token)
+        table = f'"{store.schema}".{EVENTS_TABLE}'
 
-                def bare(i: int) -> None:
-                    with store.pool.connection() as conn:
-                        conn.execute(
-                            f"SELECT originator_version, topic, state FROM {table} "  # noqa: S608
-                            "WHERE originator_id = %s AND originator_version > %s",
-                            (ids[i % users], 3),
-                        ).fetchall()
+        def bare(i: int) -> None:
+            with store.pool.connection() as conn:
+                conn.execute(
+                    f"SELECT originator_version, topic, state FROM {table} "  # noqa: S608
+                    "WHERE originator_id = %s AND originator_version > %s",
+                    (ids[i % users], 3),
+                ).fetchall()
 
-                baseline = latencies(users * 3, bare)
-                results = {
-                    "warm": latencies(
-                        users * 3, lambda i: warm.user_principal(ids[i % users], tenant_id)
-                    ),
-                    "cold": latencies(
-                        users,
-                        lambda i: Access(store.app, Argon2Hasher()).user_principal(
-                            ids[i], tenant_id
-                        ),
-                    ),
-                    "api_key": latencies(users * 3, lambda i: warm.api_key_principal(key.token)),
-                }
-                password_hash = Argon2Hasher().hash("correct horse battery")
-                login = latencies(10, lambda i: Argon2Hasher().verify(password_hash, "wrong"))
-            finally:
-                store.close()
+        baseline = latencies(users * 3, bare)
+        results = {
+            "warm": latencies(users * 3, lambda i: warm.user_principal(ids[i % users], tenant_id)),
+            "cold": latencies(
+                users,
+                lambda i: Access(store.app, Argon2Hasher()).user_principal(ids[i], tenant_id),
+            ),
+            "api_key": latencies(users * 3, lambda i: warm.api_key_principal(key.token)),
+        }
+        password_hash = Argon2Hasher().hash("correct horse battery")
+        login = latencies(10, lambda i: Argon2Hasher().verify(password_hash, "wrong"))
     emit(
         {
             "bench": "access",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +23,8 @@ from uuid import uuid4
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit, median_rate
-from urbana.adapters.embedded import EmbeddedStack
-from urbana.adapters.postgres.schema import ensure_schema
-from urbana.adapters.postgres.store import Store, open_store
+from _common import embedded_store, emit, median_rate
+from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.config import conninfo
@@ -67,7 +64,7 @@ def bench_app(store: Store, n: int, batch: int, follow_up: bool) -> tuple[int, f
     return n, time.perf_counter() - start
 
 
-def bench_raw(url: str, schema: str, n: int) -> tuple[int, float]:
+def bench_raw(url: str, schema: str | None, n: int) -> tuple[int, float]:
     with psycopg.connect(conninfo(url, schema)) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS raw_bench (id bigserial primary key, body bytea)")
         conn.commit()
@@ -86,34 +83,16 @@ def main() -> None:
     n = 300 if args.quick else 3000
     runs = 3 if args.quick else 5
     batch = 64
-    with tempfile.TemporaryDirectory(prefix="urbana-bench-") as tmp:
-        stack = EmbeddedStack(
-            Path(tmp),
-            postgres_url=os.environ.get("URBANA_DATABASE_URL"),
-            kafka_bootstrap="unused:0",
-            redis_url="redis://unused:0/0",
-        )
-        with stack:
-            urls = stack.start()
-            schema = f"bench_{uuid4().hex[:8]}"
-            ensure_schema(urls.postgres, schema)
-            store = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=2)
-            try:
-                raw = median_rate(runs, lambda: bench_raw(urls.postgres, schema, n))
-                results = {
-                    "new_conversation_single": median_rate(
-                        runs, lambda: bench_app(store, n, 1, False)
-                    ),
-                    "follow_up_single": median_rate(runs, lambda: bench_app(store, n, 1, True)),
-                    "new_conversation_batch64": median_rate(
-                        runs, lambda: bench_app(store, n, batch, False)
-                    ),
-                    "follow_up_batch64": median_rate(
-                        runs, lambda: bench_app(store, n, batch, True)
-                    ),
-                }
-            finally:
-                store.close()
+    with embedded_store() as store:
+        raw = median_rate(runs, lambda: bench_raw(store.url, store.schema, n))
+        results = {
+            "new_conversation_single": median_rate(runs, lambda: bench_app(store, n, 1, False)),
+            "follow_up_single": median_rate(runs, lambda: bench_app(store, n, 1, True)),
+            "new_conversation_batch64": median_rate(
+                runs, lambda: bench_app(store, n, batch, False)
+            ),
+            "follow_up_batch64": median_rate(runs, lambda: bench_app(store, n, batch, True)),
+        }
     emit(
         {
             "bench": "append",

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +27,10 @@ from uuid import UUID, uuid4
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit
-from urbana.adapters.embedded import EmbeddedStack
+from _common import embedded_store, emit
 from urbana.adapters.live import LiveFeed
 from urbana.adapters.postgres.log import listen_channel
-from urbana.adapters.postgres.schema import ensure_schema
-from urbana.adapters.postgres.store import Store, open_store
+from urbana.adapters.postgres.store import Store
 from urbana.application.live import LiveEvent
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
@@ -77,7 +73,8 @@ def one_message(store: Store, conv: Conversation) -> None:
     store.app.save(conv)
 
 
-async def run(store: Store, url: str, schema: str, rounds: int) -> dict[str, object]:
+async def run(store: Store, rounds: int) -> dict[str, object]:
+    url, schema = store.url, store.schema
     tenant_id = uuid4()
     conv = await asyncio.to_thread(start_conversation, store, tenant_id)
     listener = await psycopg.AsyncConnection.connect(conninfo(url, schema), autocommit=True)
@@ -134,22 +131,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     rounds = 8 if args.quick else 30
-    with tempfile.TemporaryDirectory(prefix="urbana-bench-") as tmp:
-        stack = EmbeddedStack(
-            Path(tmp),
-            postgres_url=os.environ.get("URBANA_DATABASE_URL"),
-            kafka_bootstrap="unused:0",
-            redis_url="redis://unused:0/0",
-        )
-        with stack:
-            urls = stack.start()
-            schema = f"bench_{uuid4().hex[:8]}"
-            ensure_schema(urls.postgres, schema)
-            store = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=2)
-            try:
-                result = asyncio.run(run(store, urls.postgres, schema, rounds))
-            finally:
-                store.close()
+    with embedded_store() as store:
+        result = asyncio.run(run(store, rounds))
     emit(result)
 
 

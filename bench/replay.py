@@ -14,10 +14,8 @@ Target: replay >= 30,000 events/s on the 2-core machine.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,12 +26,11 @@ import psycopg
 from eventsourcing.domain import DomainEventProtocol
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit
-from urbana.adapters.embedded import EmbeddedStack
+from _common import embedded_store, emit
 from urbana.adapters.postgres.log import LogReader
 from urbana.adapters.postgres.replay import replay
-from urbana.adapters.postgres.schema import EVENTS_TABLE, ensure_schema
-from urbana.adapters.postgres.store import Store, open_store
+from urbana.adapters.postgres.schema import EVENTS_TABLE
+from urbana.adapters.postgres.store import Store
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead
@@ -155,46 +152,32 @@ def main() -> None:
     parser.add_argument("--events", type=int, help="store this many events instead")
     args = parser.parse_args()
     target = args.events or (100_000 if args.quick else 1_000_000)
-    with tempfile.TemporaryDirectory(prefix="urbana-bench-") as tmp:
-        stack = EmbeddedStack(
-            Path(tmp),
-            postgres_url=os.environ.get("URBANA_DATABASE_URL"),
-            kafka_bootstrap="unused:0",
-            redis_url="redis://unused:0/0",
-        )
-        with stack:
-            urls = stack.start()
-            schema = f"bench_{uuid4().hex[:8]}"
-            ensure_schema(urls.postgres, schema)
-            store = open_store(urls.postgres, os.urandom(32), schema=schema, pool_size=2)
-            try:
-                t0 = time.perf_counter()
-                events = generate(store, target)
-                generate_s = time.perf_counter() - t0
-                read_n, read_s = read_baseline(store)
-                last = [0.0]
+    with embedded_store() as store:
+        t0 = time.perf_counter()
+        events = generate(store, target)
+        generate_s = time.perf_counter() - t0
+        read_n, read_s = read_baseline(store)
+        last = [0.0]
 
-                def progress(done: int, total: int, rate: float) -> None:
-                    if time.perf_counter() - last[0] > 5:
-                        last[0] = time.perf_counter()
-                        print(f"replay {done:,}/{total:,} {rate:,.0f} ev/s", file=sys.stderr)
+        def progress(done: int, total: int, rate: float) -> None:
+            if time.perf_counter() - last[0] > 5:
+                last[0] = time.perf_counter()
+                print(f"replay {done:,}/{total:,} {rate:,.0f} ev/s", file=sys.stderr)
 
-                if args.profile:
-                    from pyinstrument import Profiler
+        if args.profile:
+            from pyinstrument import Profiler
 
-                    profiler = Profiler()
-                    profiler.start()
-                result = replay(store.url, store.schema, progress=progress)
-                if args.profile:
-                    profiler.stop()
-                    print(profiler.output_text(unicode=False, color=False), file=sys.stderr)
-                with psycopg.connect(conninfo(store.url, store.schema)) as conn:
-                    rows = {
-                        t: count_rows(conn, f"rm_{t}")
-                        for t in ("conversations", "messages", "leads", "kpi_daily")
-                    }
-            finally:
-                store.close()
+            profiler = Profiler()
+            profiler.start()
+        result = replay(store.url, store.schema, progress=progress)
+        if args.profile:
+            profiler.stop()
+            print(profiler.output_text(unicode=False, color=False), file=sys.stderr)
+        with psycopg.connect(conninfo(store.url, store.schema)) as conn:
+            rows = {
+                t: count_rows(conn, f"rm_{t}")
+                for t in ("conversations", "messages", "leads", "kpi_daily")
+            }
     baseline = read_n / read_s
     rate = result.events / result.seconds
     emit(
