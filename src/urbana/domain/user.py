@@ -36,6 +36,10 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+OVERSEERS = frozenset({Role.SUPERVISOR, Role.ADMIN})  # may act on others' conversations
+HOLDERS = frozenset({Role.ATTENDANT, *OVERSEERS})  # may be given a conversation
+
+
 class Availability(StrEnum):
     ONLINE = "online"
     AWAY = "away"

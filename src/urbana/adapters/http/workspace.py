@@ -28,14 +28,12 @@ from urbana.domain.errors import InvalidInput, NotFound
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.reply import MAX_REPLY
 from urbana.domain.tenant import Tenant
-from urbana.domain.user import Role, User
+from urbana.domain.user import HOLDERS, OVERSEERS, Role, User
 
 router = v1_router(tags=["conversations"])
 
 # Who works conversations; supervisors and admins may also act on others' conversations.
 Worker = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
-OVERSEERS = frozenset({Role.SUPERVISOR, Role.ADMIN})
-HOLDERS = frozenset({Role.ATTENDANT, *OVERSEERS})  # who may be given a conversation
 
 LEAD_ERRORS = {**ERRORS, 404: {"description": "No such lead in this tenant"}}
 IdempotencyKey = Annotated[

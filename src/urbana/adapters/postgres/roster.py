@@ -27,12 +27,10 @@ from urbana.adapters.postgres.store import Store
 from urbana.application.access import Access
 from urbana.domain.attendance import Availability, Candidate
 from urbana.domain.conversation import Conversation
-from urbana.domain.user import Role, User
+from urbana.domain.user import HOLDERS, User
 from urbana.projections.base import physical_name
 from urbana.projections.conversation_view import ConversationView
 
-# The roles that hold conversations; among them, only those online are given one.
-HOLDERS = frozenset({Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN})
 _INVITED = get_topic(User.UserInvited)  # type: ignore[attr-defined]
 _GIVEN = {
     get_topic(Conversation.ConversationAssigned): "assignee",
@@ -71,6 +69,7 @@ class StoreRoster:
         out = []
         for user_id in user_ids:
             user = self._access.current(User, user_id)
+            # Who may hold conversations; the domain gives one only to those online.
             if user is None or user.disabled or user.role not in HOLDERS:
                 continue
             key = str(user_id)
