@@ -259,7 +259,7 @@ async def measure(
     stop.set()
     await relay_task
     relay_metrics = relay.metrics()
-    await relay.close()
+    await relay.aclose()
     applied = await asyncio.to_thread(projector.finish, last) if projector else None
 
     timeline = Commits(commits)

@@ -17,6 +17,7 @@ from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.assignment import assignment_worker
 from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.relay import Relay
+from urbana.adapters.kafka.workers import Subscription
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage
 from urbana.application.assignment import AutoAssigner
@@ -82,7 +83,7 @@ async def relay_all(store: Store, services: ServiceUrls, topic: str) -> None:
     try:
         assert await relay.run_once() > 0
     finally:
-        await relay.close()
+        await relay.aclose()
 
 
 async def test_the_worker_assigns_handoffs_and_hands_out_the_queue_when_someone_comes_online(
@@ -100,9 +101,7 @@ async def test_the_worker_assigns_handoffs_and_hands_out_the_queue_when_someone_
 
     worker = assignment_worker(
         assigner=assigner,
-        bootstrap=services.kafka,
-        topic=topic,
-        group_id=f"test.assigner.{uuid4().hex[:10]}",
+        subscription=Subscription(services.kafka, topic, f"test.assigner.{uuid4().hex[:10]}"),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -148,9 +147,7 @@ async def test_the_worker_retries_a_handoff_until_its_messages_are_sent(
     await relay_all(store, services, topic)
     worker = assignment_worker(
         assigner=AutoAssigner(app, roster, finder),
-        bootstrap=services.kafka,
-        topic=topic,
-        group_id=f"test.assigner.{uuid4().hex[:10]}",
+        subscription=Subscription(services.kafka, topic, f"test.assigner.{uuid4().hex[:10]}"),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -15,7 +15,7 @@ import pytest
 from tests.fake_telegram import FakeTelegram, fake_telegram
 
 from urbana.adapters.kafka.relay import Relay
-from urbana.adapters.kafka.workers import EventWorker, notifier_worker
+from urbana.adapters.kafka.workers import EventWorker, Subscription, notifier_worker
 from urbana.adapters.notifier import HandoffNotifier, NotificationBusy
 from urbana.adapters.postgres.notifications import PgNotificationLedger
 from urbana.adapters.postgres.store import Store
@@ -246,9 +246,7 @@ async def test_through_kafka_a_redelivered_handoff_is_notified_once_and_an_outag
     handoff(store, up, "Davi")
     worker = notifier_worker(
         notifier=notifier_for(store, telegram, http),
-        bootstrap=bootstrap,
-        topic=topic,
-        group_id=f"g-{topic}",
+        subscription=Subscription(bootstrap, topic, f"g-{topic}"),
     )
     async with running(worker):
         await publish(store, bootstrap, topic)

@@ -150,7 +150,7 @@ async def test_publishes_every_event_once_in_stream_order_keyed_by_stream(
         assert relay.last_position == positions[-1]
         assert relay.lag_events == 0
     finally:
-        await relay.close()
+        await relay.aclose()
 
     records = await consume(services.kafka, topic, at_least=len(positions))
     published = [Envelope.from_json(r.value) for r in records]
@@ -189,7 +189,7 @@ async def test_personal_data_stays_ciphertext_on_the_topic(
     try:
         count = await relay.run_once()
     finally:
-        await relay.close()
+        await relay.aclose()
 
     records = await consume(services.kafka, topic, at_least=count)
     raw = b"".join(r.value + (r.key or b"") + b"".join(v for _, v in r.headers) for r in records)
@@ -258,7 +258,7 @@ async def test_crash_between_publish_and_position_save_republishes_the_batch(
         assert crashing.published == len(positions)  # the broker has them ...
         assert crashing.last_position == 0  # ... but the position did not move
     finally:
-        await crashing.close()
+        await crashing.aclose()
 
     async with relay_for(store, services.kafka, topic) as relay:
         assert relay.last_position == 0
@@ -288,7 +288,7 @@ async def test_following_relay_publishes_new_events_as_they_are_stored(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
-        await relay.close()
+        await relay.aclose()
     records = await consume(services.kafka, topic, at_least=len(positions))
     assert sorted(Envelope.from_json(r.value).position for r in records) == positions
 
@@ -302,7 +302,7 @@ async def test_a_second_relay_with_the_same_name_is_refused(
             with pytest.raises(RelayError):
                 await other.run_once()
         finally:
-            await other.close()
+            await other.aclose()
     async with relay_for(store, services.kafka, topic) as after:
         assert await after.run_once() == 0
 
@@ -384,7 +384,7 @@ async def following(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
-        await relay.close()
+        await relay.aclose()
 
 
 async def test_broker_restart_mid_stream_loses_nothing(
@@ -463,7 +463,7 @@ async def test_database_restart_mid_stream_loses_nothing(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
-        await relay.close()
+        await relay.aclose()
         own.close()
         await asyncio.to_thread(stack.stop)
     records = await consume(services.kafka, topic, at_least=len(positions))

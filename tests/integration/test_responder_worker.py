@@ -19,7 +19,7 @@ from tests.redis_server import RedisServer
 
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.relay import Relay
-from urbana.adapters.kafka.workers import EventWorker, responder_worker
+from urbana.adapters.kafka.workers import EventWorker, Subscription, responder_worker
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.store import Store
 from urbana.adapters.redis_coord import RedisCoordinator, redis_client
@@ -74,7 +74,7 @@ async def test_a_redis_outage_pauses_the_responder_and_it_answers_when_redis_ret
     try:
         assert await relay.run_once() > 0
     finally:
-        await relay.close()
+        await relay.aclose()
 
     redis = RedisServer(tmp_path / "redis")
     redis.start()
@@ -83,10 +83,8 @@ async def test_a_redis_outage_pauses_the_responder_and_it_answers_when_redis_ret
         app=store.app,
         responder=Responder(store.app, RetrievalResponder()),
         coordinator=RedisCoordinator(client, prefix=f"test:{uuid4().hex}"),
-        bootstrap=services.kafka,
         default_debounce_ms=0,
-        topic=topic,
-        group_id=f"test.responder.{uuid4().hex[:10]}",
+        subscription=Subscription(services.kafka, topic, f"test.responder.{uuid4().hex[:10]}"),
     )
 
     def answered() -> bool:

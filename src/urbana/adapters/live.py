@@ -32,7 +32,6 @@ import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from types import TracebackType
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
@@ -40,6 +39,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from urbana.adapters.lifecycle import Service
 from urbana.adapters.postgres.log import AsyncLogReader, listen_channel
 from urbana.adapters.retry import Stopped, retrying
 from urbana.application.envelope import Envelope
@@ -89,7 +89,7 @@ class _Subscriber:
         self.queue: asyncio.Queue[LiveEvent | _Behind] = asyncio.Queue(size)
 
 
-class LiveFeed:
+class LiveFeed(Service):
     """Follows the notification log and fans its live events out (see module docstring)."""
 
     def __init__(
@@ -160,18 +160,6 @@ class LiveFeed:
             for subscriber in subscribers:
                 _drop(subscriber)  # their next read finds the feed closed
         self._subscribers.clear()
-
-    async def __aenter__(self) -> LiveFeed:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def metrics(self) -> dict[str, Any]:
         """Position, subscribers and how often they fell behind, for /metrics."""

@@ -19,7 +19,7 @@ from urbana.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from urbana.adapters.kafka.consumer import GroupTimeouts
-    from urbana.adapters.kafka.workers import EventWorker
+    from urbana.adapters.kafka.workers import EventWorker, Subscription
     from urbana.adapters.notifier import HandoffNotifier
 
 
@@ -62,7 +62,7 @@ def _relay(s: Settings, bootstrap: str) -> Role:
         try:
             await relay.run(stop)
         finally:
-            await relay.close()
+            await relay.aclose()
 
     return Role(run=run, metrics=lambda: {"relay": relay.metrics()})
 
@@ -112,13 +112,8 @@ def _assigner(c: Container, bootstrap: str) -> Role:
 
     roster = StoreRoster(c.store, c.access)
     assigner = AutoAssigner(c.store.app, roster, ReadModelFinder(connect), clock=c.clock)
-    worker = assignment_worker(
-        assigner=assigner,
-        bootstrap=bootstrap,
-        topic=s.events_topic,
-        group_id=f"{s.consumer_group_prefix}.worker.assigner",
-        timeouts=_timeouts(s),
-    )
+    subscription = _subscription(s, "assigner", bootstrap)
+    worker = assignment_worker(assigner=assigner, subscription=subscription)
 
     async def run(stop: asyncio.Event) -> None:
         # A task group: if the consumer crashes, the sweep ends with it (the runtime
@@ -149,24 +144,11 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
     from urbana.application.responder import Responder
 
     s = c.settings
-    group_id = f"{s.consumer_group_prefix}.worker.{role}"
-    timeouts = _timeouts(s)
+    subscription = _subscription(s, role, bootstrap)
     if role == "knowledge":
-        return knowledge_worker(
-            knowledge=c.ai.knowledge,
-            bootstrap=bootstrap,
-            topic=s.events_topic,
-            group_id=group_id,
-            timeouts=timeouts,
-        )
+        return knowledge_worker(knowledge=c.ai.knowledge, subscription=subscription)
     if role == "notifier":
-        return notifier_worker(
-            notifier=build_notifier(c),
-            bootstrap=bootstrap,
-            topic=s.events_topic,
-            group_id=group_id,
-            timeouts=timeouts,
-        )
+        return notifier_worker(notifier=build_notifier(c), subscription=subscription)
     if c.redis is None:
         raise ConfigurationError(f"role {role} needs URBANA_REDIS_URL")
     if role == "responder":
@@ -181,11 +163,8 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
             app=c.store.app,
             responder=responder,
             coordinator=RedisCoordinator(c.redis),
-            bootstrap=bootstrap,
             default_debounce_ms=s.debounce_ms,
-            topic=s.events_topic,
-            group_id=group_id,
-            timeouts=timeouts,
+            subscription=subscription,
         )
     dispatcher = Dispatcher(
         c.store.app,
@@ -202,13 +181,7 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
         ),
         clock=c.clock,
     )
-    return dispatcher_worker(
-        dispatcher=dispatcher,
-        bootstrap=bootstrap,
-        topic=s.events_topic,
-        group_id=group_id,
-        timeouts=timeouts,
-    )
+    return dispatcher_worker(dispatcher=dispatcher, subscription=subscription)
 
 
 def build_notifier(c: Container) -> HandoffNotifier:
@@ -234,6 +207,18 @@ def _timeouts(s: Settings) -> GroupTimeouts:
     from urbana.adapters.kafka.consumer import GroupTimeouts
 
     return GroupTimeouts(session_timeout_ms=s.kafka_session_timeout_ms)
+
+
+def _subscription(s: Settings, role: str, bootstrap: str) -> Subscription:
+    """Where the worker of `role` reads: the events topic, in its own consumer group."""
+    from urbana.adapters.kafka.workers import Subscription
+
+    return Subscription(
+        bootstrap,
+        topic=s.events_topic,
+        group_id=f"{s.consumer_group_prefix}.worker.{role}",
+        timeouts=_timeouts(s),
+    )
 
 
 def _asdict(figures: Any) -> dict[str, Any]:

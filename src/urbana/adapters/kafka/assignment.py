@@ -14,9 +14,7 @@ import logging
 from datetime import datetime
 from uuid import UUID
 
-from urbana.adapters.kafka.consumer import GroupTimeouts
-from urbana.adapters.kafka.topics import EVENTS_TOPIC
-from urbana.adapters.kafka.workers import EventWorker
+from urbana.adapters.kafka.workers import EventWorker, Subscription
 from urbana.application.assignment import AutoAssigner
 from urbana.application.envelope import Envelope
 from urbana.domain.attendance import Availability
@@ -27,10 +25,7 @@ log = logging.getLogger(__name__)
 def assignment_worker(
     *,
     assigner: AutoAssigner,
-    bootstrap: str,
-    topic: str = EVENTS_TOPIC,
-    group_id: str | None = None,
-    timeouts: GroupTimeouts | None = None,
+    subscription: Subscription,
 ) -> EventWorker:
     """The `assigner` role's consumer: HandoffRequested, AvailabilityChanged."""
 
@@ -46,10 +41,7 @@ def assignment_worker(
 
     return EventWorker(
         name="assigner",
-        bootstrap=bootstrap,
+        subscription=subscription,
         handle=handle,
         types=["HandoffRequested", "AvailabilityChanged"],
-        topic=topic,
-        group_id=group_id,
-        timeouts=timeouts,
     )

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -34,6 +33,7 @@ from psycopg import AsyncConnection
 
 from urbana.adapters.kafka.producer import Idempotence, Producer, to_record
 from urbana.adapters.kafka.topics import EVENTS_TOPIC, ensure_topic
+from urbana.adapters.lifecycle import Service
 from urbana.adapters.postgres.log import AsyncLogReader, Page, listen_channel
 from urbana.adapters.postgres.relay_position import PositionStore
 from urbana.adapters.retry import Stopped, retrying
@@ -52,7 +52,7 @@ class RelayError(Unavailable):
     """Another relay with the same name holds the position: this one waits its turn."""
 
 
-class Relay:
+class Relay(Service):
     """Publishes the event store's notification log to a Kafka topic (outbox relay)."""
 
     def __init__(
@@ -130,22 +130,10 @@ class Relay:
         self._conn = conn
         log.info("relay %s starts after position %d", self.name, self.last_position)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop the producer and close the database connections."""
         await self._producer.close()
         await self._disconnect()
-
-    async def __aenter__(self) -> Relay:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def metrics(self) -> dict[str, Any]:
         """Position and lag figures, for logs, health endpoints and benchmarks."""

@@ -66,6 +66,17 @@ Arrivals = Callable[[Sequence[Envelope]], Awaitable[None]]
 RETRY_CAP_S = 2.0
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """Where a worker reads: the broker, the topic, and its consumer group (by default
+    `urbana.worker.<name>`)."""
+
+    bootstrap: str
+    topic: str = EVENTS_TOPIC
+    group_id: str | None = None
+    timeouts: GroupTimeouts | None = None
+
+
 @dataclass
 class WorkerMetrics:
     handled: int = 0
@@ -90,27 +101,24 @@ class EventWorker:
         self,
         *,
         name: str,
-        bootstrap: str,
+        subscription: Subscription,
         handle: Handler,
         types: Sequence[str],
-        topic: str = EVENTS_TOPIC,
-        group_id: str | None = None,
         max_records: int = 500,
         ordered: bool = True,
         on_arrival: Arrivals | None = None,
-        timeouts: GroupTimeouts | None = None,
         retry_cap_s: float = RETRY_CAP_S,
     ) -> None:
         self.name = name
-        self._bootstrap = bootstrap
+        self._bootstrap = subscription.bootstrap
         self._handle = handle
         self._types = frozenset(types)
-        self._topic = topic
-        self._group_id = group_id or f"urbana.worker.{name}"
+        self._topic = subscription.topic
+        self._group_id = subscription.group_id or f"urbana.worker.{name}"
         self._max_records = max_records
         self._ordered = ordered
         self._on_arrival = on_arrival
-        self._timeouts = timeouts or GroupTimeouts()
+        self._timeouts = subscription.timeouts or GroupTimeouts()
         self._retry_cap_s = retry_cap_s
         self.metrics = WorkerMetrics()
         self._tails: dict[str, asyncio.Task[None]] = {}
@@ -258,11 +266,8 @@ def responder_worker(
     app: UrbanaApp,
     responder: Responder,
     coordinator: Coordination,
-    bootstrap: str,
     default_debounce_ms: int,
-    topic: str = EVENTS_TOPIC,
-    group_id: str | None = None,
-    timeouts: GroupTimeouts | None = None,
+    subscription: Subscription,
 ) -> EventWorker:
     """On MessageReceived: the responder's `BurstTrigger` (debounce, lock, answer).
 
@@ -294,24 +299,18 @@ def responder_worker(
 
     return EventWorker(
         name="responder",
-        bootstrap=bootstrap,
+        subscription=subscription,
         handle=handle,
         types=["MessageReceived"],
-        topic=topic,
-        group_id=group_id,
         ordered=False,  # the per-conversation lock serialises answers
         on_arrival=arrived,
-        timeouts=timeouts,
     )
 
 
 def dispatcher_worker(
     *,
     dispatcher: Dispatcher,
-    bootstrap: str,
-    topic: str = EVENTS_TOPIC,
-    group_id: str | None = None,
-    timeouts: GroupTimeouts | None = None,
+    subscription: Subscription,
 ) -> EventWorker:
     """On OutboundMessageQueued (ours, not the business phone's) or OutboundMessageRetried:
     send it.
@@ -333,22 +332,16 @@ def dispatcher_worker(
 
     return EventWorker(
         name="dispatcher",
-        bootstrap=bootstrap,
+        subscription=subscription,
         handle=handle,
         types=["OutboundMessageQueued", "OutboundMessageRetried"],
-        topic=topic,
-        group_id=group_id,
-        timeouts=timeouts,
     )
 
 
 def knowledge_worker(
     *,
     knowledge: KnowledgeStore,
-    bootstrap: str,
-    topic: str = EVENTS_TOPIC,
-    group_id: str | None = None,
-    timeouts: GroupTimeouts | None = None,
+    subscription: Subscription,
 ) -> EventWorker:
     """On KnowledgeDocumentAdded: chunk and embed the document into pgvector.
 
@@ -367,22 +360,16 @@ def knowledge_worker(
 
     return EventWorker(
         name="knowledge",
-        bootstrap=bootstrap,
+        subscription=subscription,
         handle=handle,
         types=["KnowledgeDocumentAdded"],
-        topic=topic,
-        group_id=group_id,
-        timeouts=timeouts,
     )
 
 
 def notifier_worker(
     *,
     notifier: HandoffNotifier,
-    bootstrap: str,
-    topic: str = EVENTS_TOPIC,
-    group_id: str | None = None,
-    timeouts: GroupTimeouts | None = None,
+    subscription: Subscription,
 ) -> EventWorker:
     """On HandoffRequested: the tenant's Telegram chat gets one notice.
 
@@ -400,11 +387,8 @@ def notifier_worker(
 
     return EventWorker(
         name="notifier",
-        bootstrap=bootstrap,
+        subscription=subscription,
         handle=handle,
         types=["HandoffRequested"],
-        topic=topic,
-        group_id=group_id,
         ordered=False,  # handoffs are independent; the ledger keys each one
-        timeouts=timeouts,
     )
