@@ -9,10 +9,10 @@ analysts see the pipeline (leads, KPIs, queues), never a conversation's text.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -99,6 +99,22 @@ def _cipher(request: Request) -> SubjectCipher:
     return container.store.cipher
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def _in_tenant(
+    request: Request,
+    principal: Principal,
+    query: Callable[Concatenate[AsyncConnection[Any], UUID, P], Awaitable[R]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """One read-model query in the caller's tenant, in its own read transaction."""
+    async with reading(request, principal.tenant_id) as conn:
+        return await query(conn, principal.tenant_id, *args, **kwargs)
+
+
 # ------------------------------------------------------------------ routes
 
 
@@ -131,23 +147,20 @@ async def conversations(
     cursor: Cursor = None,
 ) -> ConversationPage:
     """A page of conversations; follow `next_cursor` until it is null."""
-    who = _assignee(assignee)
-    async with reading(request, principal.tenant_id) as conn:
-        page = await queries.list_conversations(
-            conn,
-            principal.tenant_id,
-            status=status.value if status is not None else None,
-            assignee=who,
-            me=str(principal.subject_id),
-            label=label.strip().lower() if label is not None else None,
-            queue=queue,
-            limit=limit,
-            cursor=cursor,
-            cipher=_cipher(request),
-        )
-    return ConversationPage(
-        items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor
+    page = await _in_tenant(
+        request,
+        principal,
+        queries.list_conversations,
+        status=status.value if status is not None else None,
+        assignee=_assignee(assignee),
+        me=str(principal.subject_id),
+        label=label.strip().lower() if label is not None else None,
+        queue=queue,
+        limit=limit,
+        cursor=cursor,
+        cipher=_cipher(request),
     )
+    return ConversationPage.of(page)
 
 
 @router.get(
@@ -160,10 +173,9 @@ async def conversation(
     conversation_id: UUID, principal: Reader, request: Request
 ) -> ConversationDetailOut:
     """The conversation, its latest messages (with delivery status) and private notes."""
-    async with reading(request, principal.tenant_id) as conn:
-        found = await queries.get_conversation(
-            conn, principal.tenant_id, conversation_id, cipher=_cipher(request)
-        )
+    found = await _in_tenant(
+        request, principal, queries.get_conversation, conversation_id, cipher=_cipher(request)
+    )
     if found is None:
         raise HTTPException(404, "no such conversation")
     return ConversationDetailOut(
@@ -191,18 +203,16 @@ async def waiting(
     cursor: Cursor = None,
 ) -> ConversationPage:
     """The waiting line: who has waited longest comes first."""
-    async with reading(request, principal.tenant_id) as conn:
-        page = await queries.waiting_queue(
-            conn,
-            principal.tenant_id,
-            queue=queue,
-            limit=limit,
-            cursor=cursor,
-            cipher=_cipher(request),
-        )
-    return ConversationPage(
-        items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor
+    page = await _in_tenant(
+        request,
+        principal,
+        queries.waiting_queue,
+        queue=queue,
+        limit=limit,
+        cursor=cursor,
+        cipher=_cipher(request),
     )
+    return ConversationPage.of(page)
 
 
 @router.get(
@@ -217,16 +227,16 @@ async def leads(
     cursor: Cursor = None,
 ) -> LeadPage:
     """Leads by score, then latest activity."""
-    async with reading(request, principal.tenant_id) as conn:
-        page = await queries.list_leads(
-            conn,
-            principal.tenant_id,
-            stage=stage.value if stage is not None else None,
-            min_score=min_score,
-            limit=limit,
-            cursor=cursor,
-            cipher=_cipher(request),
-        )
+    page = await _in_tenant(
+        request,
+        principal,
+        queries.list_leads,
+        stage=stage.value if stage is not None else None,
+        min_score=min_score,
+        limit=limit,
+        cursor=cursor,
+        cipher=_cipher(request),
+    )
     return LeadPage(
         items=[LeadOut.model_validate(item) for item in page.items], next_cursor=page.next_cursor
     )
@@ -240,8 +250,7 @@ async def leads(
 )
 async def lead(lead_id: UUID, principal: Everyone, request: Request) -> LeadDetailOut:
     """The lead, and its conversations without their text."""
-    async with reading(request, principal.tenant_id) as conn:
-        found = await queries.get_lead(conn, principal.tenant_id, lead_id, cipher=_cipher(request))
+    found = await _in_tenant(request, principal, queries.get_lead, lead_id, cipher=_cipher(request))
     if found is None:
         raise HTTPException(404, "no such lead")
     return LeadDetailOut(
@@ -273,8 +282,7 @@ async def kpis(
         raise HTTPException(422, "`from` is after `to`")
     if (last - first).days >= MAX_KPI_DAYS:
         raise HTTPException(422, f"at most {MAX_KPI_DAYS} days at once")
-    async with reading(request, principal.tenant_id) as conn:
-        report = await queries.kpi_report(conn, principal.tenant_id, first, last)
+    report = await _in_tenant(request, principal, queries.kpi_report, first, last)
     return KpiReportOut.model_validate(
         {
             "from": first,
@@ -298,10 +306,9 @@ async def users(
     cursor: Cursor = None,
 ) -> MemberPage:
     """The tenant's users, oldest invitation first."""
-    async with reading(request, principal.tenant_id) as conn:
-        page = await queries.team(
-            conn, principal.tenant_id, limit=limit, cursor=cursor, cipher=_cipher(request)
-        )
+    page = await _in_tenant(
+        request, principal, queries.team, limit=limit, cursor=cursor, cipher=_cipher(request)
+    )
     return MemberPage(
         items=[MemberOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor
     )
@@ -315,8 +322,7 @@ async def users(
 )
 async def queues(principal: Everyone, request: Request) -> list[QueueOut]:
     """Every queue by name."""
-    async with reading(request, principal.tenant_id) as conn:
-        found = await queries.list_queues(conn, principal.tenant_id)
+    found = await _in_tenant(request, principal, queries.list_queues)
     return [QueueOut.model_validate(q) for q in found]
 
 
@@ -334,6 +340,5 @@ async def canned_responses(
     ] = None,
 ) -> list[CannedOut]:
     """Canned responses by shortcut; an attendant's `/shortcut` expands to one."""
-    async with reading(request, principal.tenant_id) as conn:
-        found = await queries.list_canned_responses(conn, principal.tenant_id, prefix=prefix)
+    found = await _in_tenant(request, principal, queries.list_canned_responses, prefix=prefix)
     return [CannedOut.model_validate(c) for c in found]

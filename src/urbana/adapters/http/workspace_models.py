@@ -128,6 +128,10 @@ class ConversationPage(BaseModel):
     items: list[ConversationOut]
     next_cursor: str | None
 
+    @classmethod
+    def of(cls, page: queries.Page[queries.ConversationItem]) -> ConversationPage:
+        return cls(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
+
 
 class MessageOut(BaseModel):
     model_config = _examples(
