@@ -26,7 +26,7 @@ ENVELOPE_VERSION = 1
 # republished event keeps its id.
 EVENT_ID_NAMESPACE = UUID("0b8c1d2e-7f6a-4e5d-9c3b-2a1f0e9d8c7b")
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
-_META = frozenset({"timestamp", "originator_topic", "class_version"})
+_NESTED = (dict, list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +98,10 @@ def envelope_from_stored(
     """
     raw = orjson.loads(state)
     sealed = raw.pop("_pii_", None)
-    data = {
-        k: (_plain(v) if type(v) in (dict, list) else v) for k, v in raw.items() if k not in _META
-    }
+    timestamp = raw.pop("timestamp", None)
+    schema_version = raw.pop("class_version", 1)
+    raw.pop("originator_topic", None)
+    data = {k: (_plain(v) if type(v) in _NESTED else v) for k, v in raw.items()}
     tenant = data.get("tenant_id")
     if tenant is None:
         tenant = tenant_id
@@ -109,12 +110,12 @@ def envelope_from_stored(
         event_id=_event_id(stream_id, stream_version) if event_id else "",
         type=name,
         aggregate=aggregate,
-        schema_version=int(raw.get("class_version", 1)),
+        schema_version=int(schema_version),
         stream_id=stream_id,
         stream_version=stream_version,
         position=position,
         tenant_id=str(tenant) if tenant is not None else None,
-        occurred_at=str(_plain(raw.get("timestamp"))),
+        occurred_at=str(_plain(timestamp)),
         data=data,
         encrypted=(
             {"key_id": sealed["k"], "fields": sealed["f"], "ciphertext": sealed["c"]}
@@ -130,11 +131,18 @@ def _plain(value: Any) -> Any:
     if kind is dict:
         if len(value) == 2 and "_type_" in value and "_data_" in value:
             data = value["_data_"]
-            return _uuid_text(data.lower()) if value["_type_"] == "uuid" else data
+            return _stored_uuid_text(data) if value["_type_"] == "uuid" else data
         return {k: _plain(v) for k, v in value.items()}
     if kind is list:
         return [_plain(v) for v in value]
     return value
+
+
+# Since every event names its tenant, most uuids in a page repeat (tenant, stream, lead).
+@lru_cache(maxsize=65_536)
+def _stored_uuid_text(data: str) -> str:
+    """A stored uuid (hex) as canonical text."""
+    return _uuid_text(data.lower())
 
 
 def _uuid_text(hex32: str) -> str:
