@@ -9,6 +9,9 @@ bulk with COPY. Then, on the embedded PostgreSQL (or URBANA_DATABASE_URL):
 - baseline: read the notification log in pages and decode every envelope, no writes;
 - replay: `urbana.adapters.postgres.replay.replay` of all projections (fresh tables, swap).
 Target: replay >= 30,000 events/s on the 2-core machine.
+
+--profile samples the main thread only (the projections); the log is read and decoded
+ahead in another thread, which `py-spy record --idle -- python bench/replay.py` shows.
 """
 
 from __future__ import annotations
