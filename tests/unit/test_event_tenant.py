@@ -45,13 +45,15 @@ BY_ADDED_IN_V3 = {
     "HandoffRulesChanged",
     "PromptChanged",
 }
+# Version 3 added which decay step a scheduled job applied (`decay`).
+DECAY_ADDED_IN_V3 = {"LeadScored"}
 PHONE = "5511988887777"
 
 
 def expected_version(name: str) -> int:
     if name in STARTS or name in BORN_WITH_IT:
         return 1
-    return 3 if name in BY_ADDED_IN_V3 else 2
+    return 3 if name in BY_ADDED_IN_V3 | DECAY_ADDED_IN_V3 else 2
 
 
 def now() -> datetime:

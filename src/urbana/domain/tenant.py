@@ -80,6 +80,14 @@ def _rules(value: Any) -> dict[str, str]:
     return {code: str(v) for k, v in dict(value).items() for code in codes([str(k)], "rule key")}
 
 
+def _decay_steps(value: Any) -> dict[str, int]:
+    """Hours of a lead's silence -> the (negative) score change due then."""
+    steps = {str(_whole(k)): _whole(v) for k, v in dict(value).items()}
+    if any(int(k) <= 0 for k in steps) or any(v >= 0 for v in steps.values()):
+        raise ValueError("decay steps map positive hours to negative score changes")
+    return steps
+
+
 @dataclass(frozen=True, slots=True)
 class TelegramTarget:
     """Where a tenant's attendants are told about handoffs: a chat, through its own bot."""
@@ -112,6 +120,11 @@ class TenantSettings:
     inactivity_limit_s: int = 900  # an attendant silent this long loses the conversation; 0: never
     handoff_queues: Mapping[str, str] = field(default_factory=dict)  # reason or intent -> queue id
     default_queue: str | None = None  # where a handoff no rule routes lands (None: general)
+    # Scheduled jobs (see application.jobs): a silent lead cools by these steps (hours of
+    # silence -> score change, once each per silence); an open conversation with no
+    # activity for `stale_after_days` is closed (0: never).
+    decay_steps: Mapping[str, int] = field(default_factory=lambda: {"24": -10, "48": -20})
+    stale_after_days: int = 7
 
     @property
     def hours(self) -> BusinessHours:
@@ -149,6 +162,8 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "inactivity_limit_s": _non_negative,
     "handoff_queues": _rules,
     "default_queue": _optional_str,
+    "decay_steps": _decay_steps,
+    "stale_after_days": _non_negative,
 }
 
 
