@@ -88,4 +88,6 @@ def run_job(
         f"{'would change' if r.dry_run else 'changed'}"
         for r in reports
     )
-    emit(as_json, {"runs": [r.as_json() for r in reports]}, text or "no tenant has conversations yet")
+    emit(
+        as_json, {"runs": [r.as_json() for r in reports]}, text or "no tenant has conversations yet"
+    )

@@ -111,6 +111,7 @@ SETTINGS_EXAMPLE: dict[str, Any] = {
     "default_queue": None,
     "decay_steps": {"24": -10, "48": -20},
     "stale_after_days": 7,
+    "window_exempt_channels": [],
 }
 SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
