@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     live_queue_size: int = Field(default=1_000, ge=1)
     # The assigner: how often the inactivity rule looks for conversations to take back.
     inactivity_sweep_s: float = Field(default=30.0, gt=0)
+    # The scheduler: how often it looks for due jobs, and how often a waiting one tries
+    # to take over (the lead passes within this after the leader dies).
+    scheduler_tick_s: float = Field(default=30.0, gt=0)
+    scheduler_takeover_s: float = Field(default=1.0, gt=0)
 
     @field_validator("admin_api_key", "master_key", "jwt_secret")
     @classmethod

@@ -294,22 +294,31 @@ def test_human_mode_blocks_an_ai_reply_already_queued(
         stop_api(held)
 
 
-def test_outside_the_24h_window_nothing_is_sent(
+def test_outside_the_24h_window_no_reply_is_generated(
     loop_api: Api, tenant: CloudTenant, outside: Outside
 ) -> None:
+    def handled() -> int:
+        return int(httpx.get(f"{loop_api.url}/metrics").json()["responder"]["handled"])
+
     wa_id = wa()
     payload = cloud_text(tenant.phone_number_id, wa_id, "Mensagem antiga")
     old = datetime.now(UTC) - timedelta(hours=25)
     payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = str(
         int(old.timestamp())
     )
+    before = handled()
     with httpx.Client(timeout=10) as client:
         assert post_cloud(client, loop_api, tenant, payload).status_code == 200
-    failed = wait_until(
-        lambda: events(loop_api, tenant, wa_id, "OutboundMessageFailed"), timeout=60
-    )
-    assert failed[0].reason == "outside_window"
-    assert outside.sends_to(wa_id) == []
+    wait_until(lambda: handled() > before, timeout=60)
+    # Delivered a day late: nothing the window would stop is generated (no LLM call).
+    assert outside.llm_calls_about("Mensagem antiga") == []
+    assert events(loop_api, tenant, wa_id, "AIReplyGenerated") == []
+    # The lead writes again: the window is open, and the burst is answered once.
+    send(loop_api, tenant, wa_id, "Vocês abrem no sábado?")
+    settle(outside, wa_id, 1)
+    (generated,) = events(loop_api, tenant, wa_id, "AIReplyGenerated")
+    assert generated.reply_to_seq == 2
+    assert events(loop_api, tenant, wa_id, "OutboundMessageFailed") == []
 
 
 INJECTIONS = [

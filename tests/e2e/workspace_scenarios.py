@@ -6,7 +6,7 @@ Each makes a fresh resource in the state its route acts on (see tests.e2e.test_a
 from __future__ import annotations
 
 from collections.abc import Callable
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from tests.e2e.access_helpers import Call, Scenario, Team
 from tests.e2e.conftest import Api
@@ -109,6 +109,33 @@ def _patch_settings(api: Api, owner: Team, caller: str) -> Call:
     return _call("/v1/settings", {"inactivity_limit_s": 600 + uuid4().int % 600})
 
 
+def _template(api: Api, tenant_id: UUID) -> str:
+    name = f"t_{uuid4().hex[:8]}"
+    api.store.app.register_template(
+        tenant_id,
+        name,
+        language="pt_BR",
+        parameters=["nome"],
+        text="Olá {{1}}, podemos continuar?",
+    )
+    return name
+
+
+def _put_template(api: Api, owner: Team, caller: str) -> Call:
+    body: dict[str, object] = {"language": "pt_BR", "parameters": [], "text": "Oi! Podemos ajudar?"}
+    return _call(f"/v1/templates/t_{uuid4().hex[:8]}", body)
+
+
+def _delete_template(api: Api, owner: Team, caller: str) -> Call:
+    return _call(f"/v1/templates/{_template(api, owner.tenant_id)}")
+
+
+def _send_template(api: Api, owner: Team, caller: str) -> Call:
+    cid = held(api, owner.tenant_id, _holder(caller))
+    body: dict[str, object] = {"name": _template(api, owner.tenant_id), "values": {"nome": "Ana"}}
+    return _call(_conv("template").format(cid), body)
+
+
 WORKSPACE: dict[tuple[str, str], Scenario] = {
     ("POST", "/v1/conversations/{conversation_id}/assign"): _scenario(
         200, _assign, on_a_resource=True
@@ -143,4 +170,10 @@ WORKSPACE: dict[tuple[str, str], Scenario] = {
     ("DELETE", "/v1/canned-responses/{shortcut}"): _scenario(204, _canned, on_a_resource=True),
     ("GET", "/v1/settings"): _scenario(200, _settings),
     ("PATCH", "/v1/settings"): _scenario(200, _patch_settings),
+    ("GET", "/v1/templates"): _scenario(200, lambda api, owner, caller: _call("/v1/templates")),
+    ("PUT", "/v1/templates/{name}"): _scenario(200, _put_template),
+    ("DELETE", "/v1/templates/{name}"): _scenario(204, _delete_template, on_a_resource=True),
+    ("POST", "/v1/conversations/{conversation_id}/template"): _scenario(
+        202, _send_template, on_a_resource=True
+    ),
 }

@@ -581,6 +581,31 @@ async def test_send_template_uses_the_template_and_pt_br() -> None:
     }
 
 
+async def test_send_template_fills_the_body_parameters_in_order() -> None:
+    seen: list[httpx.Request] = []
+    request = OutboundRequest(
+        to=WA,
+        text="Olá Ana! Sua visita é amanhã às 10h.",
+        template="confirmacao_visita",
+        template_language="pt_BR",
+        template_values=("Ana", "amanhã às 10h"),
+    )
+    await send_with(replying(200, ACCEPTED, seen), request)
+    assert json.loads(seen[0].content)["template"] == {
+        "name": "confirmacao_visita",
+        "language": {"code": "pt_BR"},
+        "components": [
+            {
+                "type": "body",
+                "parameters": [
+                    {"type": "text", "text": "Ana"},
+                    {"type": "text", "text": "amanhã às 10h"},
+                ],
+            }
+        ],
+    }
+
+
 async def test_send_to_a_bsuid_contact_uses_the_recipient_field() -> None:
     seen: list[httpx.Request] = []
     await send_with(replying(200, ACCEPTED, seen), OutboundRequest(to="bsuid:BR.150257", text="Oi"))

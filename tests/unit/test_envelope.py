@@ -20,6 +20,7 @@ from urbana.application.store import OrjsonTranscoder, PiiMapper
 from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.message_ref import MessageRef
+from urbana.domain.templates import Template
 from urbana.domain.tenant import ChannelRoute, Tenant
 from urbana.domain.user import ApiKey, Availability, Role, User, UserEmail
 
@@ -68,6 +69,10 @@ def history() -> list[DomainEventProtocol[UUID]]:
     tenant.save_canned_response(shortcut="/pix", text="Nossa chave Pix é loja@example.com")
     tenant.remove_canned_response(shortcut="pix")
     tenant.configure_telegram(chat_id="-100123", bot_token="123:abc")
+    welcome = Template.of("boas_vindas", "pt_BR", ["nome"], "Oi {{1}}!")
+    tenant.register_template(welcome)
+    tenant.register_template(Template.of("ate_logo", "pt_BR", [], "Até logo!"))
+    tenant.remove_template(name="ate_logo")
     route = ChannelRoute(channel="cloud", route_key="pnid1", tenant_id=tenant.id)
     lead = Lead.create(tenant.id, "phone:5511999990000", phone="5511999990000", name="Ana")
     lead.score_by(45, reason="pricing")
@@ -100,6 +105,7 @@ def history() -> list[DomainEventProtocol[UUID]]:
     conv.cancel_outbound(outbound_id="o2", reason="superseded")
     conv.request_handoff(reason="pricing", summary="quer preço")
     conv.accept_handoff(attendant="ana")
+    conv.send_template(outbound_id="t1", attendant="ana", template=welcome, values={"nome": "Rui"})
     conv.attendant_reply(now=now, outbound_id="o3", attendant="ana", text="Oi, sou a Ana")
     conv.record_send_attempt(outbound_id="o3", at=now)
     conv.mark_failed(outbound_id="o3", reason="gateway down", code="131000")

@@ -36,6 +36,8 @@ BORN_WITH_IT = {
     "CannedResponseSaved",
     "CannedResponseRemoved",
     "NotificationsConfigured",
+    "TemplateRegistered",
+    "TemplateRemoved",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -45,13 +47,17 @@ BY_ADDED_IN_V3 = {
     "HandoffRulesChanged",
     "PromptChanged",
 }
+# Version 3 added which decay step a scheduled job applied (`decay`).
+DECAY_ADDED_IN_V3 = {"LeadScored"}
+# Version 3 of OutboundMessageQueued added `template`.
+TEMPLATE_ADDED_IN_V3 = {"OutboundMessageQueued"}
 PHONE = "5511988887777"
 
 
 def expected_version(name: str) -> int:
     if name in STARTS or name in BORN_WITH_IT:
         return 1
-    return 3 if name in BY_ADDED_IN_V3 else 2
+    return 3 if name in BY_ADDED_IN_V3 | DECAY_ADDED_IN_V3 | TEMPLATE_ADDED_IN_V3 else 2
 
 
 def now() -> datetime:
@@ -93,6 +99,11 @@ def history(app: UrbanaApp) -> UUID:
     app.save_canned_response(tid, "/pix", "Nossa chave Pix é loja@example.com")
     app.remove_canned_response(tid, "pix")
     app.configure_telegram(tid, chat_id="-100123", bot_token="123:abc")
+    app.register_template(
+        tid, "boas_vindas", language="pt_BR", parameters=["nome"], text="Oi {{1}}"
+    )
+    app.register_template(tid, "ate_logo", language="pt_BR", parameters=[], text="Até logo!")
+    app.remove_template(tid, "ate_logo")
     cid = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi"))).conversation_id
     out = ai_reply(app, cid, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9)
     app.mark_sent(cid, out, "wamid.out")
@@ -106,6 +117,7 @@ def history(app: UrbanaApp) -> UUID:
     app.cancel_outbound(cid, cancelled, "superseded")
     app.request_handoff(cid, reason="pricing")
     app.accept_handoff(cid, attendant="ana")
+    app.send_template(cid, attendant="ana", name="boas_vindas", values={"nome": "Rui"})
     failed = app.attendant_reply(cid, attendant="ana", text="Oi, é a Ana")
     app.record_send_attempt(cid, failed, now())
     app.mark_failed(cid, failed, "gateway down", code="131000")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -116,6 +116,51 @@ async def test_a_burst_is_answered_once_a_second_respond_is_skipped() -> None:
     again = await responder.respond(cid)
     assert (again.action, again.detail) == ("skipped", "nothing to answer")
     assert len(llm.prompts) == 1
+
+
+async def test_no_reply_is_generated_outside_the_24_hour_window() -> None:
+    app = in_memory_app()
+    tid = tenant(app)
+    got = app.receive_message(
+        ReceiveMessage(
+            tid,
+            "cloud",
+            InboundMessage(
+                provider_message_id=f"wamid.{uuid4().hex}",
+                contact="5511988887777",
+                phone="5511988887777",
+                sent_at=datetime.now(UTC) - timedelta(hours=25),  # delivered a day late
+                kind="text",
+                text="Vocês abrem no domingo?",
+            ),
+        )
+    )
+    llm = ScriptedLLM(decision())
+    done = await Responder(app, llm).respond(got.conversation_id)
+    assert (done.action, done.detail) == ("skipped", "outside the 24-hour window")
+    assert llm.prompts == []  # no LLM spend on a reply that could not be sent
+    assert names(app, got.conversation_id)[-1] == "MessageReceived"
+
+
+async def test_a_tenant_may_lift_the_window_on_evolution_and_z_api() -> None:
+    app = in_memory_app()
+    tid = tenant(app, window_exempt_channels=["evolution"])
+    got = app.receive_message(
+        ReceiveMessage(
+            tid,
+            "evolution",
+            InboundMessage(
+                provider_message_id=f"wamid.{uuid4().hex}",
+                contact="5511988887777",
+                phone="5511988887777",
+                sent_at=datetime.now(UTC) - timedelta(hours=25),
+                kind="text",
+                text="oi",
+            ),
+        )
+    )
+    llm = ScriptedLLM(decision("Olá!", intent="greeting"))
+    assert (await Responder(app, llm).respond(got.conversation_id)).action == "replied"
 
 
 async def test_no_answer_while_a_human_owns_the_conversation() -> None:

@@ -1,7 +1,7 @@
 """The background roles, built from the composition root's container.
 
 `build_role` makes one role (relay, projector, responder, dispatcher, knowledge,
-notifier, assigner) from what `bootstrap.build` made; `build_runtime` supervises the
+notifier, assigner, scheduler) from what `bootstrap.build` made; `build_runtime` supervises the
 roles a process runs. Like the composition root, each builder imports the client
 libraries it needs when it runs, so a process imports only what its roles use.
 """
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from urbana.adapters.kafka.consumer import GroupTimeouts
     from urbana.adapters.kafka.workers import EventWorker, Subscription
     from urbana.adapters.notifier import HandoffNotifier
+    from urbana.adapters.postgres.jobs import PgJobLedger, PgJobSources
+    from urbana.adapters.postgres.store import Store
 
 
 def build_runtime(
@@ -32,8 +34,10 @@ def build_runtime(
 
 def build_role(container: Container, name: str) -> Role:
     """One background role (relay, projector, responder, dispatcher, knowledge, notifier,
-    assigner)."""
+    assigner, scheduler)."""
     s = container.settings
+    if name == "scheduler":  # the one role that needs no broker
+        return _scheduler(container)
     if not s.kafka_bootstrap:
         raise ConfigurationError(f"role {name} needs URBANA_KAFKA_BOOTSTRAP")
     if name == "relay":
@@ -127,6 +131,36 @@ def _assigner(c: Container, bootstrap: str) -> Role:
             )
 
     return Role(run=run, metrics=lambda: {"assigner": _asdict(worker.metrics)})
+
+
+def _scheduler(c: Container) -> Role:
+    """The jobs on a clock, while this process holds the scheduler's lead."""
+    from urbana.adapters.postgres.jobs import PgLeadership
+    from urbana.application.scheduler import Scheduler
+    from urbana.config import conninfo
+
+    s = c.settings
+    sources, ledger = job_ports(c.store)
+    scheduler = Scheduler(
+        c.store.app,
+        sources,
+        ledger,
+        PgLeadership(
+            conninfo(s.database_url or "", s.database_schema, wait_s=s.store_wait_s),
+            s.database_schema,
+            poll_s=s.scheduler_takeover_s,
+        ),
+        tick_s=s.scheduler_tick_s,
+        clock=c.clock,
+    )
+    return Role(run=scheduler.run, metrics=lambda: {"scheduler": _asdict(scheduler.metrics)})
+
+
+def job_ports(store: Store) -> tuple[PgJobSources, PgJobLedger]:
+    """The jobs' candidates and runs ledger on the store (the scheduler's and the CLI's)."""
+    from urbana.adapters.postgres.jobs import PgJobLedger, PgJobSources
+
+    return PgJobSources(store.pool), PgJobLedger(store.pool, store.schema)
 
 
 def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:

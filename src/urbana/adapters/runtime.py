@@ -1,5 +1,5 @@
 """Background roles of a process: relay, projector, responder, dispatcher, knowledge,
-notifier, assigner.
+notifier, assigner, scheduler.
 
 `urbana dev` runs them all inside the API process; `urbana worker --role ROLE`
 runs one per process against external services. The composition root
@@ -30,6 +30,7 @@ ROLES = (
     "knowledge",
     "notifier",
     "assigner",
+    "scheduler",
 )
 
 # A role that ran this long before it crashed restarts after the shortest pause again.

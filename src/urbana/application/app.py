@@ -2,8 +2,9 @@
 
 `UrbanaApp` composes the jobs, one module each: the unit of work under them all
 (`unit_of_work`), tenants, inbound messages and statuses, outbound messages around a
-send, the AI responder's outcomes, the attendants' commands, and users and API keys. It is the only
-writer of domain events. The command and result types are importable from here.
+send, the AI responder's outcomes, the attendants' commands, users and API keys, and
+the scheduled jobs' commands. It is the only writer of domain events.
+The command and result types are importable from here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urbana.application.access import AccessCommands
 from urbana.application.ai_outcome import AIOutcome, AIOutcomes
 from urbana.application.attendants import AttendantCommands
 from urbana.application.inbound import InboundCommands, Received, ReceiveMessage, RecordStatus
+from urbana.application.jobs import JobCommands
 from urbana.application.outbound import (
     FailedOutbound,
     OutboundCommands,
@@ -44,6 +46,7 @@ class UrbanaApp(
     AIOutcomes,
     AttendantCommands,
     AccessCommands,
+    JobCommands,
 ):
     """Commands of the conversation engine; the only writer of domain events."""
 

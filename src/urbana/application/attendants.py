@@ -8,7 +8,7 @@ user ids as strings; each command loads, calls one domain method, and saves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4, uuid5
@@ -17,8 +17,10 @@ from urbana.application.ports import SystemClock
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.attendance import expand_shortcuts, route_handoff
 from urbana.domain.conversation import Conversation, Status
+from urbana.domain.errors import InvalidInput
 from urbana.domain.hours import expectation
 from urbana.domain.lead import Lead, Stage
+from urbana.domain.templates import WINDOW_CHANNELS, window_applies
 from urbana.domain.tenant import Tenant, TenantSettings
 
 
@@ -182,6 +184,50 @@ class AttendantCommands(StoreApp):
                 attendant=attendant,
                 text=expand_shortcuts(text, tenant.canned),
                 now=at,
+                as_supervisor=as_supervisor,
+                window_applies=window_applies(
+                    conversation.channel, tenant.settings.window_exempt_channels
+                ),
+            )
+            return outbound_id
+
+        return self._retrying(work)
+
+    def send_template(
+        self,
+        conversation_id: UUID,
+        *,
+        attendant: str,
+        name: str,
+        values: Mapping[str, str],
+        idempotency_key: str | None = None,
+        as_supervisor: bool = False,
+    ) -> str:
+        """Queue one of the tenant's approved templates (any time, on the Cloud API);
+        returns its outbound id. `idempotency_key` as for `attendant_reply`."""
+        outbound_id = (
+            reply_outbound_id(conversation_id, attendant, f"template:{idempotency_key}")
+            if idempotency_key
+            else str(uuid4())
+        )
+
+        def work(uow: UnitOfWork) -> str:
+            conversation = uow.require(Conversation, conversation_id)
+            if outbound_id in conversation.outbound:
+                return outbound_id
+            if conversation.channel not in WINDOW_CHANNELS:
+                raise InvalidInput(
+                    f"templates are a Cloud API feature; this conversation is on "
+                    f"{conversation.channel}"
+                )
+            template = uow.require(Tenant, conversation.tenant_id).templates.get(name)
+            if template is None:
+                raise InvalidInput(f"no template {name!r} in this tenant")
+            conversation.send_template(
+                outbound_id=outbound_id,
+                attendant=attendant,
+                template=template,
+                values=values,
                 as_supervisor=as_supervisor,
             )
             return outbound_id

@@ -71,8 +71,10 @@ class OutboundRequest:
     """A message to send to one contact through a connected channel."""
 
     to: str
-    text: str
-    template: str | None = None
+    text: str  # a template's is its text filled in, for gateways that send only text
+    template: str | None = None  # an approved template's name (the Cloud API sends it)
+    template_language: str | None = None
+    template_values: tuple[str, ...] = ()  # its body parameters {{1}}.. in order
     # Echoed by gateways that support it in the message's status webhooks.
     callback_data: str | None = None
 

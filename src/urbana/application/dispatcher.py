@@ -61,6 +61,7 @@ from urbana.application.ports import Clock, RateLimiter, Sender, SystemClock
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import InvalidTransition, StaleStatus
 from urbana.domain.outbound import OUT
+from urbana.domain.templates import window_applies
 from urbana.domain.tenant import Tenant
 
 log = logging.getLogger(__name__)
@@ -173,14 +174,23 @@ class Dispatcher:
             await self._call(self._app.cancel_outbound, conv.id, outbound_id, reason)
             return "cancelled"
         now = self._clock()
-        if not conv.within_service_window(now):
+        if not await self._window_allows(conv, outbound_id, now):
             await self._fail(conv.id, outbound_id, "outside_window")
             return "failed"
-        first = conv.message(outbound_id).first_attempt_at or progress.started
+        message = conv.message(outbound_id)
+        first = message.first_attempt_at or progress.started
         horizon_end = min(first, progress.started) + timedelta(seconds=self._policy.horizon_s)
-        window_end = conv.service_window_ends() or horizon_end
+        free_form = message.template is None and conv.within_service_window(now)
+        window_end = (conv.service_window_ends() if free_form else None) or horizon_end
         progress.deadline = min(horizon_end, window_end)
         return None
+
+    async def _window_allows(self, conv: Conversation, outbound_id: str, now: datetime) -> bool:
+        """The 24-hour window lets the message go (the tenant is read only when it is shut)."""
+        if conv.window_allows(outbound_id, now, window_applies=True):
+            return True
+        tenant = await self._call(self._app.get, Tenant, conv.tenant_id)
+        return not window_applies(conv.channel, tenant.settings.window_exempt_channels)
 
     async def _reconciled(self, conv: Conversation, outbound_id: str, progress: _Progress) -> bool:
         """After an attempt that may have gone out, wait (bounded) for its confirmation.
@@ -228,11 +238,15 @@ class Dispatcher:
             except (StaleStatus, InvalidTransition):
                 return await self._try(conv.id, outbound_id, progress)  # it changed meanwhile
             progress.mine.add(number)
-            text = conv.message(outbound_id).text
-            assert text is not None  # a queued message always has its text
+            message = conv.message(outbound_id)
+            assert message.text is not None  # a queued message always has its text
+            template = message.template
             request = OutboundRequest(
                 to=conv.contact,
-                text=text,
+                text=message.text,
+                template=template.name if template else None,
+                template_language=template.language if template else None,
+                template_values=template.values if template else (),
                 callback_data=callback_data_for(conv.id, outbound_id),
             )
             if self._limiter is not None:
@@ -281,7 +295,7 @@ class Dispatcher:
         conv = await self._load(conversation_id)
         if not conv.is_queued(outbound_id):
             return "skipped"
-        if not conv.within_service_window(self._clock()):
+        if not await self._window_allows(conv, outbound_id, self._clock()):
             reason = "outside_window"
         else:
             attempts = conv.message(outbound_id).attempts

@@ -20,6 +20,8 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.errors import StaleStatus
 from urbana.domain.message_ref import MessageRef
 from urbana.domain.outbound import Delivery
+from urbana.domain.templates import window_applies
+from urbana.domain.tenant import Tenant
 
 DLQ_PAGE = 500
 
@@ -139,11 +141,17 @@ class OutboundCommands(StoreApp):
     ) -> None:
         """Queue a failed message again; the dispatcher sends it (the domain decides if it may)."""
         when = now or datetime.now(UTC)
-        self._on(
-            Conversation,
-            conversation_id,
-            lambda c: c.retry_outbound(outbound_id=outbound_id, by=by, now=when),
-        )
+
+        def retry(uow: UnitOfWork) -> None:
+            conversation = uow.require(Conversation, conversation_id)
+            conversation.retry_outbound(
+                outbound_id=outbound_id,
+                by=by,
+                now=when,
+                window_applies=self._window_applies(conversation),
+            )
+
+        self._retrying(retry)
 
     def failed_outbounds(
         self, tenant_id: UUID | None = None, now: datetime | None = None
@@ -176,11 +184,17 @@ class OutboundCommands(StoreApp):
                     reason=message.failure.reason,
                     code=message.failure.code,
                     failed_at=failed_at,
-                    refusal=conversation.retry_refusal(outbound_id, when),
+                    refusal=conversation.retry_refusal(
+                        outbound_id, when, window_applies=self._window_applies(conversation)
+                    ),
                 )
             )
         found.sort(key=lambda f: f.failed_at)
         return found
+
+    def _window_applies(self, conversation: Conversation) -> bool:
+        exempt = self.get(Tenant, conversation.tenant_id).settings.window_exempt_channels
+        return window_applies(conversation.channel, exempt)
 
     def _failures(self) -> dict[tuple[UUID, str], datetime]:
         """When each (conversation, outbound id) last failed, from the notification log."""

@@ -7,6 +7,7 @@ domain never import an adapter.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -225,3 +226,63 @@ class Coordination(Protocol):
         LockBusy when another holder keeps it for longer than `wait_s`.
         """
         ...
+
+
+# -------------------------------------------------------------- scheduled jobs
+
+
+class JobSources(Protocol):
+    """Where the jobs find their candidates (read models; each is checked on its aggregate)."""
+
+    def tenants(self) -> list[UUID]:
+        """Tenants with at least one conversation."""
+        ...
+
+    def silent_leads(self, tenant_id: UUID, before: datetime) -> list[tuple[UUID, list[UUID]]]:
+        """Leads with a score whose last message is older than `before`, each with its
+        conversations."""
+        ...
+
+    def stale_conversations(self, tenant_id: UUID, before: datetime) -> list[UUID]:
+        """Open conversations with no activity since `before`."""
+        ...
+
+
+class JobLedger(Protocol):
+    """The runs of each job for each tenant and period: a period runs once."""
+
+    def claim(self, job: str, tenant_id: UUID, period: datetime) -> bool:
+        """Take this run; False when it was taken (and finished or running) before."""
+        ...
+
+    def finish(
+        self, job: str, tenant_id: UUID, period: datetime, counts: Mapping[str, int]
+    ) -> None:
+        """Record the run's counts."""
+        ...
+
+    def release(self, job: str, tenant_id: UUID, period: datetime) -> None:
+        """Give the run back (it failed): the next tick takes it again."""
+        ...
+
+    def abandon_running(self) -> int:
+        """Give back the runs a scheduler that died left taken; how many."""
+        ...
+
+    def last_runs(self) -> list[dict[str, object]]:
+        """The latest finished run of each job and tenant."""
+        ...
+
+
+class Leadership(Protocol):
+    """Exactly one active scheduler across processes."""
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait until this process leads (True) or `stop` is set (False)."""
+        ...
+
+    async def check(self) -> None:
+        """`Unavailable` when leadership was lost (its session ended)."""
+        ...
+
+    async def release(self) -> None: ...

@@ -29,12 +29,14 @@ from urbana.application.ports import (
     Embeddings,
     KnowledgeSearch,
     Summarizer,
+    SystemClock,
 )
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import BurstAlreadyAnswered, InvalidTransition
 from urbana.domain.guard import check_input, check_output
 from urbana.domain.lead import Lead
 from urbana.domain.reply import LLM_FAILURE, bot_message, handoff_reason
+from urbana.domain.templates import window_applies
 from urbana.domain.tenant import Tenant, TenantSettings
 from urbana.errors import Unavailable
 
@@ -82,6 +84,12 @@ class Responder:
             return Responded("skipped", "nothing to answer")
         tenant = await asyncio.to_thread(self._app.get, Tenant, conv.tenant_id)
         settings = tenant.settings
+        if window_applies(
+            conv.channel, settings.window_exempt_channels
+        ) and not conv.within_service_window(SystemClock().now()):
+            # A reply that could not be sent is not generated: no LLM spend for it. The
+            # lead's next message opens the window and that burst is answered.
+            return Responded("skipped", "outside the 24-hour window")
         messages = settings.bot_messages
         burst = burst_of(conv.history, conv.answered_seq)
         reply_to = conv.inbound_seq

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
@@ -12,6 +12,7 @@ from urbana.application.gateways import GatewayConfig
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import channel_route_id_for
 from urbana.domain.errors import AlreadyConnected, InvalidInput, NotFound
+from urbana.domain.templates import Template
 from urbana.domain.tenant import ChannelRoute, Tenant, TenantSettings
 
 
@@ -144,6 +145,17 @@ class TenantCommands(StoreApp):
 
     def remove_canned_response(self, tenant_id: UUID, shortcut: str) -> None:
         self._on_tenant(tenant_id, lambda t: t.remove_canned_response(shortcut=shortcut))
+
+    def register_template(
+        self, tenant_id: UUID, name: str, *, language: str, parameters: Sequence[str], text: str
+    ) -> Template:
+        """Register (or replace) an approved WhatsApp template; InvalidInput when malformed."""
+        template = Template.of(name, language, parameters, text)
+        self._on_tenant(tenant_id, lambda t: t.register_template(template))
+        return template
+
+    def remove_template(self, tenant_id: UUID, name: str) -> None:
+        self._on_tenant(tenant_id, lambda t: t.remove_template(name=name))
 
     def _on_tenant(self, tenant_id: UUID, change: Callable[[Tenant], Any]) -> None:
         self._on(Tenant, tenant_id, change)

@@ -178,7 +178,9 @@ def worker(
     role: Annotated[
         list[str],
         typer.Option(
-            "--role", help="relay | projector | responder | dispatcher | knowledge | notifier"
+            "--role",
+            help="relay | projector | responder | dispatcher | knowledge | notifier | assigner"
+            " | scheduler",
         ),
     ],
     data_dir: DataDir = None,

@@ -33,7 +33,13 @@ from urbana.domain.errors import (
 )
 from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
 from urbana.domain.handling import MAX_LABELS, HumanHandling
-from urbana.domain.outbound import Delivery, OutboundMessage, OutboundMessages
+from urbana.domain.outbound import (
+    Delivery,
+    OutboundMessage,
+    OutboundMessages,
+    TemplateSend,
+    free_form,
+)
 from urbana.domain.pii import personal
 from urbana.domain.status import Status
 from urbana.domain.text import MAX_TEXT, check_text
@@ -207,7 +213,12 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         return self.status in (Status.AI, Status.WAITING_HUMAN)
 
     def _queue(
-        self, outbound_id: str, text: str, author: str, attendant: str | None = None
+        self,
+        outbound_id: str,
+        text: str,
+        author: str,
+        attendant: str | None = None,
+        template: dict[str, Any] | None = None,
     ) -> None:
         self._outbound_queued(
             lead_id=self.lead_id,
@@ -216,6 +227,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
             author=author,
             attendant=attendant,
             external_provider_id=None,
+            template=template,
         )
 
     def _remember(self, entry: dict[str, Any]) -> None:
@@ -276,12 +288,14 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         author: str,
         attendant: str | None,
         external_provider_id: str | None,
+        template: dict[str, Any] | None,
     ) -> None:
         self.outbound[outbound_id] = OutboundMessage(
             author=author,
             epoch=self.takeovers,
             delivery=Delivery.SENT if external_provider_id else Delivery.QUEUED,
             text=None if external_provider_id else text,
+            template=TemplateSend.of(template),
         )
         if author == "human":
             self.awaiting_attendant_since = None
@@ -409,7 +423,14 @@ tenant_added_in_v2(
         "ReturnedToQueue",
     ),
 )
-added_in_v3(Conversation, {"ReturnedToAI": nobody_acted, "ConversationReopened": nobody_acted})
+added_in_v3(
+    Conversation,
+    {
+        "ReturnedToAI": nobody_acted,
+        "ConversationReopened": nobody_acted,
+        "OutboundMessageQueued": free_form,
+    },
+)
 
 personal("Conversation.ConversationStarted", "contact", subject="lead_id")
 personal(
@@ -423,6 +444,6 @@ personal(
 )
 personal("Conversation.AIReplyGenerated", "text", subject="lead_id")
 personal("Conversation.AIReplyRejected", "text", subject="lead_id")
-personal("Conversation.OutboundMessageQueued", "text", subject="lead_id")
+personal("Conversation.OutboundMessageQueued", "text", "template", subject="lead_id")
 personal("Conversation.HandoffRequested", "summary", subject="lead_id")
 personal("Conversation.NoteAdded", "text", subject="lead_id")

@@ -10,7 +10,7 @@ the class that defines it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -22,7 +22,9 @@ from urbana.domain.errors import (
     NotAssignee,
     TemplateRequired,
 )
+from urbana.domain.outbound import TemplateSend
 from urbana.domain.status import Status
+from urbana.domain.templates import Template
 from urbana.domain.text import check_text
 
 MAX_LABEL = 50
@@ -68,9 +70,15 @@ class HumanHandling:
             author: str,
             attendant: str | None,
             external_provider_id: str | None,
+            template: dict[str, Any] | None,
         ) -> None: ...
         def _queue(
-            self, outbound_id: str, text: str, author: str, attendant: str | None = None
+            self,
+            outbound_id: str,
+            text: str,
+            author: str,
+            attendant: str | None = None,
+            template: dict[str, Any] | None = None,
         ) -> None: ...
         def _handoff_accepted(self, attendant: str) -> None: ...
         def _note_added(self, lead_id: UUID, note_id: str, author: str, text: str) -> None: ...
@@ -118,6 +126,7 @@ class HumanHandling:
             author="human",
             attendant="business_phone",
             external_provider_id=provider_message_id,
+            template=None,
         )
 
     def attendant_reply(
@@ -128,16 +137,36 @@ class HumanHandling:
         text: str,
         now: datetime,
         as_supervisor: bool = False,
+        window_applies: bool = True,
     ) -> None:
-        """An attendant answers: only its holder (or a supervisor), within the 24-hour window."""
+        """An attendant answers: only its holder (or a supervisor), within the 24-hour
+        window where it applies (see domain.templates)."""
         if self.status is not Status.HUMAN:
             raise InvalidTransition(f"attendants reply in human mode, not {self.status.value}")
         self._check_holder(attendant, as_supervisor)
         check_text(text, required=True)
         self._check_new_outbound(outbound_id)
-        if not self.within_service_window(now):
+        if window_applies and not self.within_service_window(now):
             raise TemplateRequired("the lead has not written for 24 hours: send a template")
         self._queue(outbound_id, text, "human", attendant=attendant)
+
+    def send_template(
+        self,
+        *,
+        outbound_id: str,
+        attendant: str,
+        template: Template,
+        values: Mapping[str, str],
+        as_supervisor: bool = False,
+    ) -> None:
+        """An attendant sends an approved template: allowed outside the 24-hour window."""
+        if self.status is not Status.HUMAN:
+            raise InvalidTransition(f"attendants send in human mode, not {self.status.value}")
+        self._check_holder(attendant, as_supervisor)
+        self._check_new_outbound(outbound_id)
+        ordered, text = template.fill(values)
+        send = TemplateSend(template.name, template.language, tuple(ordered))
+        self._queue(outbound_id, text, "human", attendant=attendant, template=send.as_event())
 
     def assign(self, *, assignee: str, by: str | None = None, queue: str | None = None) -> None:
         """Give the conversation to an attendant; assigning it to its holder changes nothing.

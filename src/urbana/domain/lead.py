@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -55,6 +56,8 @@ class Lead(TenantScoped):
         self.name = name
         self.score = 0
         self.stage = Stage.NEW
+        # The decay steps already applied to the lead's current silence ("<since>/<hours>h").
+        self.decays: frozenset[str] = frozenset()
 
     def score_by(
         self, delta: int, reason: str, thresholds: Mapping[str, int] | None = None
@@ -67,12 +70,30 @@ class Lead(TenantScoped):
         new_score = max(0, min(100, self.score + delta))
         if new_score == self.score:
             return
-        self._scored(delta=delta, score=new_score, reason=reason)
+        self._scored(delta=delta, score=new_score, reason=reason, decay=None)
         target = stage_for(new_score, thresholds or DEFAULT_THRESHOLDS)
         if STAGE_ORDER.index(target) > STAGE_ORDER.index(self.stage):
             self._stage_changed(
                 from_stage=self.stage.value, to_stage=target.value, reason=reason, by=None
             )
+
+    def decay(self, *, silent_since: datetime, after_hours: int, delta: int, reason: str) -> bool:
+        """Cool the score once for this step of this silence; False when it was done before.
+
+        A silence is named by the time of the lead's last message, so a lead who writes
+        again starts a new one, and a job that runs twice in the same hour finds the
+        step recorded on the lead and appends nothing.
+        """
+        if delta >= 0:
+            raise InvalidInput("a decay lowers the score")
+        key = f"{silent_since.isoformat()}/{after_hours}h"
+        if key in self.decays:
+            return False
+        new_score = max(0, self.score + max(delta, -MAX_DELTA))
+        if new_score == self.score:
+            return False
+        self._scored(delta=new_score - self.score, score=new_score, reason=reason, decay=key)
+        return True
 
     def move_to(self, stage: Stage, reason: str, *, by: str | None = None) -> None:
         """A user (`by`) sets the stage by hand (forward or back)."""
@@ -87,8 +108,12 @@ class Lead(TenantScoped):
             self._profile_updated(name=name)
 
     @event("LeadScored")
-    def _scored(self, delta: int, score: int, reason: str) -> None:
+    def _scored(self, delta: int, score: int, reason: str, decay: str | None) -> None:
         self.score = score
+        if decay is not None:
+            since = decay.rpartition("/")[0]
+            same_silence = {k for k in self.decays if k.rpartition("/")[0] == since}
+            self.decays = frozenset({*same_silence, decay})
 
     @event("LeadStageChanged")
     def _stage_changed(self, from_stage: str, to_stage: str, reason: str, by: str | None) -> None:
@@ -99,8 +124,13 @@ class Lead(TenantScoped):
         self.name = name
 
 
+def _no_decay(state: dict[str, Any]) -> None:
+    """Version 3 of LeadScored added `decay`: which silence step a job applied (if any)."""
+    state["decay"] = None
+
+
 tenant_added_in_v2(Lead)
-added_in_v3(Lead, {"LeadStageChanged": nobody_acted})
+added_in_v3(Lead, {"LeadStageChanged": nobody_acted, "LeadScored": _no_decay})
 
 personal("Lead.LeadCreated", "key", "phone", "name", subject="originator_id")
 personal("Lead.LeadProfileUpdated", "name", subject="originator_id")

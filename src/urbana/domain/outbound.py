@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from urbana.domain.errors import InvalidInput, InvalidTransition, StaleStatus, UnknownMessage
 
@@ -45,6 +45,30 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateSend:
+    """An approved template to send (see domain.templates): its name, language, values."""
+
+    name: str
+    language: str
+    values: tuple[str, ...]
+
+    @classmethod
+    def of(cls, data: object) -> TemplateSend | None:
+        """From an event's `template` field (None, or "[erased]" once its key is gone)."""
+        if not isinstance(data, dict):
+            return None
+        return cls(str(data["name"]), str(data["language"]), tuple(data.get("values", ())))
+
+    def as_event(self) -> dict[str, Any]:
+        return {"name": self.name, "language": self.language, "values": list(self.values)}
+
+
+def free_form(state: dict[str, Any]) -> None:
+    """Version 3 of OutboundMessageQueued added `template`; older records were free text."""
+    state["template"] = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One message to the lead: who wrote it, where it is, and how sending it went.
 
@@ -61,6 +85,7 @@ class OutboundMessage:
     first_attempt_at: datetime | None = None
     last_attempt_at: datetime | None = None
     failure: Failure | None = None
+    template: TemplateSend | None = None  # sent as an approved template (any time)
 
     @property
     def queued(self) -> bool:
@@ -151,6 +176,13 @@ class OutboundMessages:
         found = self.outbound.get(outbound_id)
         return found is not None and found.queued
 
+    def window_allows(self, outbound_id: str, now: datetime, *, window_applies: bool) -> bool:
+        """WhatsApp's 24-hour window lets this message go now: a template goes any time, a
+        free-form message within the window (where it applies: see domain.templates)."""
+        if self.message(outbound_id).template is not None or not window_applies:
+            return True
+        return self.within_service_window(now)
+
     def may_send(self, outbound_id: str) -> bool:
         """The send-time gate: an AI message is sent only while the AI owns the thread."""
         return self.message(outbound_id).queued and self._gate_allows(outbound_id)
@@ -185,7 +217,9 @@ class OutboundMessages:
         self._send_attempted(outbound_id=outbound_id, attempt=attempt, at=at)
         return attempt
 
-    def retry_refusal(self, outbound_id: str, now: datetime) -> str | None:
+    def retry_refusal(
+        self, outbound_id: str, now: datetime, *, window_applies: bool = True
+    ) -> str | None:
         """Why a failed message may not be sent again, or None when it may."""
         message = self.message(outbound_id)
         if message.delivery is not Delivery.FAILED:
@@ -198,15 +232,17 @@ class OutboundMessages:
             return "its text is not known"
         if not self._gate_allows(outbound_id):
             return "the conversation moved on (a human took over, or it is closed)"
-        if not self.within_service_window(now):
+        if not self.window_allows(outbound_id, now, window_applies=window_applies):
             return "outside_window"
         return None
 
-    def retry_outbound(self, *, outbound_id: str, by: str, now: datetime) -> None:
+    def retry_outbound(
+        self, *, outbound_id: str, by: str, now: datetime, window_applies: bool = True
+    ) -> None:
         """Queue a failed message again (an operator's or attendant's decision)."""
         if not by:
             raise InvalidInput("who retries is required")
-        refusal = self.retry_refusal(outbound_id, now)
+        refusal = self.retry_refusal(outbound_id, now, window_applies=window_applies)
         if refusal is not None:
             raise InvalidTransition(f"{outbound_id} cannot be retried: {refusal}")
         failure = self.message(outbound_id).failure

@@ -18,6 +18,7 @@ from urbana.domain.hours import DEFAULT_TIMEZONE, BusinessHours, read_week, zone
 from urbana.domain.lead import DEFAULT_THRESHOLDS
 from urbana.domain.pii import personal
 from urbana.domain.reply import MAX_REPLY
+from urbana.domain.templates import Template, exempt_channels
 
 # The document travels in its event; the store's pipelined insert stalls on events of
 # several hundred kB, so large documents are split by the operator.
@@ -80,6 +81,14 @@ def _rules(value: Any) -> dict[str, str]:
     return {code: str(v) for k, v in dict(value).items() for code in codes([str(k)], "rule key")}
 
 
+def _decay_steps(value: Any) -> dict[str, int]:
+    """Hours of a lead's silence -> the (negative) score change due then."""
+    steps = {str(_whole(k)): _whole(v) for k, v in dict(value).items()}
+    if any(int(k) <= 0 for k in steps) or any(v >= 0 for v in steps.values()):
+        raise ValueError("decay steps map positive hours to negative score changes")
+    return steps
+
+
 @dataclass(frozen=True, slots=True)
 class TelegramTarget:
     """Where a tenant's attendants are told about handoffs: a chat, through its own bot."""
@@ -112,6 +121,14 @@ class TenantSettings:
     inactivity_limit_s: int = 900  # an attendant silent this long loses the conversation; 0: never
     handoff_queues: Mapping[str, str] = field(default_factory=dict)  # reason or intent -> queue id
     default_queue: str | None = None  # where a handoff no rule routes lands (None: general)
+    # Scheduled jobs (see application.jobs): a silent lead cools by these steps (hours of
+    # silence -> score change, once each per silence); an open conversation with no
+    # activity for `stale_after_days` is closed (0: never).
+    decay_steps: Mapping[str, int] = field(default_factory=lambda: {"24": -10, "48": -20})
+    stale_after_days: int = 7
+    # Evolution API / Z-API channels where free-form messages may go after the 24-hour
+    # window (the Cloud API always keeps it: Meta's rule; see domain.templates).
+    window_exempt_channels: tuple[str, ...] = ()
 
     @property
     def hours(self) -> BusinessHours:
@@ -149,6 +166,9 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "inactivity_limit_s": _non_negative,
     "handoff_queues": _rules,
     "default_queue": _optional_str,
+    "decay_steps": _decay_steps,
+    "stale_after_days": _non_negative,
+    "window_exempt_channels": exempt_channels,
 }
 
 
@@ -175,6 +195,7 @@ class Tenant(TenantScoped):
         self.queues: dict[str, Queue] = {}  # by queue id
         self.canned: dict[str, str] = {}  # shortcut (without the slash) -> text
         self.telegram: TelegramTarget | None = None  # handoff notifications go nowhere
+        self.templates: dict[str, Template] = {}  # approved WhatsApp templates, by name
 
     def connect_channel(
         self, *, channel: str, route_key: str, public: dict[str, str], secrets: dict[str, str]
@@ -276,6 +297,32 @@ class Tenant(TenantScoped):
             raise NotFound(f"no canned response /{code}")
         self._canned_removed(shortcut=code)
 
+    def register_template(self, template: Template) -> None:
+        """Register (or replace, by name) an approved template; the same again changes nothing."""
+        if self.templates.get(template.name) == template:
+            return
+        self._template_registered(
+            name=template.name,
+            language=template.language,
+            parameters=list(template.parameters),
+            text=template.text,
+        )
+
+    def remove_template(self, *, name: str) -> None:
+        if name not in self.templates:
+            raise NotFound(f"no template {name}")
+        self._template_removed(name=name)
+
+    @event("TemplateRegistered")
+    def _template_registered(
+        self, name: str, language: str, parameters: list[str], text: str
+    ) -> None:
+        self.templates[name] = Template(name, language, tuple(parameters), text)
+
+    @event("TemplateRemoved")
+    def _template_removed(self, name: str) -> None:
+        del self.templates[name]
+
     @event("QueueCreated")
     def _queue_created(self, queue_id: str, name: str, intents: list[str]) -> None:
         self.queues[queue_id] = Queue(name=name, intents=tuple(intents))
@@ -343,6 +390,8 @@ tenant_added_in_v2(
         "CannedResponseSaved",
         "CannedResponseRemoved",
         "NotificationsConfigured",
+        "TemplateRegistered",
+        "TemplateRemoved",
     ),
 )
 

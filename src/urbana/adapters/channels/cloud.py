@@ -159,9 +159,23 @@ class CloudChannel(HttpGateway):
         else:
             payload["to"] = request.to
         if request.template:
-            language = config.get("template_language") or DEFAULT_TEMPLATE_LANGUAGE
+            language = (
+                request.template_language
+                or config.get("template_language")
+                or DEFAULT_TEMPLATE_LANGUAGE
+            )
+            template: _Json = {"name": request.template, "language": {"code": language}}
+            if request.template_values:
+                template["components"] = [
+                    {
+                        "type": "body",
+                        "parameters": [
+                            {"type": "text", "text": v} for v in request.template_values
+                        ],
+                    }
+                ]
             payload["type"] = "template"
-            payload["template"] = {"name": request.template, "language": {"code": language}}
+            payload["template"] = template
         else:
             payload["type"] = "text"
             payload["text"] = {"body": request.text, "preview_url": False}

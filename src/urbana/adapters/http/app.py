@@ -18,7 +18,16 @@ from urbana.adapters.bootstrap import (
     build_read_pool,
 )
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
-from urbana.adapters.http import access, admin, reads, stream, team, webhooks, workspace
+from urbana.adapters.http import (
+    access,
+    admin,
+    reads,
+    stream,
+    team,
+    templates,
+    webhooks,
+    workspace,
+)
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.live import LiveFeed
@@ -72,6 +81,7 @@ def create_app(
     app.include_router(access.router)
     app.include_router(workspace.router)
     app.include_router(team.router)
+    app.include_router(templates.router)
     app.include_router(reads.router)
     app.include_router(stream.router)
 

@@ -15,6 +15,8 @@ What it creates, in the schema (and the `vector` extension in `public`):
   row-level secured per tenant like the read models;
 - `urbana_relay_position`: the relay's position; `rm_republish`: republish checkpoints;
 - `urbana_notifications`: the notifier's ledger (see `adapters.postgres.notifications`);
+- `urbana_job_runs`: the scheduler's runs, one per job, tenant and period (see
+  `adapters.postgres.jobs`);
 - `rm_tracking`, `rm_replay` and every read model's live tables and views, each table
   row-level secured per tenant, and the API's read role (see `urbana.projections.schema`).
 """
@@ -40,6 +42,7 @@ DDL_LOCK = "urbana.ddl"
 EVENTS_TABLE = "urbana_events"
 RELAY_POSITION_TABLE = "urbana_relay_position"
 NOTIFICATIONS_TABLE = "urbana_notifications"
+JOB_RUNS_TABLE = "urbana_job_runs"
 KNOWLEDGE_DIM = 384  # kb_chunks' vectors: multilingual-e5-small's size (OpenAI's are asked for it)
 
 _SUBJECT_KEYS = (
@@ -91,6 +94,20 @@ _NOTIFICATIONS = (
 )
 
 
+_JOB_RUNS = (
+    f"""CREATE TABLE IF NOT EXISTS {JOB_RUNS_TABLE} (
+        job TEXT NOT NULL,
+        tenant_id UUID NOT NULL,
+        period TIMESTAMPTZ NOT NULL,
+        state TEXT NOT NULL,
+        counts JSONB,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        finished_at TIMESTAMPTZ,
+        PRIMARY KEY (job, tenant_id, period)
+    )""",
+)
+
+
 def statements() -> list[str]:
     """Our own tables (all but the event store's), unqualified: run on the schema's path."""
     read_models = [
@@ -105,6 +122,7 @@ def statements() -> list[str]:
         *tenant_security("kb_chunks"),  # the knowledge is a read model too
         *_POSITIONS,
         *_NOTIFICATIONS,
+        *_JOB_RUNS,
         *TRACKING_DDL,
         *read_models,
     ]

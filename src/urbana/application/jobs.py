@@ -1,0 +1,150 @@
+"""Jobs on a clock: what the scheduler runs for each tenant.
+
+Each job asks a read model for candidates (cheap, and maybe a moment behind the store),
+then decides on each aggregate as it is stored now. So a lead who wrote a second ago is
+not cooled, and a job run twice appends nothing the second time: the aggregate
+remembers what was done (a lead, the decay steps of its current silence; a conversation,
+that it is closed). See docs/architecture.md, Scheduled jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from urbana.application.ports import JobSources
+from urbana.application.unit_of_work import StoreApp, UnitOfWork
+from urbana.domain.conversation import Conversation, Status
+from urbana.domain.lead import Lead
+from urbana.domain.tenant import Tenant, TenantSettings
+
+SCHEDULER = "scheduler"  # `by` of what the jobs do
+STALE_RESOLUTION = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    """What one run of a job did for one tenant (in a dry run: what it would do)."""
+
+    job: str
+    tenant_id: UUID
+    dry_run: bool
+    examined: int  # candidates the read model named
+    changed: int  # aggregates changed (events appended), or that would be in a dry run
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "tenant_id": str(self.tenant_id),
+            "dry_run": self.dry_run,
+            "examined": self.examined,
+            "changed": self.changed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job of the catalogue: its name, when it runs (cron, in the tenant's time zone)."""
+
+    name: str
+    schedule: str
+    summary: str
+    run: Callable[[JobCommands, JobSources, UUID, datetime, bool], JobReport]
+
+
+class JobCommands(StoreApp):
+    """The commands the jobs issue, each deciding on the aggregate as stored now."""
+
+    def decay_lead(
+        self, lead_id: UUID, conversation_ids: Sequence[UUID], *, now: datetime, dry_run: bool
+    ) -> int:
+        """Cool a silent lead by the tenant's steps that are due; the number applied."""
+
+        def work(uow: UnitOfWork) -> int:
+            lead = uow.require(Lead, lead_id)
+            conversations = [uow.get(Conversation, c) for c in conversation_ids]
+            inbound = [c.last_inbound_at for c in conversations if c and c.last_inbound_at]
+            if not inbound:
+                return 0
+            since = max(inbound)  # the lead's last message, on any of its channels
+            steps = self.get(Tenant, lead.tenant_id).settings.decay_steps
+            applied = 0
+            for hours, delta in sorted((int(h), d) for h, d in steps.items()):
+                if now - since < timedelta(hours=hours):
+                    break
+                reason = f"no reply for {hours} h"
+                if dry_run:
+                    applied += lead.score > 0 and f"{since.isoformat()}/{hours}h" not in lead.decays
+                elif lead.decay(silent_since=since, after_hours=hours, delta=delta, reason=reason):
+                    applied += 1
+            return applied
+
+        if dry_run:
+            return work(UnitOfWork(self))
+        return self._retrying(work)
+
+    def close_if_stale(self, conversation_id: UUID, *, before: datetime, dry_run: bool) -> bool:
+        """Close the conversation when nothing happened on it since `before`."""
+
+        def work(uow: UnitOfWork) -> bool:
+            conversation = uow.require(Conversation, conversation_id)
+            last = conversation.modified_on  # its latest event, whatever it was
+            if conversation.status is Status.CLOSED or last is None or last >= before:
+                return False
+            if not dry_run:
+                conversation.close(by=SCHEDULER, resolution=STALE_RESOLUTION)
+            return True
+
+        if dry_run:
+            return work(UnitOfWork(self))
+        return self._retrying(work)
+
+    def tenant_settings(self, tenant_id: UUID) -> TenantSettings:
+        return self.get(Tenant, tenant_id).settings
+
+
+def decay_scores(
+    app: JobCommands, sources: JobSources, tenant_id: UUID, now: datetime, dry_run: bool
+) -> JobReport:
+    steps = app.tenant_settings(tenant_id).decay_steps
+    changed = examined = 0
+    if steps:
+        first = min(int(h) for h in steps)
+        candidates = sources.silent_leads(tenant_id, now - timedelta(hours=first))
+        examined = len(candidates)
+        for lead_id, conversation_ids in candidates:
+            changed += bool(app.decay_lead(lead_id, conversation_ids, now=now, dry_run=dry_run))
+    return JobReport("decay-scores", tenant_id, dry_run, examined, changed)
+
+
+def close_stale(
+    app: JobCommands, sources: JobSources, tenant_id: UUID, now: datetime, dry_run: bool
+) -> JobReport:
+    days = app.tenant_settings(tenant_id).stale_after_days
+    changed = examined = 0
+    if days:
+        before = now - timedelta(days=days)
+        candidates = sources.stale_conversations(tenant_id, before)
+        examined = len(candidates)
+        for conversation_id in candidates:
+            changed += app.close_if_stale(conversation_id, before=before, dry_run=dry_run)
+    return JobReport("close-stale", tenant_id, dry_run, examined, changed)
+
+
+JOBS: tuple[Job, ...] = (
+    Job(
+        "decay-scores",
+        "0 * * * *",
+        "cool leads with no reply (tenant setting decay_steps: hours -> score change)",
+        decay_scores,
+    ),
+    Job(
+        "close-stale",
+        "30 3 * * *",
+        "close conversations with no activity for stale_after_days (0: never)",
+        close_stale,
+    ),
+)

@@ -1,0 +1,194 @@
+"""Scheduled jobs on the real store: candidates from the read models, decisions on the
+aggregates, a period run once, and one scheduler leading at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from tests.helpers import ai_reply
+
+from urbana.adapters.postgres.jobs import PgJobLedger, PgJobSources, PgLeadership
+from urbana.adapters.postgres.replay import replay
+from urbana.adapters.postgres.store import Store
+from urbana.application.app import ReceiveMessage, UrbanaApp
+from urbana.application.channels import InboundMessage
+from urbana.application.jobs import JOBS, close_stale, decay_scores
+from urbana.application.scheduler import Scheduler
+from urbana.config import conninfo
+from urbana.domain.conversation import Conversation, Status
+from urbana.domain.lead import Lead
+
+pytestmark = pytest.mark.integration
+
+
+def write(app: UrbanaApp, tenant_id: UUID, phone: str, sent_at: datetime) -> UUID:
+    message = InboundMessage(
+        provider_message_id=f"wamid.{uuid4().hex}",
+        contact=phone,
+        phone=phone,
+        sent_at=sent_at,
+        kind="text",
+        text="quero saber o preço",
+    )
+    return app.receive_message(ReceiveMessage(tenant_id, "cloud", message)).conversation_id
+
+
+def warm_conversation(app: UrbanaApp, tenant_id: UUID, sent_at: datetime) -> UUID:
+    """A conversation whose lead scored 50 and then went quiet after `sent_at`."""
+    cid = write(app, tenant_id, f"55119{uuid4().int % 10**8:08d}", sent_at)
+    ai_reply(
+        app, cid, reply_to_seq=1, text="Olá!", intent="pricing", confidence=0.9, score_delta=50
+    )
+    return cid
+
+
+def lead_of(app: UrbanaApp, cid: UUID) -> Lead:
+    return app.get(Lead, app.get(Conversation, cid).lead_id)
+
+
+def notification_max(store: Store) -> int:
+    with store.pool.connection() as conn:
+        row = conn.execute("SELECT max(notification_id) FROM urbana_events").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def test_decay_cools_a_silent_lead_once_per_step(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Decay {uuid4().hex[:8]}")
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    cid = warm_conversation(app, tid, t0)
+    fresh = warm_conversation(app, tid, t0 + timedelta(hours=20))  # wrote later
+    replay(store.url, store.schema)
+    sources = PgJobSources(store.pool)
+
+    dry = decay_scores(app, sources, tid, t0 + timedelta(hours=25), True)
+    assert (dry.examined, dry.changed) == (1, 1)
+    assert lead_of(app, cid).score == 50  # a dry run changes nothing
+
+    report = decay_scores(app, sources, tid, t0 + timedelta(hours=25), False)
+    assert (report.examined, report.changed) == (1, 1)
+    lead = lead_of(app, cid)
+    assert lead.score == 40
+    scored = app.stream(lead.id)[-1]
+    assert (scored.reason, scored.decay) == ("no reply for 24 h", f"{t0.isoformat()}/24h")
+
+    before = notification_max(store)
+    again = decay_scores(app, sources, tid, t0 + timedelta(hours=26), False)
+    assert again.changed == 0
+    assert notification_max(store) == before
+
+    decay_scores(app, sources, tid, t0 + timedelta(hours=49), False)
+    assert lead_of(app, cid).score == 20  # the 48 h step: -20 more
+    assert lead_of(app, fresh).score == 40  # 29 h quiet at that time: only the first step
+
+
+def test_a_lead_who_wrote_after_the_read_model_is_not_cooled(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Decay {uuid4().hex[:8]}")
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    cid = warm_conversation(app, tid, t0)
+    replay(store.url, store.schema)
+    conversation = app.get(Conversation, cid)
+    write(app, tid, conversation.contact, t0 + timedelta(hours=24))  # the view does not know yet
+    report = decay_scores(app, PgJobSources(store.pool), tid, t0 + timedelta(hours=25), False)
+    assert (report.examined, report.changed) == (1, 0)
+    assert lead_of(app, cid).score == 50
+
+
+def test_close_stale_closes_an_inactive_conversation_once(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Stale {uuid4().hex[:8]}")
+    other, _ = app.register_tenant(f"Other {uuid4().hex[:8]}")
+    cid = warm_conversation(app, tid, datetime.now(UTC))
+    foreign = warm_conversation(app, other, datetime.now(UTC))
+    replay(store.url, store.schema)
+    sources = PgJobSources(store.pool)
+    now = datetime.now(UTC)
+
+    assert close_stale(app, sources, tid, now + timedelta(days=6), False).examined == 0
+    report = close_stale(app, sources, tid, now + timedelta(days=8), False)
+    assert (report.examined, report.changed) == (1, 1)
+    assert app.get(Conversation, cid).status is Status.CLOSED
+    closed = app.stream(cid)[-1]
+    assert (type(closed).__name__, closed.by, closed.resolution) == (
+        "ConversationClosed",
+        "scheduler",
+        "stale",
+    )
+    assert app.get(Conversation, foreign).status is not Status.CLOSED  # another tenant's
+
+    before = notification_max(store)
+    again = close_stale(app, sources, tid, now + timedelta(days=8), False)  # view is behind
+    assert again.changed == 0
+    assert notification_max(store) == before
+
+
+def test_the_tenants_settings_turn_jobs_off(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Off {uuid4().hex[:8]}")
+    app.change_settings(tid, stale_after_days=0, decay_steps={})
+    cid = warm_conversation(app, tid, datetime.now(UTC))
+    replay(store.url, store.schema)
+    sources, later = PgJobSources(store.pool), datetime.now(UTC) + timedelta(days=30)
+    assert close_stale(app, sources, tid, later, False).changed == 0
+    assert decay_scores(app, sources, tid, later, False).changed == 0
+    assert app.get(Conversation, cid).status is not Status.CLOSED
+
+
+class FixedClock:
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
+async def test_a_period_runs_once_however_many_ticks_see_it(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Ticks {uuid4().hex[:8]}")
+    cid = warm_conversation(app, tid, datetime.now(UTC) - timedelta(hours=30))
+    replay(store.url, store.schema)
+    ledger = PgJobLedger(store.pool, store.schema)
+    clock = FixedClock(datetime.now(UTC))
+    scheduler = Scheduler(
+        app,
+        PgJobSources(store.pool),
+        ledger,
+        PgLeadership(conninfo(store.url, store.schema), store.schema),
+        clock=clock,
+    )
+    first = await scheduler.tick()
+    assert {(r.job, r.tenant_id) for r in first} == {(j.name, tid) for j in JOBS}
+    assert lead_of(app, cid).score == 40
+    assert await scheduler.tick() == []  # same periods: nothing runs again
+    runs = {(r["job"], r["tenant_id"]): r for r in ledger.last_runs()}
+    assert runs[("decay-scores", str(tid))]["counts"] == {"examined": 1, "changed": 1}
+    clock.at += timedelta(hours=1)  # the next hourly period of decay-scores
+    assert [r.job for r in await scheduler.tick()] == ["decay-scores"]
+
+
+async def test_one_scheduler_leads_and_another_takes_over_when_it_dies(store: Store) -> None:
+    info = conninfo(store.url, store.schema)
+    first, second = (PgLeadership(info, store.schema, poll_s=0.2) for _ in range(2))
+    stop = asyncio.Event()
+    assert await first.acquire(stop)
+    waiting = asyncio.create_task(second.acquire(stop))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()  # the lock is held: the second one waits
+    # The leader's process dies: its session ends (as a crash or a lost connection would).
+    with psycopg.connect(info, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+            "AND objid = hashtext(%s)::oid",
+            (first.lock_name,),
+        )
+    assert await asyncio.wait_for(waiting, timeout=30)
+    with pytest.raises(Exception, match="leadership lost"):
+        await first.check()
+    await second.check()
+    await second.release()
