@@ -36,6 +36,7 @@ BORN_WITH_IT = {
     "CannedResponseSaved",
     "CannedResponseRemoved",
     "NotificationsConfigured",
+    "SubjectDataExported",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -93,7 +94,9 @@ def history(app: UrbanaApp) -> UUID:
     app.save_canned_response(tid, "/pix", "Nossa chave Pix é loja@example.com")
     app.remove_canned_response(tid, "pix")
     app.configure_telegram(tid, chat_id="-100123", bot_token="123:abc")
-    cid = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi"))).conversation_id
+    first = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi")))
+    cid = first.conversation_id
+    app.record_export(first.lead_id, by="aud", role="auditor", purpose="LGPD", rendering="json")
     out = ai_reply(app, cid, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9)
     app.mark_sent(cid, out, "wamid.out")
     status = StatusUpdate("wamid.out", DeliveryStatus.READ, now())

@@ -21,6 +21,7 @@ from urbana.application.outbound import (
     callback_data_for,
     parse_callback_data,
 )
+from urbana.application.privacy import PrivacyCommands
 from urbana.application.tenants import KnowledgeDocument, TenantCommands
 from urbana.domain.events import with_stream_tenant
 
@@ -44,6 +45,7 @@ class UrbanaApp(
     AIOutcomes,
     AttendantCommands,
     AccessCommands,
+    PrivacyCommands,
 ):
     """Commands of the conversation engine; the only writer of domain events."""
 

@@ -15,6 +15,8 @@ What it creates, in the schema (and the `vector` extension in `public`):
   row-level secured per tenant like the read models;
 - `urbana_relay_position`: the relay's position; `rm_republish`: republish checkpoints;
 - `urbana_notifications`: the notifier's ledger (see `adapters.postgres.notifications`);
+- `urbana_access_log`: who read which subject's data, append-only for the API's role
+  and row-level secured per tenant (see `adapters.postgres.access_log`);
 - `rm_tracking`, `rm_replay` and every read model's live tables and views, each table
   row-level secured per tenant, and the API's read role (see `urbana.projections.schema`).
 """
@@ -25,6 +27,7 @@ import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import sql
 
+from urbana.adapters.postgres.access_log import DDL as ACCESS_LOG_DDL
 from urbana.config import conninfo, postgres_parts
 from urbana.projections.schema import (
     ROLE_DDL,
@@ -105,6 +108,7 @@ def statements() -> list[str]:
         *tenant_security("kb_chunks"),  # the knowledge is a read model too
         *_POSITIONS,
         *_NOTIFICATIONS,
+        *ACCESS_LOG_DDL,
         *TRACKING_DDL,
         *read_models,
     ]
