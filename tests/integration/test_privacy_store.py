@@ -73,9 +73,9 @@ def test_records_are_every_event_of_the_streams_asked_in_commit_order(store: Sto
     positions = [r.position for r in records]
     assert positions == sorted(positions)
     assert {r.stream_id for r in records} == {
-        first.conversation_id,
-        second.conversation_id,
-        first.lead_id,
+        str(first.conversation_id),
+        str(second.conversation_id),
+        str(first.lead_id),
     }
     for stream in {r.stream_id for r in records}:
         versions = [r.version for r in records if r.stream_id == stream]

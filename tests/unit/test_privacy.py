@@ -9,9 +9,11 @@ from uuid import UUID, uuid4
 import orjson
 import pytest
 from tests.fakes import InMemoryCipher
+from tests.unit.test_envelope import history
 
 from urbana.adapters.http.audit import purpose_of
 from urbana.adapters.transcript import TranscriptRenderer, export_json
+from urbana.application.envelope import envelope_from_stored
 from urbana.application.privacy import (
     ConversationFacts,
     StoredRecord,
@@ -21,7 +23,7 @@ from urbana.application.privacy import (
     message_ref_ids,
     open_records,
 )
-from urbana.application.store import OrjsonTranscoder, PiiMapper
+from urbana.application.store import OrjsonTranscoder, PiiMapper, open_sealed
 from urbana.domain.contacts import lead_id_for, message_ref_id_for
 from urbana.domain.conversation import Conversation
 from urbana.domain.errors import InvalidInput
@@ -64,7 +66,7 @@ def records(cipher: InMemoryCipher, *aggregates: Lead | Conversation) -> list[St
     mapper = PiiMapper(OrjsonTranscoder(), cipher)
     stored = [mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
     return [
-        StoredRecord(i + 1, UUID(str(s.originator_id)), s.originator_version, s.topic, s.state)
+        StoredRecord(i + 1, str(s.originator_id), s.originator_version, s.topic, s.state)
         for i, s in enumerate(stored)
     ]
 
@@ -214,3 +216,27 @@ def test_the_purpose_is_the_query_parameter_else_the_header() -> None:
     assert purpose_of(None, "Ticket 2") == "Ticket 2"
     assert purpose_of("  ", None) is None
     assert purpose_of(None, None) is None
+
+
+def test_opened_records_read_as_the_public_envelope_with_the_personal_fields_added() -> None:
+    cipher = InMemoryCipher()
+    mapper = PiiMapper(OrjsonTranscoder(), cipher)
+    stored = [mapper.to_stored_event(e) for e in history()]  # every event type
+    rows = [
+        StoredRecord(i, str(s.originator_id), s.originator_version, s.topic, s.state)
+        for i, s in enumerate(stored, 1)
+    ]
+    for row, opened in zip(rows, open_records(cipher, rows), strict=True):
+        envelope = envelope_from_stored(
+            row.position, str(row.stream_id), row.version, row.topic, row.state
+        )
+        expected = dict(envelope.data)
+        if envelope.encrypted is not None:
+            sealed = envelope.encrypted
+            personal = open_sealed(
+                cipher, {"k": sealed["key_id"], "f": sealed["fields"], "c": sealed["ciphertext"]}
+            )
+            expected |= orjson.loads(orjson.dumps(personal))
+        assert opened.data == expected, envelope.type
+        assert (opened.type, opened.occurred_at) == (envelope.type, envelope.occurred_at)
+        assert opened.schema_version == envelope.schema_version

@@ -30,7 +30,7 @@ class PostgresSubjectStreams:
         self._pool = pool
         self._timeout_ms = int(wait_s * 1000)
         self._records = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "SELECT notification_id, originator_id::text, originator_version, topic, state "
             "FROM {} WHERE originator_id = ANY(%s::uuid[]) ORDER BY notification_id"
         ).format(events_table(schema))
         self._conversations = sql.SQL(
