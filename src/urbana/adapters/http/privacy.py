@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import container_of
+from urbana.adapters.http.common import container_of, examples
 from urbana.adapters.http.reads import NO_NUL, NOT_FOUND, Cursor, Limit, reading
 from urbana.adapters.postgres import access_log
 from urbana.adapters.postgres.subjects import PostgresSubjectStreams
@@ -54,6 +54,32 @@ class ConversationOut(BaseModel):
 
 class SubjectOut(BaseModel):
     """A data subject (a lead) and every conversation of it, on every channel."""
+
+    model_config = examples(
+        {
+            "tenant_id": "3f1c1e0e-5f6a-5b7c-8d9e-0a1b2c3d4e5f",
+            "lead_id": "9b2d6c1a-4e3f-5a6b-8c7d-1e2f3a4b5c6d",
+            "key": "phone:5511987654321",
+            "phone": "5511987654321",
+            "name": "Joana Prado",
+            "score": 40,
+            "stage": "qualified",
+            "created_at": "2026-12-01T12:00:00.000000+00:00",
+            "erased": False,
+            "conversations": [
+                {
+                    "id": "0c8e7d6f-5a4b-5c3d-9e2f-1a0b9c8d7e6f",
+                    "channel": "cloud",
+                    "contact": "5511987654321",
+                    "started_at": "2026-12-01T12:00:00.000000+00:00",
+                    "last_event_at": "2026-12-01T12:05:00.000000+00:00",
+                    "events": 9,
+                    "messages": 4,
+                }
+            ],
+            "message_refs": 4,
+        }
+    )
 
     tenant_id: UUID
     lead_id: UUID
@@ -94,6 +120,20 @@ class ExportOut(BaseModel):
 
 
 class AccessEntryOut(BaseModel):
+    model_config = examples(
+        {
+            "id": "5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c",
+            "at": "2026-12-02T09:30:00Z",
+            "actor": "7a6b5c4d-3e2f-5a1b-9c8d-7e6f5a4b3c2d",
+            "actor_kind": "user",
+            "role": "auditor",
+            "lead_id": "9b2d6c1a-4e3f-5a6b-8c7d-1e2f3a4b5c6d",
+            "resource": "9b2d6c1a-4e3f-5a6b-8c7d-1e2f3a4b5c6d",
+            "route": "GET /v1/privacy/subjects/{lead_id}/export",
+            "purpose": "LGPD art. 18, pedido 123",
+        }
+    )
+
     id: UUID
     at: datetime
     actor: str = Field(description="The user id or API key id that read")
