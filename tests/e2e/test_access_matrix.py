@@ -113,6 +113,17 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("GET", "/v1/queues"): _get("/v1/queues"),
     ("GET", "/v1/canned-responses"): _get("/v1/canned-responses"),
     ("GET", "/v1/stream"): _get("/v1/stream"),
+    ("GET", "/v1/privacy/subjects"): Scenario(
+        200,
+        lambda api, owner, _caller: Call(f"/v1/privacy/subjects?lead_id={_talk(api, owner)[1]}"),
+        on_a_resource=True,
+    ),
+    ("GET", "/v1/privacy/subjects/{lead_id}/export"): Scenario(
+        200,
+        lambda api, owner, _caller: Call(f"/v1/privacy/subjects/{_talk(api, owner)[1]}/export"),
+        on_a_resource=True,
+    ),
+    ("GET", "/v1/privacy/access-log"): _get("/v1/privacy/access-log?limit=5"),
 }
 
 

@@ -47,6 +47,7 @@ def test_a_fresh_schema_gets_every_table_the_processes_use(services: ServiceUrls
         "rm_republish",
         "urbana_notifications",  # the notifier's ledger
         "urbana_job_runs",  # the scheduler's runs
+        "urbana_access_log",  # who read which subject's data
         "rm_tracking",
         "rm_replay",
     }

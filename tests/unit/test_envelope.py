@@ -78,6 +78,7 @@ def history() -> list[DomainEventProtocol[UUID]]:
     lead.score_by(45, reason="pricing")
     lead.move_to(Stage.HOT, reason="attendant", by="user-ana")
     lead.update_profile(name="Ana Maria")
+    lead.record_export(by="user-aud", role="auditor", purpose="LGPD art. 18", rendering="json")
     conv = Conversation.start(tenant.id, "cloud", "5511999990000", lead.id)
     conv.receive(
         provider_message_id="w1",

@@ -38,6 +38,7 @@ BORN_WITH_IT = {
     "NotificationsConfigured",
     "TemplateRegistered",
     "TemplateRemoved",
+    "SubjectDataExported",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -104,7 +105,9 @@ def history(app: UrbanaApp) -> UUID:
     )
     app.register_template(tid, "ate_logo", language="pt_BR", parameters=[], text="Até logo!")
     app.remove_template(tid, "ate_logo")
-    cid = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi"))).conversation_id
+    first = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi")))
+    cid = first.conversation_id
+    app.record_export(first.lead_id, by="aud", role="auditor", purpose="LGPD", rendering="json")
     out = ai_reply(app, cid, reply_to_seq=1, text="Olá!", intent="greeting", confidence=0.9)
     app.mark_sent(cid, out, "wamid.out")
     status = StatusUpdate("wamid.out", DeliveryStatus.READ, now())

@@ -23,6 +23,7 @@ from urbana.application.outbound import (
     callback_data_for,
     parse_callback_data,
 )
+from urbana.application.privacy import PrivacyCommands
 from urbana.application.tenants import KnowledgeDocument, TenantCommands
 from urbana.domain.events import with_stream_tenant
 
@@ -47,6 +48,7 @@ class UrbanaApp(
     AttendantCommands,
     AccessCommands,
     JobCommands,
+    PrivacyCommands,
 ):
     """Commands of the conversation engine; the only writer of domain events."""
 

@@ -1,15 +1,15 @@
 """The `urbana` command (typer): one module per command group, composed here.
 
 `serve` (dev, serve, worker), `tenant`, `channel`, `kb`, `kafka`, `replay`, `dlq`,
-`user` and `apikey` (access), `jobs` and `demo`; `common` holds what they share (consoles,
-options, the settings, the store).
+`user` and `apikey` (access), `jobs`, `privacy` and `demo`; `common` holds what they
+share (consoles, options, the settings, the store).
 """
 
 from __future__ import annotations
 
 import typer
 
-from urbana.cli import access, channel, demo, dlq, jobs, kafka, kb, replay, serve, tenant
+from urbana.cli import access, channel, demo, dlq, jobs, kafka, kb, privacy, replay, serve, tenant
 
 app = typer.Typer(help="Urbana: event-sourced WhatsApp conversation engine.", no_args_is_help=True)
 app.command()(serve.dev)
@@ -25,6 +25,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(access.users, name="user")
 app.add_typer(access.apikeys, name="apikey")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(privacy.app, name="privacy")
 
 
 def main() -> None:

@@ -123,13 +123,35 @@ class Lead(TenantScoped):
     def _profile_updated(self, name: str | None) -> None:
         self.name = name
 
+    # -- data subject requests (LGPD) -------------------------------------------
+
+    def record_export(self, *, by: str, role: str, purpose: str | None, rendering: str) -> None:
+        """Record that the subject's data was handed out: who, in what role, why.
+
+        The purpose is kept in clear so that the record outlives an erasure; it names a
+        legal ground or a ticket, never personal data (hence its short limit).
+        """
+        if not by:
+            raise InvalidInput("who exported is required")
+        if purpose is not None and len(purpose) > MAX_PURPOSE:
+            raise InvalidInput(f"the purpose has at most {MAX_PURPOSE} characters")
+        self._data_exported(by=by, role=role, purpose=purpose or None, rendering=rendering)
+
+    @event("SubjectDataExported")
+    def _data_exported(self, by: str, role: str, purpose: str | None, rendering: str) -> None:
+        """Nothing on the lead changes: the event is the record."""
+
 
 def _no_decay(state: dict[str, Any]) -> None:
     """Version 3 of LeadScored added `decay`: which silence step a job applied (if any)."""
     state["decay"] = None
 
 
-tenant_added_in_v2(Lead)
+# Event types added after version 2 (they carried `tenant_id` from their first version).
+PRIVACY_EVENTS = ("SubjectDataExported",)
+MAX_PURPOSE = 200
+
+tenant_added_in_v2(Lead, born_with_it=PRIVACY_EVENTS)
 added_in_v3(Lead, {"LeadStageChanged": nobody_acted, "LeadScored": _no_decay})
 
 personal("Lead.LeadCreated", "key", "phone", "name", subject="originator_id")

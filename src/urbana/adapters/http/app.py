@@ -21,6 +21,7 @@ from urbana.adapters.health import check_kafka, check_postgres, check_redis
 from urbana.adapters.http import (
     access,
     admin,
+    privacy,
     reads,
     stream,
     team,
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(templates.router)
     app.include_router(reads.router)
     app.include_router(stream.router)
+    app.include_router(privacy.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -21,6 +21,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from urbana.adapters.bootstrap import Container
+from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.workspace_models import (
     CannedOut,
@@ -170,14 +171,27 @@ async def conversations(
     summary="One conversation with its messages, notes and handoff summary",
 )
 async def conversation(
-    conversation_id: UUID, principal: Reader, request: Request
+    conversation_id: UUID,
+    principal: Reader,
+    request: Request,
+    purpose: PurposeQuery = None,
+    x_purpose: PurposeHeader = None,
 ) -> ConversationDetailOut:
-    """The conversation, its latest messages (with delivery status) and private notes."""
+    """The conversation, its latest messages (with delivery status) and private notes.
+
+    The read is recorded in the access log (the lead's text is answered in clear)."""
     found = await _in_tenant(
         request, principal, queries.get_conversation, conversation_id, cipher=_cipher(request)
     )
     if found is None:
         raise HTTPException(404, "no such conversation")
+    await record_access(
+        request,
+        principal,
+        lead_id=found.conversation.lead_id,
+        resource=conversation_id,
+        purpose=purpose_of(purpose, x_purpose),
+    )
     return ConversationDetailOut(
         **ConversationOut.of(found.conversation).model_dump(),
         handoff_summary=found.summary,

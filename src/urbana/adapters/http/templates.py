@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, scoped
-from urbana.adapters.http.workspace import OVERSEERS, IdempotencyKey, MessageOut, Worker, me
+from urbana.adapters.http.workspace import IdempotencyKey, MessageOut, Worker, me
 from urbana.application.access import Principal
 from urbana.domain.conversation import Conversation
 from urbana.domain.templates import MAX_PARAMETERS, MAX_VALUE, Template
 from urbana.domain.tenant import Tenant
-from urbana.domain.user import Role
+from urbana.domain.user import OVERSEERS, Role
 
 router = v1_router(tags=["templates"])
 

@@ -17,6 +17,8 @@ What it creates, in the schema (and the `vector` extension in `public`):
 - `urbana_notifications`: the notifier's ledger (see `adapters.postgres.notifications`);
 - `urbana_job_runs`: the scheduler's runs, one per job, tenant and period (see
   `adapters.postgres.jobs`);
+- `urbana_access_log`: who read which subject's data, append-only for the API's role
+  and row-level secured per tenant (see `adapters.postgres.access_log`);
 - `rm_tracking`, `rm_replay` and every read model's live tables and views, each table
   row-level secured per tenant, and the API's read role (see `urbana.projections.schema`).
 """
@@ -27,6 +29,7 @@ import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import sql
 
+from urbana.adapters.postgres.access_log import DDL as ACCESS_LOG_DDL
 from urbana.config import conninfo, postgres_parts
 from urbana.projections.schema import (
     ROLE_DDL,
@@ -123,6 +126,7 @@ def statements() -> list[str]:
         *_POSITIONS,
         *_NOTIFICATIONS,
         *_JOB_RUNS,
+        *ACCESS_LOG_DDL,
         *TRACKING_DDL,
         *read_models,
     ]
