@@ -23,7 +23,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from urbana.domain.channels import CHANNELS
+from urbana.domain.channels import CHANNELS, CONSOLE
 from urbana.domain.contacts import conversation_id_for
 from urbana.domain.errors import (
     AIReplyNotAllowed,
@@ -84,6 +84,11 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         self.awaiting_attendant_since: datetime | None = None
 
     # ------------------------------------------------------------------ queries
+
+    @property
+    def is_console(self) -> bool:
+        """A test conversation of the console channel: no gateway, no KPIs, no attendant."""
+        return self.channel == CONSOLE
 
     @property
     def pending_burst(self) -> int:
@@ -150,8 +155,13 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         intent: str,
         confidence: float,
         usage: dict[str, Any] | None = None,
+        passages: list[dict[str, Any]] | None = None,
     ) -> None:
-        """The AI answered the burst up to `reply_to_seq`: record it and queue it."""
+        """The AI answered the burst up to `reply_to_seq`: record it and queue it.
+
+        `passages`: the knowledge it was given (document id, chunk, title, similarity),
+        so anyone can see later why it answered what it did.
+        """
         if self.status is not Status.AI:
             raise AIReplyNotAllowed(f"conversation is {self.status.value}")
         if reply_to_seq <= self.answered_seq:
@@ -169,6 +179,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
             intent=intent,
             confidence=confidence,
             usage=usage or {},
+            passages=[dict(p) for p in passages or ()],
         )
         self._queue(outbound_id, text, "ai")
 
@@ -259,6 +270,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         intent: str,
         confidence: float,
         usage: dict[str, Any],
+        passages: list[dict[str, Any]],
     ) -> None:
         self.answered_seq = reply_to_seq
         self.last_intent = intent
@@ -409,7 +421,21 @@ tenant_added_in_v2(
         "ReturnedToQueue",
     ),
 )
-added_in_v3(Conversation, {"ReturnedToAI": nobody_acted, "ConversationReopened": nobody_acted})
+
+
+def _no_passages(state: dict[str, Any]) -> None:
+    """Version 3 of AIReplyGenerated added the passages the AI was given; older: unknown."""
+    state["passages"] = []
+
+
+added_in_v3(
+    Conversation,
+    {
+        "ReturnedToAI": nobody_acted,
+        "ConversationReopened": nobody_acted,
+        "AIReplyGenerated": _no_passages,
+    },
+)
 
 personal("Conversation.ConversationStarted", "contact", subject="lead_id")
 personal(

@@ -18,7 +18,17 @@ from urbana.adapters.bootstrap import (
     build_read_pool,
 )
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
-from urbana.adapters.http import access, admin, reads, stream, team, webhooks, workspace
+from urbana.adapters.http import (
+    access,
+    admin,
+    channels,
+    console,
+    reads,
+    stream,
+    team,
+    webhooks,
+    workspace,
+)
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.live import LiveFeed
@@ -74,6 +84,8 @@ def create_app(
     app.include_router(team.router)
     app.include_router(reads.router)
     app.include_router(stream.router)
+    app.include_router(console.router)
+    app.include_router(channels.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

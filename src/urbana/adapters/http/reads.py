@@ -166,6 +166,11 @@ async def conversation(
         )
     if found is None:
         raise HTTPException(404, "no such conversation")
+    return detail_out(found)
+
+
+def detail_out(found: queries.ConversationDetail) -> ConversationDetailOut:
+    """One conversation as the API shows it (here and on the console route)."""
     return ConversationDetailOut(
         **ConversationOut.of(found.conversation).model_dump(),
         handoff_summary=found.summary,

@@ -129,6 +129,16 @@ class ConversationPage(BaseModel):
     next_cursor: str | None
 
 
+class PassageOut(BaseModel):
+    """A knowledge passage an AI reply was given, and how similar it was to the lead's words."""
+
+    document_id: str | None
+    document: str | None = Field(description="The knowledge document's name, when known")
+    chunk_no: int
+    title: str = Field(description="The passage's heading trail, or its first words")
+    similarity: float = Field(description="Cosine similarity to the burst, higher is closer")
+
+
 class MessageOut(BaseModel):
     model_config = _examples(
         {
@@ -159,6 +169,9 @@ class MessageOut(BaseModel):
     error: str | None
     intent: str | None
     confidence: float | None
+    passages: list[PassageOut] = Field(
+        default_factory=list, description="An AI reply's knowledge passages (else empty)"
+    )
     at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
