@@ -16,6 +16,7 @@ from tests.e2e.access_helpers import access, bearer
 from tests.e2e.conftest import Api
 from tests.e2e.fake_evolution import PAIRING_CODE, QR_IMAGE, FakeEvolution, fake_evolution
 from tests.e2e.test_console import tenant_events_since
+from tests.e2e.test_stream_api import events
 from tests.e2e.webhook_helpers import cloud_tenant, connect, create_tenant
 from urbana.adapters.postgres.schema import EVENTS_TABLE
 from urbana.domain.contacts import channel_route_id_for
@@ -196,3 +197,18 @@ def test_connect_refusals_are_problems_and_append_nothing(
     assert t.connect(str(uuid4())).status_code == 404
     assert t.connect("not-an-id").status_code == 422
     assert tenant_events_since(api, before, UUID(t.tenant_id)) == []
+
+
+def test_a_channel_state_reaches_admins_live_without_its_qr(
+    api: Api, evolution: FakeEvolution
+) -> None:
+    t = Linked(api, evolution)
+    before = api.event_count()
+    qr = {"qrcode": {"instance": t.instance, "base64": QR_IMAGE, "pairingCode": PAIRING_CODE}}
+    assert t.webhook("qrcode.updated", qr).status_code == 200
+    token = t.headers["Authorization"].removeprefix("Bearer ")
+
+    got = events(api, token, last_event_id=before, until=lambda e: e.type == "channel.updated")
+
+    assert got[-1].data == {"channel_id": t.channel_id, "state": "waiting_qr", "reason": None}
+    assert QR_IMAGE not in str([e.data for e in got])
