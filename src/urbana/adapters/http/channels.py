@@ -96,6 +96,22 @@ class ChannelOut(BaseModel):
 
 
 class ChannelList(BaseModel):
+    model_config = examples(
+        {
+            "items": [
+                {
+                    "id": "0c4f6a52-9d1e-5b7a-8c3f-2e1d0a9b8c7d",
+                    "kind": "evolution",
+                    "route_key": "loja-centro",
+                    "state": "disconnected",
+                    "state_reason": "401",
+                    "since": "2026-12-02T03:10:00Z",
+                    "qr_code": None,
+                    "pairing_code": None,
+                }
+            ]
+        }
+    )
     items: list[ChannelOut]
 
 
