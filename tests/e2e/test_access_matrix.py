@@ -8,6 +8,7 @@ scenario here that exercises it (the first test fails until it has one).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,11 +28,14 @@ from tests.e2e.access_helpers import (
     team,
 )
 from tests.e2e.conftest import Api
+from tests.e2e.fake_evolution import FakeEvolution, fake_evolution
 from tests.e2e.workspace_scenarios import WORKSPACE
 from urbana.adapters.http.app import create_app
 from urbana.adapters.postgres.replay import replay
 from urbana.application.app import ReceiveMessage
 from urbana.application.channels import InboundMessage
+from urbana.application.gateways import gateway_config
+from urbana.domain.contacts import channel_route_id_for
 from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e
@@ -74,6 +78,56 @@ def _talk(api: Api, owner: Team) -> tuple[UUID, UUID]:
         replay(api.settings.database_url or "", api.settings.database_schema)
         _TALKS[owner.tenant_id] = (started.conversation_id, started.lead_id)
     return _TALKS[owner.tenant_id]
+
+
+# A console conversation per tenant (the Testar bench), projected by a replay.
+_CONSOLE: dict[UUID, UUID] = {}
+
+
+def _console_talk(api: Api, owner: Team) -> UUID:
+    if owner.tenant_id not in _CONSOLE:
+        message = InboundMessage(
+            provider_message_id=f"console.{uuid4().hex}",
+            contact=f"console:{uuid4().hex[:12]}",
+            phone=None,
+            sent_at=datetime.now(UTC),
+            kind="text",
+            text="Oi",
+        )
+        started = api.store.app.receive_message(ReceiveMessage(owner.tenant_id, "console", message))
+        replay(api.settings.database_url or "", api.settings.database_schema)
+        _CONSOLE[owner.tenant_id] = started.conversation_id
+    return _CONSOLE[owner.tenant_id]
+
+
+# An Evolution channel per tenant, on a fake Evolution the module starts.
+EVOLUTION_KEY = "evo-" + "m" * 28
+_EVOLUTION: list[FakeEvolution] = []
+_CHANNELS: dict[UUID, UUID] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def evolution() -> Iterator[FakeEvolution]:
+    with fake_evolution(EVOLUTION_KEY) as fake:
+        _EVOLUTION.append(fake)
+        yield fake
+        _EVOLUTION.remove(fake)
+
+
+def _evolution_channel(api: Api, owner: Team) -> UUID:
+    if owner.tenant_id not in _CHANNELS:
+        instance = f"matriz-{uuid4().hex[:8]}"
+        fake = _EVOLUTION[0]
+        fake.known.add(instance)
+        fields = {
+            "instance": instance,
+            "webhook_secret": uuid4().hex,
+            "api_url": fake.url,
+            "api_key": EVOLUTION_KEY,
+        }
+        api.store.app.connect_channel(owner.tenant_id, gateway_config("evolution", fields))
+        _CHANNELS[owner.tenant_id] = channel_route_id_for("evolution", instance)
+    return _CHANNELS[owner.tenant_id]
 
 
 def _get(path: str) -> Scenario:
@@ -124,6 +178,20 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
         on_a_resource=True,
     ),
     ("GET", "/v1/privacy/access-log"): _get("/v1/privacy/access-log?limit=5"),
+    ("POST", "/v1/console/messages"): Scenario(
+        202, lambda api, owner, _caller: Call("/v1/console/messages", {"text": "Oi"})
+    ),
+    ("GET", "/v1/console/conversations/{conversation_id}"): Scenario(
+        200,
+        lambda api, owner, _caller: Call(f"/v1/console/conversations/{_console_talk(api, owner)}"),
+        on_a_resource=True,
+    ),
+    ("GET", "/v1/channels"): _get("/v1/channels"),
+    ("POST", "/v1/channels/{channel_id}/connect"): Scenario(
+        200,
+        lambda api, owner, _caller: Call(f"/v1/channels/{_evolution_channel(api, owner)}/connect"),
+        on_a_resource=True,
+    ),
 }
 
 

@@ -506,11 +506,11 @@ def test_worker_projects_an_event_then_stops_on_sigterm(dev: Dev, via: str) -> N
             conversation = Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
 
             def projected() -> list[tuple[Any, ...]]:
-                exists = dev.sql("SELECT to_regclass('rm_conversations_v2')", schema=schema)
+                exists = dev.sql("SELECT to_regclass('rm_conversations_v3')", schema=schema)
                 if not exists or exists[0][0] is None:
                     return []
                 return dev.sql(
-                    "SELECT inbound_count FROM rm_conversations_v2 WHERE id = %s",
+                    "SELECT inbound_count FROM rm_conversations_v3 WHERE id = %s",
                     conversation,
                     schema=schema,
                 )

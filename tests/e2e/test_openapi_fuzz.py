@@ -10,7 +10,9 @@ append events and are checked by their own e2e tests.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -21,6 +23,9 @@ from schemathesis.core.result import Ok
 
 from tests.e2e.conftest import Api
 from tests.e2e.test_reads_api import World, build
+from urbana.adapters.postgres.replay import replay
+from urbana.application.app import ReceiveMessage
+from urbana.application.channels import InboundMessage
 from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +36,24 @@ PROBLEM = "application/problem+json"
 @pytest.fixture(scope="module")
 def world(api: Api) -> World:
     return build(api)
+
+
+@pytest.fixture(scope="module")
+def console_conversation(api: Api, world: World) -> str:
+    """A console conversation of the world's tenant (the Testar bench), projected."""
+    message = InboundMessage(
+        provider_message_id=f"console.{uuid4().hex}",
+        contact=f"console:{uuid4().hex[:12]}",
+        phone=None,
+        sent_at=datetime.now(UTC),
+        kind="text",
+        text="Oi",
+    )
+    received = api.store.app.receive_message(
+        ReceiveMessage(world.crew.tenant_id, "console", message)
+    )
+    replay(api.settings.database_url or "", api.settings.database_schema)
+    return str(received.conversation_id)
 
 
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
@@ -52,7 +75,9 @@ def operations(api: Api) -> list[Operation]:
     return found
 
 
-def test_no_generated_read_gets_a_5xx_and_every_error_is_a_problem(api: Api, world: World) -> None:
+def test_no_generated_read_gets_a_5xx_and_every_error_is_a_problem(
+    api: Api, world: World, console_conversation: str
+) -> None:
     headers = world.crew.headers(Role.ADMIN)
     seen: dict[str, set[int]] = {}
 
@@ -72,7 +97,10 @@ def test_no_generated_read_gets_a_5xx_and_every_error_is_a_problem(api: Api, wor
     for operation in chosen:
         names = {p.name for p in operation.path_parameters}
         if names:
-            check(operation.Case(path_parameters={n: known[n] for n in names}))
+            ids = known
+            if operation.path.startswith("/v1/console/"):
+                ids = {**known, "conversation_id": console_conversation}
+            check(operation.Case(path_parameters={n: ids[n] for n in names}))
         if operation.path in known_query:
             check(operation.Case(query=known_query[operation.path]))
 

@@ -30,7 +30,12 @@ from urbana.adapters.kafka.topics import (
 )
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage, RecordStatus
-from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
+from urbana.application.channels import (
+    ChannelState,
+    DeliveryStatus,
+    InboundMessage,
+    StatusUpdate,
+)
 from urbana.application.envelope import Envelope
 from urbana.application.gateways import gateway_config
 from urbana.domain.conversation import Conversation
@@ -245,6 +250,24 @@ def rich_history(store: Store) -> None:
     app.set_user_queues(tid, user, ["vendas"])
     key = app.create_api_key(tid, role=Role.ANALYST, secret_hash="0" * 64, by=str(user))
     app.revoke_api_key(tid, key, by=None)
+    instance = f"inst{uuid4().hex[:8]}"
+    app.connect_channel(
+        tid,
+        gateway_config(
+            "evolution",
+            {
+                "instance": instance,
+                "webhook_secret": f"hook{uuid4().hex}",
+                "api_url": "http://evolution.example",
+                "api_key": f"key{uuid4().hex}",
+            },
+        ),
+    )
+    qr = ChannelState(
+        "waiting_qr", _now(), qr_code="data:image/png;base64,iVBOR", pairing_code="AB"
+    )
+    app.record_channel_state(tid, "evolution", qr)
+    app.record_channel_state(tid, "evolution", ChannelState("connected", _now(), reason="200"))
     # The business phone wrote a message whose status had arrived first.
     app.receive_message(
         ReceiveMessage(
@@ -294,6 +317,7 @@ async def test_every_published_envelope_validates_against_the_schemas(
         "TenantRegistered",
         "ChannelConnected",
         "ChannelRouted",
+        "ChannelStateChanged",
         "ConversationStarted",
         "LeadCreated",
         "MessageReceived",

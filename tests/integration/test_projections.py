@@ -155,7 +155,7 @@ async def test_runner_builds_what_replay_builds_even_with_redeliveries(
     await publish(services.kafka, topic, envelopes[: len(envelopes) // 2])  # redelivered
     metrics = await runner(services, store, topic, batch_size=7).run_until_caught_up(60)
     incremental = snapshot(store)
-    assert len(incremental["rm_conversations_v2"]) == 4
+    assert len(incremental["rm_conversations_v3"]) == 4
     assert metrics["conversation_view"].skipped == len(envelopes) // 2
     assert all(m.dead_lettered == 0 for m in metrics.values())
     replay(store.url, store.schema)
@@ -198,7 +198,7 @@ async def test_poison_event_goes_to_the_dlq_and_the_partition_moves_on(
     assert metrics["conversation_view"].dead_lettered == 2
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
         inbound_count = conn.execute(
-            "SELECT inbound_count FROM rm_conversations_v2 WHERE id = %s", (conversation_id,)
+            "SELECT inbound_count FROM rm_conversations_v3 WHERE id = %s", (conversation_id,)
         ).fetchone()
     assert inbound_count == (3,)  # the message after the poison was applied
     consumer = AIOKafkaConsumer(dlq, bootstrap_servers=services.kafka, auto_offset_reset="earliest")
@@ -336,10 +336,10 @@ async def test_run_in_a_consumer_group_follows_new_events_until_stopped(
 
 def conversations(store: Store) -> int:
     with psycopg.connect(conninfo(store.url, store.schema)) as conn:
-        exists = conn.execute("SELECT to_regclass('rm_conversations_v2')").fetchone()
+        exists = conn.execute("SELECT to_regclass('rm_conversations_v3')").fetchone()
         if not exists or exists[0] is None:
             return 0  # the runner has not started yet
-        row = conn.execute("SELECT count(*) FROM rm_conversations_v2").fetchone()
+        row = conn.execute("SELECT count(*) FROM rm_conversations_v3").fetchone()
     return int(row[0]) if row else 0
 
 

@@ -191,7 +191,7 @@ async def test_erased_lead_reads_as_erased_without_error(store: Store) -> None:
     assert by_id[s.lead_b].name == "João"
     assert {c.id: c.last_message_preview for c in listed}[s.a] == ERASED
     # no personal text is stored in clear in the read models
-    dump = rows(store, "SELECT row_to_json(m)::text FROM rm_messages_v2 m")
+    dump = rows(store, "SELECT row_to_json(m)::text FROM rm_messages_v3 m")
     assert not any("Maria" in r[0] or "Quanto custa" in r[0] for r in dump)
 
 
@@ -262,7 +262,7 @@ def test_replay_swaps_tables_views_and_sets_the_tracking_floor(store: Store) -> 
         (FLOOR, first.position)
     ]
     # Only the kpis were rebuilt: the conversation view's live table is as it was (empty).
-    assert rows(store, "SELECT count(*) FROM rm_conversations_v2") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM rm_conversations_v3") == [(0,)]
     replay(store.url, store.schema)
     again = replay(store.url, store.schema)  # swapping over existing live tables and views
     assert again.position == first.position
@@ -271,7 +271,7 @@ def test_replay_swaps_tables_views_and_sets_the_tracking_floor(store: Store) -> 
         r[0]
         for r in rows(store, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
     }
-    assert "rm_conversations_v2_pkey" in indexes
+    assert "rm_conversations_v3_pkey" in indexes
     assert not any("rebuild" in i for i in indexes)
 
 

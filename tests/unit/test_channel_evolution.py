@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from urbana.adapters.channels.errors import ChannelSendError
 from urbana.adapters.channels.evolution import EvolutionChannel, verify_jwt
 from urbana.application.channels import (
+    ChannelState,
     DeliveryStatus,
     InboundMessage,
     OutboundRequest,
@@ -211,12 +212,22 @@ def test_each_update_fixture_parses_to_its_exact_status(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["group_ignored", "update_inbound_read_ignored", "connection_update", "qrcode_updated"],
-)
+@pytest.mark.parametrize("name", ["group_ignored", "update_inbound_read_ignored"])
 def test_events_the_engine_does_not_use_parse_to_nothing(name: str) -> None:
     assert channel().parse(fixture(name)) == ()
+
+
+def test_the_link_state_fixtures_parse_to_channel_states() -> None:
+    at = datetime(2025, 6, 9, 14, 13, 49, 253000, tzinfo=UTC)
+    assert channel().parse(fixture("connection_update")) == (
+        ParsedWebhook(INSTANCE, states=(ChannelState("connected", at, reason="200"),)),
+    )
+    assert channel().parse(fixture("qrcode_updated")) == (
+        ParsedWebhook(
+            INSTANCE,
+            states=(ChannelState("waiting_qr", at, qr_code="data:image/png;base64,iVBOR"),),
+        ),
+    )
 
 
 def test_group_message_is_kept_when_groups_are_included() -> None:

@@ -15,7 +15,7 @@ import pytest
 from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead
 from urbana.domain.pii import _SPECS, pii_spec
-from urbana.domain.tenant import Tenant
+from urbana.domain.tenant import ChannelRoute, Tenant
 from urbana.domain.user import Role, User, UserEmail
 
 
@@ -59,6 +59,8 @@ def produced_events() -> dict[str, object]:
     )
     user.change_password("h2")
     index = UserEmail(email="ana@example.com", user_id=user.id, tenant_id=tenant.id)
+    route = ChannelRoute(channel="evolution", route_key="loja", tenant_id=tenant.id)
+    route.change_state(state="waiting_qr", at=now, qr_code="data:image/png;base64,iVBOR")
 
     events = [
         *conv.collect_events(),
@@ -66,6 +68,7 @@ def produced_events() -> dict[str, object]:
         *tenant.collect_events(),
         *user.collect_events(),
         *index.collect_events(),
+        *route.collect_events(),
     ]
     return {type(e).__qualname__: e for e in events}
 

@@ -74,6 +74,7 @@ def history() -> list[DomainEventProtocol[UUID]]:
     tenant.register_template(Template.of("ate_logo", "pt_BR", [], "Até logo!"))
     tenant.remove_template(name="ate_logo")
     route = ChannelRoute(channel="cloud", route_key="pnid1", tenant_id=tenant.id)
+    route.change_state(state="waiting_qr", at=now, qr_code="data:image/png;base64,iVBOR")
     lead = Lead.create(tenant.id, "phone:5511999990000", phone="5511999990000", name="Ana")
     lead.score_by(45, reason="pricing")
     lead.move_to(Stage.HOT, reason="attendant", by="user-ana")

@@ -13,7 +13,12 @@ from tests.fakes import in_memory_app
 from tests.helpers import ai_reply
 
 from urbana.application.app import AIOutcome, ReceiveMessage, RecordStatus, UrbanaApp
-from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
+from urbana.application.channels import (
+    ChannelState,
+    DeliveryStatus,
+    InboundMessage,
+    StatusUpdate,
+)
 from urbana.application.gateways import gateway_config
 from urbana.domain.conversation import Conversation
 from urbana.domain.events import events_of
@@ -39,6 +44,7 @@ BORN_WITH_IT = {
     "TemplateRegistered",
     "TemplateRemoved",
     "SubjectDataExported",
+    "ChannelStateChanged",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -52,13 +58,19 @@ BY_ADDED_IN_V3 = {
 DECAY_ADDED_IN_V3 = {"LeadScored"}
 # Version 3 of OutboundMessageQueued added `template`.
 TEMPLATE_ADDED_IN_V3 = {"OutboundMessageQueued"}
+# Version 3 of AIReplyGenerated added the passages the AI was given.
+PASSAGES_ADDED_IN_V3 = {"AIReplyGenerated"}
 PHONE = "5511988887777"
 
 
 def expected_version(name: str) -> int:
     if name in STARTS or name in BORN_WITH_IT:
         return 1
-    return 3 if name in BY_ADDED_IN_V3 | DECAY_ADDED_IN_V3 | TEMPLATE_ADDED_IN_V3 else 2
+    return (
+        3
+        if name in BY_ADDED_IN_V3 | DECAY_ADDED_IN_V3 | TEMPLATE_ADDED_IN_V3 | PASSAGES_ADDED_IN_V3
+        else 2
+    )
 
 
 def now() -> datetime:
@@ -92,6 +104,7 @@ def history(app: UrbanaApp) -> UUID:
             },
         ),
     )
+    app.record_channel_state(tid, "cloud", ChannelState("connected", now()))
     app.change_settings(tid, debounce_ms=0, handoff_intents=["price"])
     app.change_prompt(tid, "Seja breve.")
     app.add_knowledge_document(tid, "loja.md", "# Loja\nAbrimos às 9h.")

@@ -8,6 +8,7 @@ import pytest
 
 from urbana.application.envelope import Envelope
 from urbana.application.live import (
+    CHANNEL_UPDATED,
     CONVERSATION_UPDATED,
     HANDOFF_REQUESTED,
     LEAD_UPDATED,
@@ -155,6 +156,17 @@ def test_lead_events_are_lead_updated_with_score_and_stage() -> None:
     assert moved.data == {"lead_id": STREAM, "from_stage": "new", "by": "u1", "stage": "hot"}
 
 
+def test_a_channel_state_streams_without_its_qr_code() -> None:
+    changed = live_event(
+        envelope(
+            "ChannelStateChanged", {"state": "waiting_qr", "reason": None}, aggregate="ChannelRoute"
+        )
+    )
+    assert changed is not None
+    assert changed.type == CHANNEL_UPDATED
+    assert changed.data == {"channel_id": STREAM, "state": "waiting_qr", "reason": None}
+
+
 def test_events_that_change_nothing_on_screen_or_have_no_tenant_are_not_live() -> None:
     assert live_event(envelope("AIReplyGenerated", {"text": "..."})) is None
     assert live_event(envelope("OutboundSendAttempted", {"attempt": 1})) is None
@@ -163,7 +175,8 @@ def test_events_that_change_nothing_on_screen_or_have_no_tenant_are_not_live() -
 
 
 def test_analysts_see_the_pipeline_only_and_unknown_roles_nothing() -> None:
-    for role in ("attendant", "supervisor", "admin", "auditor"):
-        assert all(visible_to(role, t) for t in LIVE_TYPES)
+    for role in ("attendant", "supervisor", "auditor"):
+        assert [t for t in LIVE_TYPES if not visible_to(role, t)] == [CHANNEL_UPDATED]
+    assert all(visible_to("admin", t) for t in LIVE_TYPES)
     assert [t for t in LIVE_TYPES if visible_to("analyst", t)] == [LEAD_UPDATED]
     assert not any(visible_to("intruder", t) for t in LIVE_TYPES)

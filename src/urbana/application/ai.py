@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from urbana.domain.reply import LLM_HANDOFF_REASONS, AIDecision
 
@@ -24,6 +24,12 @@ DEFAULT_K = 4
 INTENTS = ("faq", "pricing", "purchase", "scheduling", "complaint", "cancel", "human",
            "greeting", "other")  # fmt: skip
 HUMAN_STRETCH_ENDED = "human_stretch_ended"
+DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
+
+
+def document_id_for(tenant_id: UUID, name: str) -> UUID:
+    """Documents are keyed by name: adding one again replaces its chunks."""
+    return uuid5(DOCUMENT_NAMESPACE, f"{tenant_id}:{name}")
 
 
 # -------------------------------------------------------------------------- types
@@ -206,6 +212,33 @@ def _render(entry: Mapping[str, Any]) -> ChatMessage | None:
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+
+
+TITLE_CHARS = 120
+
+
+def passage_title(text: str) -> str:
+    """A passage's heading trail ("Loja › Horário"), else its first words."""
+    trail: list[str] = []
+    for line in text.split("\n"):
+        heading = _HEADING.match(line)
+        if heading is None:
+            break
+        trail.append(heading.group(2))
+    title = " › ".join(trail) if trail else " ".join(text.split())
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
+
+
+def passage_record(passage: Passage, documents: Mapping[UUID, str]) -> dict[str, Any]:
+    """What `AIReplyGenerated` keeps of a passage: which document (id and name, from
+    `documents`) and chunk, its title, how similar it was to the burst."""
+    return {
+        "document_id": str(passage.document_id) if passage.document_id else None,
+        "document": documents.get(passage.document_id) if passage.document_id else None,
+        "chunk_no": passage.chunk_no,
+        "title": passage_title(passage.text),
+        "similarity": round(passage.score, 4),
+    }
 
 
 def chunk_markdown(text: str, *, max_chars: int = 800, overlap: int = 120) -> list[str]:

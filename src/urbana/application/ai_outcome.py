@@ -27,6 +27,8 @@ class AIOutcome:
     handoff_reason: str | None = None
     transition_message: str | None = None
     summary: str | None = None
+    # The knowledge the model was given: {document_id, chunk_no, title, similarity}.
+    passages: tuple[dict[str, Any], ...] = ()
 
 
 class AIOutcomes(StoreApp):
@@ -51,6 +53,7 @@ class AIOutcomes(StoreApp):
                     intent=outcome.intent,
                     confidence=outcome.confidence,
                     usage=outcome.usage,
+                    passages=list(outcome.passages),
                 )
                 queued.append(out)
             else:

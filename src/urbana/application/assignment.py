@@ -83,7 +83,7 @@ class AutoAssigner:
         `requested_at`): the lead gets them first, then the person.
         """
         route = await asyncio.to_thread(self._app.handoff_route, conversation_id)
-        if route.status is not Status.WAITING_HUMAN:
+        if route.status is not Status.WAITING_HUMAN or route.console:
             return Placement(conversation_id, "skipped", route.assignee, route.queue)
         candidates = await self._roster.candidates(route.tenant_id)
         recent = requested_at is None or self._clock.now() - requested_at < HANDOFF_GRACE
@@ -107,7 +107,7 @@ class AutoAssigner:
         placed: list[Placement] = []
         for conversation_id in waiting:
             route = await asyncio.to_thread(self._app.handoff_route, conversation_id)
-            if route.status is not Status.WAITING_HUMAN:
+            if route.status is not Status.WAITING_HUMAN or route.console:
                 continue
             placement = await self._place(conversation_id, candidates, route.queue)
             if placement.action == "assigned":

@@ -51,6 +51,7 @@ class HandoffRoute:
     # The AI's last answer or a system message (the transition) may still go out; a
     # takeover now would void it.
     messages_pending: bool
+    console: bool = False  # a console test: the tenant's admin is the "lead"; nobody is assigned
 
 
 class AttendantCommands(StoreApp):
@@ -277,6 +278,7 @@ class AttendantCommands(StoreApp):
                 message.author in ("ai", "system") and conversation.may_send(outbound_id)
                 for outbound_id, message in conversation.outbound.items()
             ),
+            console=conversation.is_console,
         )
 
     def wait_in_queue(self, conversation_id: UUID, *, queue: str | None, now: datetime) -> bool:

@@ -58,12 +58,24 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelState:
+    """What a gateway says of its link to WhatsApp (`urbana.domain.tenant.CHANNEL_STATES`)."""
+
+    state: str  # connected | connecting | disconnected | waiting_qr
+    at: datetime
+    reason: str | None = None
+    qr_code: str | None = None  # waiting_qr: the QR image as the gateway sends it (base64)
+    pairing_code: str | None = None  # waiting_qr: the code typed on the phone instead
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedWebhook:
     """What one webhook carried: the routing key and the normalised items."""
 
     route_key: str  # phone_number_id (cloud) or instance name/id (evolution, zapi)
     messages: tuple[InboundMessage, ...] = ()
     statuses: tuple[StatusUpdate, ...] = ()
+    states: tuple[ChannelState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

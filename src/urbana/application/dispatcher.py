@@ -58,6 +58,7 @@ from urbana.application.app import UrbanaApp, callback_data_for
 from urbana.application.breaker import ChannelBreaker
 from urbana.application.channels import OutboundRequest, SendFailed
 from urbana.application.ports import Clock, RateLimiter, Sender, SystemClock
+from urbana.domain.channels import CONSOLE
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import InvalidTransition, StaleStatus
 from urbana.domain.outbound import OUT
@@ -218,10 +219,12 @@ class Dispatcher:
 
     async def _attempt(self, conv: Conversation, outbound_id: str, progress: _Progress) -> str:
         tenant = await self._call(self._app.get, Tenant, conv.tenant_id)
-        route = tenant.settings.outbound or conv.channel
+        # A console conversation (the tenant testing its bot) never reaches a gateway,
+        # whatever the tenant's outbound setting; it needs no connected channel.
+        route = CONSOLE if conv.is_console else (tenant.settings.outbound or conv.channel)
         sender = self._senders.get(route)
         channel = tenant.channels.get(conv.channel)
-        if sender is None or (channel is None and route == conv.channel):
+        if sender is None or (channel is None and route == conv.channel and route != CONSOLE):
             await self._fail(conv.id, outbound_id, f"channel_not_connected:{route}")
             return "failed"
         config = {**(channel or {}).get("public", {}), **(channel or {}).get("secrets", {})}

@@ -1,4 +1,4 @@
-"""What attendants see change live: store events as the stream's four event types.
+"""What attendants see change live: store events as the stream's event types.
 
 `live_event` turns one public envelope into a `LiveEvent` (or None for the events an
 attendant's screen does not change on). Its `id` is the event's global position, so a
@@ -26,16 +26,23 @@ CONVERSATION_UPDATED = "conversation.updated"
 MESSAGE_CREATED = "message.created"
 HANDOFF_REQUESTED = "handoff.requested"
 LEAD_UPDATED = "lead.updated"
-LIVE_TYPES = (CONVERSATION_UPDATED, MESSAGE_CREATED, HANDOFF_REQUESTED, LEAD_UPDATED)
+CHANNEL_UPDATED = "channel.updated"  # a channel's link state (see docs: Channel state)
+LIVE_TYPES = (
+    CONVERSATION_UPDATED,
+    MESSAGE_CREATED,
+    HANDOFF_REQUESTED,
+    LEAD_UPDATED,
+    CHANNEL_UPDATED,
+)
 
-_EVERYTHING = frozenset(LIVE_TYPES)
-# Analysts work on the pipeline, not on conversations. `Role` is a StrEnum, so a role
-# given as its plain string finds its entry too.
+_WORKSPACE = frozenset({CONVERSATION_UPDATED, MESSAGE_CREATED, HANDOFF_REQUESTED, LEAD_UPDATED})
+# Analysts work on the pipeline, not on conversations; only admins manage channels.
+# `Role` is a StrEnum, so a role given as its plain string finds its entry too.
 ROLE_SEES: Mapping[str, frozenset[str]] = {
-    Role.ATTENDANT: _EVERYTHING,
-    Role.SUPERVISOR: _EVERYTHING,
-    Role.ADMIN: _EVERYTHING,
-    Role.AUDITOR: _EVERYTHING,
+    Role.ATTENDANT: _WORKSPACE,
+    Role.SUPERVISOR: _WORKSPACE,
+    Role.ADMIN: frozenset(LIVE_TYPES),
+    Role.AUDITOR: _WORKSPACE,
     Role.ANALYST: frozenset({LEAD_UPDATED}),
 }
 
@@ -162,6 +169,11 @@ _MAP: dict[str, tuple[str, Fields]] = {
     "Lead.LeadScored": (LEAD_UPDATED, _lead("score", "delta")),
     "Lead.LeadStageChanged": (LEAD_UPDATED, _lead("from_stage", "by", stage="to_stage")),
     "Lead.LeadProfileUpdated": (LEAD_UPDATED, _lead()),
+    # The state only: the QR code stays sealed (admins read it from GET /v1/channels).
+    "ChannelRoute.ChannelStateChanged": (
+        CHANNEL_UPDATED,
+        lambda e: {"channel_id": e.stream_id, **_pick(e, "state", "reason")},
+    ),
 }
 
 LIVE_SOURCES = frozenset(_MAP)

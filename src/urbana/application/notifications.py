@@ -87,7 +87,8 @@ def handoff_notice(
 ) -> HandoffNotice | None:
     """The notice of the `HandoffRequested` at `version` of the conversation, decrypted.
 
-    None when that event is not a handoff (nothing to tell). Synchronous: it reads the
+    None when that event is not a handoff, or the conversation is a console test
+    (nothing to tell). Synchronous: it reads the
     store (run it in a worker thread).
     """
     events = list(app.events.get(conversation_id, gt=version - 1, lte=version))
@@ -95,6 +96,8 @@ def handoff_notice(
         return None
     handoff: Any = events[0]
     conv = app.get(Conversation, conversation_id)
+    if conv.is_console:
+        return None  # the tenant testing its bot: nobody is waiting for a person
     try:
         lead = app.get(Lead, conv.lead_id)
         name = lead.name if lead.name != ERASED else None

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from urbana.application.ai import Passage, build_prompt, burst_of
+from urbana.application.ai import (
+    Passage,
+    build_prompt,
+    burst_of,
+    document_id_for,
+    passage_record,
+)
 from urbana.application.app import AIOutcome, UrbanaApp
 from urbana.application.ports import (
     LLM,
@@ -153,6 +159,7 @@ class Responder:
             handoff_reason=reason,
             transition_message=bot_message("handoff", messages) if reason else None,
             summary=summary,
+            passages=tuple(passage_record(p, _documents(tenant)) for p in passages),
         )
         return await self._record(conversation_id, outcome)
 
@@ -279,6 +286,11 @@ class BurstTrigger:
                 await self._coordination.note_messages(latest)
         except (CoordinationUnavailable, TimeoutError) as exc:
             log.warning("responder: could not note %d arrivals: %s", len(latest), exc)
+
+
+def _documents(tenant: Tenant) -> dict[UUID, str]:
+    """The tenant's knowledge documents by id, to name the passages an answer used."""
+    return {document_id_for(tenant.id, name): name for name in tenant.knowledge_documents}
 
 
 def _summary(burst: str, intent: str, reason: str | None) -> str:

@@ -5,15 +5,31 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
+from urbana.application.channels import ChannelState
 from urbana.application.gateways import GatewayConfig
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import channel_route_id_for
 from urbana.domain.errors import AlreadyConnected, InvalidInput, NotFound
 from urbana.domain.templates import Template
 from urbana.domain.tenant import ChannelRoute, Tenant, TenantSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelView:
+    """One of a tenant's channels and its live state, as the API shows it."""
+
+    id: UUID  # its route's stream: uuid5 of kind and key
+    kind: str
+    route_key: str  # phone number id, instance, instance id
+    state: str | None  # None: the gateway has said nothing yet
+    reason: str | None
+    since: datetime | None
+    qr_code: str | None
+    pairing_code: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +172,61 @@ class TenantCommands(StoreApp):
 
     def remove_template(self, tenant_id: UUID, name: str) -> None:
         self._on_tenant(tenant_id, lambda t: t.remove_template(name=name))
+
+    def record_channel_state(self, tenant_id: UUID, kind: str, state: ChannelState) -> bool:
+        """Record a gateway's word on the tenant's channel of `kind`; False when it changes
+        nothing (the same state again). NotFound when the tenant has no such channel."""
+
+        def work(uow: UnitOfWork) -> bool:
+            route = uow.require(ChannelRoute, self._channel_id(uow, tenant_id, kind))
+            return route.change_state(
+                state=state.state,
+                at=state.at,
+                reason=state.reason,
+                qr_code=state.qr_code,
+                pairing_code=state.pairing_code,
+            )
+
+        return self._retrying(work)
+
+    def channels(self, tenant_id: UUID) -> list[ChannelView]:
+        """The tenant's channels with their live state, in the order they were connected."""
+        tenant = self.get(Tenant, tenant_id)
+        views = []
+        for kind, config in tenant.channels.items():
+            route_id = channel_route_id_for(kind, config["route_key"])
+            route = self.get(ChannelRoute, route_id)
+            views.append(
+                ChannelView(
+                    id=route_id,
+                    kind=kind,
+                    route_key=config["route_key"],
+                    state=route.state,
+                    reason=route.state_reason,
+                    since=route.state_at,
+                    qr_code=route.pairing.get("qr_code"),
+                    pairing_code=route.pairing.get("pairing_code"),
+                )
+            )
+        return views
+
+    def channel(self, tenant_id: UUID, channel_id: UUID) -> tuple[str, dict[str, str]]:
+        """The tenant's channel by id: its kind and configuration (public and secrets).
+
+        Another tenant's channel, or a route that is only a secret's hash, is NotFound.
+        """
+        tenant = self.get(Tenant, tenant_id)
+        for kind, config in tenant.channels.items():
+            if channel_route_id_for(kind, config["route_key"]) == channel_id:
+                return kind, {**config["public"], **config["secrets"]}
+        raise NotFound(f"no channel {channel_id}")
+
+    @staticmethod
+    def _channel_id(uow: UnitOfWork, tenant_id: UUID, kind: str) -> UUID:
+        config = uow.require(Tenant, tenant_id).channels.get(kind)
+        if config is None:
+            raise NotFound(f"no {kind} channel")
+        return channel_route_id_for(kind, config["route_key"])
 
     def _on_tenant(self, tenant_id: UUID, change: Callable[[Tenant], Any]) -> None:
         self._on(Tenant, tenant_id, change)

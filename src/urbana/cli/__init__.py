@@ -1,15 +1,28 @@
 """The `urbana` command (typer): one module per command group, composed here.
 
 `serve` (dev, serve, worker), `tenant`, `channel`, `kb`, `kafka`, `replay`, `dlq`,
-`user` and `apikey` (access), `jobs`, `privacy` and `demo`; `common` holds what they
-share (consoles, options, the settings, the store).
+`user` and `apikey` (access), `jobs`, `privacy`, `demo` and `chat`; `common` holds what
+they share (consoles, options, the settings, the store).
 """
 
 from __future__ import annotations
 
 import typer
 
-from urbana.cli import access, channel, demo, dlq, jobs, kafka, kb, privacy, replay, serve, tenant
+from urbana.cli import (
+    access,
+    channel,
+    chat,
+    demo,
+    dlq,
+    jobs,
+    kafka,
+    kb,
+    privacy,
+    replay,
+    serve,
+    tenant,
+)
 
 app = typer.Typer(help="Urbana: event-sourced WhatsApp conversation engine.", no_args_is_help=True)
 app.command()(serve.dev)
@@ -17,6 +30,7 @@ app.command()(serve.serve)
 app.command()(serve.worker)
 app.command()(replay.replay)
 app.command()(demo.demo)
+app.command()(chat.chat)
 app.add_typer(tenant.app, name="tenant")
 app.add_typer(channel.app, name="channel")
 app.add_typer(kb.app, name="kb")

@@ -37,7 +37,8 @@ def normalise_phone(raw: str) -> str:
 
 
 def contact_key(contact: str) -> str:
-    """The canonical key of a contact: `phone:<digits>`, `lid:<id>` or `bsuid:<id>`."""
+    """The canonical key of a contact: `phone:<digits>`, `lid:<id>`, `bsuid:<id>`, or
+    `console:<session>` (an admin testing the bot through the console channel)."""
     value = contact.strip()
     if not value:
         raise InvalidInput("empty contact")
@@ -46,6 +47,11 @@ def contact_key(contact: str) -> str:
         if not rest:
             raise InvalidInput("empty @lid id")
         return "lid:" + rest
+    if value.startswith("console:"):
+        rest = value.removeprefix("console:").strip()
+        if not rest:
+            raise InvalidInput("empty console session")
+        return "console:" + rest
     if value.startswith("bsuid:"):
         rest = value.removeprefix("bsuid:").strip()
         if not rest:

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from urbana.domain.channels import CHANNELS
+from urbana.domain.channels import CHANNELS, CONSOLE
 from urbana.domain.contacts import conversation_id_for
 from urbana.domain.errors import (
     AIReplyNotAllowed,
@@ -31,15 +31,15 @@ from urbana.domain.errors import (
     InvalidInput,
     InvalidTransition,
 )
-from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
-from urbana.domain.handling import MAX_LABELS, HumanHandling
-from urbana.domain.outbound import (
-    Delivery,
-    OutboundMessage,
-    OutboundMessages,
-    TemplateSend,
-    free_form,
+from urbana.domain.events import (
+    TenantScoped,
+    added_in_v3,
+    defaults,
+    nobody_acted,
+    tenant_added_in_v2,
 )
+from urbana.domain.handling import MAX_LABELS, HumanHandling
+from urbana.domain.outbound import Delivery, OutboundMessage, OutboundMessages, TemplateSend
 from urbana.domain.pii import personal
 from urbana.domain.status import Status
 from urbana.domain.text import MAX_TEXT, check_text
@@ -90,6 +90,11 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         self.awaiting_attendant_since: datetime | None = None
 
     # ------------------------------------------------------------------ queries
+
+    @property
+    def is_console(self) -> bool:
+        """A test conversation of the console channel: no gateway, no KPIs, no attendant."""
+        return self.channel == CONSOLE
 
     @property
     def pending_burst(self) -> int:
@@ -156,8 +161,13 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         intent: str,
         confidence: float,
         usage: dict[str, Any] | None = None,
+        passages: list[dict[str, Any]] | None = None,
     ) -> None:
-        """The AI answered the burst up to `reply_to_seq`: record it and queue it."""
+        """The AI answered the burst up to `reply_to_seq`: record it and queue it.
+
+        `passages`: the knowledge it was given (document id, chunk, title, similarity),
+        so anyone can see later why it answered what it did.
+        """
         if self.status is not Status.AI:
             raise AIReplyNotAllowed(f"conversation is {self.status.value}")
         if reply_to_seq <= self.answered_seq:
@@ -175,6 +185,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
             intent=intent,
             confidence=confidence,
             usage=usage or {},
+            passages=[dict(p) for p in passages or ()],
         )
         self._queue(outbound_id, text, "ai")
 
@@ -271,6 +282,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         intent: str,
         confidence: float,
         usage: dict[str, Any],
+        passages: list[dict[str, Any]],
     ) -> None:
         self.answered_seq = reply_to_seq
         self.last_intent = intent
@@ -413,35 +425,17 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         self.status = Status.AI
 
 
-tenant_added_in_v2(
-    Conversation,
-    born_with_it=(
-        "ConversationAssigned",
-        "ConversationTransferred",
-        "NoteAdded",
-        "LabelsChanged",
-        "ReturnedToQueue",
-    ),
-)
-added_in_v3(
-    Conversation,
-    {
-        "ReturnedToAI": nobody_acted,
-        "ConversationReopened": nobody_acted,
-        "OutboundMessageQueued": free_form,
-    },
-)
+# Added after version 2, with `tenant_id` from their first version.
+BORN = ("ConversationAssigned", "ConversationTransferred", "NoteAdded", "LabelsChanged")
+tenant_added_in_v2(Conversation, born_with_it=(*BORN, "ReturnedToQueue"))
+# Version 3: who acted (`by`), the template of an outbound message, the AI's passages.
+added_in_v3(Conversation, {"ReturnedToAI": nobody_acted, "ConversationReopened": nobody_acted})
+added_in_v3(Conversation, {"OutboundMessageQueued": defaults(template=None)})
+added_in_v3(Conversation, {"AIReplyGenerated": defaults(passages=[])})
 
+RECEIVED_PERSONAL = ("text", "contact_name", "media_url", "extra", "contact")
 personal("Conversation.ConversationStarted", "contact", subject="lead_id")
-personal(
-    "Conversation.MessageReceived",
-    "text",
-    "contact_name",
-    "media_url",
-    "extra",
-    "contact",
-    subject="lead_id",
-)
+personal("Conversation.MessageReceived", *RECEIVED_PERSONAL, subject="lead_id")
 personal("Conversation.AIReplyGenerated", "text", subject="lead_id")
 personal("Conversation.AIReplyRejected", "text", subject="lead_id")
 personal("Conversation.OutboundMessageQueued", "text", "template", subject="lead_id")

@@ -19,6 +19,7 @@ from its own record, and reads with `tenant_id = None`:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,16 @@ def added_in_v3(
         event_class = by_name[name]
         setattr(event_class, "class_version", 3)  # noqa: B010
         setattr(event_class, "upcast_v2_v3", staticmethod(upcast))  # noqa: B010
+
+
+def defaults(**values: Any) -> Callable[[dict[str, Any]], None]:
+    """An upcaster for a version that added fields: older records read these values."""
+
+    def upcast(state: dict[str, Any]) -> None:
+        for name, value in values.items():
+            state[name] = copy.copy(value)  # a list default is not shared between records
+
+    return upcast
 
 
 def nobody_acted(state: dict[str, Any]) -> None:

@@ -12,7 +12,13 @@ from eventsourcing.domain import event
 
 from urbana.domain.contacts import lead_id_for
 from urbana.domain.errors import InvalidInput, InvalidTransition
-from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
+from urbana.domain.events import (
+    TenantScoped,
+    added_in_v3,
+    defaults,
+    nobody_acted,
+    tenant_added_in_v2,
+)
 from urbana.domain.pii import personal
 
 
@@ -142,17 +148,13 @@ class Lead(TenantScoped):
         """Nothing on the lead changes: the event is the record."""
 
 
-def _no_decay(state: dict[str, Any]) -> None:
-    """Version 3 of LeadScored added `decay`: which silence step a job applied (if any)."""
-    state["decay"] = None
-
-
 # Event types added after version 2 (they carried `tenant_id` from their first version).
 PRIVACY_EVENTS = ("SubjectDataExported",)
 MAX_PURPOSE = 200
 
 tenant_added_in_v2(Lead, born_with_it=PRIVACY_EVENTS)
-added_in_v3(Lead, {"LeadStageChanged": nobody_acted, "LeadScored": _no_decay})
+# Version 3: who moved the lead; which decay step of a silence a scheduled job applied.
+added_in_v3(Lead, {"LeadStageChanged": nobody_acted, "LeadScored": defaults(decay=None)})
 
 personal("Lead.LeadCreated", "key", "phone", "name", subject="originator_id")
 personal("Lead.LeadProfileUpdated", "name", subject="originator_id")

@@ -63,11 +63,6 @@ class TemplateSend:
         return {"name": self.name, "language": self.language, "values": list(self.values)}
 
 
-def free_form(state: dict[str, Any]) -> None:
-    """Version 3 of OutboundMessageQueued added `template`; older records were free text."""
-    state["template"] = None
-
-
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One message to the lead: who wrote it, where it is, and how sending it went.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -367,8 +368,19 @@ class Tenant(TenantScoped):
         self.settings = replace(self.settings, prompt=prompt)
 
 
+# A channel's link to WhatsApp as its gateway reports it (Evolution's `connection.update`
+# and `qrcode.updated`): connected, connecting, disconnected, or waiting for its QR code
+# to be scanned. None until the gateway has said anything.
+CHANNEL_STATES = ("connected", "connecting", "disconnected", "waiting_qr")
+
+
 class ChannelRoute(Aggregate):
-    """Index: which tenant owns a phone number id, an instance, or a webhook secret."""
+    """Index: which tenant owns a phone number id, an instance, or a webhook secret.
+
+    The route of a channel's own key (its phone number id or instance, not a secret's
+    hash) is the channel: its id names it in the API, and its stream records the
+    channel's live state (see docs/architecture.md, Channel state).
+    """
 
     @staticmethod
     def create_id(channel: str, route_key: str, **_: Any) -> UUID:
@@ -378,6 +390,57 @@ class ChannelRoute(Aggregate):
     def __init__(self, channel: str, route_key: str, tenant_id: UUID) -> None:
         self.channel = channel
         self.tenant_id = tenant_id
+        self.state: str | None = None
+        self.state_reason: str | None = None
+        self.state_at: datetime | None = None
+        self.pairing: dict[str, str] = {}  # qr_code, pairing_code: only while waiting_qr
+
+    def change_state(
+        self,
+        *,
+        state: str,
+        at: datetime,
+        reason: str | None = None,
+        qr_code: str | None = None,
+        pairing_code: str | None = None,
+    ) -> bool:
+        """Record what the gateway says of the link; False (nothing recorded) when it
+        says what the channel already holds. The QR code and the pairing code are a way
+        into the WhatsApp account: they are sealed like the channel's secrets."""
+        if state not in CHANNEL_STATES:
+            raise InvalidInput(f"unknown channel state {state!r}")
+        if at.tzinfo is None:
+            raise InvalidInput("a channel state's time must be timezone-aware")
+        pairing = {k: v for k, v in (("qr_code", qr_code), ("pairing_code", pairing_code)) if v}
+        if state == "waiting_qr" and "qr_code" not in pairing:
+            raise InvalidInput("waiting for a scan needs the QR code")
+        if state != "waiting_qr" and pairing:
+            raise InvalidInput(f"a {state} channel has no QR code")
+        if (state, reason, pairing) == (self.state, self.state_reason, self.pairing):
+            return False
+        self.trigger_event(
+            self.ChannelStateChanged,
+            tenant_id=self.tenant_id,
+            state=state,
+            reason=reason,
+            at=at,
+            secrets=pairing,
+        )
+        return True
+
+    class ChannelStateChanged(Aggregate.Event):
+        tenant_id: UUID
+        state: str
+        reason: str | None  # the gateway's (Evolution's `statusReason`, e.g. 401: logged out)
+        at: datetime  # when the gateway said it
+        secrets: dict[str, str]
+
+        def apply(self, aggregate: Any) -> None:
+            route: ChannelRoute = aggregate
+            route.state = self.state
+            route.state_reason = self.reason
+            route.state_at = self.at
+            route.pairing = dict(self.secrets)
 
 
 tenant_added_in_v2(
@@ -399,3 +462,4 @@ added_in_v3(Tenant, {"HandoffRulesChanged": nobody_acted, "PromptChanged": nobod
 
 personal("Tenant.ChannelConnected", "secrets", subject="originator_id")
 personal("Tenant.NotificationsConfigured", "secrets", subject="originator_id")
+personal("ChannelRoute.ChannelStateChanged", "secrets", subject="tenant_id")

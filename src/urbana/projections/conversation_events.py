@@ -177,6 +177,7 @@ def apply_conversation(
         # which takes these two into its message row.
         conv[C["last_intent"]] = d.get("intent")
         conv[C["last_confidence"]] = d.get("confidence")
+        conv[C["last_passages"]] = orjson.dumps(d.get("passages") or []).decode()
         return None
     if t == "OutboundMessageQueued":
         key = "out:" + d["outbound_id"]
@@ -194,6 +195,7 @@ def apply_conversation(
         if author == "ai":
             msg[M["intent"]] = conv[C["last_intent"]]
             msg[M["confidence"]] = conv[C["last_confidence"]]
+            msg[M["passages"]] = conv[C["last_passages"]]
         messages[(e.stream_id, key)] = msg
         conv[C["outbound_count"]] += 1
         if author in ("ai", "human"):

@@ -21,6 +21,7 @@ CONVERSATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("last_inbound_at", "timestamptz"),  # the lead's latest sent_at: the 24-hour window
     ("last_intent", "text"),
     ("last_confidence", "double precision"),
+    ("last_passages", "jsonb"),  # the AI's last AIReplyGenerated's, for its reply's row
     ("last_message_at", "timestamptz"),
     ("last_message_direction", "text"),
     ("last_message_author", "text"),
@@ -58,6 +59,7 @@ MESSAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("reply_to", "text"),
     ("intent", "text"),  # an AI reply's: from its AIReplyGenerated
     ("confidence", "double precision"),
+    ("passages", "jsonb"),  # an AI reply's knowledge: [{document_id, chunk_no, title, similarity}]
     ("sent_at", "timestamptz"),
     ("delivered_at", "timestamptz"),
     ("read_at", "timestamptz"),

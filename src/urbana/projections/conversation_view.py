@@ -6,7 +6,8 @@ See docs/architecture.md, "Read models and replay".
 contact's name, since when it waits for a human, the lead's last inbound time (the
 24-hour window), the AI's last intent and confidence, the last message, unread count,
 handoff reason and summary. `messages`: every inbound and outbound message with
-direction, author, delivery status and, for an AI reply, its intent and confidence.
+direction, author, delivery status and, for an AI reply, its intent, confidence and the
+knowledge passages it was given.
 `notes`: the attendants' private notes (never sent to the lead).
 
 Personal text is never stored in clear here. The row keeps the envelope's sealed
@@ -62,7 +63,8 @@ _NOTE_UPSERT = upsert_sql("notes", NOTE_COLUMNS, ("conversation_id", "note_id"))
 class ConversationView:
     name: ClassVar[str] = "conversation_view"
     # 2: queue, labels, contact, waiting_since, 24-hour window, intents, notes, positions
-    version: ClassVar[int] = 2
+    # 3: the passages each AI reply was given (AIReplyGenerated version 3)
+    version: ClassVar[int] = 3
     tables: ClassVar[tuple[str, ...]] = ("conversations", "messages", "notes")
     handles: ClassVar[frozenset[str]] = frozenset(
         "Conversation." + t

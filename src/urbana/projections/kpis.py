@@ -42,6 +42,9 @@ When every model failed, the responder records the engine's generic answer as an
 `system_messages` on the day it was counted (its tokens and cost stay: they were spent),
 and its `kpi_responses` row from `ai` to `system`.
 
+Console conversations (the tenant testing its bot: the panel's Testar, `urbana chat`) are
+not leads: none of their events count.
+
 Every daily column is a sum, merged with `+` in SQL, so partitions applied in any order
 give the same rows; the per-conversation state (`kpi_conversations`: the pending burst,
 the stretch, the days already counted) is the only state, and it belongs to the
@@ -57,6 +60,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from urbana.application.envelope import Envelope
+from urbana.domain.channels import CONSOLE
 from urbana.domain.reply import LLM_FAILURE
 from urbana.projections.base import Load, Row, Write, parse_time, upsert_sql
 
@@ -263,6 +267,8 @@ class Kpis:
         for e in envelopes:
             conv = state.get(e.stream_id)
             if e.type == "ConversationStarted":
+                if e.data.get("channel") == CONSOLE:
+                    continue  # a console test: without a state row, none of it counts
                 conv = [e.stream_id, e.tenant_id or e.data.get("tenant_id"), None, None]
                 conv += [parse_time(e.occurred_at), None, None, None, False, False, False]
                 conv += [None, None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
@@ -23,15 +24,19 @@ class ConsoleDelivery:
 
 
 class ConsoleChannel:
-    """Prints what would be sent and remembers it; it has no webhook."""
+    """Prints what would be sent and remembers the latest; it has no webhook.
+
+    It serves console conversations (the tenant testing its bot) in every API process,
+    so it remembers a bounded number of deliveries, not all of them.
+    """
 
     kind: ChannelKind = "console"
     reconciles = False
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, remember: int = 1000) -> None:
         # None means "whatever sys.stdout is at send time", so pytest's capture still works.
         self._stream = stream
-        self.sent: list[ConsoleDelivery] = []
+        self.sent: deque[ConsoleDelivery] = deque(maxlen=remember)
 
     def parse(self, body: bytes) -> tuple[ParsedWebhook, ...]:
         """Always reject: nothing posts webhooks for the console channel."""

@@ -10,9 +10,10 @@ event as `{event, instance, data, destination, date_time, sender, server_url, ap
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+import httpx
 import jwt
 
 from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
@@ -22,6 +23,7 @@ from urbana.adapters.channels.payload import json_object as _object
 from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
+    ChannelState,
     DeliveryStatus,
     InboundMessage,
     OutboundRequest,
@@ -29,7 +31,7 @@ from urbana.application.channels import (
     StatusUpdate,
 )
 from urbana.domain.channels import ChannelKind
-from urbana.errors import Rejected
+from urbana.errors import Rejected, UrbanaError
 
 _Json = dict[str, object]
 
@@ -84,6 +86,15 @@ _AD_KEYS = {
 }
 
 
+class ConnectFailed(UrbanaError):
+    """Evolution did not give the instance's QR code: unreachable, or it refused."""
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
 def verify_jwt(authorization_header: str | None, jwt_key: str, *, leeway_seconds: int = 30) -> None:
     """Check Evolution's `Authorization: Bearer <HS256 JWT>` (webhook `jwt_key`); 401 if invalid."""
     if authorization_header is None:
@@ -124,9 +135,12 @@ class EvolutionChannel(HttpGateway):
             raise Rejected(422, "event must be a string")
         # Global webhooks send MESSAGES_UPSERT, instance webhooks messages.upsert.
         event = event.lower().replace("_", ".").replace("-", ".")
-        if event not in ("messages.upsert", "messages.update"):
+        if event not in ("messages.upsert", "messages.update", *_STATE_EVENTS):
             return ()
         route_key = _required_str(root, "instance", "webhook")
+        if event in _STATE_EVENTS:
+            state = _STATE_EVENTS[event](_object(root.get("data"), "data"), root.get("date_time"))
+            return (ParsedWebhook(route_key, states=(state,)),) if state is not None else ()
         items = root.get("data")
         records = items if isinstance(items, list) else [items]
         if event == "messages.upsert":
@@ -143,6 +157,35 @@ class EvolutionChannel(HttpGateway):
             if (status := _status(_object(record, "data"), date_time, include_groups)) is not None
         )
         return (ParsedWebhook(route_key, statuses=statuses),) if statuses else ()
+
+    async def connect(self, config: Mapping[str, str]) -> ChannelState:
+        """Ask Evolution to link the instance (`GET /instance/connect/{instance}`).
+
+        Evolution answers the instance's QR code (`{pairingCode, code, base64, count}`)
+        while it waits for a scan, or `{instance: {state: "open"}}` once linked.
+        ConnectFailed when it cannot be reached or refuses.
+        """
+        require_config(config, "api_url", "api_key", "instance")
+        url = f"{config['api_url'].rstrip('/')}/instance/connect/{config['instance']}"
+        try:
+            response = await self._client.get(
+                url,
+                headers={"apikey": config["api_key"]},
+                timeout=httpx.USE_CLIENT_DEFAULT if self._timeout is None else self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ConnectFailed(f"evolution: cannot reach {url}: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            # Evolution's error bodies name the instance, not the QR: safe to pass on.
+            raise ConnectFailed(
+                f"evolution: HTTP {response.status_code}: {response.text[:300]}",
+                status=response.status_code,
+            )
+        try:
+            answer = _object(_decode(response.content), "connect answer")
+        except Rejected as exc:
+            raise ConnectFailed(f"evolution: unreadable connect answer: {exc.reason}") from exc
+        return _connect_state(answer)
 
     async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
         """Send a text message through `/message/sendText/{instance}`; return `key.id`."""
@@ -398,3 +441,73 @@ def _iso_datetime(value: object) -> datetime:
         except (ValueError, OverflowError):
             pass
     raise Rejected(422, "date_time must be an ISO 8601 timestamp")
+
+
+# connection.update's `state` (Baileys' WAConnectionState) in our words.
+_LINK_STATES = {"open": "connected", "connecting": "connecting", "close": "disconnected"}
+
+
+def _connection_update(data: _Json, date_time: object) -> ChannelState | None:
+    """`connection.update`: `{instance, state: open|connecting|close, statusReason}`."""
+    state = _LINK_STATES.get(str(data.get("state")))
+    if state is None:
+        return None  # refused, or a state Baileys added since: nothing we can show
+    reason = data.get("statusReason")
+    return ChannelState(
+        state=state,
+        at=_when(date_time),
+        reason=str(reason) if isinstance(reason, int | str) and reason != "" else None,
+    )
+
+
+def _qrcode_updated(data: _Json, date_time: object) -> ChannelState | None:
+    """`qrcode.updated`: `{qrcode: {instance, pairingCode, code, base64}}` (some builds put
+    the QR's fields at the top of `data`)."""
+    qrcode = data.get("qrcode")
+    holder: _Json = qrcode if isinstance(qrcode, dict) else data
+    image = _text(holder.get("base64"))
+    if image is None:
+        raise Rejected(422, "qrcode.updated needs data.qrcode.base64")
+    return ChannelState(
+        state="waiting_qr",
+        at=_when(date_time),
+        qr_code=image,
+        pairing_code=_text(holder.get("pairingCode")),
+    )
+
+
+_STATE_EVENTS: dict[str, Callable[[_Json, object], ChannelState | None]] = {
+    "connection.update": _connection_update,
+    "qrcode.updated": _qrcode_updated,
+}
+
+
+def _connect_state(answer: _Json) -> ChannelState:
+    """The answer of `/instance/connect/{instance}` as a channel state."""
+    now = datetime.now(UTC)
+    instance = answer.get("instance")
+    if isinstance(instance, dict):
+        linked = _LINK_STATES.get(str(instance.get("state") or instance.get("status")))
+        qrcode = answer.get("qrcode")
+        if linked is not None and not isinstance(qrcode, dict):
+            return ChannelState(state=linked, at=now)
+        answer = qrcode if isinstance(qrcode, dict) else {}
+    image = _text(answer.get("base64"))
+    if image is None:
+        # Still starting (`{count: 0}`): the QR code follows in a qrcode.updated webhook.
+        return ChannelState(state="connecting", at=now)
+    return ChannelState(
+        state="waiting_qr", at=now, qr_code=image, pairing_code=_text(answer.get("pairingCode"))
+    )
+
+
+def _when(date_time: object) -> datetime:
+    """The envelope's `date_time` ("2025-05-02T03:01:20.092Z" or "2024-01-01 00:00:00");
+    now when it is absent or unreadable: a link's state is news, not history."""
+    if isinstance(date_time, str) and len(date_time) <= 40:
+        try:
+            parsed = datetime.fromisoformat(date_time)
+        except ValueError:
+            return datetime.now(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return datetime.now(UTC)

@@ -21,6 +21,8 @@ from urbana.adapters.health import check_kafka, check_postgres, check_redis
 from urbana.adapters.http import (
     access,
     admin,
+    channels,
+    console,
     privacy,
     reads,
     stream,
@@ -86,6 +88,8 @@ def create_app(
     app.include_router(reads.router)
     app.include_router(stream.router)
     app.include_router(privacy.router)
+    app.include_router(console.router)
+    app.include_router(channels.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -192,6 +192,11 @@ async def conversation(
         resource=conversation_id,
         purpose=purpose_of(purpose, x_purpose),
     )
+    return detail_out(found)
+
+
+def detail_out(found: queries.ConversationDetail) -> ConversationDetailOut:
+    """One conversation as the API shows it (here and on the console route)."""
     return ConversationDetailOut(
         **ConversationOut.of(found.conversation).model_dump(),
         handoff_summary=found.summary,

@@ -30,7 +30,8 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "An endless event stream: `id:` is the event's global position, "
         "`event:` one of conversation.updated, message.created, handoff.requested, "
-        "lead.updated, `data:` JSON without personal data; heartbeat comments keep "
+        "lead.updated, channel.updated (admins), `data:` JSON without personal data; "
+        "heartbeat comments keep "
         "proxies from closing it",
         "content": {
             "text/event-stream": {

@@ -179,6 +179,32 @@ async def _commit_routed(
     return await _commit(container, [c for item in items for c in _commands(tenant_id, kind, item)])
 
 
+async def _record_states(
+    container: Container,
+    tenant_id: UUID,
+    kind: str,
+    items: tuple[ParsedWebhook, ...],
+    config: dict[str, Any],
+) -> JSONResponse:
+    """Record the channel's link state (connection.update, qrcode.updated) on its route.
+
+    The QR code is a way into the tenant's WhatsApp account: it is sealed in the event
+    and never logged.
+    """
+    for item in items:
+        if item.route_key != config["route_key"]:
+            raise Rejected(403, f"instance {item.route_key!r} is not this secret's")
+    app = container.store.app
+    recorded = 0
+    for item in items:
+        for state in item.states:
+            gate = container.ingestor.committer.gate
+            if await gate.call(app.record_channel_state, tenant_id, kind, state):
+                recorded += 1
+                log.info("%s channel of tenant %s is %s", kind, tenant_id, state.state)
+    return JSONResponse({"status": "ok", "states": recorded})
+
+
 @router.post("/evolution/{webhook_secret}")
 async def evolution_webhook(
     webhook_secret: str, request: Request, container: ContainerDep
@@ -193,6 +219,8 @@ async def evolution_webhook(
         items = container.channels.evolution.parse(
             body, include_groups=tenant.settings.include_groups
         )
+        if any(item.states for item in items):
+            return await _record_states(container, tenant_id, "evolution", items, config)
         return await _commit_routed(container, tenant_id, "evolution", items, config, "instance")
     except Rejected as exc:
         return _rejection(exc, request)

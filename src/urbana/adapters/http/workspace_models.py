@@ -133,6 +133,16 @@ class ConversationPage(BaseModel):
         return cls(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 
+class PassageOut(BaseModel):
+    """A knowledge passage an AI reply was given, and how similar it was to the lead's words."""
+
+    document_id: str | None
+    document: str | None = Field(description="The knowledge document's name, when known")
+    chunk_no: int
+    title: str = Field(description="The passage's heading trail, or its first words")
+    similarity: float = Field(description="Cosine similarity to the burst, higher is closer")
+
+
 class MessageOut(BaseModel):
     model_config = _examples(
         {
@@ -163,6 +173,9 @@ class MessageOut(BaseModel):
     error: str | None
     intent: str | None
     confidence: float | None
+    passages: list[PassageOut] = Field(
+        default_factory=list, description="An AI reply's knowledge passages (else empty)"
+    )
     at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None

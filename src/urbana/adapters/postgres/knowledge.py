@@ -19,22 +19,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.schema import KNOWLEDGE_DIM as DIM
-from urbana.application.ai import DEFAULT_K, Passage, chunk_markdown
+from urbana.application.ai import DEFAULT_K, Passage, chunk_markdown, document_id_for
 from urbana.application.ports import Embeddings
 from urbana.errors import Unavailable
 
-DOCUMENT_NAMESPACE = UUID("9b7f4a52-6a3e-4c36-8f0b-2d5c1e8a7f10")
-
-
-def document_id_for(tenant_id: UUID, name: str) -> UUID:
-    """Documents are keyed by name: adding one again replaces its chunks."""
-    return uuid5(DOCUMENT_NAMESPACE, f"{tenant_id}:{name}")
+__all__ = ["PgKnowledgeStore", "document_id_for"]
 
 
 def _literal(vector: Sequence[float]) -> str:

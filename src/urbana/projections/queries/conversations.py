@@ -205,8 +205,11 @@ async def waiting_queue(
     cursor: str | None = None,
     cipher: SubjectCipher | None = None,
 ) -> Page[ConversationItem]:
-    """Conversations waiting for a human (in one queue, or any), longest wait first."""
-    where = ["c.tenant_id = %s", "c.status = 'waiting_human'"]
+    """Conversations waiting for a human (in one queue, or any), longest wait first.
+
+    Console conversations (the tenant testing its bot) wait for nobody: never listed.
+    """
+    where = ["c.tenant_id = %s", "c.status = 'waiting_human'", "c.channel <> 'console'"]
     params: list[Any] = [str(tenant_id)]
     if queue is not None:
         where.append("c.queue = %s")

@@ -42,6 +42,7 @@ class MessageItem:
     reply_to: str | None
     intent: str | None
     confidence: float | None
+    passages: list[dict[str, Any]]  # an AI reply's knowledge (empty for other messages)
     at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
@@ -68,6 +69,7 @@ def _message(m: dict[str, Any], o: dict[str, Any]) -> MessageItem:
         reply_to=m["reply_to"],
         intent=m["intent"],
         confidence=m["confidence"],
+        passages=list(m["passages"] or ()),
         at=m["at"],
         sent_at=m["sent_at"],
         delivered_at=m["delivered_at"],
