@@ -8,10 +8,10 @@ domain never import an adapter.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
@@ -286,3 +286,28 @@ class Leadership(Protocol):
         ...
 
     async def release(self) -> None: ...
+
+
+# ------------------------------------------------------------ data subjects
+
+
+class StoredRecord(NamedTuple):
+    """One stored event as the store holds it (personal fields sealed)."""
+
+    position: int
+    stream_id: str  # as text: that is how the export writes it
+    version: int
+    topic: str
+    state: bytes
+
+
+class SubjectStreams(Protocol):
+    """Reads a subject's streams whole, and where the read models put its conversations."""
+
+    def records(self, stream_ids: Collection[UUID]) -> list[StoredRecord]:
+        """Every stored event of these streams, in global (commit) order."""
+        ...
+
+    def conversations_of(self, tenant_id: UUID, lead_id: UUID) -> list[UUID]:
+        """The conversations the conversation view attributes to the lead (may lag)."""
+        ...

@@ -10,13 +10,14 @@ event as `{event, instance, data, destination, date_time, sender, server_url, ap
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import httpx
 import jwt
 
 from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
+from urbana.adapters.channels.evolution_state import STATE_EVENTS, connect_state
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import finite_number as _number
 from urbana.adapters.channels.payload import json_object as _object
@@ -135,11 +136,11 @@ class EvolutionChannel(HttpGateway):
             raise Rejected(422, "event must be a string")
         # Global webhooks send MESSAGES_UPSERT, instance webhooks messages.upsert.
         event = event.lower().replace("_", ".").replace("-", ".")
-        if event not in ("messages.upsert", "messages.update", *_STATE_EVENTS):
+        if event not in ("messages.upsert", "messages.update", *STATE_EVENTS):
             return ()
         route_key = _required_str(root, "instance", "webhook")
-        if event in _STATE_EVENTS:
-            state = _STATE_EVENTS[event](_object(root.get("data"), "data"), root.get("date_time"))
+        if event in STATE_EVENTS:
+            state = STATE_EVENTS[event](_object(root.get("data"), "data"), root.get("date_time"))
             return (ParsedWebhook(route_key, states=(state,)),) if state is not None else ()
         items = root.get("data")
         records = items if isinstance(items, list) else [items]
@@ -185,7 +186,7 @@ class EvolutionChannel(HttpGateway):
             answer = _object(_decode(response.content), "connect answer")
         except Rejected as exc:
             raise ConnectFailed(f"evolution: unreadable connect answer: {exc.reason}") from exc
-        return _connect_state(answer)
+        return connect_state(answer)
 
     async def send(self, config: Mapping[str, str], request: OutboundRequest) -> str:
         """Send a text message through `/message/sendText/{instance}`; return `key.id`."""
@@ -441,73 +442,3 @@ def _iso_datetime(value: object) -> datetime:
         except (ValueError, OverflowError):
             pass
     raise Rejected(422, "date_time must be an ISO 8601 timestamp")
-
-
-# connection.update's `state` (Baileys' WAConnectionState) in our words.
-_LINK_STATES = {"open": "connected", "connecting": "connecting", "close": "disconnected"}
-
-
-def _connection_update(data: _Json, date_time: object) -> ChannelState | None:
-    """`connection.update`: `{instance, state: open|connecting|close, statusReason}`."""
-    state = _LINK_STATES.get(str(data.get("state")))
-    if state is None:
-        return None  # refused, or a state Baileys added since: nothing we can show
-    reason = data.get("statusReason")
-    return ChannelState(
-        state=state,
-        at=_when(date_time),
-        reason=str(reason) if isinstance(reason, int | str) and reason != "" else None,
-    )
-
-
-def _qrcode_updated(data: _Json, date_time: object) -> ChannelState | None:
-    """`qrcode.updated`: `{qrcode: {instance, pairingCode, code, base64}}` (some builds put
-    the QR's fields at the top of `data`)."""
-    qrcode = data.get("qrcode")
-    holder: _Json = qrcode if isinstance(qrcode, dict) else data
-    image = _text(holder.get("base64"))
-    if image is None:
-        raise Rejected(422, "qrcode.updated needs data.qrcode.base64")
-    return ChannelState(
-        state="waiting_qr",
-        at=_when(date_time),
-        qr_code=image,
-        pairing_code=_text(holder.get("pairingCode")),
-    )
-
-
-_STATE_EVENTS: dict[str, Callable[[_Json, object], ChannelState | None]] = {
-    "connection.update": _connection_update,
-    "qrcode.updated": _qrcode_updated,
-}
-
-
-def _connect_state(answer: _Json) -> ChannelState:
-    """The answer of `/instance/connect/{instance}` as a channel state."""
-    now = datetime.now(UTC)
-    instance = answer.get("instance")
-    if isinstance(instance, dict):
-        linked = _LINK_STATES.get(str(instance.get("state") or instance.get("status")))
-        qrcode = answer.get("qrcode")
-        if linked is not None and not isinstance(qrcode, dict):
-            return ChannelState(state=linked, at=now)
-        answer = qrcode if isinstance(qrcode, dict) else {}
-    image = _text(answer.get("base64"))
-    if image is None:
-        # Still starting (`{count: 0}`): the QR code follows in a qrcode.updated webhook.
-        return ChannelState(state="connecting", at=now)
-    return ChannelState(
-        state="waiting_qr", at=now, qr_code=image, pairing_code=_text(answer.get("pairingCode"))
-    )
-
-
-def _when(date_time: object) -> datetime:
-    """The envelope's `date_time` ("2025-05-02T03:01:20.092Z" or "2024-01-01 00:00:00");
-    now when it is absent or unreadable: a link's state is news, not history."""
-    if isinstance(date_time, str) and len(date_time) <= 40:
-        try:
-            parsed = datetime.fromisoformat(date_time)
-        except ValueError:
-            return datetime.now(UTC)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    return datetime.now(UTC)
