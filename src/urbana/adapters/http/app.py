@@ -18,7 +18,7 @@ from urbana.adapters.bootstrap import (
     build_read_pool,
 )
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
-from urbana.adapters.http import access, admin, reads, stream, team, webhooks, workspace
+from urbana.adapters.http import access, admin, panel, reads, stream, team, webhooks, workspace
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.live import LiveFeed
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(team.router)
     app.include_router(reads.router)
     app.include_router(stream.router)
+    panel.install(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
