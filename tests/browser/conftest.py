@@ -10,19 +10,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.e2e.access_helpers import PASSWORD, access, new_email
 from tests.e2e.conftest import Api, start_api, stop_api
 from tests.e2e.fakes import Outside, start_outside
-from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant
+from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.runtime import ROLES
+from urbana.domain.conversation import Conversation
 from urbana.domain.user import Role
 
 CHROMIUM = os.environ.get("URBANA_TEST_CHROMIUM", "/usr/bin/chromium")
 GUARD_MS = 30_000  # only against a hang: every wait ends as soon as its condition holds
+expect.set_options(timeout=GUARD_MS)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +136,27 @@ def sign_in(page: Page, api: Api, email: str, password: str = PASSWORD) -> None:
     page.get_by_label("E-mail").fill(email)
     page.get_by_label("Senha").fill(password)
     page.get_by_role("button", name="Entrar").click()
+
+
+def wa_id() -> str:
+    return f"551196{uuid4().int % 10**7:07d}"
+
+
+def lead_writes(shop: Shop, who: str, text: str, name: str, sent_at: float | None = None) -> None:
+    """The lead's message, as the Cloud API posts it (signed); `sent_at` its timestamp."""
+    payload = cloud_text(shop.tenant.phone_number_id, who, text, name=name)
+    if sent_at is not None:
+        message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+        message["timestamp"] = str(int(sent_at))
+    with httpx.Client(timeout=10) as client:
+        answer = post_cloud(client, shop.api, shop.tenant, payload)
+    assert answer.status_code == 200, answer.text
+
+
+def conversation_of(shop: Shop, who: str) -> UUID:
+    return Conversation.create_id(shop.tenant_id, "cloud", who)
+
+
+def live(page: Page) -> None:
+    """Wait until the page follows /v1/stream (what happens from now on reaches it)."""
+    expect(page.locator("body[data-live=on]")).to_be_attached()

@@ -96,11 +96,18 @@ class V1:
 
     async def caught_up(
         self, conversation_id: str, done: Callable[[dict[str, Any]], bool]
-    ) -> dict[str, Any]:
-        """The conversation once the read models show `done` of it (or at CATCH_UP_S)."""
+    ) -> dict[str, Any] | None:
+        """The conversation once the read models show `done` of it; at CATCH_UP_S, as it
+        is then (None while they do not have it at all: a new conversation, not yet
+        projected)."""
         deadline = time.monotonic() + CATCH_UP_S
         while True:
-            found: dict[str, Any] = await self.get(f"/conversations/{conversation_id}")
-            if done(found) or time.monotonic() >= deadline:
+            try:
+                found: dict[str, Any] | None = await self.get(f"/conversations/{conversation_id}")
+            except PanelError as exc:
+                if exc.status != 404:
+                    raise
+                found = None
+            if (found is not None and done(found)) or time.monotonic() >= deadline:
                 return found
             await asyncio.sleep(CATCH_UP_POLL_S)

@@ -42,6 +42,17 @@ REASONS = {
     "purchase_ready": "Pronto para comprar",
     "inactivity": "Atendente inativo",
     "other": "Outro motivo",
+    # The reply guard's refusals (domain.guard)
+    "input_too_long": "Mensagem longa demais para a IA",
+    "prompt_injection": "Tentativa de manipular a IA",
+    "encoded_payload": "Conteúdo codificado",
+    "empty_reply": "A IA não respondeu",
+    "reply_too_long": "Resposta da IA longa demais",
+    "prompt_leak": "A IA ia revelar instruções",
+    "off_topic": "Fora do assunto",
+    "unsupported_price": "Preço sem base no conhecimento",
+    "unsupported_discount": "Desconto sem base no conhecimento",
+    "unsupported_deadline": "Prazo sem base no conhecimento",
 }
 # Delivery ticks: the symbol, and what a screen reader says instead.
 TICKS = {
@@ -100,7 +111,7 @@ def build_templates() -> Jinja2Templates:
         "AVAILABILITY": AVAILABILITY,
         "REASONS": REASONS,
         "TICKS": TICKS,
-        "label": label,
+        "word": label,
         "window_deadline": window_deadline,
         "window_open": window_open,
     }

@@ -4,20 +4,28 @@
 (function () {
   "use strict";
   var stream = null;
-  var pending = new Map(); // element id -> {conversation, position}
+  var pending = new Map(); // element id -> the latest event for it not yet drawn
+  var busy = new Set(); // element ids with a redraw in flight (htmx drops a second one)
   var timer = null;
 
   function redraw() {
     timer = null;
     pending.forEach(function (seen, id) {
       var el = document.getElementById(id);
+      if (busy.has(id)) return; // drawn again when the one in flight ends
+      pending.delete(id);
       if (!el || !window.htmx) return;
       var src = el.dataset.liveSrc;
       var sep = src.indexOf("?") < 0 ? "?" : "&";
       var wait = el.dataset.liveConversation ? seen.position : seen.conversation + ":" + seen.position;
-      htmx.ajax("GET", src + sep + "wait=" + encodeURIComponent(wait), { target: "#" + id, swap: "outerHTML" });
+      busy.add(id);
+      var done = function () {
+        busy.delete(id);
+        if (pending.has(id) && !timer) timer = setTimeout(redraw, 0);
+      };
+      htmx.ajax("GET", src + sep + "wait=" + encodeURIComponent(wait), { target: "#" + id, swap: "outerHTML" })
+        .then(done, done);
     });
-    pending.clear();
   }
 
   function onEvent(type, message) {
@@ -84,6 +92,11 @@
     if (list) {
       var n = Number(list.dataset.waiting || 0);
       document.title = (n ? "(" + n + ") " : "") + "Fila · Urbana";
+      var badge = document.getElementById("waiting-badge");
+      if (badge && badge.firstChild.nodeValue !== String(n)) {
+        badge.firstChild.nodeValue = String(n);
+        badge.hidden = !n;
+      }
     }
   }
 
