@@ -7,13 +7,16 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Shop, lead_writes, live, sign_in, wa_id
+from tests.browser.conftest import Shop, conversation_of, lead_writes, live, sign_in, wa_id
 from tests.e2e.access_helpers import PASSWORD
+from tests.e2e.fakes import Outside
 from urbana.adapters.http.panel.views import REASONS
+from urbana.domain.tenant import Tenant
 from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +67,109 @@ def test_a_lead_asking_for_a_person_appears_in_the_queue_without_a_reload(
     expect(page.get_by_role("link", name=re.compile("^Fila"))).to_contain_text("1")
     page.screenshot(path=tmp_path / "queue.png", full_page=True)
     print(f"webhook to queue: {took:.2f} s")
+
+
+def handed_off(shop: Shop, page: Page, name: str) -> str:
+    """A lead asks for a person; the signed-in page sees it in the queue and opens it."""
+    who = wa_id()
+    lead_writes(shop, who, "Preciso falar com um atendente", name=name)
+    queue = page.get_by_role("region", name="Conversas")
+    queue.get_by_role("link", name=name).click()
+    expect(page.get_by_role("heading", name=name)).to_be_visible()
+    return who
+
+
+def test_assumir_reply_return_to_the_ai_and_close(
+    shop: Shop, outside: Outside, new_page: Callable[[], Page], tmp_path: Path
+) -> None:
+    page = new_page()
+    sign_in(page, shop.api, shop.user(Role.ATTENDANT, "Ana"))
+    live(page)
+    who = handed_off(shop, page, "Carla Dias")
+    status = page.locator("#conversation-status")
+    expect(status).to_have_text("Aguardando atendente")
+    expect(page.get_by_role("note", name="Transferência para atendente")).to_contain_text("Motivo")
+    expect(page.get_by_role("textbox", name="Mensagem")).to_have_count(0)
+
+    page.get_by_role("button", name="Assumir").click()
+    expect(status).to_have_text("Em atendimento")
+    expect(page.locator("[data-countdown]")).to_have_text(re.compile(r"^23 h \d\d min"))
+    says = f"Oi Carla, aqui é a Ana ({uuid4().hex[:6]}). Vou ver o seu pedido."
+    page.get_by_role("textbox", name="Mensagem").fill(says)
+    page.get_by_role("button", name="Enviar").click()
+
+    thread = page.get_by_role("list", name="Mensagens")
+    mine = thread.get_by_role("listitem").filter(has_text=says)
+    expect(mine).to_contain_text("Atendente · Ana")
+    expect(mine.get_by_role("img", name="enviada")).to_be_visible()
+    assert [s["body"]["text"]["body"] for s in outside.sends_to(who)][-1] == says
+    expect(thread.get_by_role("listitem").filter(has_text="Preciso falar")).to_contain_text("Lead")
+
+    page.get_by_role("button", name="Devolver para a IA").click()
+    expect(status).to_have_text("Com a IA")
+    page.get_by_role("button", name="Encerrar").click()
+    expect(status).to_have_text("Encerrada")
+    expect(page.get_by_role("button", name="Reabrir")).to_be_visible()
+    page.screenshot(path=tmp_path / "conversation.png", full_page=True)
+
+
+def test_a_second_attendant_sees_the_conversation_leave_the_queue_live(
+    shop: Shop, new_page: Callable[[], Page], tmp_path: Path
+) -> None:
+    ana, bia = new_page(), new_page()
+    sign_in(ana, shop.api, shop.user(Role.ATTENDANT, "Ana"))
+    sign_in(bia, shop.api, shop.user(Role.ATTENDANT, "Bia"))
+    live(ana)
+    live(bia)
+    bia.evaluate("window.sameDocument = true")
+    handed_off(shop, ana, "Davi Rocha")
+    bias_queue = bia.get_by_role("region", name="Conversas")
+    expect(bias_queue.get_by_role("link", name="Davi Rocha")).to_be_visible()
+
+    ana.get_by_role("button", name="Assumir").click()
+    expect(ana.locator("#conversation-status")).to_have_text("Em atendimento")
+    expect(bias_queue.get_by_role("link", name="Davi Rocha")).to_have_count(0)
+    assert bia.evaluate("window.sameDocument") is True
+    bia.screenshot(path=tmp_path / "queue-after.png", full_page=True)
+
+
+def test_outside_the_24_hour_window_the_reply_box_says_so_and_offers_no_send(
+    shop: Shop, new_page: Callable[[], Page], tmp_path: Path
+) -> None:
+    page = new_page()
+    sign_in(page, shop.api, shop.user(Role.ATTENDANT, "Ana"))
+    who = wa_id()
+    yesterday = time.time() - 25 * 3600
+    lead_writes(shop, who, "Oi, vocês abrem amanhã?", name="Elisa Prado", sent_at=yesterday)
+    cid = conversation_of(shop, who)
+    page.goto(f"{shop.api.url}/panel/?view=all")
+    page.get_by_role("link", name="Elisa Prado").click()
+    page.get_by_role("button", name="Assumir").click()
+    expect(page.locator("#conversation-status")).to_have_text("Em atendimento")
+    expect(page.get_by_role("status")).to_contain_text("A janela de 24 horas fechou")
+    expect(page.get_by_role("textbox", name="Mensagem")).to_have_count(0)
+    expect(page.get_by_role("button", name="Enviar")).to_have_count(0)
+    assert page.url.endswith(f"/panel/conversations/{cid}")
+    page.screenshot(path=tmp_path / "window-closed.png", full_page=True)
+
+
+def test_an_attendant_cannot_open_the_settings_and_an_admin_can(
+    shop: Shop, new_page: Callable[[], Page], tmp_path: Path
+) -> None:
+    admin, attendant = new_page(), new_page()
+    sign_in(admin, shop.api, shop.user(Role.ADMIN, "Gil"))
+    admin.get_by_role("link", name="Configurações").click()
+    prompt = f"Você atende a Loja {uuid4().hex[:6]}."
+    admin.get_by_label("Instruções para a IA (prompt)").fill(prompt)
+    admin.get_by_role("button", name="Salvar configurações").click()
+    expect(admin.get_by_role("status")).to_have_text("Salvo.")
+    assert shop.api.store.app.get(Tenant, shop.tenant_id).settings.prompt == prompt
+
+    sign_in(attendant, shop.api, shop.user(Role.ATTENDANT, "Ana"))
+    expect(attendant.get_by_role("heading", name="Fila")).to_be_visible()
+    expect(attendant.get_by_role("link", name="Configurações")).to_have_count(0)
+    answer = attendant.goto(f"{shop.api.url}/panel/settings")
+    assert answer is not None
+    assert answer.status == 403
+    expect(attendant.get_by_role("heading", name="Sem permissão")).to_be_visible()
+    attendant.screenshot(path=tmp_path / "settings-refused.png", full_page=True)

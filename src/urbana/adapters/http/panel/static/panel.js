@@ -11,20 +11,32 @@
   function redraw() {
     timer = null;
     pending.forEach(function (seen, id) {
-      var el = document.getElementById(id);
       if (busy.has(id)) return; // drawn again when the one in flight ends
       pending.delete(id);
-      if (!el || !window.htmx) return;
+      var el = document.getElementById(id);
+      if (!el) return;
       var src = el.dataset.liveSrc;
       var sep = src.indexOf("?") < 0 ? "?" : "&";
       var wait = el.dataset.liveConversation ? seen.position : seen.conversation + ":" + seen.position;
       busy.add(id);
-      var done = function () {
-        busy.delete(id);
-        if (pending.has(id) && !timer) timer = setTimeout(redraw, 0);
-      };
-      htmx.ajax("GET", src + sep + "wait=" + encodeURIComponent(wait), { target: "#" + id, swap: "outerHTML" })
-        .then(done, done);
+      fetch(src + sep + "wait=" + encodeURIComponent(wait), { headers: { "HX-Request": "true" } })
+        .then(function (answer) {
+          var away = answer.headers.get("HX-Redirect");
+          if (away) { window.location.assign(away); return null; }
+          return answer.ok ? answer.text() : null;
+        })
+        .then(function (html) {
+          var now = document.getElementById(id);
+          if (html === null || !now) return;
+          now.outerHTML = html;
+          var fresh = document.getElementById(id);
+          if (fresh && window.htmx) htmx.process(fresh);
+        })
+        .catch(function () { /* the next event (or a reload) draws it */ })
+        .finally(function () {
+          busy.delete(id);
+          if (pending.has(id) && !timer) timer = setTimeout(redraw, 0);
+        });
     });
   }
 
