@@ -114,12 +114,12 @@ def shop(stack: Api, outside: Outside) -> Shop:
 
 
 @pytest.fixture
-def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
+def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     """Pages in contexts of their own (one per attendant), closed after the test."""
     contexts: list[BrowserContext] = []
 
-    def make() -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="pt-BR")
+    def make(width: int = 1280) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": 900}, locale="pt-BR")
         context.set_default_timeout(GUARD_MS)
         contexts.append(context)
         return context.new_page()

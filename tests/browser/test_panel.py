@@ -134,9 +134,9 @@ def test_a_second_attendant_sees_the_conversation_leave_the_queue_live(
 
 
 def test_outside_the_24_hour_window_the_reply_box_says_so_and_offers_no_send(
-    shop: Shop, new_page: Callable[[], Page], tmp_path: Path
+    shop: Shop, new_page: Callable[..., Page], tmp_path: Path
 ) -> None:
-    page = new_page()
+    page = new_page(width=360)  # a phone
     sign_in(page, shop.api, shop.user(Role.ATTENDANT, "Ana"))
     who = wa_id()
     yesterday = time.time() - 25 * 3600
@@ -150,6 +150,8 @@ def test_outside_the_24_hour_window_the_reply_box_says_so_and_offers_no_send(
     expect(page.get_by_role("textbox", name="Mensagem")).to_have_count(0)
     expect(page.get_by_role("button", name="Enviar")).to_have_count(0)
     assert page.url.endswith(f"/panel/conversations/{cid}")
+    # Nothing is wider than the phone: no sideways scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
     page.screenshot(path=tmp_path / "window-closed.png", full_page=True)
 
 
