@@ -138,6 +138,18 @@ def sign_in(page: Page, api: Api, email: str, password: str = PASSWORD) -> None:
     page.get_by_role("button", name="Entrar").click()
 
 
+# What the fake model answers when a lead asks for a person (as a model that follows the
+# reply contract would): no reply of its own, a handoff with the lead's request as reason.
+ASKS_FOR_A_PERSON = {
+    "reply": "",
+    "intent": "human",
+    "confidence": 0.95,
+    "should_handoff": True,
+    "handoff_reason": "lead_request",
+    "score_delta": 0,
+}
+
+
 def wa_id() -> str:
     return f"551196{uuid4().int % 10**7:07d}"
 

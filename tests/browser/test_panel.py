@@ -12,9 +12,17 @@ from uuid import uuid4
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Shop, conversation_of, lead_writes, live, sign_in, wa_id
+from tests.browser.conftest import (
+    ASKS_FOR_A_PERSON,
+    Shop,
+    conversation_of,
+    lead_writes,
+    live,
+    sign_in,
+    wa_id,
+)
 from tests.e2e.access_helpers import PASSWORD
-from tests.e2e.fakes import Outside
+from tests.e2e.fakes import SUMMARY, Outside
 from urbana.adapters.http.panel.views import REASONS
 from urbana.domain.tenant import Tenant
 from urbana.domain.user import Role
@@ -45,7 +53,7 @@ def test_sign_in_shows_the_queue_and_sign_out_ends_the_session(
 
 
 def test_a_lead_asking_for_a_person_appears_in_the_queue_without_a_reload(
-    shop: Shop, new_page: Callable[[], Page], tmp_path: Path
+    shop: Shop, outside: Outside, new_page: Callable[[], Page], tmp_path: Path
 ) -> None:
     page = new_page()
     sign_in(page, shop.api, shop.user(Role.ATTENDANT, "Ana"))
@@ -54,25 +62,28 @@ def test_a_lead_asking_for_a_person_appears_in_the_queue_without_a_reload(
     page.evaluate("window.sameDocument = true")  # gone if the page were reloaded
     queue = page.get_by_role("region", name="Conversas")
 
-    who = wa_id()
+    who, marker = wa_id(), uuid4().hex[:8]
+    outside.decisions[marker] = ASKS_FOR_A_PERSON
     started = time.monotonic()
-    lead_writes(shop, who, "Quero falar com um atendente, por favor", name="Joana Lima")
+    lead_writes(shop, who, f"Quero falar com um atendente ({marker})", name="Joana Lima")
     expect(queue.get_by_role("link", name="Joana Lima")).to_be_visible()
     took = time.monotonic() - started
 
     assert page.evaluate("window.sameDocument") is True
     item = queue.get_by_role("listitem").filter(has_text="Joana Lima")
-    expect(item.locator(".reason")).to_have_text(re.compile("|".join(REASONS.values())))
+    expect(item.locator(".reason")).to_have_text(REASONS["lead_request"])
     expect(item.locator("[data-since]")).to_have_text(re.compile(r"\d\d min \d\d s"))
     expect(page.get_by_role("link", name=re.compile("^Fila"))).to_contain_text("1")
     page.screenshot(path=tmp_path / "queue.png", full_page=True)
     print(f"webhook to queue: {took:.2f} s")
 
 
-def handed_off(shop: Shop, page: Page, name: str) -> str:
+def handed_off(shop: Shop, outside: Outside, page: Page, name: str) -> str:
     """A lead asks for a person; the signed-in page sees it in the queue and opens it."""
     who = wa_id()
-    lead_writes(shop, who, "Preciso falar com um atendente", name=name)
+    marker = uuid4().hex[:8]
+    outside.decisions[marker] = ASKS_FOR_A_PERSON
+    lead_writes(shop, who, f"Preciso falar com um atendente ({marker})", name=name)
     queue = page.get_by_role("region", name="Conversas")
     queue.get_by_role("link", name=name).click()
     expect(page.get_by_role("heading", name=name)).to_be_visible()
@@ -85,10 +96,12 @@ def test_assumir_reply_return_to_the_ai_and_close(
     page = new_page()
     sign_in(page, shop.api, shop.user(Role.ATTENDANT, "Ana"))
     live(page)
-    who = handed_off(shop, page, "Carla Dias")
+    who = handed_off(shop, outside, page, "Carla Dias")
     status = page.locator("#conversation-status")
     expect(status).to_have_text("Aguardando atendente")
-    expect(page.get_by_role("note", name="Transferência para atendente")).to_contain_text("Motivo")
+    handoff = page.get_by_role("note", name="Transferência para atendente")
+    expect(handoff).to_contain_text(f"Motivo: {REASONS['lead_request']}")
+    expect(handoff).to_contain_text(f"Resumo: {SUMMARY}")
     expect(page.get_by_role("textbox", name="Mensagem")).to_have_count(0)
 
     page.get_by_role("button", name="Assumir").click()
@@ -114,7 +127,7 @@ def test_assumir_reply_return_to_the_ai_and_close(
 
 
 def test_a_second_attendant_sees_the_conversation_leave_the_queue_live(
-    shop: Shop, new_page: Callable[[], Page], tmp_path: Path
+    shop: Shop, outside: Outside, new_page: Callable[[], Page], tmp_path: Path
 ) -> None:
     ana, bia = new_page(), new_page()
     sign_in(ana, shop.api, shop.user(Role.ATTENDANT, "Ana"))
@@ -122,7 +135,7 @@ def test_a_second_attendant_sees_the_conversation_leave_the_queue_live(
     live(ana)
     live(bia)
     bia.evaluate("window.sameDocument = true")
-    handed_off(shop, ana, "Davi Rocha")
+    handed_off(shop, outside, ana, "Davi Rocha")
     bias_queue = bia.get_by_role("region", name="Conversas")
     expect(bias_queue.get_by_role("link", name="Davi Rocha")).to_be_visible()
 

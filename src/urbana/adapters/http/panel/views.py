@@ -54,6 +54,10 @@ REASONS = {
     "unsupported_discount": "Desconto sem base no conhecimento",
     "unsupported_deadline": "Prazo sem base no conhecimento",
 }
+FAILURES = {
+    "outside_window": "fora da janela de 24 horas",
+    "horizon": "o WhatsApp não aceitou a tempo",
+}
 # Delivery ticks: the symbol, and what a screen reader says instead.
 TICKS = {
     "queued": ("🕓", "na fila"),
@@ -111,6 +115,7 @@ def build_templates() -> Jinja2Templates:
         "AVAILABILITY": AVAILABILITY,
         "REASONS": REASONS,
         "TICKS": TICKS,
+        "FAILURES": FAILURES,
         "word": label,
         "window_deadline": window_deadline,
         "window_open": window_open,

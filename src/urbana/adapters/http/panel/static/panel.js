@@ -85,8 +85,18 @@
     return (h ? h + " h " : "") + two(m) + " min " + two(s) + " s";
   }
 
+  // Times arrive in UTC; show them in the attendant's own zone.
+  var clock = new Intl.DateTimeFormat("pt-BR", { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" });
+  function localTimes() {
+    document.querySelectorAll("time[datetime]:not([data-since]):not([data-countdown]):not([data-local])").forEach(function (el) {
+      var at = Date.parse(el.getAttribute("datetime"));
+      if (!isNaN(at)) { el.textContent = clock.format(at); el.dataset.local = "1"; }
+    });
+  }
+
   function tick() {
     var now = Date.now();
+    localTimes();
     document.querySelectorAll("[data-since]").forEach(function (el) {
       el.textContent = span((now - Date.parse(el.dataset.since)) / 1000);
     });
