@@ -23,7 +23,10 @@ from tests.browser.conftest import (
 )
 from tests.e2e.access_helpers import PASSWORD
 from tests.e2e.fakes import SUMMARY, Outside
+from tests.e2e.test_ai_loop import wait_until
 from urbana.adapters.http.panel.views import REASONS
+from urbana.domain.conversation import Conversation
+from urbana.domain.lead import Lead
 from urbana.domain.tenant import Tenant
 from urbana.domain.user import Role
 
@@ -188,3 +191,30 @@ def test_an_attendant_cannot_open_the_settings_and_an_admin_can(
     assert answer.status == 403
     expect(attendant.get_by_role("heading", name="Sem permissão")).to_be_visible()
     attendant.screenshot(path=tmp_path / "settings-refused.png", full_page=True)
+
+
+def test_a_lead_moves_on_the_kanban_by_its_menu_and_a_supervisor_reads_the_kpis(
+    shop: Shop, new_page: Callable[[], Page], tmp_path: Path
+) -> None:
+    who = wa_id()
+    lead_writes(shop, who, "Olá, quero saber dos planos", name="Fábio Reis")
+    lead_id = shop.api.store.app.get(Conversation, conversation_of(shop, who)).lead_id
+    supervisor = new_page()
+    sign_in(supervisor, shop.api, shop.user(Role.SUPERVISOR, "Sara"))
+    expect(supervisor.get_by_role("heading", name="Fila")).to_be_visible()
+
+    def on_the_board() -> bool:
+        supervisor.goto(f"{shop.api.url}/panel/leads")
+        return supervisor.locator(f"[data-lead='{lead_id}']").count() == 1
+
+    wait_until(on_the_board, 30)
+    supervisor.get_by_label("Etapa de Fábio Reis").select_option("qualified")
+    column = supervisor.get_by_role("region", name=re.compile("^Qualificado"))
+    expect(column.get_by_text("Fábio Reis", exact=True)).to_be_visible()
+    assert shop.api.store.app.get(Lead, lead_id).stage == "qualified"
+
+    supervisor.get_by_role("link", name="Indicadores").click()
+    expect(supervisor.get_by_role("heading", name="Indicadores")).to_be_visible()
+    expect(supervisor.get_by_role("img", name="Conversas por dia, por dia")).to_be_visible()
+    expect(supervisor.get_by_role("table")).to_contain_text("Conversas")
+    supervisor.screenshot(path=tmp_path / "kpis.png", full_page=True)

@@ -36,6 +36,7 @@ async def move(
 ) -> Response:
     with suppress(Refused):  # already in that stage: the board shows it there
         await v1.post(f"/leads/{lead_id}/stage", {"stage": stage})
+    await v1.until(f"/leads/{lead_id}", lambda lead: lead["stage"] == stage)
     return to("/leads")
 
 

@@ -97,13 +97,19 @@ class V1:
     async def caught_up(
         self, conversation_id: str, done: Callable[[dict[str, Any]], bool]
     ) -> dict[str, Any] | None:
-        """The conversation once the read models show `done` of it; at CATCH_UP_S, as it
-        is then (None while they do not have it at all: a new conversation, not yet
+        """The conversation once the read models show `done` of it (see `until`)."""
+        return await self.until(f"/conversations/{conversation_id}", done)
+
+    async def until(
+        self, path: str, done: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any] | None:
+        """`GET path` once the read models show `done` of it; at CATCH_UP_S, as it is
+        then (None while they do not have it at all: a new conversation, not yet
         projected)."""
         deadline = time.monotonic() + CATCH_UP_S
         while True:
             try:
-                found: dict[str, Any] | None = await self.get(f"/conversations/{conversation_id}")
+                found: dict[str, Any] | None = await self.get(path)
             except PanelError as exc:
                 if exc.status != 404:
                     raise
