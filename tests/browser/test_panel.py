@@ -218,3 +218,41 @@ def test_a_lead_moves_on_the_kanban_by_its_menu_and_a_supervisor_reads_the_kpis(
     expect(supervisor.get_by_role("img", name="Conversas por dia, por dia")).to_be_visible()
     expect(supervisor.get_by_role("table")).to_contain_text("Conversas")
     supervisor.screenshot(path=tmp_path / "kpis.png", full_page=True)
+
+
+def test_canned_responses_on_slash_and_private_notes_that_never_reach_the_lead(
+    shop: Shop, outside: Outside, new_page: Callable[[], Page], tmp_path: Path
+) -> None:
+    greeting = f"Olá! Sou a Ana ({uuid4().hex[:6]}), em que posso ajudar?"
+    shop.api.store.app.save_canned_response(shop.tenant_id, "/ola", greeting)
+    page = new_page()
+    sign_in(page, shop.api, shop.user(Role.ATTENDANT, "Ana"))
+    live(page)
+    who = handed_off(shop, outside, page, "Gabi Nunes")
+    page.get_by_role("button", name="Assumir").click()
+    box = page.get_by_role("textbox", name="Mensagem")
+    expect(box).to_be_visible()
+
+    def listed() -> bool:  # the canned responses' read model follows the store
+        page.reload()
+        return page.locator("#canned [role=option]").count() == 1
+
+    wait_until(listed, 30)
+    box.press_sequentially("/ol")
+    expect(page.get_by_role("listbox", name="Respostas prontas")).to_be_visible()
+    box.press("ArrowDown")
+    box.press("Enter")
+    expect(box).to_have_value(greeting)
+    page.get_by_role("button", name="Enviar").click()
+    thread = page.get_by_role("list", name="Mensagens")
+    sent_item = thread.get_by_role("listitem").filter(has_text=greeting)
+    expect(sent_item.get_by_role("img", name="enviada")).to_be_visible()  # the gateway took it
+
+    note = f"Cliente prefere ligação à tarde ({uuid4().hex[:6]})"
+    page.get_by_label("Nota privada").fill(note)
+    page.get_by_role("button", name="Salvar nota").click()
+    expect(page.get_by_role("region", name="Notas privadas")).to_contain_text(note)
+    sent = [s["body"]["text"]["body"] for s in outside.sends_to(who)]
+    assert greeting in sent
+    assert note not in sent
+    page.screenshot(path=tmp_path / "canned-and-note.png", full_page=True)
