@@ -67,13 +67,15 @@ def stack(services: ServiceUrls, outside: Outside) -> Iterator[Api]:
         stop_api(api)
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API runs its own event loop, which
+# is closed before the asyncio tests of the other directories run.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if shutil.which(CHROMIUM) is None:
         raise RuntimeError(
