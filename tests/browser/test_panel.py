@@ -126,6 +126,8 @@ def test_assumir_reply_return_to_the_ai_and_close(
     page.get_by_role("button", name="Encerrar").click()
     expect(status).to_have_text("Encerrada")
     expect(page.get_by_role("button", name="Reabrir")).to_be_visible()
+    # The whole screen is the closed one (not only its live part): nothing to answer.
+    expect(page.get_by_text("Assuma a conversa para responder.")).to_have_count(0)
     page.screenshot(path=tmp_path / "conversation.png", full_page=True)
 
 
