@@ -23,6 +23,7 @@ from urbana.adapters.http import (
     admin,
     channels,
     console,
+    panel,
     privacy,
     reads,
     stream,
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(privacy.router)
     app.include_router(console.router)
     app.include_router(channels.router)
+    panel.install(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

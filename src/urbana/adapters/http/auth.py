@@ -6,6 +6,11 @@ OpenAPI operation as `x-roles` (by `RolesRoute`, the route class of `v1_router()
 the docs and the access-matrix test read one source. Wrong, missing, expired, disabled
 or revoked credentials are 401 (`WWW-Authenticate: Bearer`); a right tenant with a wrong
 role is 403; another tenant's resource is 404, decided where the resource is looked up.
+
+Without an `Authorization` header the panel's session cookie is read instead (the panel
+keeps the login's JWT there, HttpOnly and SameSite=Strict). A browser sends a cookie by
+itself, so a state-changing request authenticated by it must also come from our own
+origin (`same_origin`); see docs/architecture.md, "The panel".
 """
 
 from __future__ import annotations
@@ -24,7 +29,21 @@ from urbana.application.access import API_KEY_PREFIX, Principal
 from urbana.domain.errors import NotAuthenticated
 from urbana.domain.user import Role
 
-__all__ = ["PUBLIC", "Principal", "RolesRoute", "allow", "roles_of", "unauthorized", "v1_router"]
+__all__ = [
+    "PUBLIC",
+    "SESSION_COOKIE",
+    "Principal",
+    "RolesRoute",
+    "allow",
+    "roles_of",
+    "same_origin",
+    "unauthorized",
+    "v1_router",
+]
+
+# The cookie the panel keeps the login's access token in.
+SESSION_COOKIE = "urbana_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # The OpenAPI extension of a /v1 route that takes no credentials (the login).
 PUBLIC: dict[str, Any] = {"x-public": True}
@@ -37,14 +56,41 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def same_origin(request: Request) -> bool:
+    """Whether the browser says this request comes from a page of our own origin.
+
+    Browsers send `Sec-Fetch-Site` (Chromium, Firefox, Safari since 2023) and `Origin` on
+    every POST; a request with neither is not a browser's form or fetch, so a cookie it
+    carries is not trusted for a change.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    host = request.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
+def _token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is not None:
+        return credentials.credentials
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise unauthorized("missing bearer credentials")
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        raise HTTPException(403, "a change made with the panel's cookie must come from the panel")
+    return cookie
+
+
 async def authenticate(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
-    """The caller's principal, from a bearer JWT or API key checked against current state."""
-    if credentials is None:
-        raise unauthorized("missing bearer credentials")
+    """The caller's principal, from a bearer JWT or API key (or the panel's session
+    cookie) checked against current state."""
+    token = _token(request, credentials)
     container: Container = request.app.state.container
-    token = credentials.credentials
     try:
         if token.startswith(API_KEY_PREFIX):
             return await asyncio.to_thread(container.access.api_key_principal, token)

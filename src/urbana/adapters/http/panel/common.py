@@ -1,0 +1,53 @@
+"""What every panel screen shares: the /v1 client of the request, who is signed in,
+and drawing a template with them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import Response
+
+from urbana.adapters.http.panel.v1 import V1
+from urbana.adapters.http.panel.views import render
+
+# Roles as the API names them, and what each may see in the panel (the API decides;
+# the panel hides what it would refuse).
+WORKERS = frozenset({"attendant", "supervisor", "admin"})
+READERS = WORKERS | {"auditor"}
+STEERING = frozenset({"supervisor", "admin", "analyst", "auditor"})
+
+
+async def _v1(request: Request) -> AsyncIterator[V1]:
+    client = V1.of(request)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+Api = Annotated[V1, Depends(_v1)]
+
+
+def may(me: dict[str, Any]) -> dict[str, bool]:
+    role = me["role"]
+    return {
+        "read": role in READERS,
+        "work": role in WORKERS,
+        "kpis": role in STEERING,
+        "admin": role == "admin",
+    }
+
+
+async def page(
+    request: Request, v1: V1, template: str, status_code: int = 200, **context: Any
+) -> Response:
+    """A full screen: the header needs who is signed in, so /v1/me is asked first."""
+    me = context.pop("me", None) or await v1.get("/me")
+    return render(request, template, {"me": me, "may": may(me), **context}, status_code)
+
+
+def fragment(request: Request, template: str, **context: Any) -> Response:
+    """A piece of a screen, redrawn by the live updates."""
+    return render(request, template, context)

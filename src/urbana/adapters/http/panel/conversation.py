@@ -1,0 +1,202 @@
+"""One conversation: the thread, the handoff on top, the lead's card, notes, the reply
+box with WhatsApp's 24-hour window, and the actions (Assumir, Transferir, Devolver
+para a IA, Encerrar, Reabrir).
+
+Each action is one /v1 command; the screen drawn after it waits (briefly) until the
+read models show its effect, so the attendant sees what they did and not the moment
+before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import Response
+
+from urbana.adapters.http.panel.common import Api, fragment, may, page
+from urbana.adapters.http.panel.session import PREFIX, OurForm, to
+from urbana.adapters.http.panel.v1 import V1, Refused
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+MAX_TEXT = 4096
+Text = Annotated[str, Form(min_length=1, max_length=MAX_TEXT)]
+
+
+async def _thread(v1: V1, cid: UUID, found: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the live part of the screen shows: the conversation, its lead and the team."""
+    conversation = found or await v1.get(f"/conversations/{cid}")
+    lead = await v1.get(f"/leads/{conversation['lead_id']}") if conversation["lead_id"] else None
+    team = (await v1.get("/users"))["items"]
+    names = {str(m["id"]): m.get("name") or m.get("email") for m in team}
+    return {"c": conversation, "lead": lead, "names": names, "team": team}
+
+
+async def _screen(
+    request: Request,
+    v1: V1,
+    cid: UUID,
+    found: dict[str, Any] | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    me = await v1.get("/me")
+    thread = await _thread(v1, cid, found)
+    can = may(me)
+    canned = await v1.get("/canned-responses") if can["work"] else []
+    queues = await v1.get("/queues") if can["work"] else []
+    return await page(
+        request,
+        v1,
+        "conversation.html",
+        status_code=status_code,
+        me=me,
+        canned=canned,
+        queues=queues,
+        error=error,
+        idempotency_key=uuid.uuid4().hex,
+        **thread,
+    )
+
+
+@router.get("/conversations/{cid}")
+async def conversation(request: Request, v1: Api, cid: UUID) -> Response:
+    return await _screen(request, v1, cid)
+
+
+@router.get("/conversations/{cid}/fragment")
+async def live_part(
+    request: Request,
+    v1: Api,
+    cid: UUID,
+    wait: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    """The thread, redrawn when /v1/stream tells of an event of this conversation."""
+    found = None
+    if wait is not None:
+        found = await v1.caught_up(str(cid), lambda c: int(c["position"]) >= wait)
+    me = await v1.get("/me")
+    return fragment(request, "_thread.html", me=me, may=may(me), **(await _thread(v1, cid, found)))
+
+
+async def _act(
+    request: Request,
+    v1: V1,
+    cid: UUID,
+    path: str,
+    body: dict[str, Any] | None,
+    shows: Any,
+    **kwargs: Any,
+) -> Response:
+    """Run one command, then show the conversation once the read models caught up."""
+    try:
+        answer = await v1.post(f"/conversations/{cid}{path}", body, **kwargs)
+    except Refused as exc:
+        return await _screen(request, v1, cid, error=exc.detail, status_code=exc.status)
+    await v1.caught_up(str(cid), lambda c: bool(shows(c, answer)))
+    return to(f"/conversations/{cid}")
+
+
+def _state_is(c: dict[str, Any], answer: dict[str, Any]) -> bool:
+    return bool(c["status"] == answer["status"] and c["assignee"] == answer["assignee"])
+
+
+@router.post("/conversations/{cid}/assign", dependencies=[OurForm])
+async def assign(request: Request, v1: Api, cid: UUID) -> Response:
+    return await _act(request, v1, cid, "/assign", None, _state_is)
+
+
+@router.post("/conversations/{cid}/return-to-ai", dependencies=[OurForm])
+async def return_to_ai(request: Request, v1: Api, cid: UUID) -> Response:
+    return await _act(request, v1, cid, "/return-to-ai", None, _state_is)
+
+
+@router.post("/conversations/{cid}/close", dependencies=[OurForm])
+async def close(request: Request, v1: Api, cid: UUID) -> Response:
+    return await _act(request, v1, cid, "/close", None, _state_is)
+
+
+@router.post("/conversations/{cid}/reopen", dependencies=[OurForm])
+async def reopen(request: Request, v1: Api, cid: UUID) -> Response:
+    return await _act(request, v1, cid, "/reopen", None, _state_is)
+
+
+@router.post("/conversations/{cid}/transfer", dependencies=[OurForm])
+async def transfer(
+    request: Request,
+    v1: Api,
+    cid: UUID,
+    target: Annotated[str, Form(max_length=200)],
+    note: Annotated[str, Form(max_length=MAX_TEXT)] = "",
+) -> Response:
+    """`target` is `user:ID` or `queue:NAME` (one select lists both)."""
+    kind, _, value = target.partition(":")
+    body: dict[str, Any] = {"to_user": value} if kind == "user" else {"to_queue": value}
+    if note.strip():
+        body["note"] = note.strip()
+    return await _act(request, v1, cid, "/transfer", body, _state_is)
+
+
+@router.post("/conversations/{cid}/messages", dependencies=[OurForm])
+async def reply(
+    request: Request,
+    v1: Api,
+    cid: UUID,
+    text: Text,
+    idempotency_key: Annotated[str, Form(max_length=200)],
+) -> Response:
+    """The reply box; its key makes a double submit (or a retried post) send once."""
+
+    def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
+        return any(answer["outbound_id"] in m["key"] for m in c["messages"])
+
+    return await _act(
+        request,
+        v1,
+        cid,
+        "/messages",
+        {"text": text},
+        shown,
+        headers={"Idempotency-Key": idempotency_key},
+    )
+
+
+@router.post("/conversations/{cid}/notes", dependencies=[OurForm])
+async def note(
+    request: Request,
+    v1: Api,
+    cid: UUID,
+    text: Text,
+    idempotency_key: Annotated[str, Form(max_length=200)],
+) -> Response:
+    def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
+        return any(n["id"] == answer["note_id"] for n in c["notes"])
+
+    return await _act(
+        request,
+        v1,
+        cid,
+        "/notes",
+        {"text": text},
+        shown,
+        headers={"Idempotency-Key": idempotency_key},
+    )
+
+
+@router.post("/conversations/{cid}/labels", dependencies=[OurForm])
+async def labels(
+    request: Request,
+    v1: Api,
+    cid: UUID,
+    add: Annotated[str, Form(max_length=200)] = "",
+    remove: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    body = {"add": [add.strip()] if add.strip() else [], "remove": [remove] if remove else []}
+
+    def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
+        return sorted(c["labels"]) == sorted(answer["labels"])
+
+    return await _act(request, v1, cid, "/labels", body, shown)
