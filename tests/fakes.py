@@ -72,8 +72,11 @@ class InMemoryCipher:
         for subject_id in subject_ids:
             self.keys.setdefault(subject_id, AESGCM.generate_key(bit_length=256))
 
-    def shred(self, subject_id: UUID) -> None:
-        self.keys.pop(subject_id, None)
+    def shred(self, subject_id: UUID) -> bool:
+        return self.keys.pop(subject_id, None) is not None
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
+        """Nothing is cached apart from the keys themselves."""
 
 
 class FakeClock:

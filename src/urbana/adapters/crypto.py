@@ -5,7 +5,8 @@ the key is stored wrapped (AES-GCM under the master key, bound to the subject id
 in `urbana_subject_keys` (made by `adapters.postgres.schema`). Erasure deletes the row
 (crypto-shredding): every copy of the subject's data, in the store, Kafka or backups
 taken afterwards, becomes unreadable. Unwrapped keys are cached in process for speed;
-a shredded key is evicted from this process's cache at once and from others within
+a shredded key is evicted from this process's cache at once, and from every other
+process's when it consumes the `SubjectErased` event (`forget`), at the latest within
 `cache_ttl`.
 """
 
@@ -116,15 +117,21 @@ class PostgresSubjectCipher:
             for subject, wrapped in rows:
                 self._remember(subject, self._unwrap(subject, bytes(wrapped)), now)
 
-    def shred(self, subject_id: UUID) -> None:
-        """Destroy the subject's key."""
+    def shred(self, subject_id: UUID) -> bool:
+        """Destroy the subject's key; True when there was one."""
         with store_call("destroying a data key"), self._pool.connection() as conn:
-            conn.execute(
+            deleted = conn.execute(
                 f"DELETE FROM {self._table} WHERE subject_id = %s",  # noqa: S608
                 (subject_id,),
-            )
+            ).rowcount
+        self.forget([subject_id])
+        return deleted > 0
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
+        """Drop cached unwrapped keys (their rows were deleted, here or elsewhere)."""
         with self._lock:
-            self._cache.pop(subject_id, None)
+            for subject_id in subject_ids:
+                self._cache.pop(subject_id, None)
 
     # -- internals -----------------------------------------------------------
 

@@ -14,6 +14,7 @@ from uuid import UUID
 from urbana.application.access import AccessCommands
 from urbana.application.ai_outcome import AIOutcome, AIOutcomes
 from urbana.application.attendants import AttendantCommands
+from urbana.application.erasure import ErasureCommands
 from urbana.application.inbound import InboundCommands, Received, ReceiveMessage, RecordStatus
 from urbana.application.outbound import (
     FailedOutbound,
@@ -44,6 +45,7 @@ class UrbanaApp(
     AIOutcomes,
     AttendantCommands,
     AccessCommands,
+    ErasureCommands,
 ):
     """Commands of the conversation engine; the only writer of domain events."""
 

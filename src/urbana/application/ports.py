@@ -38,8 +38,16 @@ class SubjectCipher(Protocol):
         """Make sure these subjects have keys (one round trip for a whole batch)."""
         ...
 
-    def shred(self, subject_id: UUID) -> None:
-        """Destroy the subject's key: everything sealed with it becomes unreadable."""
+    def shred(self, subject_id: UUID) -> bool:
+        """Destroy the subject's key: everything sealed with it becomes unreadable.
+
+        True when there was a key to destroy.
+        """
+        ...
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
+        """Drop this process's cached copies of these subjects' keys (another process
+        destroyed them)."""
         ...
 
 

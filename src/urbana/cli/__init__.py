@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from urbana.cli import access, channel, demo, dlq, kafka, kb, replay, serve, tenant
+from urbana.cli import access, channel, demo, dlq, erasure, kafka, kb, replay, serve, tenant
 
 app = typer.Typer(help="Urbana: event-sourced WhatsApp conversation engine.", no_args_is_help=True)
 app.command()(serve.dev)
@@ -24,6 +24,7 @@ app.add_typer(kafka.app, name="kafka")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(access.users, name="user")
 app.add_typer(access.apikeys, name="apikey")
+app.add_typer(erasure.app, name="privacy")  # merged with the export's group when both land
 
 
 def main() -> None:

@@ -53,10 +53,23 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         return conversation_id_for(tenant_id, channel, contact)
 
     @classmethod
-    def start(cls, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> Conversation:
+    def start(
+        cls, tenant_id: UUID, channel: str, contact: str, lead_id: UUID, generation: int = 0
+    ) -> Conversation:
+        """A new conversation; `generation` is its lead's (see `Lead`, erasure)."""
         if channel not in CHANNELS:
             raise InvalidInput(f"unknown channel {channel!r}")
-        return cls(tenant_id=tenant_id, channel=channel, contact=contact, lead_id=lead_id)
+        if not generation:
+            return cls(tenant_id=tenant_id, channel=channel, contact=contact, lead_id=lead_id)
+        # As for `Lead.create`: the generation is not a fact of the event, so the id is given.
+        return cls._create(
+            cls.ConversationStarted,  # type: ignore[attr-defined]
+            id=conversation_id_for(tenant_id, channel, contact, generation),
+            tenant_id=tenant_id,
+            channel=channel,
+            contact=contact,
+            lead_id=lead_id,
+        )
 
     @event("ConversationStarted")
     def __init__(self, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> None:

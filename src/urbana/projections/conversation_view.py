@@ -88,7 +88,7 @@ class ConversationView:
             "ConversationClosed",
             "ConversationReopened",
         )
-    )
+    ) | {"Lead.SubjectErased"}
 
     def ddl(self) -> list[str]:
         return [
@@ -156,7 +156,11 @@ class ConversationView:
         notes: dict[tuple[str, str], Row] = {}
         touched_c: dict[str, None] = {}
         touched_m: dict[tuple[str, str], None] = {}
+        erased: dict[str, None] = {}
         for e in envelopes:
+            if e.type == "SubjectErased":
+                _forget(e, conversations, touched_c, touched_m, notes, erased)
+                continue
             conv = conversations.get(e.stream_id)
             if e.type == "ConversationStarted":
                 conv = new_conversation(e)
@@ -182,4 +186,41 @@ class ConversationView:
             writes.append(Write("messages", MESSAGE_COLUMNS, _MESSAGE_UPSERT, rows))
         if notes:
             writes.append(Write("notes", NOTE_COLUMNS, _NOTE_UPSERT, list(notes.values())))
+        if erased:
+            rows = [(c,) for c in erased]
+            writes.extend(Write(t, _ERASED_COLUMNS, sql, rows) for t, sql in _ERASE_SQL)
         return writes
+
+
+# An erased subject's conversations leave the view: rows, messages and notes.
+_ERASED_COLUMNS: tuple[tuple[str, str], ...] = (("conversation_id", "uuid"),)
+_ERASE_SQL = tuple(
+    (table, f"DELETE FROM {{{table}}} t USING {{stage}} s WHERE t.{column} = s.conversation_id")  # noqa: S608
+    for table, column in (
+        ("messages", "conversation_id"),
+        ("notes", "conversation_id"),
+        ("conversations", "id"),
+    )
+)
+
+
+def _forget(
+    e: Envelope,
+    conversations: dict[str, list[Any]],
+    touched_c: dict[str, None],
+    touched_m: dict[tuple[str, str], None],
+    notes: dict[tuple[str, str], Row],
+    erased: dict[str, None],
+) -> None:
+    """`SubjectErased`: drop the subject's conversations from what this batch writes.
+
+    Their later events find no row and are skipped, as in a batch of their own.
+    """
+    for cid in e.data.get("conversation_ids") or []:
+        erased[cid] = None
+        conversations.pop(cid, None)
+        touched_c.pop(cid, None)
+        for key in [k for k in touched_m if k[0] == cid]:
+            touched_m.pop(key)
+        for key in [k for k in notes if k[0] == cid]:
+            notes.pop(key)

@@ -91,6 +91,7 @@ class LeadPipeline:
             "Lead.LeadProfileUpdated",
             "Conversation.ConversationStarted",
             "Conversation.MessageReceived",
+            "Lead.SubjectErased",
         }
     )
 
@@ -112,7 +113,15 @@ class LeadPipeline:
     def fold(self, envelopes: Sequence[Envelope], loaded: dict[str, list[Row]]) -> list[Write]:
         own: dict[str, list[Any]] = {}
         activity: dict[str, list[Any]] = {}
+        erased: dict[str, None] = {}
         for e in envelopes:
+            if e.type == "SubjectErased":
+                # The subject leaves the pipeline; its conversations' later activity
+                # (in this batch or after) has no lead to count for.
+                erased[e.stream_id] = None
+                own.pop(e.stream_id, None)
+                activity.pop(e.stream_id, None)
+                continue
             if e.aggregate == "Lead":
                 row = own.get(e.stream_id)
                 if row is None:
@@ -122,7 +131,7 @@ class LeadPipeline:
                 _apply_own(row, e)
                 continue
             lead_id = e.data.get("lead_id")
-            if not lead_id:
+            if not lead_id or lead_id in erased:
                 continue
             act = activity.get(lead_id)
             if act is None:
@@ -142,7 +151,13 @@ class LeadPipeline:
         if activity:
             rows = [tuple(r) for r in activity.values()]
             writes.append(Write("leads", ACTIVITY_COLUMNS, _ACTIVITY_UPSERT, rows))
+        if erased:
+            rows = [(lead,) for lead in erased]
+            writes.append(Write("leads", (("lead_id", "uuid"),), _ERASE_SQL, rows))
         return writes
+
+
+_ERASE_SQL = "DELETE FROM {leads} t USING {stage} s WHERE t.id = s.lead_id"
 
 
 def _apply_own(row: list[Any], e: Envelope) -> None:

@@ -19,6 +19,7 @@ from urbana.adapters.bootstrap import (
 )
 from urbana.adapters.health import check_kafka, check_postgres, check_redis
 from urbana.adapters.http import access, admin, reads, stream, team, webhooks, workspace
+from urbana.adapters.http import erasure as erasure_routes
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.live import LiveFeed
@@ -53,7 +54,7 @@ def create_app(
         app.state.runtime = runtime
         # The /v1 reads' pool and the live feed: one of each per API process.
         read_pool = app.state.reads = build_read_pool(settings)
-        live = app.state.live = build_live_feed(settings)
+        live = app.state.live = build_live_feed(settings, container.store.app)
         try:
             await read_pool.open()
             await live.start()
@@ -74,6 +75,7 @@ def create_app(
     app.include_router(team.router)
     app.include_router(reads.router)
     app.include_router(stream.router)
+    app.include_router(erasure_routes.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

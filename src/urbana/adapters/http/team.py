@@ -109,6 +109,7 @@ SETTINGS_EXAMPLE: dict[str, Any] = {
     "inactivity_limit_s": 900,
     "handoff_queues": {"financing": "e4d9a1c2-7b3f-5e60-8a91-2c3d4e5f6a7b"},
     "default_queue": None,
+    "retention_days": None,
 }
 SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
