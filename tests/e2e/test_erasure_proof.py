@@ -206,3 +206,93 @@ def test_after_erasure_no_byte_of_the_subject_is_left(
         assert after == [], f"personal data left after erasure: {after}"
         erased_in_kafka, _ = scan(dev, ["SubjectErased"])
         assert any(f.where.startswith("kafka:") for f in erased_in_kafka)
+
+        # The same phone writes again: a new subject, with nothing of the old one.
+        again = "Oi de novo"
+        answer = post_cloud(
+            client, api, t, cloud_text(t.phone_number_id, phone, again, name="Zuleica")
+        )
+        assert answer.status_code == 200, answer.text
+
+        def new_subject() -> Any:
+            page = client.get(f"{api}/v1/conversations", headers=auditor).json()
+            return page["items"][0] if page["items"] else None
+
+        fresh = wait_until(new_subject, timeout=60)
+        assert fresh["lead_id"] != receipt["lead_id"]
+        assert fresh["id"] != detail["id"]
+        shown = client.get(f"{api}/v1/conversations/{fresh['id']}", headers=auditor).json()
+        assert [m["text"] for m in shown["messages"] if m["direction"] == "in"] == [again]
+
+
+def run_cli(dev: Dev, *args: str, answer: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [URBANA, *args, "--data-dir", str(dev.data_dir)],
+        capture_output=True,
+        text=True,
+        input=answer,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_cli_asks_before_destroying_and_retention_lists_what_is_due(dev: Dev) -> None:
+    created = urbana(dev, "tenant", "create", f"Loja CLI {uuid4().hex[:6]}", "--json")
+    tenant_id = json.loads(created.stdout)["tenant_id"]
+    t = CloudTenant(tenant_id, str(uuid4().int)[:15], uuid4().hex, uuid4().hex)
+    urbana(
+        dev,
+        "channel",
+        "connect",
+        tenant_id,
+        "cloud",
+        "--phone-number-id",
+        t.phone_number_id,
+        "--app-secret",
+        t.app_secret,
+        "--verify-token",
+        t.verify_token,
+        "--access-token",
+        "EAAG" + uuid4().hex,
+    )
+    phone = f"55119{uuid4().int % 10**8:08d}"
+    with httpx.Client(timeout=15) as client:
+        sent = post_cloud(
+            client, dev.services["api"], t, cloud_text(t.phone_number_id, phone, "Oi")
+        )
+    assert sent.status_code == 200, sent.text
+    args = ("privacy", "erase", tenant_id, "--phone", phone, "--reason", "subject_request")
+
+    refused = run_cli(dev, *args, answer="n\n")
+    assert refused.returncode == 1
+    assert "destroys the data key of lead" in refused.stdout
+    assert "Erase?" in refused.stdout
+    usage = run_cli(dev, "privacy", "erase", tenant_id, "--reason", "subject_request", "--yes")
+    assert usage.returncode == 2  # neither --phone nor --lead
+    bad = run_cli(dev, *args, "--reason", "porque sim", "--yes")
+    assert bad.returncode == 2
+    unknown = run_cli(
+        dev,
+        "privacy",
+        "erase",
+        tenant_id,
+        "--lead",
+        str(uuid4()),
+        "--reason",
+        "subject_request",
+        "--yes",
+    )
+    assert unknown.returncode == 1
+
+    confirmed = run_cli(dev, *args, "--json", answer="y\n")
+    assert confirmed.returncode == 0, confirmed.stderr
+    receipt = json.loads(confirmed.stdout.splitlines()[-1])
+    assert receipt["removed"]["data_keys"] == 1
+    twice = json.loads(urbana(dev, *args, "--yes", "--json").stdout)
+    assert (twice["lead_id"], twice["already_erased"]) == (receipt["lead_id"], True)
+
+    unset = urbana(dev, "privacy", "retention", "run", tenant_id, "--dry-run")
+    assert "retention_days is not set" in unset.stdout
+    urbana(dev, "tenant", "configure", tenant_id, "--set", "retention_days=30")
+    due = json.loads(urbana(dev, "privacy", "retention", "run", tenant_id, "--json").stdout)
+    assert (due["retention_days"], due["due"], due["erased"]) == (30, [], 0)

@@ -1,9 +1,10 @@
 """The read models' side of erasure and retention, on the database owner's connection.
 
 The owner is not bound by row-level security (see docs/architecture.md, Read models and
-replay), so every statement names its tenant. The rows deleted here are the ones the
-projections also delete when they consume `SubjectErased`; doing it at once lets the
-receipt say what was removed, and the projection's delete then finds nothing.
+replay), so every statement names its tenant. The rows deleted (and the tombstones
+written) here are the ones the projections also delete (and write) when they consume
+`SubjectErased`; doing it at once lets the receipt say what was removed, and the
+projections' turn then finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class PostgresSubjectRows:
         self._messages = physical_name(view, "messages")
         self._notes = physical_name(view, "notes")
         self._leads = physical_name(LeadPipeline(), "leads")
+        self._erased_conversations = physical_name(view, "erased_conversations")
+        self._erased_leads = physical_name(LeadPipeline(), "erased_leads")
 
     def footprint(self, tenant_id: UUID, lead_id: UUID) -> Footprint:
         """The subject's conversations and inbound message ids, from the conversation view."""
@@ -65,6 +68,18 @@ class PostgresSubjectRows:
                 f"DELETE FROM {self._leads} WHERE tenant_id = %s AND id = %s",  # noqa: S608
                 (tenant_id, lead_id),
             ).rowcount
+            # The tombstones the projections write when they consume `SubjectErased`,
+            # so a lagging event of the subject finds them from now on.
+            conn.execute(
+                f"INSERT INTO {self._erased_conversations} (id, tenant_id) "
+                "SELECT unnest(%s::uuid[]), %s ON CONFLICT (id) DO NOTHING",
+                (conversation_ids, tenant_id),
+            )
+            conn.execute(
+                f"INSERT INTO {self._erased_leads} (id, tenant_id) "  # noqa: S608
+                "VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+                (lead_id, tenant_id),
+            )
         return counts
 
     def inactive_leads(self, tenant_id: UUID, before: datetime) -> list[UUID]:
