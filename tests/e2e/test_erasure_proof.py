@@ -265,8 +265,8 @@ def test_the_cli_asks_before_destroying_and_retention_lists_what_is_due(dev: Dev
 
     refused = run_cli(dev, *args, answer="n\n")
     assert refused.returncode == 1
-    assert "destroys the data key of lead" in refused.stdout
-    assert "Erase?" in refused.stdout
+    assert "destroys the data key of lead" in refused.stderr
+    assert "Erase?" in refused.stderr
     usage = run_cli(dev, "privacy", "erase", tenant_id, "--reason", "subject_request", "--yes")
     assert usage.returncode == 2  # neither --phone nor --lead
     bad = run_cli(dev, *args, "--reason", "porque sim", "--yes")
@@ -286,7 +286,7 @@ def test_the_cli_asks_before_destroying_and_retention_lists_what_is_due(dev: Dev
 
     confirmed = run_cli(dev, *args, "--json", answer="y\n")
     assert confirmed.returncode == 0, confirmed.stderr
-    receipt = json.loads(confirmed.stdout.splitlines()[-1])
+    receipt = json.loads(confirmed.stdout)
     assert receipt["removed"]["data_keys"] == 1
     twice = json.loads(urbana(dev, *args, "--yes", "--json").stdout)
     assert (twice["lead_id"], twice["already_erased"]) == (receipt["lead_id"], True)

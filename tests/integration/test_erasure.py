@@ -27,7 +27,7 @@ from urbana.application.ports import SystemClock
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 from urbana.domain.errors import InvalidInput, NotFound
-from urbana.domain.lead import Lead
+from urbana.domain.lead import ErasedSubject, Lead
 from urbana.domain.pii import ERASED
 from urbana.projections import queries
 from urbana.projections.base import physical_name
@@ -131,9 +131,12 @@ async def test_erasure_destroys_the_key_records_the_fact_and_removes_the_rows(
         "leads": 1,
         "redis_keys": 1,
     }
+    # The key material is gone; the row stays as the mark that the subject was erased.
     assert rows(
-        store, "SELECT count(*) FROM urbana_subject_keys WHERE subject_id = %s", lead_id
-    ) == [(0,)]
+        store,
+        "SELECT wrapped, erased_at IS NOT NULL FROM urbana_subject_keys WHERE subject_id = %s",
+        lead_id,
+    ) == [(None, True)]
     erased = store.app.stream(lead_id)[-1]
     assert type(erased).__name__ == "SubjectErased"
     assert (erased.reason, erased.by, erased.conversation_ids) == (
@@ -184,7 +187,9 @@ async def test_refused_erasures_append_nothing_and_keep_the_key(store: Store, ca
 
     assert log_head(store) == head
     assert rows(
-        store, "SELECT count(*) FROM urbana_subject_keys WHERE subject_id = %s", lead_id
+        store,
+        "SELECT count(*) FROM urbana_subject_keys WHERE subject_id = %s AND wrapped IS NOT NULL",
+        lead_id,
     ) == [(1,)]
 
 
@@ -298,3 +303,22 @@ async def test_retention_erases_subjects_inactive_past_the_tenants_days(store: S
     head = log_head(store)
     again = await erasure.retention(tenant_id, later, dry_run=False)
     assert (again.due, again.erased, log_head(store)) == ([], 0, head)
+
+
+async def test_nothing_personal_is_recorded_for_an_erased_subject_nor_a_new_key_made(
+    store: Store,
+) -> None:
+    tenant_id, _ = store.app.register_tenant(f"Erase {uuid4().hex[:8]}")
+    conversation_id, lead_id = talk(store, tenant_id, new_phone())
+    await erasure_on(store).erase(tenant_id, lead_id, "subject_request")
+    head = log_head(store)
+
+    with pytest.raises(ErasedSubject):
+        store.app.add_note(conversation_id, author="ana", text="anotação depois do apagamento")
+
+    assert log_head(store) == head
+    assert rows(
+        store, "SELECT wrapped FROM urbana_subject_keys WHERE subject_id = %s", lead_id
+    ) == [(None,)]
+    # Its old events still read as erased (no new key that would fail to open them).
+    assert {e.text for e in store.app.stream(conversation_id) if hasattr(e, "text")} == {ERASED}

@@ -1,17 +1,22 @@
 """Erasure of a data subject (LGPD Art. 18 VI) and the retention job that uses it.
 
 One path for every erasure, whoever asks (an auditor over HTTP, the operator's CLI, the
-retention job): destroy the subject's data key first (crypto-shredding: every copy in
-the store, Kafka and backups becomes unreadable at once), then append `SubjectErased` on
-the lead (ids and a reason category, no personal data), then remove what the read
-models, Redis and this process's memory still hold of the subject, counting it for the
-receipt. The key goes before the event: if the append fails, a retry finds no key and
-appends; the other order could record an erasure whose key survived.
+retention job): append `SubjectErased` on the lead (ids and a reason category, no
+personal data), destroy the subject's data key (crypto-shredding: every copy in the
+store, Kafka and backups becomes unreadable at once; the key vault then refuses to seal
+anything for the subject again), then remove what the read models, Redis and this
+process's memory still hold of the subject, counting it for the receipt. The event goes
+first so that a message arriving meanwhile already finds the lead closed and starts the
+next generation's subject; a message that raced in before it is sealed under the old
+key and is destroyed with it. If the key's destruction fails after the append, the retry
+finds the subject erased and destroys the key then.
 
-Erasing an erased subject answers a receipt with `already_erased` and zero counts and
-appends nothing. The projections also consume `SubjectErased` (so a replay builds the
-same read models), and so does every API process's live feed, which drops its cached
-aggregates and keys (see docs/architecture.md, Privacy).
+Erasing an erased subject appends nothing and answers a receipt with `already_erased`,
+the original time and reason, and the counts of what it still found to remove (a key or
+rows an interrupted first call left; normally nothing). The projections also consume
+`SubjectErased` (so a replay builds the same read models), and so does every API
+process's live feed, which drops its cached aggregates and keys (see
+docs/architecture.md, Privacy).
 """
 
 from __future__ import annotations
@@ -201,14 +206,16 @@ class Erasure:
             # Nothing destroyed or appended again; what an interrupted first call left
             # behind (Redis was down, say) is removed now and counted.
             ids = sorted({*lead.erased_conversations, *found.conversation_ids}, key=str)
+            keys = await self._run(lambda: self._app.cipher.shred(lead_id))
             removed = await self._clean(tenant_id, lead_id, Footprint(ids, found.provider_ids))
+            removed["data_keys"] = int(keys)
             return ErasureReceipt(
                 lead_id, tenant_id, lead.modified_on, lead.erased_reason, True, removed
             )
-        keys = await self._run(lambda: self._app.cipher.shred(lead_id))
         await self._run(
             lambda: self._app.record_erasure(lead_id, reason, found.conversation_ids, by=by)
         )
+        keys = await self._run(lambda: self._app.cipher.shred(lead_id))
         removed = await self._clean(tenant_id, lead_id, found)
         removed["data_keys"] = int(keys)
         removed["events_appended"] = 1

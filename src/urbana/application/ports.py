@@ -27,7 +27,10 @@ class SubjectCipher(Protocol):
     """Per-data-subject authenticated encryption (crypto-shredding)."""
 
     def seal(self, subject_id: UUID, plaintext: bytes) -> bytes:
-        """Encrypt with the subject's data key, creating the key if it has none."""
+        """Encrypt with the subject's data key, creating the key if it has none.
+
+        `ErasedSubject` for a subject whose key was destroyed: it never gets another.
+        """
         ...
 
     def open(self, subject_id: UUID, sealed: bytes) -> bytes | None:

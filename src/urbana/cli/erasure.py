@@ -117,6 +117,7 @@ def erase(
                 "unreadable for good, and its rows in the read models and Redis are removed. "
                 "Erase?",
                 abort=True,
+                err=True,  # stdout stays the receipt alone (--json)
             )
         try:
             receipt = _run(settings, store, lambda e: e.erase(tid, subject.id, reason))

@@ -35,6 +35,12 @@ class AlreadyErased(InvalidTransition):
     code = "already_erased"
 
 
+class ErasedSubject(InvalidTransition):
+    """Nothing personal can be recorded for an erased subject: its key is gone for good."""
+
+    code = "erased_subject"
+
+
 class Stage(StrEnum):
     NEW = "new"
     ENGAGED = "engaged"
