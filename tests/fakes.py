@@ -34,6 +34,7 @@ from urbana.application.channels import OutboundRequest, SendFailed
 from urbana.application.ports import CoordinationUnavailable, LockBusy
 from urbana.domain.attendance import Availability, Candidate
 from urbana.domain.conversation import Conversation, Status
+from urbana.domain.lead import ErasedSubject
 from urbana.domain.reply import AIDecision
 from urbana.errors import Unavailable
 
@@ -53,8 +54,11 @@ class InMemoryCipher:
 
     def __init__(self) -> None:
         self.keys: dict[UUID, bytes] = {}
+        self.erased: set[UUID] = set()
 
     def seal(self, subject_id: UUID, plaintext: bytes) -> bytes:
+        if subject_id in self.erased:
+            raise ErasedSubject(f"subject {subject_id} was erased")
         key = self.keys.setdefault(subject_id, AESGCM.generate_key(bit_length=256))
         nonce = os.urandom(NONCE)
         return nonce + AESGCM(key).encrypt(nonce, plaintext, subject_id.bytes)
@@ -70,10 +74,15 @@ class InMemoryCipher:
 
     def prepare(self, subject_ids: Iterable[UUID]) -> None:
         for subject_id in subject_ids:
-            self.keys.setdefault(subject_id, AESGCM.generate_key(bit_length=256))
+            if subject_id not in self.erased:
+                self.keys.setdefault(subject_id, AESGCM.generate_key(bit_length=256))
 
-    def shred(self, subject_id: UUID) -> None:
-        self.keys.pop(subject_id, None)
+    def shred(self, subject_id: UUID) -> bool:
+        self.erased.add(subject_id)
+        return self.keys.pop(subject_id, None) is not None
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
+        """Nothing is cached apart from the keys themselves."""
 
 
 class FakeClock:

@@ -130,6 +130,21 @@ def _evolution_channel(api: Api, owner: Team) -> UUID:
     return _CHANNELS[owner.tenant_id]
 
 
+def _erase(api: Api, owner: Team, _caller: str) -> Call:
+    """A new subject of the owner's tenant for each call: each erasure is a first one."""
+    phone = f"55119{uuid4().int % 10**8:08d}"
+    message = InboundMessage(
+        provider_message_id=f"wamid.{uuid4().hex}",
+        contact=phone,
+        phone=phone,
+        sent_at=datetime.now(UTC),
+        kind="text",
+        text="Oi",
+    )
+    started = api.store.app.receive_message(ReceiveMessage(owner.tenant_id, "cloud", message))
+    return Call(f"/v1/privacy/subjects/{started.lead_id}/erase", {"reason": "subject_request"})
+
+
 def _get(path: str) -> Scenario:
     return Scenario(200, lambda api, owner, _caller: Call(path))
 
@@ -192,6 +207,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
         lambda api, owner, _caller: Call(f"/v1/channels/{_evolution_channel(api, owner)}/connect"),
         on_a_resource=True,
     ),
+    ("POST", "/v1/privacy/subjects/{lead_id}/erase"): Scenario(200, _erase, on_a_resource=True),
 }
 
 

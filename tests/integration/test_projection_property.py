@@ -3,7 +3,8 @@
 For random command sequences over a few conversations and their attendants (with the
 events issue 11 adds: assignments, transfers, notes, labels, returns to the queue, the
 users' availability and queues, the tenant's queues and canned responses; see
-tests/contract_events.py), the events are published to a fresh topic in chunks, some
+tests/contract_events.py; and erasures of a lead, after which its contact may write
+again as a new subject), the events are published to a fresh topic in chunks, some
 chunks twice (a relay that crashed before saving its position), and consumed by
 runners that are killed between the database commit and the offset commit (so Kafka
 redelivers what was already applied). Whatever happened, the tables must equal, row for
@@ -41,7 +42,7 @@ from urbana.application.envelope import Envelope
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError
-from urbana.domain.lead import Stage
+from urbana.domain.lead import Lead, Stage
 from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
 from urbana.projections.base import physical_name
 from urbana.projections.schema import all_projections
@@ -82,6 +83,9 @@ command = st.one_of(
     st.tuples(st.just("disable"), st.integers(0, 2), st.booleans()),
     st.tuples(st.just("queue"), st.integers(0, 2), st.sampled_from(QUEUES)),
     st.tuples(st.just("canned"), st.integers(0, 2), st.sampled_from(SHORTCUTS), st.booleans()),
+    # LGPD erasure of the conversation's lead (its key, then SubjectErased); the contact
+    # writing again afterwards is the next generation's subject.
+    st.tuples(st.just("erase"), st.integers(0, 2)),
 )
 
 scenario = st.fixed_dictionaries(
@@ -219,6 +223,11 @@ class World:
                 app.release_inactive(conversation_id, now=now + timedelta(hours=1))
             elif name == "reopen":
                 app.reopen_conversation(conversation_id, by="sup")
+            elif name == "erase":
+                lead_id = app.get(Conversation, conversation_id).lead_id
+                if not app.get(Lead, lead_id).erased:
+                    app.cipher.shred(lead_id)
+                    app.record_erasure(lead_id, "subject_request", [conversation_id])
             elif name == "stage":
                 lead_id = app.get(Conversation, conversation_id).lead_id
                 app.move_lead_stage(lead_id, stage=cmd[2], by="ana")

@@ -130,6 +130,10 @@ def build(store: Store) -> World:
     stranger = app.receive_message(
         ReceiveMessage(other, "cloud", inbound("5511911110009", "Olá", "Zé"))
     )
+    # An erased subject of the other tenant: only its tombstones are left.
+    gone = app.receive_message(ReceiveMessage(other, "cloud", inbound("5511911110008", "Oi", "Ex")))
+    app.cipher.shred(gone.lead_id)
+    app.record_erasure(gone.lead_id, "subject_request", [gone.conversation_id])
     return World(
         tenant=tenant,
         other=other,

@@ -108,6 +108,24 @@ async def test_an_answer_is_cancelled_not_sent_when_a_human_took_over_meanwhile(
     )
 
 
+async def test_an_answer_queued_before_its_subject_was_erased_is_cancelled_not_sent() -> None:
+    app = in_memory_app()
+    cid, out = queued(app)
+    lead_id = app.get(Conversation, cid).lead_id
+    app.cipher.shred(lead_id)
+    app.record_erasure(lead_id, "subject_request", [cid])
+    gateway = FakeSender()
+
+    assert await dispatcher(app, {"cloud": gateway}).dispatch(cid, out) == "cancelled"
+
+    assert gateway.requests == []
+    cancelled = app.stream(cid)[-1]
+    assert (type(cancelled).__name__, cancelled.reason) == (
+        "OutboundMessageCancelled",
+        "subject_erased",
+    )
+
+
 async def test_outside_the_24_hour_window_the_message_fails_without_a_call() -> None:
     app = in_memory_app()
     wrote = datetime.now(UTC)

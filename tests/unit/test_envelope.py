@@ -40,7 +40,10 @@ class ClearCipher:
     def prepare(self, subject_ids: Iterable[UUID]) -> None:
         return None
 
-    def shred(self, subject_id: UUID) -> None:
+    def shred(self, subject_id: UUID) -> bool:
+        return False
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
         return None
 
 
@@ -81,6 +84,7 @@ def history() -> list[DomainEventProtocol[UUID]]:
     lead.update_profile(name="Ana Maria")
     lead.record_export(by="user-aud", role="auditor", purpose="LGPD art. 18", rendering="json")
     conv = Conversation.start(tenant.id, "cloud", "5511999990000", lead.id)
+    lead.erase("subject_request", conversation_ids=[conv.id], by="user-auditor")
     conv.receive(
         provider_message_id="w1",
         kind="text",

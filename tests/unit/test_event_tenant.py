@@ -45,6 +45,7 @@ BORN_WITH_IT = {
     "TemplateRemoved",
     "SubjectDataExported",
     "ChannelStateChanged",
+    "SubjectErased",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -152,6 +153,9 @@ def history(app: UrbanaApp) -> UUID:
         cid, AIOutcome(3, "x", "guard", 0.0, {}, rejected="guard_rejected", fallback="Desculpe.")
     )
     app.receive_message(ReceiveMessage(tid, "cloud", inbound("do celular", "wamid.later", True)))
+    lead_id = app.get(Conversation, cid).lead_id
+    app.cipher.shred(lead_id)
+    app.record_erasure(lead_id, "subject_request", [cid], by="auditor")
     return tid
 
 

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from urbana.adapters.postgres.knowledge import PgKnowledgeStore
     from urbana.adapters.tokens import JwtTokens
     from urbana.application.access import Access
+    from urbana.application.app import UrbanaApp
+    from urbana.application.erasure import Erasure
     from urbana.application.ports import LLM, Clock, Embeddings, Sender, Summarizer
 
 log = logging.getLogger(__name__)
@@ -256,9 +258,13 @@ def _llm(settings: Settings, http: httpx.AsyncClient) -> LLM:
     )
 
 
-def build_live_feed(s: Settings) -> LiveFeed:
-    """The API process's live feed (start it in the lifespan: `await feed.start()`)."""
+def build_live_feed(s: Settings, app: UrbanaApp | None = None) -> LiveFeed:
+    """The API process's live feed (start it in the lifespan: `await feed.start()`).
+
+    Given the process's application, the feed makes it forget each erased subject.
+    """
     from urbana.adapters.live import LiveFeed
+    from urbana.application.erasure import forget_erased
 
     if not s.database_url:
         raise ConfigurationError("URBANA_DATABASE_URL is not set")
@@ -267,7 +273,24 @@ def build_live_feed(s: Settings) -> LiveFeed:
         schema=s.database_schema,
         heartbeat_s=s.live_heartbeat_s,
         queue_size=s.live_queue_size,
+        on_erased=forget_erased(app) if app is not None else None,
     )
+
+
+def build_erasure(c: Container, *, gated: bool = False) -> Erasure:
+    """Erasure and retention on the container's store, read models and Redis.
+
+    `gated`: store calls go through the ingest's store gate (the API's bounded wait).
+    """
+    from urbana.adapters.postgres.erasure import PostgresSubjectRows
+    from urbana.adapters.redis_erasure import RedisSubjectCache
+    from urbana.application.erasure import Erasure
+
+    cache = RedisSubjectCache(c.redis) if c.redis is not None else None
+    rows = PostgresSubjectRows(c.store.pool)
+    if not gated:
+        return Erasure(c.store.app, rows, cache, c.clock)
+    return Erasure(c.store.app, rows, cache, c.clock, run=c.ingestor.committer.gate.call)
 
 
 def build_read_pool(s: Settings) -> AsyncConnectionPool[Any]:

@@ -2,10 +2,13 @@
 
 Envelope encryption: each subject (lead, tenant) gets a random 256-bit data key;
 the key is stored wrapped (AES-GCM under the master key, bound to the subject id)
-in `urbana_subject_keys` (made by `adapters.postgres.schema`). Erasure deletes the row
+in `urbana_subject_keys` (made by `adapters.postgres.schema`). Erasure destroys the key
 (crypto-shredding): every copy of the subject's data, in the store, Kafka or backups
-taken afterwards, becomes unreadable. Unwrapped keys are cached in process for speed;
-a shredded key is evicted from this process's cache at once and from others within
+taken afterwards, becomes unreadable. Erasure deletes the key material and keeps the
+row (`wrapped` NULL, `erased_at`), so sealing for an erased subject is refused instead
+of starting a new key under the old id. Unwrapped keys are cached in process for speed;
+a shredded key is evicted from this process's cache at once, and from every other
+process's when it consumes the `SubjectErased` event (`forget`), at the latest within
 `cache_ttl`.
 """
 
@@ -24,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.faults import store_call
+from urbana.domain.lead import ErasedSubject
 from urbana.errors import ConfigurationError, UrbanaError
 
 NONCE = 12
@@ -63,7 +67,8 @@ class PostgresSubjectCipher:
         self._pool = pool
         self._master = AESGCM(master_key)
         self._table = f'"{schema}".urbana_subject_keys' if schema else "urbana_subject_keys"
-        self._cache: OrderedDict[UUID, tuple[AESGCM, float]] = OrderedDict()
+        # None for an erased subject: known, and without a key.
+        self._cache: OrderedDict[UUID, tuple[AESGCM | None, float]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_ttl = cache_ttl
         self._lock = threading.Lock()
@@ -71,9 +76,14 @@ class PostgresSubjectCipher:
     # -- SubjectCipher -------------------------------------------------------
 
     def seal(self, subject_id: UUID, plaintext: bytes) -> bytes:
-        """Encrypt with the subject's data key, creating the key if it has none."""
+        """Encrypt with the subject's data key, creating the key if it has none.
+
+        `ErasedSubject` when the subject was erased: a new key under the old id would
+        make everything sealed before fail authentication instead of reading as erased.
+        """
         key = self._key(subject_id, create=True)
-        assert key is not None
+        if key is None:
+            raise ErasedSubject(f"subject {subject_id} was erased")
         nonce = os.urandom(NONCE)
         return nonce + key.encrypt(nonce, plaintext, subject_id.bytes)
 
@@ -114,17 +124,33 @@ class PostgresSubjectCipher:
             ).fetchall()
         with self._lock:
             for subject, wrapped in rows:
-                self._remember(subject, self._unwrap(subject, bytes(wrapped)), now)
+                key = None if wrapped is None else self._unwrap(subject, bytes(wrapped))
+                self._remember(subject, key, now)
 
-    def shred(self, subject_id: UUID) -> None:
-        """Destroy the subject's key."""
+    def shred(self, subject_id: UUID) -> bool:
+        """Destroy the subject's key; True when there was one.
+
+        The row stays, without its key, as the mark that the subject was erased.
+        """
         with store_call("destroying a data key"), self._pool.connection() as conn:
+            destroyed = conn.execute(
+                f"UPDATE {self._table} SET wrapped = NULL, erased_at = now() "  # noqa: S608
+                "WHERE subject_id = %s AND wrapped IS NOT NULL",
+                (subject_id,),
+            ).rowcount
             conn.execute(
-                f"DELETE FROM {self._table} WHERE subject_id = %s",  # noqa: S608
+                f"INSERT INTO {self._table} (subject_id, wrapped, erased_at) "  # noqa: S608
+                "VALUES (%s, NULL, now()) ON CONFLICT DO NOTHING",
                 (subject_id,),
             )
+        self.forget([subject_id])
+        return destroyed > 0
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
+        """Drop cached unwrapped keys (their rows were deleted, here or elsewhere)."""
         with self._lock:
-            self._cache.pop(subject_id, None)
+            for subject_id in subject_ids:
+                self._cache.pop(subject_id, None)
 
     # -- internals -----------------------------------------------------------
 
@@ -132,7 +158,7 @@ class PostgresSubjectCipher:
         entry = self._cache.get(subject_id)
         return entry is not None and now - entry[1] < self._cache_ttl
 
-    def _remember(self, subject_id: UUID, key: AESGCM, now: float) -> None:
+    def _remember(self, subject_id: UUID, key: AESGCM | None, now: float) -> None:
         self._cache[subject_id] = (key, now)
         self._cache.move_to_end(subject_id)
         while len(self._cache) > self._cache_size:
@@ -152,7 +178,7 @@ class PostgresSubjectCipher:
                     f"SELECT wrapped FROM {self._table} WHERE subject_id = %s",  # noqa: S608
                     (subject_id,),
                 ).fetchone()
-            if row is None:
+            if row is None or row[0] is None:
                 with self._lock:
                     self._cache.pop(subject_id, None)
                 return None

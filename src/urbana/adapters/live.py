@@ -56,6 +56,7 @@ from urbana.errors import Unavailable, UrbanaError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+ERASURE_SOURCE = "Lead.SubjectErased"
 APPLICATION_NAME = "urbana-live"  # how the feed's connections show in pg_stat_activity
 HEARTBEAT_S = 15.0  # under the idle timeouts of common proxies (nginx: 60 s)
 QUEUE_SIZE = 1_000  # events a subscriber may have waiting before it is dropped to the log
@@ -102,6 +103,7 @@ class LiveFeed(Service):
         poll_interval: float = 1.0,
         batch_size: int = 500,
         catch_up_connections: int = 2,
+        on_erased: Callable[[Envelope], Awaitable[None]] | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or heartbeat_s <= 0:
             raise ValueError("queue_size and batch_size >= 1, heartbeat_s > 0 are required")
@@ -110,7 +112,12 @@ class LiveFeed(Service):
         self._queue_size = queue_size
         self._poll_interval = poll_interval
         self._batch_size = batch_size
-        self._follower_log = AsyncLogReader(schema, handles=LIVE_SOURCES, event_ids=False)
+        # The follower also reads erasures: this process forgets the subject on each
+        # (`on_erased`; see docs/architecture.md, Privacy).
+        self._on_erased = on_erased
+        self._follower_log = AsyncLogReader(
+            schema, handles=LIVE_SOURCES | {ERASURE_SOURCE}, event_ids=False
+        )
         self._catch_up_log = AsyncLogReader(schema, handles=LIVE_SOURCES, event_ids=False)
         # Catch-up reads of resuming subscribers share a few connections: a reconnect
         # storm queues on them instead of opening one connection per client.
@@ -295,10 +302,22 @@ class LiveFeed(Service):
                 await self._wait_for_notify(listener)
                 continue
             for envelope in page.envelopes:
+                if envelope.type == "SubjectErased":
+                    await self._forget(envelope)
+                    continue
                 event = live_event(envelope)
                 if event is not None:
                     self._dispatch(event)
             self.position = page.last
+
+    async def _forget(self, envelope: Envelope) -> None:
+        if self._on_erased is None:
+            return
+        try:
+            await self._on_erased(envelope)
+        except Exception:
+            # The caches it clears also expire on their own; the feed must go on.
+            log.exception("forgetting erased subject %s failed", envelope.stream_id)
 
     def _dispatch(self, event: LiveEvent) -> None:
         """Hand one event to its tenant's subscribers; never waits for any of them."""

@@ -15,6 +15,7 @@ from uuid import UUID
 from urbana.application.access import AccessCommands
 from urbana.application.ai_outcome import AIOutcome, AIOutcomes
 from urbana.application.attendants import AttendantCommands
+from urbana.application.erasure import ErasureCommands
 from urbana.application.inbound import InboundCommands, Received, ReceiveMessage, RecordStatus
 from urbana.application.jobs import JobCommands
 from urbana.application.outbound import (
@@ -49,6 +50,7 @@ class UrbanaApp(
     AccessCommands,
     JobCommands,
     PrivacyCommands,
+    ErasureCommands,
 ):
     """Commands of the conversation engine; the only writer of domain events."""
 

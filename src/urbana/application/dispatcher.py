@@ -62,6 +62,7 @@ from urbana.domain.channels import CONSOLE
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import InvalidTransition, StaleStatus
 from urbana.domain.outbound import OUT
+from urbana.domain.pii import ERASED
 from urbana.domain.templates import window_applies
 from urbana.domain.tenant import Tenant
 
@@ -170,6 +171,11 @@ class Dispatcher:
         """The outcome when the message must not (or need not) be sent now; else None."""
         if not conv.is_queued(outbound_id):
             return "skipped"
+        if conv.message(outbound_id).text == ERASED:
+            # Its subject was erased after it was queued: the text and the address are
+            # gone, and so is the reason to write to them.
+            await self._call(self._app.cancel_outbound, conv.id, outbound_id, "subject_erased")
+            return "cancelled"
         if not conv.may_send(outbound_id):
             reason = "conversation_closed" if conv.status is Status.CLOSED else "human_took_over"
             await self._call(self._app.cancel_outbound, conv.id, outbound_id, reason)

@@ -17,7 +17,13 @@ from eventsourcing.domain import Aggregate
 from urbana.application.channels import InboundMessage, StatusUpdate
 from urbana.application.outbound import link_sent, parse_callback_data
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
-from urbana.domain.contacts import contact_key, lead_key, message_ref_id_for
+from urbana.domain.contacts import (
+    contact_key,
+    conversation_id_for,
+    lead_id_for,
+    lead_key,
+    message_ref_id_for,
+)
 from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError, StatusAlreadyHeld
 from urbana.domain.lead import Lead
@@ -139,8 +145,11 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
         return exc
     ref_id = message_ref_id_for(command.tenant_id, command.channel, msg.provider_message_id)
     existing = uow.get(MessageRef, ref_id)
-    conversation_id = Conversation.create_id(command.tenant_id, command.channel, msg.contact)
-    lead_id = Lead.create_id(command.tenant_id, key)
+    generation, lead = _current_lead(uow, command.tenant_id, key)
+    lead_id = lead_id_for(command.tenant_id, key, generation)
+    conversation_id = conversation_id_for(
+        command.tenant_id, command.channel, msg.contact, generation
+    )
     if existing is not None and existing.linked:
         conversation = uow.get(Conversation, existing.conversation_id or conversation_id)
         seq = conversation.inbound_seq if conversation else 0
@@ -150,12 +159,17 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
     conversation = uow.get(Conversation, conversation_id)
     try:
         if conversation is None:
-            lead = uow.get(Lead, lead_id)
             if lead is None:
-                lead = Lead.create(command.tenant_id, key, phone=msg.phone, name=msg.contact_name)
+                lead = Lead.create(
+                    command.tenant_id,
+                    key,
+                    phone=msg.phone,
+                    name=msg.contact_name,
+                    generation=generation,
+                )
                 new.append(lead)
             conversation = Conversation.start(
-                command.tenant_id, command.channel, msg.contact, lead.id
+                command.tenant_id, command.channel, msg.contact, lead.id, generation
             )
             new.append(conversation)
         outbound_id = f"ext:{msg.provider_message_id}" if msg.from_me else None
@@ -209,6 +223,21 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
         conversation.inbound_seq,
         new_conversation=bool(new) and isinstance(new[-1], Conversation),
     )
+
+
+def _current_lead(uow: UnitOfWork, tenant_id: UUID, key: str) -> tuple[int, Lead | None]:
+    """The generation a message of this key belongs to, and its lead if it has one yet.
+
+    Each erasure closes a lead's stream; whoever writes with that key afterwards is a new
+    data subject, with the next generation's streams and key (see docs/architecture.md,
+    Privacy). Erased subjects are rare, so walking the chain costs nothing in practice.
+    """
+    generation = 0
+    lead = uow.get(Lead, lead_id_for(tenant_id, key))
+    while lead is not None and lead.erased:
+        generation += 1
+        lead = uow.get(Lead, lead_id_for(tenant_id, key, generation))
+    return generation, lead
 
 
 def _status_or_error(uow: UnitOfWork, command: RecordStatus) -> str | DomainError:

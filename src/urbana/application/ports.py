@@ -28,7 +28,10 @@ class SubjectCipher(Protocol):
     """Per-data-subject authenticated encryption (crypto-shredding)."""
 
     def seal(self, subject_id: UUID, plaintext: bytes) -> bytes:
-        """Encrypt with the subject's data key, creating the key if it has none."""
+        """Encrypt with the subject's data key, creating the key if it has none.
+
+        `ErasedSubject` for a subject whose key was destroyed: it never gets another.
+        """
         ...
 
     def open(self, subject_id: UUID, sealed: bytes) -> bytes | None:
@@ -39,8 +42,16 @@ class SubjectCipher(Protocol):
         """Make sure these subjects have keys (one round trip for a whole batch)."""
         ...
 
-    def shred(self, subject_id: UUID) -> None:
-        """Destroy the subject's key: everything sealed with it becomes unreadable."""
+    def shred(self, subject_id: UUID) -> bool:
+        """Destroy the subject's key: everything sealed with it becomes unreadable.
+
+        True when there was a key to destroy.
+        """
+        ...
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
+        """Drop this process's cached copies of these subjects' keys (another process
+        destroyed them)."""
         ...
 
 

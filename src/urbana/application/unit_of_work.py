@@ -174,6 +174,22 @@ class StoreApp(Application[UUID]):
             raise _not_found(cls, aggregate_id) from None
         return _check_kind(cls, aggregate_id, found)
 
+    def forget_subject(self, stream_ids: Iterable[UUID]) -> None:
+        """Drop what this process holds of an erased subject: its lead's and conversations'
+        aggregates (their state held plaintext) and its cached data key."""
+        ids = list(stream_ids)
+        # Two caches of aggregates: the ingest writer's and the repository's (every
+        # `get` fills it, AGGREGATE_CACHE_MAXSIZE); both hold decrypted state.
+        with self._writer_lock:
+            for stream_id in ids:
+                with contextlib.suppress(KeyError):
+                    self._writer_cache.get(stream_id, evict=True)
+        if self.repository.cache is not None:
+            for stream_id in ids:
+                with contextlib.suppress(KeyError):
+                    self.repository.cache.get(stream_id, evict=True)
+        self._cipher.forget(ids)
+
     def _retrying(self, work: Callable[[UnitOfWork], R]) -> R:
         """Run `work` on a fresh unit of work and save it, retrying on conflicts."""
         return self._attempts(lambda: UnitOfWork(self), work)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import typer
 
+# `erasure` adds its commands (erase, retention run) to the `privacy` group.
 from urbana.cli import (
     access,
     channel,
     chat,
     demo,
     dlq,
+    erasure,  # noqa: F401
     jobs,
     kafka,
     kb,

@@ -23,7 +23,9 @@ from urbana.cli.common import (
     with_running_services,
 )
 
-app = typer.Typer(help="Data subject requests (LGPD): export.", no_args_is_help=True)
+app = typer.Typer(
+    help="Data subject requests (LGPD): export, erasure and retention.", no_args_is_help=True
+)
 
 CLI_ACTOR, CLI_ROLE = "cli", "operator"
 

@@ -74,12 +74,23 @@ def tenant_id_for(name: str) -> UUID:
     return uuid5(NAMESPACE, f"tenant:{name.strip().lower()}")
 
 
-def conversation_id_for(tenant_id: UUID, channel: str, contact: str) -> UUID:
-    return uuid5(NAMESPACE, f"conversation:{tenant_id}:{channel}:{contact_key(contact)}")
+def _generation(generation: int) -> str:
+    # Generation 0 is the id every stream had before erasure existed: no suffix.
+    return f"#gen{generation}" if generation else ""
 
 
-def lead_id_for(tenant_id: UUID, key: str) -> UUID:
-    return uuid5(NAMESPACE, f"lead:{tenant_id}:{key}")
+def conversation_id_for(tenant_id: UUID, channel: str, contact: str, generation: int = 0) -> UUID:
+    """The conversation of a contact on a channel, in the contact's `generation`.
+
+    A person whose data was erased and who writes again is a new data subject: the new
+    generation gives them new streams (see docs/architecture.md, Privacy).
+    """
+    key = contact_key(contact)
+    return uuid5(NAMESPACE, f"conversation:{tenant_id}:{channel}:{key}{_generation(generation)}")
+
+
+def lead_id_for(tenant_id: UUID, key: str, generation: int = 0) -> UUID:
+    return uuid5(NAMESPACE, f"lead:{tenant_id}:{key}{_generation(generation)}")
 
 
 def message_ref_id_for(tenant_id: UUID, channel: str, provider_message_id: str) -> UUID:

@@ -59,10 +59,16 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         return conversation_id_for(tenant_id, channel, contact)
 
     @classmethod
-    def start(cls, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> Conversation:
+    def start(
+        cls, tenant_id: UUID, channel: str, contact: str, lead_id: UUID, generation: int = 0
+    ) -> Conversation:
+        """A new conversation; `generation` is its lead's (see `Lead`, erasure)."""
         if channel not in CHANNELS:
             raise InvalidInput(f"unknown channel {channel!r}")
-        return cls(tenant_id=tenant_id, channel=channel, contact=contact, lead_id=lead_id)
+        # As for `Lead.create`: the generation is not a fact of the event, so the id is given.
+        fields = dict(tenant_id=tenant_id, channel=channel, contact=contact, lead_id=lead_id)
+        conversation_id = conversation_id_for(tenant_id, channel, contact, generation)
+        return cls._create(cls.ConversationStarted, id=conversation_id, **fields)  # type: ignore[attr-defined]
 
     @event("ConversationStarted")
     def __init__(self, tenant_id: UUID, channel: str, contact: str, lead_id: UUID) -> None:

@@ -19,7 +19,33 @@ from urbana.domain.events import (
     nobody_acted,
     tenant_added_in_v2,
 )
-from urbana.domain.pii import personal
+from urbana.domain.pii import ERASED, personal
+
+# Why a subject was erased: a category, never free text, so the event that proves the
+# erasure cannot itself carry personal data (an auditor's note would be the place for a
+# name, and the event store is not). Free-text details belong in the auditor's own
+# ticketing system, referenced from outside Urbana.
+ERASURE_REASONS = frozenset(
+    {
+        "subject_request",  # the data subject asked (LGPD Art. 18 VI)
+        "consent_withdrawn",  # consent revoked (Art. 8 §5)
+        "purpose_fulfilled",  # the processing ended (Art. 16)
+        "legal_order",  # a court or the ANPD ordered it
+        "retention",  # the tenant's retention period ran out (the retention job)
+    }
+)
+
+
+class AlreadyErased(InvalidTransition):
+    """The subject's data was already erased."""
+
+    code = "already_erased"
+
+
+class ErasedSubject(InvalidTransition):
+    """Nothing personal can be recorded for an erased subject: its key is gone for good."""
+
+    code = "erased_subject"
 
 
 class Stage(StrEnum):
@@ -49,10 +75,30 @@ class Lead(TenantScoped):
         return lead_id_for(tenant_id, key)
 
     @classmethod
-    def create(cls, tenant_id: UUID, key: str, phone: str | None, name: str | None = None) -> Lead:
+    def create(
+        cls,
+        tenant_id: UUID,
+        key: str,
+        phone: str | None,
+        name: str | None = None,
+        *,
+        generation: int = 0,
+    ) -> Lead:
+        """A new lead; `generation` counts the erased subjects of this key before it."""
         if not key:
             raise InvalidInput("lead key is required")
-        return cls(tenant_id=tenant_id, key=key, phone=phone, name=name)
+        if not generation:
+            return cls(tenant_id=tenant_id, key=key, phone=phone, name=name)
+        # The library derives ids from `create_id`'s arguments, which are the event's;
+        # the generation is not a fact of the event, so the id is given instead.
+        return cls._create(
+            cls.LeadCreated,  # type: ignore[attr-defined]
+            id=lead_id_for(tenant_id, key, generation),
+            tenant_id=tenant_id,
+            key=key,
+            phone=phone,
+            name=name,
+        )
 
     @event("LeadCreated")
     def __init__(self, tenant_id: UUID, key: str, phone: str | None, name: str | None) -> None:
@@ -147,9 +193,43 @@ class Lead(TenantScoped):
     def _data_exported(self, by: str, role: str, purpose: str | None, rendering: str) -> None:
         """Nothing on the lead changes: the event is the record."""
 
+    # -- erasure (LGPD Art. 18 VI) ----------------------------------------------------
+    # The subject's data key is destroyed by the application; this records that it was,
+    # with no personal data: ids, a reason category and who asked. Once erased, the
+    # stream is closed: the same key (phone) writing again starts the next generation's
+    # lead and conversations (see docs/architecture.md, Privacy).
+
+    @property
+    def erased(self) -> bool:
+        return getattr(self, "_erased", False)
+
+    @staticmethod
+    def erase_reason(reason: str) -> str:
+        """The reason if it is one of `ERASURE_REASONS`; InvalidInput otherwise."""
+        if reason not in ERASURE_REASONS:
+            raise InvalidInput(f"erasure reason must be one of {sorted(ERASURE_REASONS)}")
+        return reason
+
+    def erase(self, reason: str, *, conversation_ids: list[UUID], by: str | None = None) -> None:
+        """Record that the subject's key was destroyed; refused when it already was."""
+        self.erase_reason(reason)
+        if self.erased:
+            raise AlreadyErased(f"lead {self.id} is already erased")
+        self._subject_erased(
+            reason=reason, conversation_ids=sorted(conversation_ids, key=str), by=by or None
+        )
+
+    @event("SubjectErased")
+    def _subject_erased(self, reason: str, conversation_ids: list[UUID], by: str | None) -> None:
+        self._erased = True
+        self.erased_reason = reason
+        self.erased_conversations = list(conversation_ids)
+        # What this process still held in clear goes with the key.
+        self.key = self.phone = self.name = ERASED
+
 
 # Event types added after version 2 (they carried `tenant_id` from their first version).
-PRIVACY_EVENTS = ("SubjectDataExported",)
+PRIVACY_EVENTS = ("SubjectDataExported", "SubjectErased")
 MAX_PURPOSE = 200
 
 tenant_added_in_v2(Lead, born_with_it=PRIVACY_EVENTS)

@@ -65,6 +65,15 @@ def _non_negative(value: Any) -> int:
     return number
 
 
+def _optional_days(value: Any) -> int | None:
+    if value is None:
+        return None
+    days = _whole(value)
+    if days < 1:
+        raise ValueError(f"{value!r} is not a number of days (1 or more; null keeps forever)")
+    return days
+
+
 def _rules(value: Any) -> dict[str, str]:
     """Handoff reason or intent -> queue id."""
     return {code: str(v) for k, v in dict(value).items() for code in codes([str(k)], "rule key")}
@@ -110,6 +119,7 @@ class TenantSettings:
     inactivity_limit_s: int = 900  # an attendant silent this long loses the conversation; 0: never
     handoff_queues: Mapping[str, str] = field(default_factory=dict)  # reason or intent -> queue id
     default_queue: str | None = None  # where a handoff no rule routes lands (None: general)
+    retention_days: int | None = None  # subjects inactive longer are erased; None: keep
     # Scheduled jobs (see application.jobs): a silent lead cools by these steps (hours of
     # silence -> score change, once each per silence); an open conversation with no
     # activity for `stale_after_days` is closed (0: never).
@@ -155,6 +165,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "inactivity_limit_s": _non_negative,
     "handoff_queues": _rules,
     "default_queue": _optional_str,
+    "retention_days": _optional_days,
     "decay_steps": _decay_steps,
     "stale_after_days": _non_negative,
     "window_exempt_channels": exempt_channels,

@@ -63,9 +63,16 @@ _NOTE_UPSERT = upsert_sql("notes", NOTE_COLUMNS, ("conversation_id", "note_id"))
 class ConversationView:
     name: ClassVar[str] = "conversation_view"
     # 2: queue, labels, contact, waiting_since, 24-hour window, intents, notes, positions
-    # 3: the passages each AI reply was given (AIReplyGenerated version 3)
+    # 3: the passages each AI reply was given (AIReplyGenerated version 3), and
+    # `erased_conversations`: the conversations of erased subjects (ids only), so their
+    # events, which Kafka may deliver after the erasure (another partition), stay out.
     version: ClassVar[int] = 3
-    tables: ClassVar[tuple[str, ...]] = ("conversations", "messages", "notes")
+    tables: ClassVar[tuple[str, ...]] = (
+        "conversations",
+        "messages",
+        "notes",
+        "erased_conversations",
+    )
     handles: ClassVar[frozenset[str]] = frozenset(
         "Conversation." + t
         for t in (
@@ -90,7 +97,7 @@ class ConversationView:
             "ConversationClosed",
             "ConversationReopened",
         )
-    )
+    ) | {"Lead.SubjectErased"}
 
     def ddl(self) -> list[str]:
         return [
@@ -113,6 +120,8 @@ class ConversationView:
             f"CREATE TABLE IF NOT EXISTS {{notes}} ({_columns(NOTE_COLUMNS)}, "
             "CONSTRAINT {notes}_pkey PRIMARY KEY (conversation_id, note_id))",
             "CREATE INDEX IF NOT EXISTS {notes}_conv_idx ON {notes} (conversation_id, position)",
+            "CREATE TABLE IF NOT EXISTS {erased_conversations} (id uuid, tenant_id uuid, "
+            "CONSTRAINT {erased_conversations}_pkey PRIMARY KEY (id))",
         ]
 
     def loads(self, envelopes: Sequence[Envelope]) -> list[Load]:
@@ -133,7 +142,12 @@ class ConversationView:
                 f"SELECT {_select(CONVERSATION_COLUMNS)} FROM {{conversations}} "  # noqa: S608
                 "WHERE id = ANY(%s::uuid[])",
                 (list(conversation_ids),),
-            )
+            ),
+            Load(
+                "erased",
+                "SELECT id::text FROM {erased_conversations} WHERE id = ANY(%s::uuid[])",
+                (list(conversation_ids),),
+            ),
         ]
         if message_keys:
             conv_ids, keys = zip(*message_keys, strict=True)
@@ -158,7 +172,14 @@ class ConversationView:
         notes: dict[tuple[str, str], Row] = {}
         touched_c: dict[str, None] = {}
         touched_m: dict[tuple[str, str], None] = {}
+        erased: dict[str, str | None] = {}  # conversation id -> tenant, erased in this batch
+        before = {r[0] for r in loaded.get("erased", [])}
         for e in envelopes:
+            if e.type == "SubjectErased":
+                _forget(e, conversations, touched_c, touched_m, notes, erased)
+                continue
+            if e.stream_id in erased or e.stream_id in before:
+                continue  # an erased subject's conversation: whatever arrives, it stays out
             conv = conversations.get(e.stream_id)
             if e.type == "ConversationStarted":
                 conv = new_conversation(e)
@@ -184,4 +205,50 @@ class ConversationView:
             writes.append(Write("messages", MESSAGE_COLUMNS, _MESSAGE_UPSERT, rows))
         if notes:
             writes.append(Write("notes", NOTE_COLUMNS, _NOTE_UPSERT, list(notes.values())))
+        if erased:
+            rows = [(c,) for c in erased]
+            writes.extend(Write(t, _ERASED_COLUMNS, sql, rows) for t, sql in _ERASE_SQL)
+            tombstones = [(c, tenant) for c, tenant in erased.items()]
+            writes.append(
+                Write("erased_conversations", _TOMBSTONE_COLUMNS, _TOMBSTONE_SQL, tombstones)
+            )
         return writes
+
+
+_TOMBSTONE_COLUMNS: tuple[tuple[str, str], ...] = (("id", "uuid"), ("tenant_id", "uuid"))
+_TOMBSTONE_SQL = (
+    "INSERT INTO {erased_conversations} (id, tenant_id) "
+    "SELECT id, tenant_id FROM {stage} ON CONFLICT (id) DO NOTHING"
+)
+# An erased subject's conversations leave the view: rows, messages and notes.
+_ERASED_COLUMNS: tuple[tuple[str, str], ...] = (("conversation_id", "uuid"),)
+_ERASE_SQL = tuple(
+    (table, f"DELETE FROM {{{table}}} t USING {{stage}} s WHERE t.{column} = s.conversation_id")  # noqa: S608
+    for table, column in (
+        ("messages", "conversation_id"),
+        ("notes", "conversation_id"),
+        ("conversations", "id"),
+    )
+)
+
+
+def _forget(
+    e: Envelope,
+    conversations: dict[str, list[Any]],
+    touched_c: dict[str, None],
+    touched_m: dict[tuple[str, str], None],
+    notes: dict[tuple[str, str], Row],
+    erased: dict[str, str | None],
+) -> None:
+    """`SubjectErased`: drop the subject's conversations from what this batch writes.
+
+    Their later events find no row and are skipped, as in a batch of their own.
+    """
+    for cid in e.data.get("conversation_ids") or []:
+        erased[cid] = e.tenant_id
+        conversations.pop(cid, None)
+        touched_c.pop(cid, None)
+        for key in [k for k in touched_m if k[0] == cid]:
+            touched_m.pop(key)
+        for key in [k for k in notes if k[0] == cid]:
+            notes.pop(key)

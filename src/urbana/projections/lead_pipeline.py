@@ -82,7 +82,9 @@ def _later(a: str | None, b: str) -> str:
 class LeadPipeline:
     name: ClassVar[str] = "lead_pipeline"
     version: ClassVar[int] = 1
-    tables: ClassVar[tuple[str, ...]] = ("leads",)
+    # `erased_leads`: erased subjects (ids only): their conversations' activity, which
+    # Kafka may deliver after the erasure (another partition), finds no lead to count for.
+    tables: ClassVar[tuple[str, ...]] = ("leads", "erased_leads")
     handles: ClassVar[frozenset[str]] = frozenset(
         {
             "Lead.LeadCreated",
@@ -91,6 +93,7 @@ class LeadPipeline:
             "Lead.LeadProfileUpdated",
             "Conversation.ConversationStarted",
             "Conversation.MessageReceived",
+            "Lead.SubjectErased",
         }
     )
 
@@ -104,16 +107,36 @@ class LeadPipeline:
             "CONSTRAINT {leads}_pkey PRIMARY KEY (id))",
             "CREATE INDEX IF NOT EXISTS {leads}_tenant_idx "
             "ON {leads} (tenant_id, stage, last_activity_at DESC)",
+            "CREATE TABLE IF NOT EXISTS {erased_leads} (id uuid, tenant_id uuid, "
+            "CONSTRAINT {erased_leads}_pkey PRIMARY KEY (id))",
         ]
 
     def loads(self, envelopes: Sequence[Envelope]) -> list[Load]:
-        return []
+        ids = {e.stream_id if e.aggregate == "Lead" else e.data.get("lead_id") for e in envelopes}
+        return [
+            Load(
+                "erased",
+                "SELECT id::text FROM {erased_leads} WHERE id = ANY(%s::uuid[])",
+                ([i for i in ids if i],),
+            )
+        ]
 
     def fold(self, envelopes: Sequence[Envelope], loaded: dict[str, list[Row]]) -> list[Write]:
         own: dict[str, list[Any]] = {}
         activity: dict[str, list[Any]] = {}
+        erased: dict[str, str | None] = {}  # lead id -> tenant, erased in this batch
+        before = {r[0] for r in loaded.get("erased", [])}
         for e in envelopes:
+            if e.type == "SubjectErased":
+                # The subject leaves the pipeline; its conversations' later activity
+                # (in this batch or after) has no lead to count for.
+                erased[e.stream_id] = e.tenant_id
+                own.pop(e.stream_id, None)
+                activity.pop(e.stream_id, None)
+                continue
             if e.aggregate == "Lead":
+                if e.stream_id in before:
+                    continue
                 row = own.get(e.stream_id)
                 if row is None:
                     row = [None] * len(OWN_COLUMNS)
@@ -122,7 +145,7 @@ class LeadPipeline:
                 _apply_own(row, e)
                 continue
             lead_id = e.data.get("lead_id")
-            if not lead_id:
+            if not lead_id or lead_id in erased or lead_id in before:
                 continue
             act = activity.get(lead_id)
             if act is None:
@@ -142,7 +165,26 @@ class LeadPipeline:
         if activity:
             rows = [tuple(r) for r in activity.values()]
             writes.append(Write("leads", ACTIVITY_COLUMNS, _ACTIVITY_UPSERT, rows))
+        if erased:
+            rows = [(lead,) for lead in erased]
+            writes.append(Write("leads", (("lead_id", "uuid"),), _ERASE_SQL, rows))
+            tombstones = [(lead, tenant) for lead, tenant in erased.items()]
+            writes.append(
+                Write(
+                    "erased_leads",
+                    (("id", "uuid"), ("tenant_id", "uuid")),
+                    _TOMBSTONE_SQL,
+                    tombstones,
+                )
+            )
         return writes
+
+
+_ERASE_SQL = "DELETE FROM {leads} t USING {stage} s WHERE t.id = s.lead_id"
+_TOMBSTONE_SQL = (
+    "INSERT INTO {erased_leads} (id, tenant_id) "
+    "SELECT id, tenant_id FROM {stage} ON CONFLICT (id) DO NOTHING"
+)
 
 
 def _apply_own(row: list[Any], e: Envelope) -> None:

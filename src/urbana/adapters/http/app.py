@@ -32,6 +32,7 @@ from urbana.adapters.http import (
     webhooks,
     workspace,
 )
+from urbana.adapters.http import erasure as erasure_routes
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.live import LiveFeed
@@ -66,7 +67,7 @@ def create_app(
         app.state.runtime = runtime
         # The /v1 reads' pool and the live feed: one of each per API process.
         read_pool = app.state.reads = build_read_pool(settings)
-        live = app.state.live = build_live_feed(settings)
+        live = app.state.live = build_live_feed(settings, container.store.app)
         try:
             await read_pool.open()
             await live.start()
@@ -92,6 +93,7 @@ def create_app(
     app.include_router(console.router)
     app.include_router(channels.router)
     panel.install(app)
+    app.include_router(erasure_routes.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -112,6 +112,7 @@ SETTINGS_EXAMPLE: dict[str, Any] = {
     "decay_steps": {"24": -10, "48": -20},
     "stale_after_days": 7,
     "window_exempt_channels": [],
+    "retention_days": None,
 }
 SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -52,6 +52,10 @@ _SUBJECT_KEYS = (
     "CREATE TABLE IF NOT EXISTS urbana_subject_keys ("
     "subject_id uuid PRIMARY KEY, wrapped bytea NOT NULL, "
     "created_at timestamptz NOT NULL DEFAULT now())",
+    # Erasure destroys the key material but keeps the row (wrapped NULL): an erased
+    # subject never gets a new key under its old id (see adapters.crypto).
+    "ALTER TABLE urbana_subject_keys ALTER COLUMN wrapped DROP NOT NULL",
+    "ALTER TABLE urbana_subject_keys ADD COLUMN IF NOT EXISTS erased_at timestamptz",
 )
 
 _KNOWLEDGE = (
