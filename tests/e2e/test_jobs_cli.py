@@ -49,7 +49,11 @@ def test_jobs_list_names_every_job_with_its_schedule(env: dict[str, str]) -> Non
     done = urbana(env, "jobs", "list", "--json")
     assert done.returncode == 0, done.stderr
     jobs = {j["name"]: j["schedule"] for j in json.loads(done.stdout)["jobs"]}
-    assert jobs == {"decay-scores": "0 * * * *", "close-stale": "30 3 * * *"}
+    assert jobs == {
+        "decay-scores": "0 * * * *",
+        "close-stale": "30 3 * * *",
+        "retention": "0 4 * * *",
+    }
 
 
 def test_jobs_run_dry_run_counts_then_a_run_changes_once(store: Store, env: dict[str, str]) -> None:

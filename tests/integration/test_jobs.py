@@ -11,12 +11,14 @@ import psycopg
 import pytest
 from tests.helpers import ai_reply
 
+from urbana.adapters.postgres.erasure import PostgresSubjectRows
 from urbana.adapters.postgres.jobs import PgJobLedger, PgJobSources, PgLeadership
 from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage, UrbanaApp
 from urbana.application.channels import InboundMessage
-from urbana.application.jobs import JOBS, close_stale, decay_scores
+from urbana.application.erasure import Erasure
+from urbana.application.jobs import catalogue, close_stale, decay_scores
 from urbana.application.scheduler import Scheduler
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation, Status
@@ -152,23 +154,46 @@ async def test_a_period_runs_once_however_many_ticks_see_it(store: Store) -> Non
     tid, _ = app.register_tenant(f"Ticks {uuid4().hex[:8]}")
     cid = warm_conversation(app, tid, datetime.now(UTC) - timedelta(hours=30))
     replay(store.url, store.schema)
-    ledger = PgJobLedger(store.pool, store.schema)
+    ledger, sources = PgJobLedger(store.pool, store.schema), PgJobSources(store.pool)
     clock = FixedClock(datetime.now(UTC))
+    jobs = catalogue(app, sources, Erasure(app, PostgresSubjectRows(store.pool), None, clock))
     scheduler = Scheduler(
         app,
-        PgJobSources(store.pool),
+        sources,
         ledger,
         PgLeadership(conninfo(store.url, store.schema), store.schema),
+        jobs=jobs,
         clock=clock,
     )
     first = await scheduler.tick()
-    assert {(r.job, r.tenant_id) for r in first} == {(j.name, tid) for j in JOBS}
+    assert {(r.job, r.tenant_id) for r in first} == {(j.name, tid) for j in jobs}
+    assert {j.name for j in jobs} == {"decay-scores", "close-stale", "retention"}
     assert lead_of(app, cid).score == 40
     assert await scheduler.tick() == []  # same periods: nothing runs again
     runs = {(r["job"], r["tenant_id"]): r for r in ledger.last_runs()}
     assert runs[("decay-scores", str(tid))]["counts"] == {"examined": 1, "changed": 1}
     clock.at += timedelta(hours=1)  # the next hourly period of decay-scores
     assert [r.job for r in await scheduler.tick()] == ["decay-scores"]
+
+
+async def test_the_retention_job_erases_subjects_past_the_tenants_days(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Retention {uuid4().hex[:8]}")
+    app.change_settings(tid, retention_days=30)
+    cid = warm_conversation(app, tid, datetime.now(UTC))
+    replay(store.url, store.schema)
+    sources = PgJobSources(store.pool)
+    clock = FixedClock(datetime.now(UTC) + timedelta(days=31))
+    erasure = Erasure(app, PostgresSubjectRows(store.pool), None, clock)
+    (retention,) = [j for j in catalogue(app, sources, erasure) if j.name == "retention"]
+    dry = await retention.run(tid, clock.at, True)
+    assert (dry.examined, dry.changed) == (1, 1)
+    assert not lead_of(app, cid).erased
+    done = await retention.run(tid, clock.at, False)
+    assert (done.examined, done.changed) == (1, 1)
+    assert lead_of(app, cid).erased
+    again = await retention.run(tid, clock.at, False)
+    assert again.changed == 0
 
 
 async def test_one_scheduler_leads_and_another_takes_over_when_it_dies(store: Store) -> None:

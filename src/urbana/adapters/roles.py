@@ -135,7 +135,9 @@ def _assigner(c: Container, bootstrap: str) -> Role:
 
 def _scheduler(c: Container) -> Role:
     """The jobs on a clock, while this process holds the scheduler's lead."""
+    from urbana.adapters.bootstrap import build_erasure
     from urbana.adapters.postgres.jobs import PgLeadership
+    from urbana.application.jobs import catalogue
     from urbana.application.scheduler import Scheduler
     from urbana.config import conninfo
 
@@ -150,6 +152,7 @@ def _scheduler(c: Container) -> Role:
             s.database_schema,
             poll_s=s.scheduler_takeover_s,
         ),
+        jobs=catalogue(c.store.app, sources, build_erasure(c)),
         tick_s=s.scheduler_tick_s,
         clock=c.clock,
     )

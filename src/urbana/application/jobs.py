@@ -9,12 +9,14 @@ that it is closed). See docs/architecture.md, Scheduled jobs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from urbana.application.erasure import Erasure
 from urbana.application.ports import JobSources
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.conversation import Conversation, Status
@@ -46,13 +48,28 @@ class JobReport:
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class JobSpec:
     """A job of the catalogue: its name, when it runs (cron, in the tenant's time zone)."""
 
     name: str
     schedule: str
     summary: str
-    run: Callable[[JobCommands, JobSources, UUID, datetime, bool], JobReport]
+
+
+# Runs a job for one tenant at `now` (the bool: a dry run).
+RunJob = Callable[[UUID, datetime, bool], Awaitable[JobReport]]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job bound to what it needs: `run` decides and appends for one tenant."""
+
+    spec: JobSpec
+    run: RunJob
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 class JobCommands(StoreApp):
@@ -134,17 +151,44 @@ def close_stale(
     return JobReport("close-stale", tenant_id, dry_run, examined, changed)
 
 
-JOBS: tuple[Job, ...] = (
-    Job(
-        "decay-scores",
-        "0 * * * *",
-        "cool leads with no reply (tenant setting decay_steps: hours -> score change)",
-        decay_scores,
-    ),
-    Job(
-        "close-stale",
-        "30 3 * * *",
-        "close conversations with no activity for stale_after_days (0: never)",
-        close_stale,
-    ),
+DECAY_SCORES = JobSpec(
+    "decay-scores",
+    "0 * * * *",
+    "cool leads with no reply (tenant setting decay_steps: hours -> score change)",
 )
+CLOSE_STALE = JobSpec(
+    "close-stale",
+    "30 3 * * *",
+    "close conversations with no activity for stale_after_days (0: never)",
+)
+RETENTION = JobSpec(
+    "retention",
+    "0 4 * * *",
+    "erase subjects inactive for longer than retention_days (unset: keep), as LGPD asks",
+)
+SPECS: tuple[JobSpec, ...] = (DECAY_SCORES, CLOSE_STALE, RETENTION)
+
+
+def catalogue(app: JobCommands, sources: JobSources, erasure: Erasure | None) -> tuple[Job, ...]:
+    """The jobs bound to the application and its read models; without an erasure path
+    (no Redis to clean, a process that cannot erase) there is no retention job."""
+
+    def in_thread(
+        job: Callable[[JobCommands, JobSources, UUID, datetime, bool], JobReport],
+    ) -> RunJob:
+        async def run(tenant_id: UUID, now: datetime, dry_run: bool) -> JobReport:
+            # The store is synchronous: the job's reads and appends run off the event loop.
+            return await asyncio.to_thread(job, app, sources, tenant_id, now, dry_run)
+
+        return run
+
+    jobs = [Job(DECAY_SCORES, in_thread(decay_scores)), Job(CLOSE_STALE, in_thread(close_stale))]
+    if erasure is not None:
+
+        async def retention(tenant_id: UUID, now: datetime, dry_run: bool) -> JobReport:
+            report = await erasure.retention(tenant_id, now, dry_run=dry_run)
+            erased = len(report.due) if dry_run else report.erased
+            return JobReport(RETENTION.name, tenant_id, dry_run, len(report.due), erased)
+
+        jobs.append(Job(RETENTION, retention))
+    return tuple(jobs)

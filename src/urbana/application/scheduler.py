@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from urbana.application.jobs import JOBS, Job, JobCommands, JobReport
+from urbana.application.jobs import Job, JobCommands, JobReport
 from urbana.application.ports import Clock, JobLedger, JobSources, Leadership, SystemClock
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Scheduler:
         ledger: JobLedger,
         leadership: Leadership,
         *,
-        jobs: tuple[Job, ...] = JOBS,
+        jobs: tuple[Job, ...],
         tick_s: float = 30.0,
         clock: Clock | None = None,
     ) -> None:
@@ -98,28 +98,27 @@ class Scheduler:
         for tenant_id in await asyncio.to_thread(self._sources.tenants):
             timezone = (await asyncio.to_thread(self._app.tenant_settings, tenant_id)).timezone
             for job in self._jobs:
-                period = due_period(job.schedule, now, timezone)
-                report = await asyncio.to_thread(self._run_once, job, tenant_id, period, now)
+                period = due_period(job.spec.schedule, now, timezone)
+                report = await self._run_once(job, tenant_id, period, now)
                 if report is not None:
                     reports.append(report)
         return reports
 
-    def _run_once(
+    async def _run_once(
         self, job: Job, tenant_id: UUID, period: datetime, now: datetime
     ) -> JobReport | None:
-        if not self._ledger.claim(job.name, tenant_id, period):
+        if not await asyncio.to_thread(self._ledger.claim, job.name, tenant_id, period):
             return None
         try:
-            report = job.run(self._app, self._sources, tenant_id, now, False)
+            report = await job.run(tenant_id, now, False)
         except Exception:
             self.metrics.failures += 1
-            self._ledger.release(job.name, tenant_id, period)
+            await asyncio.to_thread(self._ledger.release, job.name, tenant_id, period)
             # The next tick takes the period again; one failed job must not stop the rest.
             log.exception("job %s failed for tenant %s", job.name, tenant_id)
             return None
-        self._ledger.finish(
-            job.name, tenant_id, period, {"examined": report.examined, "changed": report.changed}
-        )
+        counts = {"examined": report.examined, "changed": report.changed}
+        await asyncio.to_thread(self._ledger.finish, job.name, tenant_id, period, counts)
         self.metrics.runs += 1
         self.metrics.changed[job.name] = self.metrics.changed.get(job.name, 0) + report.changed
         log.info(
@@ -133,17 +132,8 @@ class Scheduler:
         return report
 
 
-def run_job(
-    app: JobCommands,
-    sources: JobSources,
-    job: Job,
-    *,
-    tenants: list[UUID] | None,
-    now: datetime,
-    dry_run: bool,
+async def run_job(
+    job: Job, tenants: list[UUID], *, now: datetime, dry_run: bool
 ) -> list[JobReport]:
-    """Run one job now, outside its schedule (`urbana jobs run`), for some or all tenants."""
-    return [
-        job.run(app, sources, tenant_id, now, dry_run)
-        for tenant_id in (tenants if tenants is not None else sources.tenants())
-    ]
+    """Run one job now, outside its schedule (`urbana jobs run`), for these tenants."""
+    return [await job.run(tenant_id, now, dry_run) for tenant_id in tenants]

@@ -56,7 +56,7 @@ def _refused(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _run(settings: Settings, store: Store, work: Callable[[Erasure], Awaitable[T]]) -> T:
+def on_erasure_path(settings: Settings, store: Store, work: Callable[[Erasure], Awaitable[T]]) -> T:
     """`work` on the erasure path with the installation's Redis (when it has one)."""
     from urbana.adapters.redis_coord import redis_client
     from urbana.adapters.redis_erasure import RedisSubjectCache
@@ -122,7 +122,7 @@ def erase(
                 err=True,  # stdout stays the receipt alone (--json)
             )
         try:
-            receipt = _run(settings, store, lambda e: e.erase(tid, subject.id, reason))
+            receipt = on_erasure_path(settings, store, lambda e: e.erase(tid, subject.id, reason))
         except DomainError as exc:
             raise _refused(exc) from exc
     payload = receipt.as_json()
@@ -148,7 +148,7 @@ def retention_run(
     settings = with_running_services(settings_of(ctx, data_dir))
     with opened_store(settings) as store:
         try:
-            report = _run(
+            report = on_erasure_path(
                 settings, store, lambda e: e.retention(tid, datetime.now(UTC), dry_run=dry_run)
             )
         except DomainError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -20,6 +20,10 @@ from urbana.cli.common import (
     with_running_services,
 )
 
+if TYPE_CHECKING:
+    from urbana.application.erasure import Erasure
+    from urbana.application.jobs import JobReport
+
 app = typer.Typer(help="Scheduled jobs (the scheduler role runs them on their schedules).")
 
 
@@ -27,12 +31,12 @@ app = typer.Typer(help="Scheduled jobs (the scheduler role runs them on their sc
 def list_jobs(ctx: typer.Context, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """The jobs, their schedules, and the last run of each for each tenant."""
     from urbana.adapters.roles import job_ports
-    from urbana.application.jobs import JOBS
+    from urbana.application.jobs import SPECS
 
     settings = with_running_services(settings_of(ctx, data_dir))
     with opened_store(settings) as store:
         runs = job_ports(store)[1].last_runs()
-    jobs = [{"name": j.name, "schedule": j.schedule, "summary": j.summary} for j in JOBS]
+    jobs = [{"name": j.name, "schedule": j.schedule, "summary": j.summary} for j in SPECS]
     if as_json:
         emit(True, {"jobs": jobs, "last_runs": runs}, "")
         return
@@ -69,25 +73,27 @@ def run_job(
 ) -> None:
     """Run one job now for one tenant or all, outside its schedule (it is idempotent)."""
     from urbana.adapters.roles import job_ports
-    from urbana.application.jobs import JOBS
+    from urbana.application.jobs import SPECS, catalogue
     from urbana.application.scheduler import run_job as run_now
+    from urbana.cli.erasure import on_erasure_path
 
-    jobs = {j.name: j for j in JOBS}
-    if name not in jobs:
-        err.print(f"error: unknown job {name!r} ({', '.join(jobs)})")
+    if name not in {s.name for s in SPECS}:
+        err.print(f"error: unknown job {name!r} ({', '.join(s.name for s in SPECS)})")
         raise typer.Exit(2)
-    tenants = [parse_tenant(tenant)] if tenant else None
     settings = with_running_services(settings_of(ctx, data_dir))
     with opened_store(settings) as store:
         sources, _ = job_ports(store)
-        reports = run_now(
-            store.app, sources, jobs[name], tenants=tenants, now=datetime.now(UTC), dry_run=dry_run
-        )
+        tenants = [parse_tenant(tenant)] if tenant else sources.tenants()
+
+        async def work(erasure: Erasure) -> list[JobReport]:
+            (job,) = [j for j in catalogue(store.app, sources, erasure) if j.name == name]
+            return await run_now(job, tenants, now=datetime.now(UTC), dry_run=dry_run)
+
+        reports = on_erasure_path(settings, store, work)
     text = "\n".join(
         f"{r.job} {r.tenant_id}: {r.examined} examined, {r.changed} "
         f"{'would change' if r.dry_run else 'changed'}"
         for r in reports
     )
-    emit(
-        as_json, {"runs": [r.as_json() for r in reports]}, text or "no tenant has conversations yet"
-    )
+    runs = {"runs": [r.as_json() for r in reports]}
+    emit(as_json, runs, text or "no tenant has conversations yet")
