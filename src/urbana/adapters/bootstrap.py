@@ -274,6 +274,8 @@ def build_read_pool(s: Settings) -> AsyncConnectionPool[Any]:
     """The API process's pool for read-model queries (open it in the lifespan)."""
     from psycopg_pool import AsyncConnectionPool
 
+    from urbana.projections.access import prepare_read_connection
+
     if not s.database_url:
         raise ConfigurationError("URBANA_DATABASE_URL is not set")
     return AsyncConnectionPool(
@@ -281,5 +283,6 @@ def build_read_pool(s: Settings) -> AsyncConnectionPool[Any]:
         min_size=1,
         max_size=max(2, s.pool_size),
         timeout=s.store_wait_s,
+        configure=prepare_read_connection,
         open=False,
     )
