@@ -50,7 +50,7 @@ async def authenticate(
             return await asyncio.to_thread(container.access.api_key_principal, token)
         claims = container.tokens.read(token)
         return await asyncio.to_thread(
-            container.access.user_principal, claims.user_id, claims.tenant_id
+            container.access.user_principal, claims.user_id, claims.tenant_id, claims.sessions
         )
     except NotAuthenticated as exc:
         raise unauthorized(str(exc)) from exc
