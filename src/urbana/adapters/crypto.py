@@ -116,6 +116,13 @@ class PostgresSubjectCipher:
             for subject, wrapped in rows:
                 self._remember(subject, self._unwrap(subject, bytes(wrapped)), now)
 
+    def holds(self, subject_ids: Iterable[UUID]) -> bool:
+        """Whether every one of these subjects' keys is in memory: opening their data
+        then needs no database round trip (the API opens a page inline when it does)."""
+        now = time.monotonic()
+        with self._lock:
+            return all(self._fresh(s, now) for s in set(subject_ids))
+
     def shred(self, subject_id: UUID) -> None:
         """Destroy the subject's key."""
         with store_call("destroying a data key"), self._pool.connection() as conn:
