@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = None
     jwt_secret: SecretStr | None = None  # signs access tokens; at least 32 characters
     token_ttl_s: int = Field(default=900, gt=0, le=86_400)
+    # Failed sign-ins allowed per email and per client address in the window (Redis).
+    login_attempts_per_email: int = Field(default=5, gt=0)
+    login_attempts_per_address: int = Field(default=50, gt=0)
+    login_window_s: int = Field(default=900, gt=0, le=86_400)
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("URBANA_OPENAI_API_KEY", "OPENAI_API_KEY")
     )

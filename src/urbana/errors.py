@@ -30,14 +30,16 @@ class Unavailable(UrbanaError):
 
 
 class Rejected(UrbanaError):
-    """The input is refused, the client's fault: `status` (a 4xx) and `reason` say why."""
+    """The input is refused, the client's fault: `status` (a 4xx) and `reason` say why;
+    `retry_after`, when the same request may succeed later (a 429's Retry-After)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, retry_after: float | None = None) -> None:
         if not 400 <= status < 500:
             raise ValueError(f"a rejection is a 4xx status, not {status}")
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class ConfigurationError(UrbanaError):

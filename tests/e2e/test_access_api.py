@@ -164,7 +164,7 @@ def test_a_malformed_user_is_422_and_appends_nothing(
     assert api.event_count() == before
 
 
-def test_a_disabled_user_is_refused_at_once_and_again_welcome_when_enabled(
+def test_a_disabled_user_is_refused_at_once_and_signs_in_again_when_enabled(
     api: Api, crew: Team
 ) -> None:
     email = new_email()
@@ -181,7 +181,34 @@ def test_a_disabled_user_is_refused_at_once_and_again_welcome_when_enabled(
     assert_unauthorized(login(api, email))
     enabled = httpx.patch(patch, json={"disabled": False}, headers=crew.headers(Role.ADMIN))
     assert enabled.json()["disabled"] is False
-    assert me(api, bearer(token)).status_code == 200
+    assert_unauthorized(me(api, bearer(token)))  # the disable ended that session
+    again = login(api, email).json()["access_token"]
+    assert me(api, bearer(again)).status_code == 200
+
+
+def test_a_password_change_ends_every_session_signed_in_before_it(api: Api, crew: Team) -> None:
+    email = new_email()
+    user_id, _ = access(api).add_user(
+        crew.tenant_id, email=email, role=Role.ATTENDANT, password=PASSWORD
+    )
+    phone, laptop = (login(api, email).json()["access_token"] for _ in range(2))
+    assert me(api, bearer(phone)).status_code == 200
+    changed = httpx.patch(
+        f"{api.url}/v1/users/{user_id}",
+        json={"password": "a brand new secret"},
+        headers=crew.headers(Role.ADMIN),
+    )
+    assert changed.status_code == 200, changed.text
+    assert_unauthorized(me(api, bearer(phone)))
+    assert_unauthorized(me(api, bearer(laptop)))
+    assert_unauthorized(login(api, email))  # the old password
+    fresh = login(api, email, "a brand new secret")
+    assert fresh.status_code == 200, fresh.text
+    assert me(api, bearer(fresh.json()["access_token"])).status_code == 200
+    # The role changing (or the admin's own requests) ends no session.
+    patch = f"{api.url}/v1/users/{user_id}"
+    httpx.patch(patch, json={"role": "supervisor"}, headers=crew.headers(Role.ADMIN))
+    assert me(api, bearer(fresh.json()["access_token"])).status_code == 200
 
 
 def test_a_changed_role_applies_to_the_next_request(api: Api, crew: Team) -> None:

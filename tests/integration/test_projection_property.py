@@ -2,9 +2,10 @@
 
 For random command sequences over a few conversations and their attendants (with the
 events issue 11 adds: assignments, transfers, notes, labels, returns to the queue, the
-users' availability and queues, the tenant's queues and canned responses; see
-tests/contract_events.py; and erasures of a lead, after which its contact may write
-again as a new subject), the events are published to a fresh topic in chunks, some
+users' availability, queues and disabling, the tenant's queues and canned responses, and
+erasures of a lead, after which its contact may write again as a new subject), all
+recorded by the application's own commands, so every event has the shape the domain
+gives it, the events are published to a fresh topic in chunks, some
 chunks twice (a relay that crashed before saving its position), and consumed by
 runners that are killed between the database commit and the offset commit (so Kafka
 redelivers what was already applied). Whatever happened, the tables must equal, row for
@@ -26,7 +27,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests import contract_events as ce
 from tests.helpers import ai_reply
 
 from urbana.adapters.embedded import ServiceUrls
@@ -44,6 +44,7 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.reply import DEFAULT_MESSAGES, LLM_FAILURE
+from urbana.domain.user import Availability, Role
 from urbana.projections.base import physical_name
 from urbana.projections.schema import all_projections
 
@@ -56,6 +57,8 @@ QUEUES = ("vendas", "suporte")
 LABELS = ("vip", "urgente", "retorno")
 AVAILABILITY = ("online", "away", "offline")
 SHORTCUTS = ("/ola", "/preco")
+# Users are added by the application's command with a hash already made (no login here).
+PASSWORD_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
 
 command = st.one_of(
     st.tuples(st.just("receive"), st.integers(0, 2)),
@@ -111,14 +114,23 @@ class World:
         self.conversations: dict[int, UUID] = {}
         self.outbound: dict[int, list[tuple[str, str | None]]] = {}  # (outbound id, provider id)
         # Two invited users and one assignee never invited (its row has only activity).
-        self.users = ce.Users(store, self.tenant_id)
-        self.queues: set[str] = set()
-        self.canned: set[str] = set()
+        self.queues: dict[str, str] = {}  # name -> id
         self.people = [
-            str(self.users.invite("ana@prop.test", "Ana", "attendant")),
-            str(self.users.invite("bia@prop.test", "Bia", "supervisor")),
+            str(self.invite("Ana", Role.ATTENDANT)),
+            str(self.invite("Bia", Role.SUPERVISOR)),
             str(uuid4()),
         ]
+        # The attendants the conversation commands name, as the users they are.
+        self.staff = dict(zip(ATTENDANTS, self.people, strict=False))
+
+    def invite(self, name: str, role: Role) -> UUID:
+        return self.store.app.add_user(
+            self.tenant_id,
+            email=f"{name.lower()}.{uuid4().hex[:8]}@prop.test",
+            role=role,
+            password_hash=PASSWORD_HASH,
+            name=name,
+        )
 
     def run(self, cmd: tuple[Any, ...]) -> None:
         app, name, c = self.store.app, cmd[0], cmd[1]
@@ -136,12 +148,15 @@ class World:
             got = app.receive_message(ReceiveMessage(self.tenant_id, "cloud", msg))
             self.conversations[c] = got.conversation_id
             return
-        if name in ("availability", "user_queues", "disable"):
-            self.user_event(cmd)
-            return
-        if name in ("queue", "canned"):
-            self.tenant_event(cmd)
-            return
+        try:
+            if name in ("availability", "user_queues", "disable"):
+                self.user_event(cmd)
+                return
+            if name in ("queue", "canned"):
+                self.tenant_event(cmd)
+                return
+        except DomainError:
+            return  # the domain refused: nothing was recorded
         conversation_id = self.conversations.get(c)
         if conversation_id is None:
             return
@@ -181,9 +196,9 @@ class World:
             elif name == "handoff":
                 app.request_handoff(conversation_id, reason="asked", summary="resumo")
             elif name == "accept":
-                app.accept_handoff(conversation_id, attendant="ana")
+                app.accept_handoff(conversation_id, attendant=self.staff["ana"])
             elif name == "human_reply":
-                holder = app.get(Conversation, conversation_id).assignee or "ana"
+                holder = app.get(Conversation, conversation_id).assignee or self.staff["ana"]
                 oid = app.attendant_reply(conversation_id, attendant=holder, text="humano aqui")
                 outbound.append((oid, None))
             elif name == "return":
@@ -205,13 +220,13 @@ class World:
             elif name == "cancel" and outbound:
                 app.cancel_outbound(conversation_id, outbound[-1][0], reason="took over")
             elif name == "assign":
-                app.assign(conversation_id, assignee=cmd[2])
+                app.assign(conversation_id, assignee=self.staff[cmd[2]])
             elif name == "transfer":
                 holder = app.get(Conversation, conversation_id).assignee or "sup"
                 app.transfer(
                     conversation_id,
                     by=holder,
-                    to_user=cmd[2],
+                    to_user=self.staff[cmd[2]] if cmd[2] else None,
                     to_queue=None if cmd[2] else "q-geral",
                     note="nota de transferência",
                 )
@@ -235,35 +250,30 @@ class World:
             pass  # the domain refused: nothing was recorded
 
     def tenant_event(self, cmd: tuple[Any, ...]) -> None:
-        store, tenant = self.store, self.tenant_id
+        app, tenant = self.store.app, self.tenant_id
         if cmd[0] == "queue":
-            if cmd[2] in self.queues:
-                ce.change_queue(
-                    store, tenant, cmd[2], name=cmd[2].title(), intents=[f"intent{cmd[1]}"]
-                )
+            queue_id = self.queues.get(cmd[2])
+            if queue_id is not None:
+                app.change_queue(tenant, queue_id, intents=(f"intent{cmd[1]}",))
             else:
-                ce.create_queue(store, tenant, cmd[2], cmd[2].title(), [])
-                self.queues.add(cmd[2])
+                self.queues[cmd[2]] = app.create_queue(tenant, cmd[2].title())
         elif cmd[3]:
-            ce.save_canned(store, tenant, cmd[2], f"resposta {cmd[1]}")
-            self.canned.add(cmd[2])
-        elif cmd[2] in self.canned:  # the domain refuses to remove what is not there
-            ce.remove_canned(store, tenant, cmd[2])
-            self.canned.discard(cmd[2])
+            app.save_canned_response(tenant, cmd[2], f"resposta {cmd[1]}")
+        else:  # refused (nothing recorded) when the tenant has no such canned response
+            app.remove_canned_response(tenant, cmd[2])
 
     def user_event(self, cmd: tuple[Any, ...]) -> None:
-        name, person = cmd[0], self.people[cmd[1]]
+        app, name, person = self.store.app, cmd[0], self.people[cmd[1]]
         if person not in self.people[:2]:
             return  # never invited: no stream of its own
         user_id = UUID(person)
         if name == "availability":
-            self.users.availability(user_id, cmd[2])
+            app.set_availability(self.tenant_id, user_id, Availability(cmd[2]))
         elif name == "user_queues":
-            self.users.queues(user_id, cmd[2])
-        elif cmd[2]:
-            self.users.disable(user_id, by=user_id)
+            queues = [self.queues.get(q, q) for q in cmd[2]]
+            app.set_user_queues(self.tenant_id, user_id, queues)
         else:
-            self.users.enable(user_id, by=user_id)
+            app.update_user(self.tenant_id, user_id, by=person, disabled=cmd[2])
 
 
 def envelopes_of(store: Store) -> list[Envelope]:

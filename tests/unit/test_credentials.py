@@ -37,6 +37,23 @@ def test_a_token_names_the_tenant_and_the_user() -> None:
     assert (claims.tenant_id, claims.user_id) == (who.tenant_id, who.subject_id)
 
 
+def test_a_token_carries_the_session_generation_it_was_issued_in() -> None:
+    tokens = JwtTokens(SECRET, ttl_s=900)
+    who = Principal(uuid4(), uuid4(), Role.ATTENDANT, "user", sessions=4)
+    assert tokens.read(tokens.issue(who)).sessions == 4
+
+
+@pytest.mark.parametrize("sessions", [None, "4", True, 4.0])
+def test_a_token_without_an_integer_session_generation_is_refused(sessions: object) -> None:
+    claims: dict[str, object] = {"iss": "urbana", "sub": str(uuid4()), "tid": str(uuid4())}
+    now = int(time.time())
+    claims |= {"iat": now, "exp": now + 60}
+    if sessions is not None:
+        claims["ses"] = sessions
+    with pytest.raises(NotAuthenticated):
+        JwtTokens(SECRET, ttl_s=900).read(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
 def test_a_token_is_hs256_with_the_role_and_the_expiry() -> None:
     tokens = JwtTokens(SECRET, ttl_s=900)
     token = tokens.issue(principal(), now=1_000_000)

@@ -132,6 +132,24 @@ def test_change_password_records_the_new_hash() -> None:
         user.change_password("")
 
 
+def test_a_password_change_or_a_disable_ends_the_sessions_before_it() -> None:
+    user = invited()
+    first = user.sessions
+    user.require_session(first)
+    user.change_role(Role.SUPERVISOR, by=None)
+    user.set_availability(Availability.ONLINE)
+    user.require_session(first)  # neither ends a session
+    user.change_password("new-hash")
+    with pytest.raises(NotAuthenticated):
+        user.require_session(first)
+    second = user.sessions
+    user.disable(by=None)
+    user.enable(by=None)
+    with pytest.raises(NotAuthenticated):
+        user.require_session(second)
+    user.require_session(user.sessions)
+
+
 def test_email_index_id_comes_from_the_normalised_email() -> None:
     index = UserEmail(email="ana@example.com", user_id=uuid4(), tenant_id=uuid4())
     assert index.id == user_email_id_for(" ANA@example.com") == user_email_id_for("ana@example.com")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urbana.adapters.keys import jwt_secret_for, master_key_for
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
+from urbana.application.login_throttle import LoginLimits, LoginThrottle
 from urbana.config import Settings, conninfo
 from urbana.domain.channels import CHANNELS
 from urbana.errors import ConfigurationError
@@ -101,6 +102,7 @@ class Container:
     access: Access  # users' and API keys' credentials, checked against current state
     tokens: JwtTokens
     redis: aioredis.Redis | None = None
+    login_throttle: LoginThrottle | None = None  # None without Redis (nothing to count in)
     # What the container made (not what it was given), closed in reverse order.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -185,8 +187,25 @@ async def build(settings: Settings, **overrides: Unpack[Overrides]) -> Container
         access=Access(store.app, Argon2Hasher()),
         tokens=JwtTokens(jwt_secret, settings.token_ttl_s),
         redis=redis,
+        login_throttle=build_login_throttle(settings, redis),
         closers=closers,
     )
+
+
+def build_login_throttle(s: Settings, redis: aioredis.Redis | None) -> LoginThrottle | None:
+    """The failed sign-in limits of the settings, counted in Redis."""
+    from urbana.adapters.rate_limit import RedisAttemptLimiter
+
+    if redis is None:
+        return None
+    limits = LoginLimits(
+        per_email=s.login_attempts_per_email,
+        per_address=s.login_attempts_per_address,
+        window_s=s.login_window_s,
+    )
+    # Per schema, so deployments (or test runs) sharing one Redis count apart.
+    limiter = RedisAttemptLimiter(redis, prefix=f"urbana:{s.database_schema}")
+    return LoginThrottle(limiter, limits)
 
 
 def build_ai(
@@ -297,6 +316,8 @@ def build_read_pool(s: Settings) -> AsyncConnectionPool[Any]:
     """The API process's pool for read-model queries (open it in the lifespan)."""
     from psycopg_pool import AsyncConnectionPool
 
+    from urbana.projections.access import prepare_read_connection
+
     if not s.database_url:
         raise ConfigurationError("URBANA_DATABASE_URL is not set")
     return AsyncConnectionPool(
@@ -304,5 +325,6 @@ def build_read_pool(s: Settings) -> AsyncConnectionPool[Any]:
         min_size=1,
         max_size=max(2, s.pool_size),
         timeout=s.store_wait_s,
+        configure=prepare_read_connection,
         open=False,
     )

@@ -127,6 +127,13 @@ class PostgresSubjectCipher:
                 key = None if wrapped is None else self._unwrap(subject, bytes(wrapped))
                 self._remember(subject, key, now)
 
+    def holds(self, subject_ids: Iterable[UUID]) -> bool:
+        """Whether every one of these subjects' keys is in memory: opening their data
+        then needs no database round trip (the API opens a page inline when it does)."""
+        now = time.monotonic()
+        with self._lock:
+            return all(self._fresh(s, now) for s in set(subject_ids))
+
     def shred(self, subject_id: UUID) -> bool:
         """Destroy the subject's key; True when there was one.
 

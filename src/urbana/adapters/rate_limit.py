@@ -1,4 +1,5 @@
-"""The per-tenant send rate limit, shared by every dispatcher through Redis.
+"""The per-tenant send rate limit, shared by every dispatcher through Redis, and the
+attempt limiter the login throttle counts failed sign-ins with.
 
 A sliding-window log: each send takes a timestamped slot in a sorted set, and a send
 goes only while fewer than `per_second` slots lie in the last second. Unlike a counter
@@ -60,3 +61,32 @@ class RedisRateLimiter:
                 return
             # A little jitter, so the waiters of one tenant do not all retry at once.
             await asyncio.sleep(wait_ms / 1000 + random.uniform(0, 0.005))  # noqa: S311
+
+
+class RedisAttemptLimiter:
+    """The `AttemptLimiter` port over the same sliding-window log, one sorted set a key."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "urbana") -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    async def take(self, key: str, limit: int, window_s: float, attempt: str) -> float:
+        window_ms = max(1, round(window_s * 1000))
+        try:
+            wait_ms = int(
+                await self._redis.eval(
+                    _TAKE, 1, self._key(key), str(max(limit, 1)), str(window_ms), attempt
+                )
+            )
+        except RedisError as exc:
+            raise CoordinationUnavailable(f"counting an attempt: {exc}") from exc
+        return wait_ms / 1000
+
+    async def forget(self, key: str, attempt: str) -> None:
+        try:
+            await self._redis.zrem(self._key(key), attempt)
+        except RedisError as exc:
+            raise CoordinationUnavailable(f"forgetting an attempt: {exc}") from exc
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}:attempts:{key}"

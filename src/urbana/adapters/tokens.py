@@ -2,7 +2,10 @@
 
 A token only says who signed in; whether the user may still act, and with which role,
 is read from the user's current state on every request (`Access.user_principal`), so
-the role claim is informative and a disabled user's token stops working at once.
+the role claim is informative and a disabled user's token stops working at once. The
+`ses` claim is the user's session generation at sign-in: a password change or a disable
+starts the next one, which ends every token issued before it (a counter, not `iat`
+against a time, so the clocks of the processes need not agree).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ MIN_SECRET = 32  # bytes: RFC 7518 wants an HS256 key at least as long as the ha
 class TokenClaims:
     tenant_id: UUID
     user_id: UUID
+    sessions: int
 
 
 class JwtTokens:
@@ -44,6 +48,7 @@ class JwtTokens:
             "sub": str(principal.subject_id),
             "tid": str(principal.tenant_id),
             "role": principal.role.value,
+            "ses": principal.sessions,
             "iat": issued,
             "exp": issued + self.ttl_s,
         }
@@ -57,8 +62,13 @@ class JwtTokens:
                 self._secret,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "iss", "sub", "tid"]},
+                options={"require": ["exp", "iat", "iss", "sub", "tid", "ses"]},
             )
-            return TokenClaims(tenant_id=UUID(claims["tid"]), user_id=UUID(claims["sub"]))
+            sessions = claims["ses"]
+            if not isinstance(sessions, int) or isinstance(sessions, bool):
+                raise TypeError("the session claim is not an integer")
+            return TokenClaims(
+                tenant_id=UUID(claims["tid"]), user_id=UUID(claims["sub"]), sessions=sessions
+            )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise NotAuthenticated("invalid or expired token") from exc

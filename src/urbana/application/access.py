@@ -64,6 +64,7 @@ class Principal:
     subject_id: UUID  # the user id or the API key id
     role: Role
     kind: Literal["user", "apikey"]
+    sessions: int = 0  # a user's session generation at sign-in (their tokens carry it)
 
 
 class PasswordHasher(Protocol):
@@ -292,15 +293,21 @@ class Access:
         if not self.hasher.verify(user.password_hash, password):
             raise NotAuthenticated(WRONG_LOGIN)
         user.require_active()
-        return Principal(user.tenant_id, user.id, user.role, "user")
+        return Principal(user.tenant_id, user.id, user.role, "user", user.sessions)
 
-    def user_principal(self, user_id: UUID, tenant_id: UUID) -> Principal:
-        """The principal of a signed-in user (from a verified token), as the user is now."""
+    def user_principal(
+        self, user_id: UUID, tenant_id: UUID, sessions: int | None = None
+    ) -> Principal:
+        """The principal of a signed-in user, as the user is now: from a verified token,
+        whose session generation is `sessions` (None checks only that the user is active)."""
         user = self.current(User, user_id)
         if user is None or user.tenant_id != tenant_id:
             raise NotAuthenticated("unknown user")
-        user.require_active()
-        return Principal(user.tenant_id, user.id, user.role, "user")
+        if sessions is None:
+            user.require_active()
+        else:
+            user.require_session(sessions)
+        return Principal(user.tenant_id, user.id, user.role, "user", user.sessions)
 
     def api_key_principal(self, token: str) -> Principal:
         """The principal of an API key, as the key is now."""

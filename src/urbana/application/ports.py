@@ -202,6 +202,20 @@ class RateLimiter(Protocol):
         ...
 
 
+class AttemptLimiter(Protocol):
+    """Attempts counted per key in a sliding window, shared by every API process."""
+
+    async def take(self, key: str, limit: int, window_s: float, attempt: str) -> float:
+        """Count `attempt` under `key`: 0 when fewer than `limit` were counted in the last
+        `window_s` seconds; else (counting nothing) the seconds until one may be.
+        `Unavailable` when it cannot tell."""
+        ...
+
+    async def forget(self, key: str, attempt: str) -> None:
+        """Uncount `attempt` (it turned out not to be one of those limited)."""
+        ...
+
+
 # -------------------------------------------------------------- coordination
 
 

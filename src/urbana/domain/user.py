@@ -102,11 +102,21 @@ class User(TenantScoped):
         self.disabled = False
         self.availability = Availability.OFFLINE
         self.queues: tuple[str, ...] = ()
+        # The generation of the user's sessions: a token names the one it was issued in,
+        # and a password change or a disable starts the next (see `require_session`).
+        self.sessions = 0
 
     def require_active(self) -> None:
         """NotAuthenticated when the user may not act (disabled)."""
         if self.disabled:
             raise NotAuthenticated("user disabled")
+
+    def require_session(self, sessions: int) -> None:
+        """NotAuthenticated when a token of generation `sessions` no longer holds: the
+        password changed, or the user was disabled, since it was issued."""
+        self.require_active()
+        if sessions != self.sessions:
+            raise NotAuthenticated("session ended")
 
     def change_role(self, role: Role, *, by: str | None) -> None:
         if role == self.role:
@@ -152,6 +162,7 @@ class User(TenantScoped):
     @event("UserDisabled")
     def _disabled(self, by: str | None) -> None:
         self.disabled = True
+        self.sessions += 1  # enabled again, the user signs in again
         # A disabled user receives no conversations.
         self.availability = Availability.OFFLINE
 
@@ -162,6 +173,7 @@ class User(TenantScoped):
     @event("PasswordChanged")
     def _password_changed(self, password_hash: str) -> None:
         self.password_hash = password_hash
+        self.sessions += 1
 
     @event("AvailabilityChanged")
     def _availability_changed(self, availability: str) -> None:

@@ -176,16 +176,29 @@ class NewKeyOut(BaseModel):
 @router.post(
     "/auth/login",
     response_model=TokenOut,
-    responses=UNAUTHORIZED,
+    responses={
+        **UNAUTHORIZED,
+        429: {"description": "Too many failed sign-ins for the email or from the address"},
+        503: {"description": "The store or the attempt counter did not answer"},
+    },
     openapi_extra=PUBLIC,
     summary="Sign in with email and password",
 )
 async def login(body: LoginIn, request: Request) -> TokenOut:
     """A short-lived bearer token for the user; 401 for a wrong email or password, or a
-    disabled user (the answer does not say which)."""
+    disabled user (the answer does not say which); 429 with Retry-After past the failed
+    sign-in limits (`URBANA_LOGIN_ATTEMPTS_PER_EMAIL`, `..._PER_ADDRESS`)."""
     container = _container(request)
+
+    async def sign_in() -> Principal:
+        return await asyncio.to_thread(container.access.login, body.email, body.password)
+
+    address = request.client.host if request.client is not None else None
     try:
-        principal = await asyncio.to_thread(container.access.login, body.email, body.password)
+        if container.login_throttle is None:
+            principal = await sign_in()
+        else:
+            principal = await container.login_throttle.attempt(body.email, address, sign_in)
     except NotAuthenticated as exc:
         raise unauthorized(str(exc)) from exc
     token = container.tokens.issue(principal)

@@ -96,7 +96,7 @@ async def authenticate(
             return await asyncio.to_thread(container.access.api_key_principal, token)
         claims = container.tokens.read(token)
         return await asyncio.to_thread(
-            container.access.user_principal, claims.user_id, claims.tenant_id
+            container.access.user_principal, claims.user_id, claims.tenant_id, claims.sessions
         )
     except NotAuthenticated as exc:
         raise unauthorized(str(exc)) from exc
@@ -136,11 +136,14 @@ def roles_of(dependant: Dependant) -> frozenset[Role] | None:
 class RolesRoute(APIRoute):
     """An APIRoute that writes the roles of its `allow(...)` into its OpenAPI operation.
 
-    Set on construction, so it holds however the router is included later.
+    Set on construction, so it holds however the router is included later. A route that
+    reads a body also documents the 400 FastAPI answers when the body is not JSON.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.body_field is not None and 400 not in self.responses:
+            self.responses = {**self.responses, 400: {"description": "The body is not JSON"}}
         roles = roles_of(self.dependant)
         if roles is not None:
             listed = [r.value for r in Role if r in roles]

@@ -60,7 +60,10 @@ def _answer(request: Request, exc: UrbanaError) -> JSONResponse:
         )
     if isinstance(exc, Rejected):
         log.info("%s: rejected: %d %s", where, status, exc.reason)
-        return problem(status, "rejected", exc.reason)
+        later = None
+        if exc.retry_after is not None:
+            later = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        return problem(status, "rejected", exc.reason, headers=later)
     if isinstance(exc, NotAuthenticated):
         # Which credential failed, and why, is not the caller's business.
         return problem(status, "not authenticated", headers={"WWW-Authenticate": "Bearer"})

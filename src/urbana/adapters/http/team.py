@@ -168,7 +168,11 @@ async def change_queue(
 @router.put(
     "/me/availability",
     response_model=AvailabilityIn,
-    responses={**TEAM_ERRORS, 403: {"description": "The caller's role, or an API key"}},
+    responses={
+        **TEAM_ERRORS,
+        403: {"description": "The caller's role, or an API key"},
+        409: {"description": "Already so, or the user is disabled"},
+    },
     summary="Set my availability (online, away, offline)",
 )
 async def set_availability(
@@ -190,6 +194,7 @@ async def set_availability(
     responses={
         **TEAM_ERRORS,
         404: {"description": "No such user in this tenant"},
+        409: {"description": "The user already works exactly these queues"},
         422: {"description": "A queue this tenant does not have"},
     },
     summary="Set the queues a user works",

@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from urbana.application.ports import SubjectCipher
+from urbana.projections.conversation_tables import CONVERSATION_COLUMNS
 from urbana.projections.queries.messages import MessageItem, list_messages
 from urbana.projections.queries.paging import (
     DEFAULT_LIMIT,
@@ -86,10 +87,15 @@ class ConversationDetail:
     notes: list[NoteItem]
 
 
-CONVERSATION_SELECT = (
-    f"SELECT c.*, l.score AS lead_score, l.stage AS lead_stage FROM {CONVERSATIONS} c "  # noqa: S608
+# A list reads what its items show, not the sealed handoff summary only the detail opens:
+# every jsonb column read is one more blob to send and decode per row.
+_LISTED = ", ".join(f"c.{name}" for name, _ in CONVERSATION_COLUMNS if name != "summary_sealed")
+_FROM = (
+    f"l.score AS lead_score, l.stage AS lead_stage FROM {CONVERSATIONS} c "
     f"LEFT JOIN {LEADS} l ON l.id = c.lead_id AND l.created_at IS NOT NULL "
 )
+CONVERSATION_SELECT = f"SELECT {_LISTED}, {_FROM}"
+DETAIL_SELECT = f"SELECT {_LISTED}, c.summary_sealed, {_FROM}"
 
 
 def _conversation(
@@ -239,7 +245,7 @@ async def get_conversation(
     notes, the handoff reason and summary. None when the tenant has no such conversation."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            CONVERSATION_SELECT + "WHERE c.tenant_id = %s AND c.id = %s",
+            DETAIL_SELECT + "WHERE c.tenant_id = %s AND c.id = %s",
             (str(tenant_id), str(conversation_id)),
         )
         row = await cur.fetchone()
