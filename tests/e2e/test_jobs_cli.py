@@ -52,6 +52,7 @@ def test_jobs_list_names_every_job_with_its_schedule(env: dict[str, str]) -> Non
     assert jobs == {
         "decay-scores": "0 * * * *",
         "close-stale": "30 3 * * *",
+        "follow-up": "*/15 * * * *",
         "retention": "0 4 * * *",
     }
 

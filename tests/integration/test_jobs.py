@@ -18,7 +18,7 @@ from urbana.adapters.postgres.store import Store
 from urbana.application.app import ReceiveMessage, UrbanaApp
 from urbana.application.channels import InboundMessage
 from urbana.application.erasure import Erasure
-from urbana.application.jobs import catalogue, close_stale, decay_scores
+from urbana.application.jobs import catalogue, close_stale, decay_scores, follow_up
 from urbana.application.scheduler import Scheduler
 from urbana.config import conninfo
 from urbana.domain.conversation import Conversation, Status
@@ -141,6 +141,47 @@ def test_the_tenants_settings_turn_jobs_off(store: Store) -> None:
     assert app.get(Conversation, cid).status is not Status.CLOSED
 
 
+def queued(app: UrbanaApp, cid: UUID) -> list[object]:
+    return [e for e in app.stream(cid) if type(e).__name__ == "OutboundMessageQueued"]
+
+
+def test_follow_up_is_off_by_default_and_goes_once_per_silence(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Follow {uuid4().hex[:8]}")
+    cid = warm_conversation(app, tid, datetime.now(UTC))
+    replay(store.url, store.schema)
+    sources, later = PgJobSources(store.pool), datetime.now(UTC) + timedelta(hours=5)
+    assert follow_up(app, sources, tid, later, False).examined == 0  # off by default
+    app.change_settings(tid, follow_up_after_hours=4)
+    before = len(queued(app, cid))
+    assert follow_up(app, sources, tid, later, True).changed == 1
+    assert len(queued(app, cid)) == before  # a dry run queues nothing
+    report = follow_up(app, sources, tid, later, False)
+    assert (report.examined, report.changed) == (1, 1)
+    message = queued(app, cid)[-1]
+    assert message.author == "system"  # type: ignore[attr-defined]
+    assert message.text == "Oi! Ficou alguma dúvida? Estou por aqui se quiser continuar."  # type: ignore[attr-defined]
+    assert follow_up(app, sources, tid, later + timedelta(hours=1), False).changed == 0
+
+
+def test_after_the_window_a_follow_up_is_only_the_approved_template(store: Store) -> None:
+    app = store.app
+    tid, _ = app.register_tenant(f"Follow {uuid4().hex[:8]}")
+    app.change_settings(tid, follow_up_after_hours=4)
+    cid = warm_conversation(app, tid, datetime.now(UTC))
+    replay(store.url, store.schema)
+    sources, after = PgJobSources(store.pool), datetime.now(UTC) + timedelta(hours=30)
+    assert follow_up(app, sources, tid, after, False).changed == 0  # no template: nothing
+    app.register_template(
+        tid, "retomar_conversa", language="pt_BR", parameters=[], text="Podemos continuar?"
+    )
+    app.change_settings(tid, follow_up_template="retomar_conversa")
+    assert follow_up(app, sources, tid, after, False).changed == 1
+    message = queued(app, cid)[-1]
+    template = {"name": "retomar_conversa", "language": "pt_BR", "values": []}
+    assert message.template == template  # type: ignore[attr-defined]
+
+
 class FixedClock:
     def __init__(self, now: datetime) -> None:
         self.at = now
@@ -167,13 +208,13 @@ async def test_a_period_runs_once_however_many_ticks_see_it(store: Store) -> Non
     )
     first = await scheduler.tick()
     assert {(r.job, r.tenant_id) for r in first} == {(j.name, tid) for j in jobs}
-    assert {j.name for j in jobs} == {"decay-scores", "close-stale", "retention"}
+    assert {j.name for j in jobs} == {"decay-scores", "close-stale", "follow-up", "retention"}
     assert lead_of(app, cid).score == 40
     assert await scheduler.tick() == []  # same periods: nothing runs again
     runs = {(r["job"], r["tenant_id"]): r for r in ledger.last_runs()}
     assert runs[("decay-scores", str(tid))]["counts"] == {"examined": 1, "changed": 1}
-    clock.at += timedelta(hours=1)  # the next hourly period of decay-scores
-    assert [r.job for r in await scheduler.tick()] == ["decay-scores"]
+    clock.at += timedelta(hours=1)  # the next hourly period (and quarter hour of follow-up)
+    assert sorted(r.job for r in await scheduler.tick()) == ["decay-scores", "follow-up"]
 
 
 async def test_the_retention_job_erases_subjects_past_the_tenants_days(store: Store) -> None:

@@ -8,7 +8,7 @@ from uuid import uuid4
 import pytest
 
 from urbana.domain.conversation import Conversation
-from urbana.domain.errors import InvalidInput, TemplateRequired
+from urbana.domain.errors import InvalidInput, InvalidTransition, TemplateRequired
 from urbana.domain.templates import Template, window_applies
 from urbana.domain.tenant import TenantSettings
 
@@ -99,3 +99,16 @@ def test_an_exempt_channel_takes_a_free_reply_after_the_window() -> None:
     )
     assert not conv.window_allows("o1", NOW, window_applies=True)
     assert conv.window_allows("o1", NOW, window_applies=False)
+
+
+def test_the_engine_may_send_an_approved_template_while_the_ai_holds_it() -> None:
+    conv = Conversation.start(uuid4(), "cloud", "5511999990000", uuid4())
+    conv.receive(provider_message_id="w1", kind="text", sent_at=NOW - timedelta(days=2), text="oi")
+    later = Template.of("retomar", "pt_BR", [], "Podemos continuar?")
+    conv.queue_system_template(outbound_id="f1", template=later, values={})
+    message = conv.message("f1")
+    assert (message.author, message.text) == ("system", "Podemos continuar?")
+    assert conv.window_allows("f1", NOW, window_applies=True)
+    conv.accept_handoff(attendant="ana")
+    with pytest.raises(InvalidTransition):
+        conv.queue_system_template(outbound_id="f2", template=later, values={})

@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from urbana.application.erasure import Erasure
 from urbana.application.ports import JobSources
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.lead import Lead
+from urbana.domain.reply import bot_message
+from urbana.domain.templates import window_applies
 from urbana.domain.tenant import Tenant, TenantSettings
 
 SCHEDULER = "scheduler"  # `by` of what the jobs do
@@ -119,6 +121,47 @@ class JobCommands(StoreApp):
             return work(UnitOfWork(self))
         return self._retrying(work)
 
+    def follow_up(self, conversation_id: UUID, *, now: datetime, dry_run: bool) -> bool:
+        """One follow-up to a lead who went quiet after the AI answered; False when none
+        is due (it wrote since, a person has it, one was sent for this silence, or the
+        window is shut and the tenant has no template for after it)."""
+
+        def work(uow: UnitOfWork) -> bool:
+            conversation = uow.require(Conversation, conversation_id)
+            settings = uow.require(Tenant, conversation.tenant_id).settings
+            hours = settings.follow_up_after_hours
+            last, since = conversation.modified_on, conversation.last_inbound_at
+            before = now - timedelta(hours=hours)
+            if not hours or conversation.status is not Status.AI or since is None:
+                return False
+            if conversation.answered_seq < conversation.inbound_seq or last >= before:
+                return False  # still unanswered, or something happened since
+            # One per silence: the id names the lead's last message.
+            outbound_id = str(uuid5(conversation_id, f"follow-up:{conversation.inbound_seq}"))
+            if outbound_id in conversation.outbound:
+                return False
+            exempt = settings.window_exempt_channels
+            if conversation.within_service_window(now) or not window_applies(
+                conversation.channel, exempt
+            ):
+                if not dry_run:
+                    text = bot_message("follow_up", settings.bot_messages)
+                    conversation.queue_system_message(outbound_id=outbound_id, text=text)
+                return True
+            name = settings.follow_up_template
+            template = uow.require(Tenant, conversation.tenant_id).templates.get(name or "")
+            if template is None or template.parameters or conversation.channel != "cloud":
+                return False  # after the window only an approved template may go
+            if not dry_run:
+                conversation.queue_system_template(
+                    outbound_id=outbound_id, template=template, values={}
+                )
+            return True
+
+        if dry_run:
+            return work(UnitOfWork(self))
+        return self._retrying(work)
+
     def tenant_settings(self, tenant_id: UUID) -> TenantSettings:
         return self.get(Tenant, tenant_id).settings
 
@@ -151,6 +194,19 @@ def close_stale(
     return JobReport("close-stale", tenant_id, dry_run, examined, changed)
 
 
+def follow_up(
+    app: JobCommands, sources: JobSources, tenant_id: UUID, now: datetime, dry_run: bool
+) -> JobReport:
+    hours = app.tenant_settings(tenant_id).follow_up_after_hours
+    changed = examined = 0
+    if hours:
+        candidates = sources.cold_conversations(tenant_id, now - timedelta(hours=hours))
+        examined = len(candidates)
+        for conversation_id in candidates:
+            changed += app.follow_up(conversation_id, now=now, dry_run=dry_run)
+    return JobReport(FOLLOW_UP.name, tenant_id, dry_run, examined, changed)
+
+
 DECAY_SCORES = JobSpec(
     "decay-scores",
     "0 * * * *",
@@ -166,7 +222,13 @@ RETENTION = JobSpec(
     "0 4 * * *",
     "erase subjects inactive for longer than retention_days (unset: keep), as LGPD asks",
 )
-SPECS: tuple[JobSpec, ...] = (DECAY_SCORES, CLOSE_STALE, RETENTION)
+FOLLOW_UP = JobSpec(
+    "follow-up",
+    "*/15 * * * *",
+    "one follow-up to a lead quiet for follow_up_after_hours (0: off, the default): text "
+    "inside the 24-hour window, only the follow_up_template after it",
+)
+SPECS: tuple[JobSpec, ...] = (DECAY_SCORES, CLOSE_STALE, FOLLOW_UP, RETENTION)
 
 
 def catalogue(app: JobCommands, sources: JobSources, erasure: Erasure | None) -> tuple[Job, ...]:
@@ -182,7 +244,11 @@ def catalogue(app: JobCommands, sources: JobSources, erasure: Erasure | None) ->
 
         return run
 
-    jobs = [Job(DECAY_SCORES, in_thread(decay_scores)), Job(CLOSE_STALE, in_thread(close_stale))]
+    jobs = [
+        Job(DECAY_SCORES, in_thread(decay_scores)),
+        Job(CLOSE_STALE, in_thread(close_stale)),
+        Job(FOLLOW_UP, in_thread(follow_up)),
+    ]
     if erasure is not None:
 
         async def retention(tenant_id: UUID, now: datetime, dry_run: bool) -> JobReport:

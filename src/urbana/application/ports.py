@@ -272,6 +272,10 @@ class JobSources(Protocol):
         """Open conversations with no activity since `before`."""
         ...
 
+    def cold_conversations(self, tenant_id: UUID, before: datetime) -> list[UUID]:
+        """Conversations the AI holds whose last message, ours, is older than `before`."""
+        ...
+
 
 class JobLedger(Protocol):
     """The runs of each job for each tenant and period: a period runs once."""

@@ -13,12 +13,15 @@ event-sourcing library requires them to be.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from urbana.domain.errors import InvalidInput, InvalidTransition, StaleStatus, UnknownMessage
+from urbana.domain.status import Status
+from urbana.domain.templates import Template
 
 
 class Delivery(StrEnum):
@@ -143,6 +146,16 @@ class OutboundMessages:
     if TYPE_CHECKING:  # provided by Conversation
         outbound: dict[str, OutboundMessage]
         takeovers: int
+        status: Status
+
+        def _queue(
+            self,
+            outbound_id: str,
+            text: str,
+            author: str,
+            attendant: str | None = None,
+            template: dict[str, Any] | None = None,
+        ) -> None: ...
 
         def within_service_window(self, now: datetime) -> bool: ...
         def _no_human_owns_it(self) -> bool: ...
@@ -183,6 +196,17 @@ class OutboundMessages:
         return self.message(outbound_id).queued and self._gate_allows(outbound_id)
 
     # ----------------------------------------------------------------- commands
+
+    def queue_system_template(
+        self, *, outbound_id: str, template: Template, values: Mapping[str, str]
+    ) -> None:
+        """An approved template of the engine's own (a follow-up after the 24-hour window)."""
+        if self.status in (Status.HUMAN, Status.CLOSED):
+            raise InvalidTransition(f"conversation is {self.status.value}")
+        self._check_new_outbound(outbound_id)
+        ordered, text = template.fill(values)
+        send = TemplateSend(template.name, template.language, tuple(ordered))
+        self._queue(outbound_id, text, "system", template=send.as_event())
 
     def mark_sent(self, *, outbound_id: str, provider_message_id: str) -> None:
         self.message(outbound_id).check_queued(outbound_id)

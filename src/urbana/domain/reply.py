@@ -232,6 +232,8 @@ DEFAULT_MESSAGES: dict[str, str] = {
     ),
     # The offline responder's answer to a bare greeting.
     "greeting": "Olá! Como posso ajudar você?",
+    # The follow-up job's message to a lead who went quiet (inside the 24-hour window).
+    "follow_up": "Oi! Ficou alguma dúvida? Estou por aqui se quiser continuar.",
 }
 
 

@@ -128,6 +128,11 @@ class TenantSettings:
     # Evolution API / Z-API channels where free-form messages may go after the 24-hour
     # window (the Cloud API always keeps it: Meta's rule; see domain.templates).
     window_exempt_channels: tuple[str, ...] = ()
+    # The follow-up job: one message to a lead quiet this long after the AI answered (0:
+    # off), as text (bot message `follow_up`) inside the 24-hour window, and after it
+    # only as this approved template (None: nothing after the window).
+    follow_up_after_hours: int = 0
+    follow_up_template: str | None = None
 
     @property
     def hours(self) -> BusinessHours:
@@ -169,4 +174,6 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "decay_steps": _decay_steps,
     "stale_after_days": _non_negative,
     "window_exempt_channels": exempt_channels,
+    "follow_up_after_hours": _non_negative,
+    "follow_up_template": _optional_str,
 }

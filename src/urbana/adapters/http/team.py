@@ -112,6 +112,8 @@ SETTINGS_EXAMPLE: dict[str, Any] = {
     "decay_steps": {"24": -10, "48": -20},
     "stale_after_days": 7,
     "window_exempt_channels": [],
+    "follow_up_after_hours": 0,
+    "follow_up_template": None,
     "retention_days": None,
 }
 SETTINGS_SCHEMA: dict[str, Any] = {

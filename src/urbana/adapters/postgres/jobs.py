@@ -76,6 +76,16 @@ class PgJobSources:
             rows = conn.execute(query, (tenant_id, before)).fetchall()
         return [_uuid(r[0]) for r in rows]
 
+    def cold_conversations(self, tenant_id: UUID, before: datetime) -> list[UUID]:
+        query = (
+            f"SELECT id FROM {_CONVERSATIONS} "  # noqa: S608
+            "WHERE tenant_id = %s AND status = 'ai' AND last_message_direction = 'out' "
+            "AND activity_at < %s ORDER BY id"
+        )
+        with store_call("finding conversations gone cold"), self._pool.connection() as conn:
+            rows = conn.execute(query, (tenant_id, before)).fetchall()
+        return [_uuid(r[0]) for r in rows]
+
 
 class PgJobLedger:
     """`urbana_job_runs`: a period of a job for a tenant is claimed once."""
