@@ -23,7 +23,7 @@ from playwright.sync_api import (
 
 from tests.e2e.access_helpers import PASSWORD, access, new_email
 from tests.e2e.conftest import Api, start_api, stop_api
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside, serving_outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.runtime import ROLES
@@ -37,12 +37,8 @@ expect.set_options(timeout=GUARD_MS)
 
 @pytest.fixture(scope="module")
 def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
+    with serving_outside() as fake:
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

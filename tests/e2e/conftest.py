@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from tests.e2e.fakes import Outside, serving_outside
 from urbana.adapters.bootstrap import Overrides, build_store
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.http.app import create_app
@@ -96,6 +97,13 @@ def stop_api(api: Api) -> None:
     api.server.should_exit = True
     api.thread.join(timeout=30)
     api.store.close()
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[Outside]:
+    """The fake OpenAI and Cloud API of a module's tests (tests.e2e.fakes)."""
+    with serving_outside() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +112,17 @@ class _Thread(threading.Thread):
 
     def run(self) -> None:
         asyncio.run(self.server.serve())
+
+
+@contextmanager
+def serving_outside() -> Iterator[Outside]:
+    """The fake OpenAI and Graph API, served while the block runs."""
+    fake, server, thread = start_outside()
+    try:
+        yield fake
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def start_outside() -> tuple[Outside, uvicorn.Server, threading.Thread]:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
-from tests.e2e.fakes import ANSWER, SUMMARY, Outside, start_outside
+from tests.e2e.fakes import ANSWER, SUMMARY, Outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.runtime import ROLES
@@ -32,16 +32,6 @@ Atendemos de segunda a sexta, das 8h às 18h.
 # Entrega
 Entregamos em toda a cidade de São Paulo em até 2 dias úteis.
 """
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

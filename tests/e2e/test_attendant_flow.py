@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.access_helpers import PASSWORD, access, bearer, login, new_email
 from tests.e2e.conftest import Api, start_api, stop_api
-from tests.e2e.fakes import ANSWER, SUMMARY, Outside, start_outside
+from tests.e2e.fakes import ANSWER, SUMMARY, Outside
 from tests.e2e.test_ai_loop import add_knowledge, wait_until
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from tests.fake_telegram import FakeTelegram, fake_telegram
@@ -47,16 +47,6 @@ HANDOFF = {
     "confidence": 0.9,
 }
 ATTENDANT_SAYS = "Aqui é a Ana: o seu reembolso do pedido 4471 foi aprovado hoje."
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

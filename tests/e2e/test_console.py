@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.access_helpers import access, bearer
 from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import KNOWLEDGE, wait_until
 from tests.e2e.webhook_helpers import cloud_tenant, create_tenant
 from urbana.adapters.embedded import ServiceUrls
@@ -27,16 +27,6 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 
 from tests.e2e.conftest import Api, start_api, stop_api
 from tests.e2e.fake_graph import FakeGraph, Phase, running_graph
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import add_knowledge, wa, wait_until
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
@@ -49,16 +49,6 @@ FAST: dict[str, Any] = {
     "dispatch_breaker_open_s": 0.5,
     "dispatch_breaker_max_open_s": 2.0,
 }
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

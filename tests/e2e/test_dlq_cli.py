@@ -22,23 +22,13 @@ import httpx
 import pytest
 
 from tests.e2e.fake_graph import FakeGraph, Phase, running_graph
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import KNOWLEDGE, wa, wait_until
 from tests.e2e.webhook_helpers import CloudTenant, cloud_text, post_cloud
 
 pytestmark = pytest.mark.e2e
 
 URBANA = str(Path(sys.executable).with_name("urbana"))
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.e2e import byte_scan
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import KNOWLEDGE, wait_until
 from tests.e2e.webhook_helpers import CloudTenant, cloud_text, post_cloud
 
@@ -40,16 +40,6 @@ class Dev:
     data_dir: Path
     services: dict[str, str]
     logs: list[Path]
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

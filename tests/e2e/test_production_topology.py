@@ -33,7 +33,7 @@ import redis
 from psycopg.conninfo import make_conninfo
 
 from tests import compose_file as cf
-from tests.e2e.fakes import ANSWER, Outside, start_outside
+from tests.e2e.fakes import ANSWER, Outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_text, post_cloud
 from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.postgres.store import open_store
@@ -245,16 +245,6 @@ def alive(pid: int) -> bool:
         return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return False
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import start_api, stop_api
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside, serving_outside
 from tests.e2e.test_ai_loop import add_knowledge, events, send, settle, wa, wait_until
 from tests.e2e.webhook_helpers import cloud_tenant, cloud_text, post_cloud
 from tests.redis_server import RedisServer
@@ -32,12 +32,8 @@ QUESTION = "Qual o horário de atendimento?"
 
 @pytest.fixture
 def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
+    with serving_outside() as fake:
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_webhooks_are_accepted_while_redis_is_down_and_replies_resume_when_it_returns(

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.access_helpers import team
 from tests.e2e.conftest import Api, start_api, stop_api
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside
 from tests.e2e.webhook_helpers import cloud_tenant
 from tests.e2e.workspace_helpers import inbound
 from urbana.adapters.embedded import ServiceUrls
@@ -29,16 +29,6 @@ TEMPLATE = {
     "parameters": ["nome", "horario"],
     "text": "Olá {{1}}! Sua visita está confirmada para {{2}}.",
 }
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from eventsourcing.application import AggregateNotFoundError
 
 from tests.e2e.conftest import Api, start_api, stop_api
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import send, wa, wait_until
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant
 from urbana.adapters.embedded import ServiceUrls
@@ -39,16 +39,6 @@ URBANA = str(Path(sys.executable).with_name("urbana"))
 # Generous against the few seconds it takes, and far under the ~20 s it took before.
 BACK_TO_WORK_S = 8.0
 SINCE_KILL_S = 15.0
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

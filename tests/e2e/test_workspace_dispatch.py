@@ -17,23 +17,13 @@ import pytest
 
 from tests.e2e.access_helpers import team
 from tests.e2e.conftest import Api, start_api, stop_api
-from tests.e2e.fakes import Outside, start_outside
+from tests.e2e.fakes import Outside
 from tests.e2e.webhook_helpers import cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.domain.conversation import Conversation
 from urbana.domain.user import Role
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    fake, server, thread = start_outside()
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
