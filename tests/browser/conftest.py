@@ -22,7 +22,7 @@ from playwright.sync_api import (
 )
 
 from tests.e2e.access_helpers import PASSWORD, access, new_email
-from tests.e2e.conftest import Api, start_api, stop_api
+from tests.e2e.conftest import Api, running_api
 from tests.e2e.fakes import Outside, serving_outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
@@ -43,24 +43,8 @@ def outside() -> Iterator[Outside]:
 
 @pytest.fixture(scope="module")
 def stack(services: ServiceUrls, outside: Outside) -> Iterator[Api]:
-    run = uuid4().hex[:8]
-    api = start_api(
-        services,
-        f"panel_{run}",
-        os.urandom(32),
-        roles=ROLES,
-        openai_api_key="sk-test-panel",
-        openai_base_url=f"{outside.url}/v1",
-        llm_model="gpt-test",
-        llm_fallback_model="gpt-test-fallback",
-        events_topic=f"e2e.panel.{run}",
-        consumer_group_prefix=f"e2e.panel.{run}",
-        debounce_ms=0,
-    )
-    try:
+    with running_api(services, "panel", ROLES, llm=outside, debounce_ms=0) as api:
         yield api
-    finally:
-        stop_api(api)
 
 
 # Module-scoped, not session-scoped: Playwright's sync API runs its own event loop, which

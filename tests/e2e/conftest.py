@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -97,6 +98,41 @@ def stop_api(api: Api) -> None:
     api.server.should_exit = True
     api.thread.join(timeout=30)
     api.store.close()
+
+
+@contextmanager
+def running_api(
+    services: ServiceUrls,
+    name: str,
+    roles: tuple[str, ...] = (),
+    *,
+    llm: Outside | None = None,
+    **overrides: Any,
+) -> Iterator[Api]:
+    """A module's API (and `roles`) on a schema, topic and consumer groups of its own;
+    with `llm`, the OpenAI client talks to that fake."""
+    run = uuid4().hex[:8]
+    if llm is not None:
+        overrides = {
+            "openai_api_key": "sk-test-e2e",
+            "openai_base_url": f"{llm.url}/v1",
+            "llm_model": "gpt-test",
+            "llm_fallback_model": "gpt-test-fallback",
+            **overrides,
+        }
+    api = start_api(
+        services,
+        f"{name}_{run}",
+        os.urandom(32),
+        roles,
+        events_topic=f"e2e.events.{run}",
+        consumer_group_prefix=f"e2e.{run}",
+        **overrides,
+    )
+    try:
+        yield api
+    finally:
+        stop_api(api)
 
 
 @pytest.fixture(scope="module")

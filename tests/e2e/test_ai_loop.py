@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
+from tests.e2e.conftest import ADMIN_KEY, Api, running_api, start_api, stop_api
 from tests.e2e.fakes import ANSWER, SUMMARY, Outside
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
@@ -36,24 +36,8 @@ Entregamos em toda a cidade de São Paulo em até 2 dias úteis.
 
 @pytest.fixture(scope="module")
 def loop_api(services: ServiceUrls, outside: Outside) -> Iterator[Api]:
-    run = uuid4().hex[:8]
-    api = start_api(
-        services,
-        f"loop_{run}",
-        os.urandom(32),
-        roles=ROLES,
-        openai_api_key="sk-test-e2e",
-        openai_base_url=f"{outside.url}/v1",
-        llm_model="gpt-test",
-        llm_fallback_model="gpt-test-fallback",
-        events_topic=f"e2e.events.{run}",
-        consumer_group_prefix=f"e2e.{run}",
-        debounce_ms=0,
-    )
-    try:
+    with running_api(services, "loop", ROLES, llm=outside, debounce_ms=0) as api:
         yield api
-    finally:
-        stop_api(api)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.access_helpers import access, bearer
-from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
+from tests.e2e.conftest import ADMIN_KEY, Api, running_api
 from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import KNOWLEDGE, wait_until
 from tests.e2e.webhook_helpers import cloud_tenant, create_tenant
@@ -31,24 +31,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def console_api(services: ServiceUrls, outside: Outside) -> Iterator[Api]:
-    run = uuid4().hex[:8]
-    api = start_api(
-        services,
-        f"console_{run}",
-        os.urandom(32),
-        roles=ROLES,
-        openai_api_key="sk-test-e2e",
-        openai_base_url=f"{outside.url}/v1",
-        llm_model="gpt-test",
-        llm_fallback_model="gpt-test-fallback",
-        events_topic=f"e2e.events.{run}",
-        consumer_group_prefix=f"e2e.{run}",
-        debounce_ms=0,
-    )
-    try:
+    with running_api(services, "console", ROLES, llm=outside, debounce_ms=0) as api:
         yield api
-    finally:
-        stop_api(api)
 
 
 def with_knowledge(api: Api, tenant_id: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ API's `type: template` with its parameters, through the real relay and dispatche
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.access_helpers import team
-from tests.e2e.conftest import Api, start_api, stop_api
+from tests.e2e.conftest import Api, running_api
 from tests.e2e.fakes import Outside
 from tests.e2e.webhook_helpers import cloud_tenant
 from tests.e2e.workspace_helpers import inbound
@@ -33,19 +32,8 @@ TEMPLATE = {
 
 @pytest.fixture(scope="module")
 def api(services: ServiceUrls) -> Iterator[Api]:
-    run = uuid4().hex[:8]
-    running = start_api(
-        services,
-        f"tpl_{run}",
-        os.urandom(32),
-        roles=("relay", "dispatcher"),
-        events_topic=f"e2e.events.{run}",
-        consumer_group_prefix=f"e2e.{run}",
-    )
-    try:
-        yield running
-    finally:
-        stop_api(running)
+    with running_api(services, "tpl", ("relay", "dispatcher")) as api:
+        yield api
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 60.0) -> Any:

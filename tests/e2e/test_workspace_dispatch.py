@@ -6,7 +6,6 @@ Cloud API (tests.e2e.fakes) receiving what the dispatcher sends.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.access_helpers import team
-from tests.e2e.conftest import Api, start_api, stop_api
+from tests.e2e.conftest import Api, running_api
 from tests.e2e.fakes import Outside
 from tests.e2e.webhook_helpers import cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
@@ -28,19 +27,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def api(services: ServiceUrls) -> Iterator[Api]:
-    run = uuid4().hex[:8]
-    running = start_api(
-        services,
-        f"reply_{run}",
-        os.urandom(32),
-        roles=("relay", "dispatcher"),
-        events_topic=f"e2e.events.{run}",
-        consumer_group_prefix=f"e2e.{run}",
-    )
-    try:
-        yield running
-    finally:
-        stop_api(running)
+    with running_api(services, "reply", ("relay", "dispatcher")) as api:
+        yield api
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 60.0) -> Any:
