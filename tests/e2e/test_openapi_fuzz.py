@@ -164,6 +164,17 @@ def test_no_generated_write_gets_a_5xx_and_no_error_appends_an_event(
         tenant, email=f"victim.{tenant.hex[:8]}@example.com", role=Role.ANALYST
     )
     key = access(api).create_api_key(tenant, role=Role.ANALYST, by=None)
+    app.register_template(tenant, "ola", language="pt_BR", parameters=[], text="Olá!")
+    # Erasures take a lead of their own: the world's lead must keep its data for the rest.
+    message = InboundMessage(
+        provider_message_id=f"wamid.{uuid4().hex}",
+        contact="5511966665555",
+        phone="5511966665555",
+        sent_at=datetime.now(UTC),
+        kind="text",
+        text="Oi",
+    )
+    erasable = app.receive_message(ReceiveMessage(tenant, "cloud", message)).lead_id
     known = {
         "conversation_id": str(world.maria),
         "lead_id": str(world.maria_lead),
@@ -171,13 +182,18 @@ def test_no_generated_write_gets_a_5xx_and_no_error_appends_an_event(
         "key_id": str(key.key_id),
         "queue_id": world.queue,
         "shortcut": "ola",
+        "name": "ola",  # a template
+        "channel_id": str(uuid4()),  # no Evolution channel here: a missing one
     }
     seen: dict[str, set[int]] = {}
 
     def check(case: FuzzCase, own: bool) -> None:
         names = {p.name for p in case.operation.path_parameters}
         if own and names:
-            case.path_parameters = {n: known[n] for n in names}
+            ids = known
+            if case.operation.path.endswith("/erase"):
+                ids = {**known, "lead_id": str(erasable)}
+            case.path_parameters = {n: ids[n] for n in names}
         roles = spec["paths"][case.operation.path][case.method.lower()].get("x-roles")
         headers = world.crew.headers(Role(roles[0])) if roles else {}
         before = app.recorder.max_notification_id()
