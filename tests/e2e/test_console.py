@@ -129,6 +129,15 @@ def test_an_admin_tests_the_bot_before_any_number_is_connected(
     assert (again["conversation_id"], again["seq"]) == (said["conversation_id"], 2)
     answered(console_api, headers, again)
     assert len(outside.sends) == sends_before  # no gateway was called
+    # Each read answered the text in clear, so each is in the access log.
+    log = httpx.get(
+        f"{console_api.url}/v1/privacy/access-log",
+        params={"lead_id": detail["lead_id"]},
+        headers=headers,
+    ).json()["items"]
+    assert log
+    assert {e["route"] for e in log} == {"GET /v1/console/conversations/{conversation_id}"}
+    assert {e["purpose"] for e in log} == {"console"}
 
 
 def test_a_console_handoff_shows_its_reason_and_waits_for_nobody(

@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
 
+from urbana.adapters.http.audit import record_access
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.common import container_of, examples
 from urbana.adapters.http.reads import NOT_FOUND, detail_out, reading
@@ -139,4 +140,12 @@ async def console_conversation(
         )
     if found is None or found.conversation.channel != CONSOLE:
         raise HTTPException(404, "no such console conversation")
+    # Its text is answered in clear, as on the conversation route: the read is logged.
+    await record_access(
+        request,
+        principal,
+        lead_id=found.conversation.lead_id,
+        resource=conversation_id,
+        purpose="console",
+    )
     return detail_out(found)

@@ -27,6 +27,13 @@ STATUSES = {
 }
 STAGES = {"new": "Novo", "engaged": "Engajado", "qualified": "Qualificado", "hot": "Quente"}
 AVAILABILITY = {"online": "Disponível", "away": "Ausente", "offline": "Offline"}
+ROLES = {
+    "attendant": "atendente",
+    "supervisor": "supervisor",
+    "analyst": "analista",
+    "auditor": "auditor",
+    "admin": "administrador",
+}
 REASONS = {
     "explicit_request": "O lead pediu uma pessoa",
     "lead_request": "O lead pediu uma pessoa",
@@ -113,6 +120,7 @@ def build_templates() -> Jinja2Templates:
         "STATUSES": STATUSES,
         "STAGES": STAGES,
         "AVAILABILITY": AVAILABILITY,
+        "ROLES": ROLES,
         "REASONS": REASONS,
         "TICKS": TICKS,
         "FAILURES": FAILURES,
