@@ -10,7 +10,7 @@ that it is closed). See docs/architecture.md, Scheduled jobs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,9 +78,15 @@ class JobCommands(StoreApp):
     """The commands the jobs issue, each deciding on the aggregate as stored now."""
 
     def decay_lead(
-        self, lead_id: UUID, conversation_ids: Sequence[UUID], *, now: datetime, dry_run: bool
+        self,
+        lead_id: UUID,
+        conversation_ids: Sequence[UUID],
+        *,
+        steps: Mapping[str, int],
+        now: datetime,
+        dry_run: bool,
     ) -> int:
-        """Cool a silent lead by the tenant's steps that are due; the number applied."""
+        """Cool a silent lead by the tenant's `steps` that are due; the number applied."""
 
         def work(uow: UnitOfWork) -> int:
             lead = uow.require(Lead, lead_id)
@@ -89,7 +95,6 @@ class JobCommands(StoreApp):
             if not inbound:
                 return 0
             since = max(inbound)  # the lead's last message, on any of its channels
-            steps = self.get(Tenant, lead.tenant_id).settings.decay_steps
             applied = 0
             for hours, delta in sorted((int(h), d) for h, d in steps.items()):
                 if now - since < timedelta(hours=hours):
@@ -176,7 +181,10 @@ def decay_scores(
         candidates = sources.silent_leads(tenant_id, now - timedelta(hours=first))
         examined = len(candidates)
         for lead_id, conversation_ids in candidates:
-            changed += bool(app.decay_lead(lead_id, conversation_ids, now=now, dry_run=dry_run))
+            applied = app.decay_lead(
+                lead_id, conversation_ids, steps=steps, now=now, dry_run=dry_run
+            )
+            changed += bool(applied)
     return JobReport("decay-scores", tenant_id, dry_run, examined, changed)
 
 
