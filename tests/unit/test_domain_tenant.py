@@ -196,3 +196,12 @@ def test_telegram_notifications_are_configured_with_a_token_and_can_be_turned_of
     assert tenant.telegram == TelegramTarget("-100123", "123:abc")
     tenant.configure_telegram(chat_id=None)
     assert tenant.telegram is None
+
+
+def test_a_new_telegram_chat_keeps_the_configured_bot_token() -> None:
+    tenant = Tenant.register(f"tenant-{uuid4().hex}")
+    tenant.configure_telegram(chat_id="-100123", bot_token="123:abc")
+    tenant.configure_telegram(chat_id="-100456")
+    assert tenant.telegram == TelegramTarget("-100456", "123:abc")
+    tenant.configure_telegram(chat_id="-100456", bot_token="789:xyz")
+    assert tenant.telegram == TelegramTarget("-100456", "789:xyz")

@@ -74,7 +74,8 @@ class Tenant(TenantScoped):
     def configure_telegram(self, *, chat_id: str | None, bot_token: str | None = None) -> None:
         """Send handoff notifications to a Telegram chat (None: stop sending them).
 
-        The bot token is stored encrypted, as channel secrets are.
+        The bot token is stored encrypted, as channel secrets are. Without one, the bot
+        already configured posts to the new chat (a token is never read back to be resent).
         """
         if chat_id is None:
             self._notifications_configured(telegram_chat_id=None, secrets={})
@@ -82,7 +83,7 @@ class Tenant(TenantScoped):
         chat_id = chat_id.strip()
         if not chat_id:
             raise InvalidInput("telegram chat id is empty")
-        token = (bot_token or "").strip()
+        token = (bot_token or "").strip() or (self.telegram.bot_token if self.telegram else "")
         if not token:
             raise InvalidInput("telegram bot token is required with a chat id")
         self._notifications_configured(

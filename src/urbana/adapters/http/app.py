@@ -23,6 +23,8 @@ from urbana.adapters.http import (
     admin,
     channels,
     console,
+    knowledge,
+    notifications,
     panel,
     privacy,
     reads,
@@ -92,6 +94,8 @@ def create_app(
     app.include_router(privacy.router)
     app.include_router(console.router)
     app.include_router(channels.router)
+    app.include_router(knowledge.router)
+    app.include_router(notifications.router)
     panel.install(app)
     app.include_router(erasure_routes.router)
 
