@@ -12,15 +12,27 @@ from fastapi.responses import Response
 
 from urbana.adapters.http.panel.common import Api, page
 from urbana.adapters.http.panel.session import PREFIX, OurForm, to
-from urbana.adapters.http.panel.v1 import Refused
+from urbana.adapters.http.panel.v1 import V1, Refused
 from urbana.adapters.http.panel.views import STAGES
+from urbana.domain.lead import DEFAULT_THRESHOLDS
+from urbana.domain.reply import DEFAULT_MESSAGES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 KPI_DAYS = 14
 # The settings the form edits (the rest keep their values: PATCH changes only these).
 NUMBERS = {"confidence_threshold": float, "hot_score": int, "debounce_ms": int}
-MESSAGE_KEYS = ("handoff", "expect_queue")
+# The bot's messages a tenant may reword (domain.reply's), as the form names them.
+MESSAGE_LABELS = {
+    "handoff": "Mensagem ao transferir para uma pessoa",
+    "expect_queue": "Mensagem de espera na fila",
+    "expect_closed": "Mensagem fora do horário ({abertura}: quando abre)",
+    "fallback": "Mensagem quando a IA não consegue responder",
+    "greeting": "Resposta a um cumprimento (sem IA configurada)",
+    "follow_up": "Mensagem de retomada a um lead que parou de responder",
+    "outside_window": "Aviso ao atendente: janela de 24 horas fechada",
+}
+MESSAGE_KEYS = tuple(MESSAGE_LABELS)
 
 
 @router.get("/leads")
@@ -72,11 +84,20 @@ async def kpis(request: Request, v1: Api) -> Response:
     return await page(request, v1, "kpis.html", report=report, charts=charts)
 
 
+async def _current(v1: V1) -> dict[str, Any]:
+    """What the settings screen shows: the settings, the Telegram target, the users."""
+    return {
+        "MESSAGE_LABELS": MESSAGE_LABELS,
+        "DEFAULTS": DEFAULT_MESSAGES,
+        "s": await v1.get("/settings"),
+        "telegram": await v1.get("/settings/telegram"),
+        "users": (await v1.get("/users"))["items"],
+    }
+
+
 @router.get("/settings")
 async def settings(request: Request, v1: Api) -> Response:
-    current = await v1.get("/settings")
-    users = (await v1.get("/users"))["items"]
-    return await page(request, v1, "settings.html", s=current, users=users, saved=False, error=None)
+    return await page(request, v1, "settings.html", **await _current(v1), saved=False, error=None)
 
 
 @router.post("/settings", dependencies=[OurForm])
@@ -87,6 +108,12 @@ async def save_settings(request: Request, v1: Api) -> Response:
     try:
         for key, kind in NUMBERS.items():
             changes[key] = kind(str(form.get(key, "")))
+    except ValueError:
+        error = "Use números nos limites."
+    try:
+        changes["stage_thresholds"] = {
+            stage: int(str(form.get(f"stage_{stage}", ""))) for stage in DEFAULT_THRESHOLDS
+        }
     except ValueError:
         error = "Use números nos limites."
     intents = str(form.get("handoff_intents", ""))
@@ -100,15 +127,12 @@ async def save_settings(request: Request, v1: Api) -> Response:
             saved = True
         except Refused as exc:
             error = exc.detail
-    current = await v1.get("/settings")
-    users = (await v1.get("/users"))["items"]
     return await page(
         request,
         v1,
         "settings.html",
         status_code=200 if error is None else 422,
-        s=current,
-        users=users,
+        **await _current(v1),
         saved=saved,
         error=error,
     )
@@ -128,16 +152,45 @@ async def add_user(
         made = await v1.post("/users", {"email": email, "role": role, "name": name})
     except Refused as exc:
         error = exc.detail
-    current = await v1.get("/settings")
-    users = (await v1.get("/users"))["items"]
     return await page(
         request,
         v1,
         "settings.html",
         status_code=201 if made else 422,
-        s=current,
-        users=users,
+        **await _current(v1),
         saved=False,
         error=error,
         created=made,
+    )
+
+
+@router.post("/settings/telegram", dependencies=[OurForm])
+async def save_telegram(
+    request: Request,
+    v1: Api,
+    chat_id: Annotated[str, Form(max_length=64)] = "",
+    bot_token: Annotated[str, Form(max_length=200)] = "",
+    action: Annotated[str, Form(pattern="^(save|off)$")] = "save",
+) -> Response:
+    """The chat and (write-only) token of the handoff notices, or turning them off."""
+    error = None
+    try:
+        if action == "off":
+            await v1.call("DELETE", "/settings/telegram")
+        else:
+            body = {"chat_id": chat_id.strip(), "bot_token": bot_token.strip() or None}
+            await v1.call("PUT", "/settings/telegram", json=body)
+    except Refused:
+        error = (
+            "Telegram: informe o ID do chat (número, ou @canal) e, na primeira vez, o token "
+            "do bot como o @BotFather o deu."
+        )
+    return await page(
+        request,
+        v1,
+        "settings.html",
+        status_code=200 if error is None else 422,
+        **await _current(v1),
+        saved=error is None,
+        error=error,
     )

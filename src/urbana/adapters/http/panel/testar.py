@@ -1,0 +1,106 @@
+"""`Testar`: an admin talks to the tenant's bot as a lead would, and sees why it answered.
+
+Each message goes through `/v1/console/messages` (the console channel: the store, the
+responder and the dispatcher, as a lead's message would); the conversation is read from
+`/v1/console/conversations/{id}`, and its part of the screen is asked again every second
+(htmx polling) so the bot's reply appears without a reload, with the passages it was
+given, its intent and confidence, and a handoff's reason.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from urbana.adapters.http.panel.common import Api, fragment, may, page
+from urbana.adapters.http.panel.session import PREFIX, OurForm, to
+from urbana.adapters.http.panel.v1 import V1, PanelError, Refused
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+async def admin_me(v1: V1) -> dict[str, Any]:
+    """Who is signed in, if an admin; a 403 page otherwise (the API would refuse anyway)."""
+    me: dict[str, Any] = await v1.get("/me")
+    if not may(me)["admin"]:
+        raise PanelError(403, "only admins")
+    return me
+
+
+async def _conversation(v1: V1, conversation_id: UUID) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = await v1.get(f"/console/conversations/{conversation_id}")
+    except PanelError as exc:
+        if exc.status != 404:  # 404: not in the conversation view yet
+            raise
+        return None
+    return found
+
+
+@router.get("/testar")
+async def chat_page(
+    request: Request, v1: Api, c: UUID | None = None, s: str | None = None
+) -> Response:
+    me = await admin_me(v1)
+    session = s if s and len(s) <= 64 else None
+    conversation = await _conversation(v1, c) if c else None
+    return await page(
+        request,
+        v1,
+        "testar.html",
+        me=me,
+        c=conversation,
+        conversation_id=c,
+        session=session,
+        error=None,
+        idempotency_key=uuid4().hex,
+    )
+
+
+@router.get("/testar/{conversation_id}/fragment")
+async def chat_fragment(request: Request, v1: Api, conversation_id: UUID) -> Response:
+    conversation = await _conversation(v1, conversation_id)
+    return fragment(request, "_testar_thread.html", c=conversation, conversation_id=conversation_id)
+
+
+@router.post("/testar", dependencies=[OurForm])
+async def say(
+    request: Request,
+    v1: Api,
+    text: Annotated[str, Form(max_length=4096)],
+    idempotency_key: Annotated[str, Form(pattern="^[A-Za-z0-9_-]{1,64}$")],
+    session: Annotated[str, Form(pattern=f"{SESSION_PATTERN}|^$")] = "",
+) -> Response:
+    body: dict[str, Any] = {"text": text}
+    if session:
+        body["session"] = session
+    try:
+        said = await v1.post(
+            "/console/messages", body, headers={"Idempotency-Key": idempotency_key}
+        )
+    except Refused as exc:
+        me = await admin_me(v1)
+        return await page(
+            request,
+            v1,
+            "testar.html",
+            status_code=422,
+            me=me,
+            c=None,
+            conversation_id=None,
+            session=session or None,
+            error=exc.detail,
+            idempotency_key=uuid4().hex,
+        )
+    cid, key = said["conversation_id"], f"in:{said['seq']}"
+    # The screen shows the message once the conversation view has it; the reply follows.
+    await v1.until(
+        f"/console/conversations/{cid}",
+        lambda found: any(m["key"] == key for m in found["messages"]),
+    )
+    return to(f"/testar?c={cid}&s={said['session']}")
