@@ -103,7 +103,11 @@ async def settings(request: Request, v1: Api) -> Response:
 @router.post("/settings", dependencies=[OurForm])
 async def save_settings(request: Request, v1: Api) -> Response:
     form = await request.form()
-    changes: dict[str, Any] = {"prompt": str(form.get("prompt", "")).strip() or None}
+    changes: dict[str, Any] = {}
+    prompt = str(form.get("prompt", "")).strip()
+    # An empty box clears a prompt there is; with none, there is nothing to send.
+    if prompt or (await v1.get("/settings"))["prompt"]:
+        changes["prompt"] = prompt
     error = None
     try:
         for key, kind in NUMBERS.items():
