@@ -90,7 +90,7 @@ def test_an_uploaded_document_is_listed_and_testar_answers_from_it_showing_why(
     page.get_by_label("Mensagem").fill("Qual o horário de atendimento?")
     page.get_by_role("button", name="Enviar").click()
     thread = page.get_by_role("list", name="Mensagens")
-    reply = thread.get_by_role("listitem").filter(has_text=ANSWER["reply"])
+    reply = thread.get_by_role("listitem").filter(has_text=str(ANSWER["reply"]))
     expect(reply).to_be_visible()  # polled in: no reload
     why = reply.get_by_role("group", name="Por que a IA respondeu assim")
     expect(why).to_contain_text(f"intenção: {ANSWER['intent']}")
