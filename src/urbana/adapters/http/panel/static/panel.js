@@ -72,7 +72,7 @@
     var url = document.body.dataset.stream;
     if (!url || stream || !window.EventSource) return;
     stream = new EventSource(url);
-    ["handoff.requested", "conversation.updated", "message.created"].forEach(function (type) {
+    ["handoff.requested", "conversation.updated", "message.created", "channel.updated"].forEach(function (type) {
       stream.addEventListener(type, function (m) { onEvent(type, m); });
     });
     stream.addEventListener("open", function () { document.body.dataset.live = "on"; });
