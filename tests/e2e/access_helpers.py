@@ -69,6 +69,7 @@ def team(api: Api, tenant_id: UUID | None = None) -> Team:
 class Call:
     path: str
     body: dict[str, Any] | None = None
+    text: str | None = None  # a raw text/markdown body instead of JSON
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,21 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
         on_a_resource=True,
     ),
     ("POST", "/v1/privacy/subjects/{lead_id}/erase"): Scenario(200, _erase, on_a_resource=True),
+    ("GET", "/v1/knowledge"): _get("/v1/knowledge"),
+    ("PUT", "/v1/knowledge/{name}"): Scenario(
+        202, lambda api, owner, _caller: Call("/v1/knowledge/horario.md", text="Abrimos às 8h.")
+    ),
+    ("GET", "/v1/settings/telegram"): _get("/v1/settings/telegram"),
+    ("PUT", "/v1/settings/telegram"): Scenario(
+        200,
+        lambda api, owner, _caller: Call(
+            "/v1/settings/telegram",
+            {"chat_id": "-1001234567890", "bot_token": "7123456789:AAH3xJ9kq0bS2mZ4vW8yR1tL6nP5c"},
+        ),
+    ),
+    ("DELETE", "/v1/settings/telegram"): Scenario(
+        204, lambda api, owner, _caller: Call("/v1/settings/telegram")
+    ),
 }
 
 
@@ -255,7 +270,13 @@ def test_every_route_answers_every_caller_as_its_roles_say(api: Api) -> None:
         target = SCENARIOS[route].make(api, owner, caller)
         url = f"{api.url}{target.path}"
         # Streamed, so the endless /v1/stream is only looked at, not read to its end.
-        with httpx.stream(route[0], url, json=target.body, headers=headers) as answer:
+        sent: dict[str, Any] = {"json": target.body, "headers": headers}
+        if target.text is not None:
+            sent = {
+                "content": target.text.encode(),
+                "headers": {**headers, "Content-Type": "text/markdown"},
+            }
+        with httpx.stream(route[0], url, **sent) as answer:
             cells.append(Cell(route, case, expected, answer.status_code))
             if answer.status_code >= 400:
                 answer.read()
