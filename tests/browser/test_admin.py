@@ -97,6 +97,14 @@ def test_an_uploaded_document_is_listed_and_testar_answers_from_it_showing_why(
     expect(why).to_contain_text("confiança 92%")
     expect(why.get_by_role("list", name="Trechos usados")).to_contain_text("horario.md")
     expect(thread.get_by_role("listitem").first).to_contain_text("Qual o horário")
+
+    # The next message continues the same conversation (the session rides in the form).
+    page.get_by_label("Mensagem").fill("E aos sábados?")
+    page.get_by_role("button", name="Enviar").click()
+    mine = thread.locator(".msg.from-lead")
+    expect(mine).to_have_count(2)
+    expect(mine.nth(1)).to_contain_text("E aos sábados?")
+    expect(thread.locator(".msg.from-ai")).to_have_count(2)
     page.screenshot(path=tmp_path / "testar.png", full_page=True)
 
 
