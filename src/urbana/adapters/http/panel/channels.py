@@ -15,9 +15,8 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from urbana.adapters.http.panel.common import Api, fragment, page
+from urbana.adapters.http.panel.common import Api, admin_me, fragment, page
 from urbana.adapters.http.panel.session import PREFIX, OurForm, to
-from urbana.adapters.http.panel.testar import admin_me
 from urbana.adapters.http.panel.v1 import PanelError
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from urbana.adapters.http.panel.v1 import V1
+from urbana.adapters.http.panel.v1 import V1, PanelError
 from urbana.adapters.http.panel.views import render
 
 # Roles as the API names them, and what each may see in the panel (the API decides;
@@ -38,6 +38,14 @@ def may(me: dict[str, Any]) -> dict[str, bool]:
         "kpis": role in STEERING,
         "admin": role == "admin",
     }
+
+
+async def admin_me(v1: V1) -> dict[str, Any]:
+    """Who is signed in, if an admin; a 403 page otherwise (the API would refuse anyway)."""
+    me: dict[str, Any] = await v1.get("/me")
+    if not may(me)["admin"]:
+        raise PanelError(403, "only admins")
+    return me
 
 
 async def page(

@@ -14,9 +14,8 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from urbana.adapters.http.knowledge import MAX_BYTES
-from urbana.adapters.http.panel.common import Api, page
+from urbana.adapters.http.panel.common import Api, admin_me, page
 from urbana.adapters.http.panel.session import PREFIX, OurForm
-from urbana.adapters.http.panel.testar import admin_me
 from urbana.adapters.http.panel.v1 import V1, PanelError
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -9,27 +9,20 @@ given, its intent and confidence, and a handoff's reason.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from urbana.adapters.http.panel.common import Api, fragment, may, page
+from urbana.adapters.http.panel.common import Api, admin_me, fragment, page
 from urbana.adapters.http.panel.session import PREFIX, OurForm, to
 from urbana.adapters.http.panel.v1 import V1, PanelError, Refused
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-
-async def admin_me(v1: V1) -> dict[str, Any]:
-    """Who is signed in, if an admin; a 403 page otherwise (the API would refuse anyway)."""
-    me: dict[str, Any] = await v1.get("/me")
-    if not may(me)["admin"]:
-        raise PanelError(403, "only admins")
-    return me
 
 
 async def _conversation(v1: V1, conversation_id: UUID) -> dict[str, Any] | None:
@@ -47,7 +40,7 @@ async def chat_page(
     request: Request, v1: Api, c: UUID | None = None, s: str | None = None
 ) -> Response:
     me = await admin_me(v1)
-    session = s if s and len(s) <= 64 else None
+    session = s if s and re.fullmatch(SESSION_PATTERN, s) else None
     conversation = await _conversation(v1, c) if c else None
     return await page(
         request,
