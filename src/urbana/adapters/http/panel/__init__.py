@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from urbana.adapters.http.panel import conversation, inbox, more, session
+from urbana.adapters.http.panel import audit, conversation, inbox, more, session
 from urbana.adapters.http.panel.session import PREFIX
 from urbana.adapters.http.panel.v1 import PanelError, SignedOut
 from urbana.adapters.http.panel.views import HERE, build_templates, render
@@ -46,7 +46,7 @@ def install(app: FastAPI) -> None:
     """Serve the panel from `app`: its pages, its static files and its error pages."""
     app.state.panel_templates = build_templates()
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="panel-static")
-    for module in (session, inbox, conversation, more):
+    for module in (session, inbox, conversation, more, audit):
         app.include_router(module.router)
     app.add_exception_handler(PanelError, _panel_error)
 
