@@ -15,11 +15,13 @@ from psycopg_pool import AsyncConnectionPool
 from tests.helpers import ai_reply
 
 from urbana.adapters.postgres import access_log
+from urbana.adapters.postgres.erasure import PostgresSubjectRows
 from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store
 from urbana.adapters.postgres.subjects import PostgresSubjectStreams
 from urbana.application.app import Received, ReceiveMessage
 from urbana.application.channels import InboundMessage
+from urbana.application.erasure import Erasure
 from urbana.application.ports import SystemClock
 from urbana.application.privacy import SubjectQuery, SubjectRequests
 from urbana.config import conninfo
@@ -203,6 +205,25 @@ def test_an_erased_subjects_personal_fields_export_as_erased(store: Store) -> No
     # Its key is gone, so its conversations cannot be derived: the view still names them.
     assert [(c.id, c.contact) for c in done.subject.conversations] == [
         (received.conversation_id, ERASED)
+    ]
+
+
+async def test_an_erased_subject_still_lists_its_conversations_whose_rows_are_gone(
+    store: Store,
+) -> None:
+    tenant, _ = store.app.register_tenant(f"Loja {uuid4().hex[:8]}")
+    received = say(store, tenant, "Meu CPF é 123")
+    replay(store.url, store.schema)
+    erasure = Erasure(store.app, PostgresSubjectRows(store.pool), None, SystemClock())
+    await erasure.erase(tenant, received.lead_id, "subject_request", by="auditor-1")
+
+    found = requests(store).find(tenant, SubjectQuery(lead_id=received.lead_id))
+
+    # Neither the key (destroyed) nor the view (its rows dropped) names them now: the
+    # lead's SubjectErased does.
+    assert found.erased
+    assert [(c.id, c.contact, c.messages) for c in found.conversations] == [
+        (received.conversation_id, ERASED, 1)
     ]
 
 

@@ -266,6 +266,9 @@ def lead_facts(events: list[ExportedEvent], tenant_id: UUID) -> dict[str, Any] |
             facts["stage"] = e.data.get("to_stage", facts["stage"])
         elif e.type == "LeadProfileUpdated" and e.data.get("name"):
             facts["name"] = e.data["name"]
+        elif e.type == "SubjectErased":
+            # Once erased, neither the key nor the view names its conversations: this does.
+            facts["erased_conversations"] = [UUID(str(c)) for c in e.data["conversation_ids"]]
     return facts
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from urbana.adapters.http.panel import (
+    audit,
     channels,
     conversation,
     inbox,
@@ -54,7 +55,7 @@ def install(app: FastAPI) -> None:
     """Serve the panel from `app`: its pages, its static files and its error pages."""
     app.state.panel_templates = build_templates()
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="panel-static")
-    for module in (session, inbox, conversation, more, testar, channels, knowledge):
+    for module in (session, inbox, conversation, more, testar, channels, knowledge, audit):
         app.include_router(module.router)
     app.add_exception_handler(PanelError, _panel_error)
 

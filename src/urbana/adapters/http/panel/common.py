@@ -17,6 +17,7 @@ from urbana.adapters.http.panel.views import render
 WORKERS = frozenset({"attendant", "supervisor", "admin"})
 READERS = WORKERS | {"auditor"}
 STEERING = frozenset({"supervisor", "admin", "analyst", "auditor"})
+AUDITORS = frozenset({"auditor", "admin"})  # data subject requests (the privacy routes)
 
 
 async def _v1(request: Request) -> AsyncIterator[V1]:
@@ -37,6 +38,7 @@ def may(me: dict[str, Any]) -> dict[str, bool]:
         "work": role in WORKERS,
         "kpis": role in STEERING,
         "admin": role == "admin",
+        "audit": role in AUDITORS,
     }
 
 

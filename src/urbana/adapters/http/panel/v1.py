@@ -75,11 +75,14 @@ class V1:
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON of a successful answer (None for 204); a PanelError otherwise."""
+        response = await self.fetch(method, path, **kwargs)
+        return None if response.status_code == 204 else response.json()
+
+    async def fetch(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A successful answer as it came (a download, say); a PanelError otherwise."""
         response = await self._client.request(method, f"/v1{path}", **kwargs)
-        if response.status_code == 204:
-            return None
         if response.is_success:
-            return response.json()
+            return response
         detail = _detail(response)
         if response.status_code == 401:
             raise SignedOut(401, detail)
