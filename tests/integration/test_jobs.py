@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -193,10 +194,13 @@ class FixedClock:
 async def test_a_period_runs_once_however_many_ticks_see_it(store: Store) -> None:
     app = store.app
     tid, _ = app.register_tenant(f"Ticks {uuid4().hex[:8]}")
-    cid = warm_conversation(app, tid, datetime.now(UTC) - timedelta(hours=30))
+    # Midday in São Paulo, so the hour the test moves on never reaches a daily job's time.
+    midday = datetime.now(ZoneInfo("America/Sao_Paulo")).replace(hour=12, minute=10)
+    at = midday.astimezone(UTC) - timedelta(days=1)
+    cid = warm_conversation(app, tid, at - timedelta(hours=30))
     replay(store.url, store.schema)
     ledger, sources = PgJobLedger(store.pool, store.schema), PgJobSources(store.pool)
-    clock = FixedClock(datetime.now(UTC))
+    clock = FixedClock(at)
     jobs = catalogue(app, sources, Erasure(app, PostgresSubjectRows(store.pool), None, clock))
     scheduler = Scheduler(
         app,
