@@ -28,6 +28,8 @@ from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.relay import Relay
 from urbana.adapters.kafka.topics import partition_counts
 from urbana.adapters.postgres.store import Store
+from urbana.application.app import ReceiveMessage, RecordStatus
+from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.envelope import Envelope
 from urbana.domain.contacts import message_ref_id_for, tenant_id_for
 from urbana.domain.conversation import Conversation
@@ -215,6 +217,24 @@ def test_version_1_events_load_into_the_same_aggregates(store: Store, v1: V1Stre
     assert (lead.tenant_id, lead.score, lead.stage) == (v1.tenant, 15, Stage.ENGAGED)
     ref = app.get(MessageRef, v1.ref)
     assert (ref.tenant_id, ref.conversation_id) == (v1.tenant, v1.conversation)
+
+
+def test_a_message_recorded_before_ids_were_keyed_is_still_a_duplicate(
+    store: Store, v1: V1Streams
+) -> None:
+    """Its MessageRef was named after the wamid in clear; a redelivery finds it there."""
+    again = InboundMessage(
+        provider_message_id="wamid.v1",
+        contact=PHONE,
+        phone=PHONE,
+        sent_at=datetime.now(UTC),
+        kind="text",
+        text="oi",
+    )
+    got = store.app.receive_message(ReceiveMessage(v1.tenant, "cloud", again))
+    assert (got.duplicate, got.conversation_id) == (True, v1.conversation)
+    status = StatusUpdate("wamid.v1", DeliveryStatus.READ, datetime.now(UTC))
+    assert store.app.record_statuses([RecordStatus(v1.tenant, "cloud", status)]) == ["stale"]
 
 
 def test_version_1_events_read_through_the_application_name_their_tenant(

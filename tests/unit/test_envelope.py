@@ -46,6 +46,9 @@ class ClearCipher:
     def forget(self, subject_ids: Iterable[UUID]) -> None:
         return None
 
+    def digest(self, context: str, value: str) -> str:
+        return f"{context}:{value}"
+
 
 @cache
 def schema(relative: str) -> dict[str, Any]:
