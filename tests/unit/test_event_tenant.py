@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -46,6 +47,7 @@ BORN_WITH_IT = {
     "SubjectDataExported",
     "ChannelStateChanged",
     "SubjectErased",
+    "ConversationLinked",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -153,6 +155,9 @@ def history(app: UrbanaApp) -> UUID:
         cid, AIOutcome(3, "x", "guard", 0.0, {}, rejected="guard_rejected", fallback="Desculpe.")
     )
     app.receive_message(ReceiveMessage(tid, "cloud", inbound("do celular", "wamid.later", True)))
+    # The lead on Evolution, under its @lid: a conversation its key does not give.
+    by_lid = replace(inbound("pelo outro app"), contact="123456789012345@lid")
+    app.receive_message(ReceiveMessage(tid, "evolution", by_lid))
     lead_id = app.get(Conversation, cid).lead_id
     app.cipher.shred(lead_id)
     app.record_erasure(lead_id, "subject_request", [cid], by="auditor")

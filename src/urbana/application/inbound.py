@@ -210,6 +210,8 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
                 command.tenant_id, command.channel, msg.contact, lead.id, generation
             )
             new.append(conversation)
+            if contact_key(msg.contact) != key:
+                lead.link_conversation(conversation.id)
         outbound_id = f"ext:{msg.provider_message_id}" if msg.from_me else None
         # Statuses about a business-phone message may have arrived before it.
         held = list(existing.held) if existing is not None and outbound_id else []
