@@ -63,10 +63,15 @@ DECAY_ADDED_IN_V3 = {"LeadScored"}
 TEMPLATE_ADDED_IN_V3 = {"OutboundMessageQueued"}
 # Version 3 of AIReplyGenerated added the passages the AI was given.
 PASSAGES_ADDED_IN_V3 = {"AIReplyGenerated"}
+# The next version records provider message ids as keyed digests.
+IDS_KEYED = {"MessageReceived": 3, "OutboundMessageSent": 3, "OutboundMessageQueued": 4}
+IDS_KEYED_FIRST = {"MessageRefRecorded": 2}
 PHONE = "5511988887777"
 
 
 def expected_version(name: str) -> int:
+    if name in IDS_KEYED or name in IDS_KEYED_FIRST:
+        return {**IDS_KEYED, **IDS_KEYED_FIRST}[name]
     if name in STARTS or name in BORN_WITH_IT:
         return 1
     return (
