@@ -4,6 +4,7 @@ A batch of them is saved in one transaction (group commit, on the writer's cache
 the streams it reads are loaded in two queries, a message whose provider id was
 already recorded appends nothing, and a command the domain refuses gets its
 `DomainError` without affecting the rest of the batch.
+
 Provider message ids are recorded as keyed digests (`keyed`, `application.provider_ids`),
 never as the gateway sent them.
 """
