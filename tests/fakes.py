@@ -8,6 +8,8 @@ fake and the real adapter, so a fake cannot drift from what it stands for.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import math
 import os
 import re
@@ -55,6 +57,7 @@ class InMemoryCipher:
     def __init__(self) -> None:
         self.keys: dict[UUID, bytes] = {}
         self.erased: set[UUID] = set()
+        self.digest_key = os.urandom(32)
 
     def seal(self, subject_id: UUID, plaintext: bytes) -> bytes:
         if subject_id in self.erased:
@@ -83,6 +86,11 @@ class InMemoryCipher:
 
     def forget(self, subject_ids: Iterable[UUID]) -> None:
         """Nothing is cached apart from the keys themselves."""
+
+    def digest(self, context: str, value: str) -> str:
+        """HMAC-SHA256 under this fake's own random key, as the vault's."""
+        mac = hmac.new(self.digest_key, f"{context}\0{value}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]
 
 
 class FakeClock:

@@ -2,7 +2,9 @@
 record of every Kafka topic, the Redis keyspace, and its processes' logs.
 
 Each needle (a phone, a name, a message text) is looked for plain, hex-encoded (bytea
-columns print as hex) and base64-encoded at each of the three byte alignments.
+columns print as hex), base64-encoded at each of the three byte alignments (a Cloud API
+wamid is base64 of a struct that holds the phone), and base64 then hex (such an id
+inside a bytea column).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from psycopg import sql
 class Found:
     where: str  # "postgres:<schema>.<table>", "kafka:<topic>", "redis:<key>", "log:<file>"
     needle: str
-    form: str  # plain | hex | base64
+    form: str  # plain | hex | base64 | hex-base64
 
 
 def forms(needle: str) -> dict[str, list[bytes]]:
@@ -40,6 +42,8 @@ def forms(needle: str) -> dict[str, list[bytes]]:
         "plain": [raw],
         "hex": [raw.hex().encode(), raw.hex().upper().encode()],
         "base64": encoded,
+        # A bytea column prints as hex: base64 inside one (a wamid in a stored event).
+        "hex-base64": [v.hex().encode() for v in encoded],
     }
 
 

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.provider_ids import cloud_wamid
+
 ANSWER = {
     "reply": "Atendemos de segunda a sexta, das 8h às 18h.",
     "intent": "faq",
@@ -69,19 +71,22 @@ class Outside:
 
     async def graph_send(self, request: Request) -> JSONResponse:
         body = await request.json()
+        # A real wamid embeds the recipient's phone (see tests/provider_ids.py).
+        wamid = cloud_wamid(str(body.get("to")), from_business=True)
         self.sends.append(
             {
                 "path": request.url.path,
                 "auth": request.headers.get("authorization"),
                 "body": body,
                 "at": time.monotonic(),
+                "wamid": wamid,
             }
         )
         return JSONResponse(
             {
                 "messaging_product": "whatsapp",
                 "contacts": [{"input": body.get("to"), "wa_id": body.get("to")}],
-                "messages": [{"id": f"wamid.OUT{len(self.sends)}"}],
+                "messages": [{"id": wamid}],
             }
         )
 

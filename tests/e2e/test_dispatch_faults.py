@@ -153,7 +153,8 @@ def _assert_each_got_exactly_one_reply(
         assert _events(api, t, contact, "OutboundMessageFailed") == []
         (sent,) = _events(api, t, contact, "OutboundMessageSent")
         (delivered,) = graph.delivered_to(contact)
-        assert sent.provider_message_id == delivered.wamid
+        key = api.store.app.provider_key(UUID(t.tenant_id), "cloud", delivered.wamid)
+        assert sent.provider_message_id == key
 
 
 def test_a_gateway_down_then_throttling_delays_replies_and_loses_none(

@@ -28,7 +28,8 @@ import pytest
 from tests.e2e import byte_scan
 from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import KNOWLEDGE, wait_until
-from tests.e2e.webhook_helpers import CloudTenant, cloud_text, post_cloud
+from tests.e2e.webhook_helpers import CloudTenant, cloud_status, cloud_text, post_cloud
+from tests.provider_ids import cloud_wamid
 
 pytestmark = pytest.mark.e2e
 
@@ -137,13 +138,21 @@ def test_after_erasure_no_byte_of_the_subject_is_left(
     name = f"Zuleica Fonterrada {mark}"
     texts = [f"Meu CPF termina em {mark} e moro na Travessa Quixaba", f"Qual o horario {mark}?"]
     needles = [phone, name, *texts]
+    # Real wamids: each is base64 of a struct that starts with the lead's phone.
+    wamids = [cloud_wamid(phone) for _ in texts]
     with httpx.Client(timeout=15) as client:
-        for text in texts:
-            answer = post_cloud(
-                client, api, t, cloud_text(t.phone_number_id, phone, text, name=name)
-            )
+        for text, wamid in zip(texts, wamids, strict=True):
+            webhook = cloud_text(t.phone_number_id, phone, text, wamid=wamid, name=name)
+            answer = post_cloud(client, api, t, webhook)
             assert answer.status_code == 200, answer.text
+        # A redelivery is still a duplicate, though the store never holds the wamid.
+        again_first = cloud_text(t.phone_number_id, phone, texts[0], wamid=wamids[0], name=name)
+        assert post_cloud(client, api, t, again_first).json()["duplicates"] == 1
         wait_until(lambda: outside.sends_to(phone), timeout=90)  # the AI answered
+        # Meta's delivery tick names the answer by its wamid (which embeds the phone too).
+        sent = outside.sends_to(phone)[0]["wamid"]
+        tick = post_cloud(client, api, t, cloud_status(t.phone_number_id, sent, phone, "delivered"))
+        assert tick.status_code == 200, tick.text
 
         def projected() -> Any:
             page = client.get(f"{api}/v1/conversations", headers=auditor).json()
@@ -152,7 +161,9 @@ def test_after_erasure_no_byte_of_the_subject_is_left(
             detail = client.get(
                 f"{api}/v1/conversations/{page['items'][0]['id']}", headers=auditor
             ).json()
-            return detail if len(detail["messages"]) >= 3 else None
+            out = [m for m in detail["messages"] if m["direction"] == "out"]
+            ticked = bool(out) and out[0]["status"] == "delivered"
+            return detail if len(detail["messages"]) >= 3 and ticked else None
 
         detail = wait_until(projected, timeout=90)
         # The data is there, and readable by those allowed to read it.

@@ -151,6 +151,33 @@ def cloud_text(
     }
 
 
+def cloud_status(phone_number_id: str, wamid: str, recipient: str, status: str) -> dict[str, Any]:
+    """A Cloud API status webhook (`sent`, `delivered`, `read`) about a message we sent."""
+    item = {"id": wamid, "status": status, "timestamp": str(int(time.time()))}
+    item["recipient_id"] = recipient
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "5511933334444",
+                                "phone_number_id": phone_number_id,
+                            },
+                            "statuses": [item],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
 def post_cloud(
     client: httpx.Client, api: Api | str, tenant: CloudTenant, payload: dict[str, Any] | bytes
 ) -> httpx.Response:

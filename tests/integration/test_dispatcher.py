@@ -163,7 +163,7 @@ async def test_an_unknown_outcome_waits_for_the_status_instead_of_sending_again(
     assert await asyncio.wait_for(dispatching, timeout=10) == "reconciled"
     assert len(gateway.calls) == 1
     (sent,) = _events(store, cid, "OutboundMessageSent")
-    assert sent.provider_message_id == "wamid.TAKEN"
+    assert sent.provider_message_id == store.app.provider_key(tid, "cloud", "wamid.TAKEN")
 
 
 async def test_an_unknown_outcome_is_sent_again_after_the_wait_when_nothing_confirms_it(

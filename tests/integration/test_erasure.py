@@ -12,6 +12,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 from tests.helpers import ai_reply
+from tests.provider_ids import evolution_id
 
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.live import LiveFeed
@@ -322,3 +323,39 @@ async def test_nothing_personal_is_recorded_for_an_erased_subject_nor_a_new_key_
     ) == [(None,)]
     # Its old events still read as erased (no new key that would fail to open them).
     assert {e.text for e in store.app.stream(conversation_id) if hasattr(e, "text")} == {ERASED}
+
+
+async def test_a_lid_conversation_the_projector_has_not_seen_is_erased_too(store: Store) -> None:
+    """Evolution names a lead known by phone by its `@lid`: the conversation's id comes
+    from the @lid, so neither the lead's key nor a lagging read model gives it."""
+    tenant_id, _ = store.app.register_tenant(f"Erase {uuid4().hex[:8]}")
+    phone = new_phone()
+    by_phone, lead_id = talk(store, tenant_id, phone)
+    replay(store.url, store.schema)  # the projector has seen the phone's conversation
+    lid = f"{uuid4().int % 10**15}@lid"
+    lid_message = InboundMessage(
+        provider_message_id=evolution_id(),
+        contact=lid,
+        phone=phone,  # Evolution's senderPn
+        sent_at=datetime.now(UTC),
+        kind="text",
+        text="Sou eu de novo, pelo outro número",
+        contact_name="Marta Quintela",
+    )
+    # Then it stops; the @lid message is only in the store when the erasure runs.
+    by_lid = store.app.receive_message(ReceiveMessage(tenant_id, "evolution", lid_message))
+    assert (by_lid.lead_id, by_lid.new_conversation) == (lead_id, True)
+    assert not rows(store, "SELECT 1 FROM rm_conversations WHERE id = %s", by_lid.conversation_id)
+
+    await erasure_on(store).erase(tenant_id, lead_id, "subject_request")
+
+    erased = store.app.stream(lead_id)[-1]
+    assert sorted(erased.conversation_ids, key=str) == sorted(
+        [by_phone, by_lid.conversation_id], key=str
+    )
+    replay(store.url, store.schema)  # the projector starts again and gets to it
+    for conversation_id in (by_phone, by_lid.conversation_id):
+        assert not rows(store, "SELECT 1 FROM rm_conversations WHERE id = %s", conversation_id)
+        assert not rows(
+            store, "SELECT 1 FROM rm_messages WHERE conversation_id = %s", conversation_id
+        )

@@ -28,6 +28,8 @@ from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.relay import Relay
 from urbana.adapters.kafka.topics import partition_counts
 from urbana.adapters.postgres.store import Store
+from urbana.application.app import ReceiveMessage, RecordStatus
+from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.envelope import Envelope
 from urbana.domain.contacts import message_ref_id_for, tenant_id_for
 from urbana.domain.conversation import Conversation
@@ -217,6 +219,24 @@ def test_version_1_events_load_into_the_same_aggregates(store: Store, v1: V1Stre
     assert (ref.tenant_id, ref.conversation_id) == (v1.tenant, v1.conversation)
 
 
+def test_a_message_recorded_before_ids_were_keyed_is_still_a_duplicate(
+    store: Store, v1: V1Streams
+) -> None:
+    """Its MessageRef was named after the wamid in clear; a redelivery finds it there."""
+    again = InboundMessage(
+        provider_message_id="wamid.v1",
+        contact=PHONE,
+        phone=PHONE,
+        sent_at=datetime.now(UTC),
+        kind="text",
+        text="oi",
+    )
+    got = store.app.receive_message(ReceiveMessage(v1.tenant, "cloud", again))
+    assert (got.duplicate, got.conversation_id) == (True, v1.conversation)
+    status = StatusUpdate("wamid.v1", DeliveryStatus.READ, datetime.now(UTC))
+    assert store.app.record_statuses([RecordStatus(v1.tenant, "cloud", status)]) == ["stale"]
+
+
 def test_version_1_events_read_through_the_application_name_their_tenant(
     store: Store, v1: V1Streams
 ) -> None:
@@ -226,13 +246,13 @@ def test_version_1_events_read_through_the_application_name_their_tenant(
         assert {e.tenant_id for e in events} == {v1.tenant}, stream
 
 
-def test_new_events_on_a_version_1_stream_are_version_2_and_name_their_tenant(
+def test_new_events_on_a_version_1_stream_are_current_and_name_their_tenant(
     store: Store, v1: V1Streams
 ) -> None:
     store.app.mark_sent(v1.conversation, OUTBOUND, "wamid.out")
     (sent,) = store.app.recorder.select_events(v1.conversation, gt=4)
     state = orjson.loads(sent.state)
-    assert state["class_version"] == 2
+    assert state["class_version"] == 3  # its provider id is a digest
     assert state["tenant_id"] == _uuid(v1.tenant)
     conversation = store.app.get(Conversation, v1.conversation)
     assert not conversation.is_queued(OUTBOUND)
@@ -256,14 +276,16 @@ async def test_version_1_events_publish_as_version_1_envelopes_naming_their_tena
             (SCHEMAS / f"{envelope.type}.v{envelope.schema_version}.json").read_text()
         )
         Draft202012Validator(schema, format_checker=FormatChecker()).validate(envelope.data)
-        if envelope.schema_version == 2 or envelope.type in STARTS:
+        if envelope.schema_version >= 2 or envelope.type in STARTS:
             assert envelope.data["tenant_id"] == str(v1.tenant), envelope.type
         else:
             assert "tenant_id" not in envelope.data, envelope.type
     versions = {(e.type, e.schema_version) for e in envelopes}
     assert ("MessageReceived", 1) in versions
     assert ("TenantRegistered", 1) in versions
-    assert ("OutboundMessageSent", 2) in versions
+    assert ("OutboundMessageSent", 3) in versions
+    assert ("MessageRefRecorded", 2) in versions  # the new one; v1's stays at 1
+    assert ("MessageRefRecorded", 1) in versions
 
 
 async def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:

@@ -87,7 +87,7 @@ def test_a_status_with_our_callback_data_marks_an_attempted_message_sent(store: 
     names = _names(store, cid)
     assert names[-3:] == ["OutboundSendAttempted", "OutboundMessageSent", "MessageDelivered"]
     sent: Any = next(e for e in app.stream(cid) if type(e).__name__ == "OutboundMessageSent")
-    assert sent.provider_message_id == "wamid.LOST"
+    assert sent.provider_message_id == app.provider_key(tid, "cloud", "wamid.LOST")
     # The dispatcher's own mark_sent, arriving late, changes nothing.
     app.mark_sent(cid, out, "wamid.LOST")
     assert _names(store, cid) == names

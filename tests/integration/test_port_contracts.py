@@ -1,7 +1,8 @@
 """Contract tests: the in-memory fake and the real adapter of a port pass the same assertions.
 
 Knowledge store: tests/fakes.InMemoryKnowledgeStore and PgKnowledgeStore (pgvector).
-Coordination: tests/fakes.InMemoryCoordination and RedisCoordinator (Redis). The unit
+Coordination: tests/fakes.InMemoryCoordination and RedisCoordinator (Redis). Digests of
+the subject cipher: tests/fakes.InMemoryCipher and PostgresSubjectCipher. The unit
 tests of the responder and the dispatcher run on the fakes; these tests are why that
 says something about the real thing.
 """
@@ -9,19 +10,27 @@ says something about the real thing.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
-from tests.fakes import InMemoryCoordination, InMemoryKnowledgeStore, WordEmbeddings
+from tests.fakes import (
+    InMemoryCipher,
+    InMemoryCoordination,
+    InMemoryKnowledgeStore,
+    WordEmbeddings,
+)
+from tests.provider_ids import cloud_wamid
 
+from urbana.adapters.crypto import PostgresSubjectCipher
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.redis_coord import RedisCoordinator, redis_client
-from urbana.application.ports import Coordination, KnowledgeStore, LockBusy
+from urbana.application.ports import Coordination, KnowledgeStore, LockBusy, SubjectCipher
 from urbana.config import conninfo
 
 pytestmark = pytest.mark.integration
@@ -173,3 +182,33 @@ async def test_a_lock_held_past_the_wait_is_busy_and_others_are_free(
             pass  # another conversation's lock is free
     async with coordination.lock(conversation, wait_s=0.2):
         pass  # released
+
+
+# -------------------------------------------------------------- subject cipher's digests
+
+
+@pytest.fixture(params=["in-memory", "postgres"])
+def vault(request: pytest.FixtureRequest) -> SubjectCipher:
+    if request.param == "in-memory":
+        return InMemoryCipher()
+    return PostgresSubjectCipher(request.getfixturevalue("pool"), os.urandom(32))
+
+
+def test_a_digest_names_the_same_id_every_time_and_no_other(vault: SubjectCipher) -> None:
+    wamid = cloud_wamid("5511987654321")
+    first = vault.digest("message:t1:cloud", wamid)
+    assert vault.digest("message:t1:cloud", wamid) == first
+    assert vault.digest("message:t2:cloud", wamid) != first  # another tenant
+    assert vault.digest("message:t1:cloud", cloud_wamid("5511987654321")) != first
+    # Nothing of the id, nor of the phone it embeds, is left in it.
+    assert "5511987654321" not in first
+    assert wamid.removeprefix("wamid.")[:12] not in first
+
+
+def test_a_digest_is_keyed_by_the_installation_secret(pool: ConnectionPool) -> None:
+    master = os.urandom(32)
+    one, same = PostgresSubjectCipher(pool, master), PostgresSubjectCipher(pool, master)
+    other = PostgresSubjectCipher(pool, os.urandom(32))
+    # Every process of an installation computes the same digest; another secret does not.
+    assert one.digest("c", "wamid.X") == same.digest("c", "wamid.X")
+    assert one.digest("c", "wamid.X") != other.digest("c", "wamid.X")

@@ -130,7 +130,9 @@ async def test_replay_builds_the_conversation_view(store: Store) -> None:
         ("out", "human", "queued", "Olá Maria, sou a Ana"),
     ]
     ai_msg = detail.messages[2]
-    assert ai_msg.provider_message_id == "wamid.out.a1"
+    assert ai_msg.provider_message_id == store.app.provider_key(
+        s.tenant_id, "cloud", "wamid.out.a1"
+    )
     assert ai_msg.read_at is not None
     assert ai_msg.delivered_at is not None
     assert detail.messages[0].contact_name == "Maria"

@@ -46,6 +46,9 @@ class ClearCipher:
     def forget(self, subject_ids: Iterable[UUID]) -> None:
         return None
 
+    def digest(self, context: str, value: str) -> str:
+        return f"{context}:{value}"
+
 
 @cache
 def schema(relative: str) -> dict[str, Any]:
@@ -84,6 +87,8 @@ def history() -> list[DomainEventProtocol[UUID]]:
     lead.update_profile(name="Ana Maria")
     lead.record_export(by="user-aud", role="auditor", purpose="LGPD art. 18", rendering="json")
     conv = Conversation.start(tenant.id, "cloud", "5511999990000", lead.id)
+    by_lid = Conversation.start(tenant.id, "evolution", "123456789012345@lid", lead.id)
+    lead.link_conversation(by_lid.id)
     lead.erase("subject_request", conversation_ids=[conv.id], by="user-auditor")
     conv.receive(
         provider_message_id="w1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -46,6 +47,7 @@ BORN_WITH_IT = {
     "SubjectDataExported",
     "ChannelStateChanged",
     "SubjectErased",
+    "ConversationLinked",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -61,10 +63,15 @@ DECAY_ADDED_IN_V3 = {"LeadScored"}
 TEMPLATE_ADDED_IN_V3 = {"OutboundMessageQueued"}
 # Version 3 of AIReplyGenerated added the passages the AI was given.
 PASSAGES_ADDED_IN_V3 = {"AIReplyGenerated"}
+# The next version records provider message ids as keyed digests.
+IDS_KEYED = {"MessageReceived": 3, "OutboundMessageSent": 3, "OutboundMessageQueued": 4}
+IDS_KEYED_FIRST = {"MessageRefRecorded": 2}
 PHONE = "5511988887777"
 
 
 def expected_version(name: str) -> int:
+    if name in IDS_KEYED or name in IDS_KEYED_FIRST:
+        return {**IDS_KEYED, **IDS_KEYED_FIRST}[name]
     if name in STARTS or name in BORN_WITH_IT:
         return 1
     return (
@@ -153,6 +160,9 @@ def history(app: UrbanaApp) -> UUID:
         cid, AIOutcome(3, "x", "guard", 0.0, {}, rejected="guard_rejected", fallback="Desculpe.")
     )
     app.receive_message(ReceiveMessage(tid, "cloud", inbound("do celular", "wamid.later", True)))
+    # The lead on Evolution, under its @lid: a conversation its key does not give.
+    by_lid = replace(inbound("pelo outro app"), contact="123456789012345@lid")
+    app.receive_message(ReceiveMessage(tid, "evolution", by_lid))
     lead_id = app.get(Conversation, cid).lead_id
     app.cipher.shred(lead_id)
     app.record_erasure(lead_id, "subject_request", [cid], by="auditor")

@@ -15,6 +15,8 @@ process's when it consumes the `SubjectErased` event (`forget`), at the latest w
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import threading
 import time
@@ -23,7 +25,9 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.faults import store_call
@@ -31,6 +35,7 @@ from urbana.domain.lead import ErasedSubject
 from urbana.errors import ConfigurationError, UrbanaError
 
 NONCE = 12
+DIGEST_CHARS = 32  # 128 bits of HMAC-SHA256, in hex
 
 
 class TamperedRecord(UrbanaError):
@@ -66,6 +71,11 @@ class PostgresSubjectCipher:
     ) -> None:
         self._pool = pool
         self._master = AESGCM(master_key)
+        # A key of its own for digests, derived from the master key: every process of
+        # the installation computes the same digests, and none is the master key itself.
+        self._digest_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"urbana id digests v1"
+        ).derive(master_key)
         self._table = f'"{schema}".urbana_subject_keys' if schema else "urbana_subject_keys"
         # None for an erased subject: known, and without a key.
         self._cache: OrderedDict[UUID, tuple[AESGCM | None, float]] = OrderedDict()
@@ -158,6 +168,11 @@ class PostgresSubjectCipher:
         with self._lock:
             for subject_id in subject_ids:
                 self._cache.pop(subject_id, None)
+
+    def digest(self, context: str, value: str) -> str:
+        """HMAC-SHA256 of `value` in `context` under the installation's digest key."""
+        mac = hmac.new(self._digest_key, f"{context}\0{value}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:DIGEST_CHARS]
 
     # -- internals -----------------------------------------------------------
 

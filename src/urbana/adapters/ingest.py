@@ -46,6 +46,7 @@ class IngestResult:
 
 
 def _seen_key(command: ReceiveMessage) -> str:
+    """Redis's name for a keyed command's provider id (its digest, never the id itself)."""
     return (
         f"urbana:seen:{command.tenant_id}:{command.channel}:{command.message.provider_message_id}"
     )
@@ -163,6 +164,7 @@ class Ingestor:
         max_batch: int = 256,
         gate: StoreGate | None = None,
     ) -> None:
+        self._app = app
         self._seen = SeenIds(redis) if redis is not None else None
         self.committer: GroupCommitter[Command, Outcome] = GroupCommitter(
             app.ingest, window_ms=window_ms, max_batch=max_batch, name="ingest-writer", gate=gate
@@ -183,6 +185,7 @@ class Ingestor:
         (`StoreUnavailable`); all of one request's commands wait together.
         """
         result = IngestResult()
+        commands = [self._app.keyed(c) for c in commands]
         messages = [c for c in commands if isinstance(c, ReceiveMessage)]
         seen: set[str] = set()
         if self._seen is not None and messages:

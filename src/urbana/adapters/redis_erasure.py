@@ -2,9 +2,9 @@
 
 What Redis holds per subject (see `redis_coord` and `ingest`): the burst counter and
 the lock of each conversation (`urbana:burst:<id>`, `urbana:lock:<id>`), and the
-recently seen provider message ids (`urbana:seen:<tenant>:<channel>:<id>`; a Cloud API
-`wamid` encodes the sender's phone). The send-rate counters are per tenant and hold
-nothing of a subject.
+recently seen provider message ids (`urbana:seen:<tenant>:<channel>:<digest>`: the id's
+keyed digest, as the store records it, never the wamid that embeds the sender's phone).
+The send-rate counters are per tenant and hold nothing of a subject.
 """
 
 from __future__ import annotations

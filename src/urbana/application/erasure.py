@@ -48,7 +48,7 @@ class Footprint:
     """Where a subject's data sits outside the event store, found before it is removed."""
 
     conversation_ids: list[UUID] = field(default_factory=list)
-    # (channel, provider message id) of the subject's messages: Redis's seen-id keys.
+    # (channel, provider id digest) of the subject's messages: Redis's seen-id keys.
     provider_ids: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -222,16 +222,19 @@ class Erasure:
         return ErasureReceipt(lead_id, tenant_id, self._clock.now(), reason, False, removed)
 
     def footprint(self, lead: Lead) -> Footprint:
-        """The read models' view of the subject, plus the conversations its key names.
+        """The read models' view of the subject, plus the conversations the store names.
 
         The read models lag the store by the projector: a conversation they have not
-        seen yet is found from the lead's key (the phone as a contact, on every channel,
-        in the lead's generation), so `SubjectErased` lists it all the same.
+        seen yet is found in the store, from the lead's key (the phone as a contact, on
+        every channel, in the lead's generation) and from the lead's stream, which names
+        each conversation its key does not give (`ConversationLinked`: an `@lid`
+        contact), so `SubjectErased` lists it all the same and the projector drops its
+        rows when it gets there.
         """
         found = self._rows.footprint(lead.tenant_id, lead.id)
         ids = dict.fromkeys(found.conversation_ids)
         if not lead.erased:
-            for candidate in _conversations_named_by(lead):
+            for candidate in [*_conversations_named_by(lead), *lead.linked_conversations]:
                 if candidate in ids:
                     continue
                 first = self._app.events.get(candidate, limit=1)

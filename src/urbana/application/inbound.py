@@ -4,18 +4,23 @@ A batch of them is saved in one transaction (group commit, on the writer's cache
 the streams it reads are loaded in two queries, a message whose provider id was
 already recorded appends nothing, and a command the domain refuses gets its
 `DomainError` without affecting the rest of the batch.
+
+Provider message ids are recorded as keyed digests (`keyed`, `application.provider_ids`),
+never as the gateway sent them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from urbana.application.channels import InboundMessage, StatusUpdate
 from urbana.application.outbound import link_sent, parse_callback_data
+from urbana.application.provider_ids import provider_key
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import (
     contact_key,
@@ -35,6 +40,9 @@ class ReceiveMessage:
     tenant_id: UUID
     channel: str
     message: InboundMessage
+    # Set once the ids are keyed: the MessageRef stream an Urbana before digests made
+    # for this id (from the id in clear), still looked up so nothing it knew is lost.
+    legacy_ref: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,10 @@ class RecordStatus:
     tenant_id: UUID
     channel: str
     status: StatusUpdate
+    legacy_ref: UUID | None = None  # as for ReceiveMessage
+
+
+C = TypeVar("C", bound=ReceiveMessage | RecordStatus)
 
 
 def _outcome(applied: bool) -> str:
@@ -60,10 +72,34 @@ def _outcome(applied: bool) -> str:
 
 
 class InboundCommands(StoreApp):
+    def provider_key(self, tenant_id: UUID, channel: str, provider_id: str) -> str:
+        """What the store records for a gateway's message id: its keyed digest."""
+        return provider_key(self.cipher, tenant_id, channel, provider_id)
+
+    def keyed(self, command: C) -> C:
+        """The command with its provider ids as digests (unchanged if they already are)."""
+        if command.legacy_ref is not None:
+            return command
+        t, ch = command.tenant_id, command.channel
+        if isinstance(command, RecordStatus):
+            st = command.status
+            key = self.provider_key(t, ch, st.provider_message_id)
+            legacy = message_ref_id_for(t, ch, st.provider_message_id)
+            return replace(command, status=replace(st, provider_message_id=key), legacy_ref=legacy)
+        msg = command.message
+        keyed = replace(
+            msg,
+            provider_message_id=self.provider_key(t, ch, msg.provider_message_id),
+            reply_to=self.provider_key(t, ch, msg.reply_to) if msg.reply_to else None,
+        )
+        legacy = message_ref_id_for(t, ch, msg.provider_message_id)
+        return replace(command, message=keyed, legacy_ref=legacy)
+
     def ingest(
         self, commands: Sequence[ReceiveMessage | RecordStatus]
     ) -> list[Received | str | DomainError]:
         """Messages and statuses from webhooks, all saved in one transaction."""
+        commands = [self.keyed(c) for c in commands]
 
         def work(uow: UnitOfWork) -> list[Received | str | DomainError]:
             _preload_batch(uow, commands)
@@ -81,6 +117,7 @@ class InboundCommands(StoreApp):
         and appends nothing; a message the domain refuses gets its `DomainError`
         and does not affect the rest of the batch.
         """
+        commands = [self.keyed(c) for c in commands]
 
         def work(uow: UnitOfWork) -> list[Received | DomainError]:
             _preload_batch(uow, commands)
@@ -100,6 +137,7 @@ class InboundCommands(StoreApp):
         Returns per status: "applied", "held", "stale" (did not move forward), or
         "duplicate" (already held: a redelivery).
         """
+        commands = [self.keyed(c) for c in commands]
 
         def work(uow: UnitOfWork) -> list[str]:
             _preload_batch(uow, commands)
@@ -112,6 +150,8 @@ def _stream_ids(commands: Sequence[ReceiveMessage | RecordStatus]) -> list[UUID]
     """The streams a batch of inbound commands reads, to load them in one query."""
     ids: list[UUID] = []
     for c in commands:
+        if c.legacy_ref is not None:
+            ids.append(c.legacy_ref)
         if isinstance(c, RecordStatus):
             ids.append(message_ref_id_for(c.tenant_id, c.channel, c.status.provider_message_id))
             continue
@@ -143,8 +183,7 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
         contact_key(msg.contact)
     except DomainError as exc:
         return exc
-    ref_id = message_ref_id_for(command.tenant_id, command.channel, msg.provider_message_id)
-    existing = uow.get(MessageRef, ref_id)
+    existing = _ref(uow, command, msg.provider_message_id)
     generation, lead = _current_lead(uow, command.tenant_id, key)
     lead_id = lead_id_for(command.tenant_id, key, generation)
     conversation_id = conversation_id_for(
@@ -172,6 +211,8 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
                 command.tenant_id, command.channel, msg.contact, lead.id, generation
             )
             new.append(conversation)
+            if contact_key(msg.contact) != key:
+                lead.link_conversation(conversation.id)
         outbound_id = f"ext:{msg.provider_message_id}" if msg.from_me else None
         # Statuses about a business-phone message may have arrived before it.
         held = list(existing.held) if existing is not None and outbound_id else []
@@ -225,6 +266,14 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
     )
 
 
+def _ref(uow: UnitOfWork, command: ReceiveMessage | RecordStatus, key: str) -> MessageRef | None:
+    """The MessageRef of a provider id: under its digest, or as an older Urbana made it."""
+    ref = uow.get(MessageRef, message_ref_id_for(command.tenant_id, command.channel, key))
+    if ref is None and command.legacy_ref is not None:
+        ref = uow.get(MessageRef, command.legacy_ref)
+    return ref
+
+
 def _current_lead(uow: UnitOfWork, tenant_id: UUID, key: str) -> tuple[int, Lead | None]:
     """The generation a message of this key belongs to, and its lead if it has one yet.
 
@@ -249,8 +298,7 @@ def _status_or_error(uow: UnitOfWork, command: RecordStatus) -> str | DomainErro
 
 def _status_one(uow: UnitOfWork, command: RecordStatus) -> str:
     st = command.status
-    ref_id = message_ref_id_for(command.tenant_id, command.channel, st.provider_message_id)
-    ref = uow.get(MessageRef, ref_id)
+    ref = _ref(uow, command, st.provider_message_id)
     if ref is None:
         ref = MessageRef(
             tenant_id=command.tenant_id,

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
+from urbana.application.provider_ids import provider_key
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import message_ref_id_for
 from urbana.domain.conversation import Conversation
@@ -88,22 +89,20 @@ def link_sent(
 
 class OutboundCommands(StoreApp):
     def mark_sent(self, conversation_id: UUID, outbound_id: str, provider_message_id: str) -> None:
-        """The gateway accepted the message; statuses held for its id apply now."""
+        """The gateway accepted the message (under this id, as it sent it); statuses held
+        for its id apply now. The id is recorded as its keyed digest, as inbound ids are
+        (`InboundCommands.keyed`): a wamid embeds the recipient's phone."""
 
         def work(uow: UnitOfWork) -> None:
             conversation = uow.require(Conversation, conversation_id)
+            tenant_id, channel = conversation.tenant_id, conversation.channel
+            key = provider_key(self.cipher, tenant_id, channel, provider_message_id)
             try:
-                conversation.mark_sent(
-                    outbound_id=outbound_id, provider_message_id=provider_message_id
-                )
+                conversation.mark_sent(outbound_id=outbound_id, provider_message_id=key)
             except StaleStatus:
                 return
-            ref_id = message_ref_id_for(
-                conversation.tenant_id, conversation.channel, provider_message_id
-            )
-            link_sent(
-                uow, conversation, outbound_id, provider_message_id, uow.get(MessageRef, ref_id)
-            )
+            ref_id = message_ref_id_for(tenant_id, channel, key)
+            link_sent(uow, conversation, outbound_id, key, uow.get(MessageRef, ref_id))
 
         self._retrying(work)
 

@@ -54,6 +54,12 @@ class SubjectCipher(Protocol):
         destroyed them)."""
         ...
 
+    def digest(self, context: str, value: str) -> str:
+        """A keyed one-way digest of an id that may carry personal data (a wamid holds
+        the phone): deterministic under this installation's secret, so it still finds
+        what it named, and without the secret it names nothing."""
+        ...
+
 
 class StreamIndex(Protocol):
     """Many streams read in one query instead of one query per stream."""

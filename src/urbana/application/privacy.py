@@ -134,6 +134,12 @@ class SubjectRequests:
             derived |= {conversation_id_for(tenant_id, c, facts["key"]) for c in CHANNELS}
         derived |= set(self.streams.conversations_of(tenant_id, lead_id))
         derived |= set(facts.get("erased_conversations", ()))
+        # The ones the lead's stream names (an `@lid` contact), projected or not.
+        derived |= {
+            UUID(str(e.data["conversation_id"]))
+            for e in lead_events
+            if e.type == "ConversationLinked"
+        }
         missing = [c for c in derived if str(c) not in streams]
         if missing:
             streams.update(by_stream(open_records(self.cipher, self.streams.records(missing))))

@@ -25,6 +25,7 @@ from eventsourcing.domain import event
 
 from urbana.domain.channels import CHANNELS, CONSOLE
 from urbana.domain.contacts import conversation_id_for
+from urbana.domain.conversation_pii import declare_personal_fields
 from urbana.domain.errors import (
     AIReplyNotAllowed,
     BurstAlreadyAnswered,
@@ -34,13 +35,14 @@ from urbana.domain.errors import (
 from urbana.domain.events import (
     TenantScoped,
     added_in_v3,
+    changed_in,
     defaults,
+    ids_were_clear,
     nobody_acted,
     tenant_added_in_v2,
 )
 from urbana.domain.handling import MAX_LABELS, HumanHandling
 from urbana.domain.outbound import Delivery, OutboundMessage, OutboundMessages, TemplateSend
-from urbana.domain.pii import personal
 from urbana.domain.status import Status
 from urbana.domain.text import MAX_TEXT, check_text
 
@@ -438,12 +440,9 @@ tenant_added_in_v2(Conversation, born_with_it=(*BORN, "ReturnedToQueue"))
 added_in_v3(Conversation, {"ReturnedToAI": nobody_acted, "ConversationReopened": nobody_acted})
 added_in_v3(Conversation, {"OutboundMessageQueued": defaults(template=None)})
 added_in_v3(Conversation, {"AIReplyGenerated": defaults(passages=[])})
-
-RECEIVED_PERSONAL = ("text", "contact_name", "media_url", "extra", "contact")
-personal("Conversation.ConversationStarted", "contact", subject="lead_id")
-personal("Conversation.MessageReceived", *RECEIVED_PERSONAL, subject="lead_id")
-personal("Conversation.AIReplyGenerated", "text", subject="lead_id")
-personal("Conversation.AIReplyRejected", "text", subject="lead_id")
-personal("Conversation.OutboundMessageQueued", "text", "template", subject="lead_id")
-personal("Conversation.HandoffRequested", "summary", subject="lead_id")
-personal("Conversation.NoteAdded", "text", subject="lead_id")
+# Then: provider message ids (and `ext:` outbound ids) recorded as keyed digests.
+changed_in(
+    3, Conversation, {"MessageReceived": ids_were_clear, "OutboundMessageSent": ids_were_clear}
+)
+changed_in(4, Conversation, {"OutboundMessageQueued": ids_were_clear})
+declare_personal_fields()

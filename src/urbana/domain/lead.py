@@ -155,6 +155,22 @@ class Lead(TenantScoped):
             from_stage=self.stage.value, to_stage=stage.value, reason=reason, by=by or None
         )
 
+    def link_conversation(self, conversation_id: UUID) -> None:
+        """Name on the lead a conversation its key does not give (an `@lid` contact of a
+        lead known by phone), so an erasure finds it in the store even before the read
+        models have seen it. Once per conversation."""
+        if conversation_id not in self.linked_conversations:
+            self._conversation_linked(conversation_id=conversation_id)
+
+    @property
+    def linked_conversations(self) -> list[UUID]:
+        # Leads restored from a snapshot taken before this event existed have none.
+        return list(getattr(self, "_linked", ()))
+
+    @event("ConversationLinked")
+    def _conversation_linked(self, conversation_id: UUID) -> None:
+        self._linked = [*self.linked_conversations, conversation_id]
+
     def update_profile(self, *, name: str | None) -> None:
         if name and name != self.name:
             self._profile_updated(name=name)
@@ -229,7 +245,7 @@ class Lead(TenantScoped):
 
 
 # Event types added after version 2 (they carried `tenant_id` from their first version).
-PRIVACY_EVENTS = ("SubjectDataExported", "SubjectErased")
+PRIVACY_EVENTS = ("SubjectDataExported", "SubjectErased", "ConversationLinked")
 MAX_PURPOSE = 200
 
 tenant_added_in_v2(Lead, born_with_it=PRIVACY_EVENTS)

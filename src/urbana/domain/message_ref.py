@@ -1,6 +1,6 @@
 """MessageRef: the index of provider message ids (the store's dedupe authority).
 
-Its id is uuid5(tenant, channel, provider message id), so the store's unique
+Its id is uuid5(tenant, channel, provider id digest), so the store's unique
 (stream id, version) key refuses a second `MessageRefRecorded` for the same
 provider id: a redelivered webhook can never append a second message. It also
 links statuses to the conversation, holding those that arrive before the message
@@ -17,7 +17,7 @@ from eventsourcing.domain import event
 
 from urbana.domain.contacts import message_ref_id_for
 from urbana.domain.errors import StatusAlreadyHeld
-from urbana.domain.events import TenantScoped, tenant_added_in_v2
+from urbana.domain.events import TenantScoped, changed_in, ids_were_clear, tenant_added_in_v2
 
 
 class MessageRef(TenantScoped):
@@ -73,3 +73,5 @@ class MessageRef(TenantScoped):
 
 
 tenant_added_in_v2(MessageRef)
+# Version 2 of its first event: the provider id is its keyed digest (so is the stream id's).
+changed_in(2, MessageRef, {"MessageRefRecorded": ids_were_clear})

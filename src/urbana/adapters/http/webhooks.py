@@ -58,15 +58,17 @@ async def read_body(request: Request) -> bytes:
 
 def _validate(items: tuple[ParsedWebhook, ...]) -> None:
     """Refuse the whole webhook if any message could not be recorded: all or nothing."""
+    # A message is named by its place, not its id: the reason is logged, and a wamid
+    # embeds the sender's phone.
     for item in items:
-        for msg in item.messages:
+        for n, msg in enumerate(item.messages, start=1):
             try:
                 contact_key(msg.contact)
                 lead_key(msg.contact, msg.phone)
             except DomainError as exc:
-                raise Rejected(422, f"message {msg.provider_message_id}: {exc}") from exc
+                raise Rejected(422, f"message {n}: {exc}") from exc
             if msg.kind == "text" and not (msg.text or "").strip():
-                raise Rejected(422, f"message {msg.provider_message_id}: empty text")
+                raise Rejected(422, f"message {n}: empty text")
 
 
 def _commands(
