@@ -87,9 +87,11 @@ class ConversationDetail:
     notes: list[NoteItem]
 
 
-# A list reads what its items show, not the sealed handoff summary only the detail opens:
-# every jsonb column read is one more blob to send and decode per row.
-_LISTED = ", ".join(f"c.{name}" for name, _ in CONVERSATION_COLUMNS if name != "summary_sealed")
+# A list reads what its items show: not the sealed handoff summary only the detail opens,
+# nor the AI's last passages (the detail shows them on the reply's message row): every
+# jsonb column read is one more blob to send and decode per row.
+_UNLISTED = ("summary_sealed", "last_passages")
+_LISTED = ", ".join(f"c.{name}" for name, _ in CONVERSATION_COLUMNS if name not in _UNLISTED)
 _FROM = (
     f"l.score AS lead_score, l.stage AS lead_stage FROM {CONVERSATIONS} c "
     f"LEFT JOIN {LEADS} l ON l.id = c.lead_id AND l.created_at IS NOT NULL "

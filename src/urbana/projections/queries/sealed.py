@@ -41,7 +41,10 @@ async def decrypt(cipher: SubjectCipher | None, blobs: list[Any]) -> list[dict[s
     # With every key in memory, opening a page is a few milliseconds of AES-GCM at most:
     # cheaper on the event loop than the hop to a worker thread (on a busy machine that
     # hop was half a list's time). A key to load is a database read: off the loop.
-    if isinstance(cipher, HoldsKeys) and cipher.holds(UUID(b["key_id"]) for b in blobs if b):
+    # A page's rows share leads (a conversation's contact and last message, one key):
+    # each distinct key id parsed once.
+    subjects = {UUID(k) for k in {b["key_id"] for b in blobs if b}}
+    if isinstance(cipher, HoldsKeys) and cipher.holds(subjects):
         return _open_all(cipher, blobs)
     return await asyncio.to_thread(_open_all, cipher, blobs)
 
