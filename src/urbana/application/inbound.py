@@ -35,6 +35,7 @@ class ReceiveMessage:
     tenant_id: UUID
     channel: str
     message: InboundMessage
+    trace: str | None = None  # the traceparent of the request that brought it
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class RecordStatus:
     tenant_id: UUID
     channel: str
     status: StatusUpdate
+    trace: str | None = None  # the traceparent of the request that brought it
 
 
 def _outcome(applied: bool) -> str:
@@ -67,10 +69,15 @@ class InboundCommands(StoreApp):
 
         def work(uow: UnitOfWork) -> list[Received | str | DomainError]:
             _preload_batch(uow, commands)
-            return [
-                _receive_one(uow, c) if isinstance(c, ReceiveMessage) else _status_or_error(uow, c)
-                for c in commands
-            ]
+            outcomes: list[Received | str | DomainError] = []
+            for c in commands:
+                outcomes.append(
+                    _receive_one(uow, c)
+                    if isinstance(c, ReceiveMessage)
+                    else _status_or_error(uow, c)
+                )
+                uow.stamp(c.trace)  # the batch holds many requests: each event keeps its own
+            return outcomes
 
         return self._batch(work)
 
