@@ -5,6 +5,10 @@ The processes' spans across the whole topology are checked in tests/e2e/test_tra
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -164,3 +168,35 @@ def test_a_batch_of_requests_stores_each_events_own_trace(store: Store) -> None:
     # The lead and the message references of each request are traced with it too.
     started = {found.pop() for (kind, _), found in traces.items() if kind == "LeadCreated"}
     assert started == {TRACE_A, TRACE_B}
+
+
+STOPPING = """
+import sys, time
+from urbana.adapters import tracing
+tracing.start("relay", {tracing.ENDPOINT: sys.argv[1]})
+with tracing.span("publish"):
+    pass
+began = time.monotonic()
+tracing.shutdown(wait_s=1.0)
+print(round(time.monotonic() - began, 2))
+"""
+
+
+def test_an_endpoint_that_never_answers_does_not_hold_up_a_stop() -> None:
+    # It accepts connections and never answers: each export would wait out its 10 s
+    # timeout, and the SDK's own shutdown waits up to 30 s for them.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", STOPPING, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        took = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip()) < 9.0  # the 1 s wait, not the exporter's 10 s
+    assert took < 30.0
+    assert "spans still buffered are dropped" in done.stderr

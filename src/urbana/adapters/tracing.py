@@ -17,7 +17,9 @@ used.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,9 +35,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
 
+log = logging.getLogger(__name__)
+
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 Attributes = Mapping[str, str | int | float | bool]
+# How long a stopping process waits for its last spans to go out: a collector that does
+# not answer must not hold up a shutdown (a container's stop grace is about 10 s).
+SHUTDOWN_WAIT_S = 3.0
 
 _provider: TracerProvider | None = None
 _tracer: Tracer | None = None
@@ -66,7 +73,10 @@ def build_provider(role: str, environ: Mapping[str, str]) -> TracerProvider | No
 
     # OTEL_SERVICE_NAME, when the operator set one, names the process instead.
     name = environ.get("OTEL_SERVICE_NAME") or f"urbana-{role}"
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: name}),
+        shutdown_on_exit=False,  # `shutdown`, bounded, does it
+    )
     exporter: SpanExporter = OTLPSpanExporter(endpoint=endpoint)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
@@ -88,12 +98,20 @@ def start(role: str, environ: Mapping[str, str] | None = None) -> TracerProvider
     return provider
 
 
-def shutdown() -> None:
-    """Export what is buffered and stop (at the end of the process)."""
+def shutdown(wait_s: float = SHUTDOWN_WAIT_S) -> None:
+    """Export what is buffered and stop, waiting at most `wait_s` (the process ends)."""
     global _provider, _tracer
-    if _provider is not None:
-        _provider.shutdown()
-    _provider = _tracer = None
+    provider, _provider, _tracer = _provider, None, None
+    if provider is None:
+        return
+    stopping = threading.Thread(target=provider.shutdown, name="traces-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(wait_s)
+    if stopping.is_alive():
+        log.warning(
+            "traces: the OTLP endpoint took over %.0f s; the spans still buffered are dropped",
+            wait_s,
+        )
 
 
 def enabled() -> bool:
