@@ -69,6 +69,7 @@ class InboundCommands(StoreApp):
 
         def work(uow: UnitOfWork) -> list[Received | str | DomainError]:
             _preload_batch(uow, commands)
+            traced = any(c.trace for c in commands)
             outcomes: list[Received | str | DomainError] = []
             for c in commands:
                 outcomes.append(
@@ -76,7 +77,8 @@ class InboundCommands(StoreApp):
                     if isinstance(c, ReceiveMessage)
                     else _status_or_error(uow, c)
                 )
-                uow.stamp(c.trace)  # the batch holds many requests: each event keeps its own
+                if traced:  # the batch holds many requests: each event keeps its own trace
+                    uow.stamp(c.trace)
             return outcomes
 
         return self._batch(work)
