@@ -15,6 +15,7 @@ remembered by one pipelined write that nobody waits for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from urbana.adapters import tracing
 from urbana.application.app import Received, ReceiveMessage, RecordStatus, UrbanaApp
 from urbana.application.ingest import GroupCommitter, StoreGate
 from urbana.domain.errors import DomainError
@@ -192,7 +194,14 @@ class Ingestor:
             seen = await self._seen.seen([_seen_key(c) for c in messages])
         todo = [c for c in commands if not (isinstance(c, ReceiveMessage) and _seen_key(c) in seen)]
         result.duplicates += len(commands) - len(todo)
-        outcomes = await self.committer.submit_all(todo)
+        with tracing.span("urbana.store.append") as span:
+            if span is not None:
+                # The writer saves many requests in one transaction: each command carries
+                # its own request's trace to the events it appends.
+                trace = tracing.traceparent_of(span)
+                todo = [dataclasses.replace(c, trace=trace) for c in todo]
+            outcomes = await self.committer.submit_all(todo)
+            tracing.note(span, commands=len(todo), duplicates=result.duplicates)
         committed: list[str] = []
         for command, outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, DomainError):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from urbana.adapters.notifier import HandoffNotifier
     from urbana.adapters.postgres.jobs import PgJobLedger, PgJobSources
     from urbana.adapters.postgres.store import Store
+    from urbana.application.ports import LLM, Embeddings, KnowledgeSearch
 
 
 def build_runtime(
@@ -177,6 +178,7 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
     )
     from urbana.adapters.rate_limit import RedisRateLimiter
     from urbana.adapters.redis_coord import RedisCoordinator
+    from urbana.adapters.traced import traced_senders
     from urbana.application.dispatcher import Dispatcher, DispatchPolicy
     from urbana.application.responder import Responder
 
@@ -189,11 +191,12 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
     if c.redis is None:
         raise ConfigurationError(f"role {role} needs URBANA_REDIS_URL")
     if role == "responder":
+        llm, knowledge, embeddings = _responder_ports(c)
         responder = Responder(
             c.store.app,
-            c.ai.llm,
-            knowledge=c.ai.knowledge,
-            embeddings=c.ai.embeddings,
+            llm,
+            knowledge=knowledge,
+            embeddings=embeddings,
             summarizer=c.ai.summarizer,
         )
         return responder_worker(
@@ -205,7 +208,7 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
         )
     dispatcher = Dispatcher(
         c.store.app,
-        c.senders,
+        traced_senders(c.senders),
         rate_limiter=RedisRateLimiter(c.redis),
         policy=DispatchPolicy(
             horizon_s=s.dispatch_horizon_s,
@@ -219,6 +222,18 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
         clock=c.clock,
     )
     return dispatcher_worker(dispatcher=dispatcher, subscription=subscription)
+
+
+def _responder_ports(c: Container) -> tuple[LLM, KnowledgeSearch, Embeddings]:
+    """The LLM, knowledge and embeddings of the responder; with spans while tracing is on."""
+    from urbana.adapters import tracing
+
+    ai = c.ai
+    if not tracing.enabled():
+        return ai.llm, ai.knowledge, ai.embeddings
+    from urbana.adapters.traced import TracedEmbeddings, TracedKnowledge, TracedLLM
+
+    return TracedLLM(ai.llm), TracedKnowledge(ai.knowledge), TracedEmbeddings(ai.embeddings)
 
 
 def build_notifier(c: Container) -> HandoffNotifier:

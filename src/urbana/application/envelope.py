@@ -42,6 +42,9 @@ class Envelope:
     occurred_at: str  # ISO 8601, UTC
     data: dict[str, Any]
     encrypted: dict[str, Any] | None  # {"key_id", "fields", "ciphertext"} or None
+    # The W3C traceparent stored with the event (urbana.application.store), for the relay;
+    # not part of the JSON: on Kafka it travels in the record's headers.
+    traceparent: str | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -98,6 +101,7 @@ def envelope_from_stored(
     """
     raw = orjson.loads(state)
     sealed = raw.pop("_pii_", None)
+    trace = raw.pop("_trace_", None)
     timestamp = raw.pop("timestamp", None)
     schema_version = raw.pop("class_version", 1)
     raw.pop("originator_topic", None)
@@ -122,6 +126,7 @@ def envelope_from_stored(
             if sealed
             else None
         ),
+        traceparent=trace,
     )
 
 

@@ -43,6 +43,7 @@ class ReceiveMessage:
     # Set once the ids are keyed: the MessageRef stream an Urbana before digests made
     # for this id (from the id in clear), still looked up so nothing it knew is lost.
     legacy_ref: UUID | None = None
+    trace: str | None = None  # the traceparent of the request that brought it
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class RecordStatus:
     channel: str
     status: StatusUpdate
     legacy_ref: UUID | None = None  # as for ReceiveMessage
+    trace: str | None = None  # the traceparent of the request that brought it
 
 
 C = TypeVar("C", bound=ReceiveMessage | RecordStatus)
@@ -103,10 +105,17 @@ class InboundCommands(StoreApp):
 
         def work(uow: UnitOfWork) -> list[Received | str | DomainError]:
             _preload_batch(uow, commands)
-            return [
-                _receive_one(uow, c) if isinstance(c, ReceiveMessage) else _status_or_error(uow, c)
-                for c in commands
-            ]
+            traced = any(c.trace for c in commands)
+            outcomes: list[Received | str | DomainError] = []
+            for c in commands:
+                outcomes.append(
+                    _receive_one(uow, c)
+                    if isinstance(c, ReceiveMessage)
+                    else _status_or_error(uow, c)
+                )
+                if traced:  # the batch holds many requests: each event keeps its own trace
+                    uow.stamp(c.trace)
+            return outcomes
 
         return self._batch(work)
 

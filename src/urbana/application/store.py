@@ -8,12 +8,18 @@ Kafka envelope, backups) sees them in clear. A sealed value is stored as
     "_pii_": {"k": "<subject id>", "f": ["text", ...], "c": "<base64 nonce+ciphertext>"}
 
 and reads back as the original fields, or as `ERASED` once the key is destroyed.
+
+An event appended while a trace is in progress also carries its W3C traceparent,
+`"_trace_": "00-<trace id>-<span id>-01"`, so the relay can continue the trace in
+another process (see docs/architecture.md, Traces). It is read into the envelope's
+`traceparent`, never into the event's data.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -28,6 +34,14 @@ from urbana.application.ports import SubjectCipher
 from urbana.domain.pii import ERASED, pii_spec
 
 PII_KEY = "_pii_"
+TRACE_KEY = "_trace_"
+
+# The traceparent of each event of a save, by (stream id, version), when one unit of work
+# saves the commands of several requests (the ingest writer's batches); set around the
+# save by `UnitOfWork.save`.
+EVENT_TRACES: ContextVar[Mapping[tuple[UUID, int], str] | None] = ContextVar(
+    "urbana_event_traces", default=None
+)
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -97,9 +111,16 @@ def subjects_of(events: Iterable[object]) -> set[UUID]:
 class PiiMapper(Mapper[UUID]):
     """A Mapper that seals personal fields with the subject's own key."""
 
-    def __init__(self, transcoder: Transcoder, cipher: SubjectCipher) -> None:
+    def __init__(
+        self,
+        transcoder: Transcoder,
+        cipher: SubjectCipher,
+        trace: Callable[[], str | None] | None = None,
+    ) -> None:
+        """`trace` gives the traceparent of the work in progress (None: not traced)."""
         super().__init__(transcoder=transcoder)
         self.subject_cipher = cipher
+        self._trace = trace
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         spec = pii_spec(type(domain_event))
@@ -118,6 +139,11 @@ class PiiMapper(Mapper[UUID]):
                 "f": list(personal),
                 "c": base64.b64encode(sealed).decode("ascii"),
             }
+        if self._trace is not None:
+            traces = EVENT_TRACES.get()
+            trace = traces.get((originator_id, originator_version)) if traces else None
+            if trace := trace or self._trace():
+                event_state[TRACE_KEY] = trace
         return StoredEvent(
             originator_id=originator_id,
             originator_version=originator_version,
@@ -128,6 +154,7 @@ class PiiMapper(Mapper[UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         domain_event = super().to_domain_event(stored_event)
         event_state = vars(domain_event)
+        event_state.pop(TRACE_KEY, None)
         sealed = event_state.pop(PII_KEY, None)
         if sealed is not None:
             event_state.update(open_sealed(self.subject_cipher, sealed))

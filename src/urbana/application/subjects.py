@@ -15,7 +15,7 @@ import orjson
 
 from urbana.application.envelope import event_names
 from urbana.application.ports import StoredRecord, SubjectCipher
-from urbana.application.store import PII_KEY
+from urbana.application.store import PII_KEY, TRACE_KEY
 from urbana.domain.channels import CHANNELS
 from urbana.domain.contacts import (
     contact_key,
@@ -214,6 +214,7 @@ def open_records(cipher: SubjectCipher, records: Iterable[StoredRecord]) -> list
     for r in records:
         data: dict[str, Any] = _plain_json(r.state)
         sealed = data.pop(PII_KEY, None)
+        data.pop(TRACE_KEY, None)  # how it was traced is not the subject's data
         occurred = data.pop("timestamp", None)
         version = data.pop("class_version", 1)
         data.pop("originator_topic", None)

@@ -28,7 +28,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
 from urbana.application.ports import StreamIndex, SubjectCipher
-from urbana.application.store import OrjsonTranscoder, PiiMapper, subjects_of
+from urbana.application.store import EVENT_TRACES, OrjsonTranscoder, PiiMapper, subjects_of
 from urbana.domain.errors import InvalidInput, NotFound
 from urbana.errors import Unavailable
 
@@ -63,9 +63,14 @@ class UnitOfWork:
         self.app = app
         self.cache = cache
         self.loaded: dict[UUID, Aggregate | None] = {}
+        # For `stamp`: what the command in hand reached, and each event's traceparent.
+        self._touched: set[UUID] = set()
+        self._stamped: dict[UUID, int] = {}
+        self._traces: dict[tuple[UUID, int], str] = {}
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate, or None when its stream does not exist."""
+        self._touched.add(aggregate_id)
         if aggregate_id not in self.loaded:
             if self.cache is not None and self.app.index is not None:
                 self.preload([aggregate_id])
@@ -86,6 +91,29 @@ class UnitOfWork:
 
     def add(self, aggregate: Aggregate) -> None:
         self.loaded[aggregate.id] = aggregate
+        self._touched.add(aggregate.id)
+
+    def stamp(self, trace: str | None) -> None:
+        """The events the last command recorded were made under `trace` (a traceparent).
+
+        For units that save several requests' commands at once: each event is stored with
+        its own request's trace. Only what the command got or added is looked at.
+        """
+        touched, self._touched = self._touched, set()
+        if trace is None:
+            for aggregate_id in touched:
+                found = self.loaded.get(aggregate_id)
+                if found is not None:
+                    self._stamped[aggregate_id] = len(found.pending_events)
+            return
+        for aggregate_id in touched:
+            found = self.loaded.get(aggregate_id)
+            if found is None:
+                continue
+            pending = found.pending_events
+            for event in pending[self._stamped.get(aggregate_id, 0) :]:
+                self._traces[(event.originator_id, event.originator_version)] = trace
+            self._stamped[aggregate_id] = len(pending)
 
     def preload(self, ids: Iterable[UUID]) -> None:
         """Load these streams (absent ones as None) in one query.
@@ -120,7 +148,14 @@ class UnitOfWork:
         if changed:
             # One round trip for every data key the batch needs, not one per subject.
             self.app.cipher.prepare(subjects_of(e for a in changed for e in a.pending_events))
-            self.app.save(*changed)
+            if self._traces:
+                token = EVENT_TRACES.set(self._traces)
+                try:
+                    self.app.save(*changed)
+                finally:
+                    EVENT_TRACES.reset(token)
+            else:
+                self.app.save(*changed)
         if self.cache is not None:
             for aggregate in self.loaded.values():
                 if aggregate is not None:
@@ -147,9 +182,12 @@ class StoreApp(Application[UUID]):
         env: Mapping[str, str] | None,
         cipher: SubjectCipher,
         index: StreamIndex | None = None,
+        trace: Callable[[], str | None] | None = None,
     ) -> None:
+        """`trace` gives the traceparent of the work in progress, stored with its events."""
         self._cipher = cipher
         self.index = index
+        self._trace = trace
         super().__init__(env=dict(env) if env is not None else None)
         # Inbound batches keep their aggregates between batches (no copy, one query per
         # batch to catch up); one batch at a time may use them.
@@ -160,7 +198,9 @@ class StoreApp(Application[UUID]):
         return OrjsonTranscoder()
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return PiiMapper(transcoder=self.construct_transcoder(), cipher=self._cipher)
+        return PiiMapper(
+            transcoder=self.construct_transcoder(), cipher=self._cipher, trace=self._trace
+        )
 
     @property
     def cipher(self) -> SubjectCipher:

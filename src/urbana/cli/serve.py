@@ -200,8 +200,11 @@ def worker(
 
 
 async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
+    from urbana.adapters import tracing
     from urbana.adapters.bootstrap import build
     from urbana.adapters.roles import build_runtime
+
+    tracing.start(roles[0] if len(roles) == 1 else "worker")
 
     # SIGTERM and Ctrl-C set the roles' stop event: each finishes what it holds and
     # closes its clients. (A KeyboardInterrupt raised from a signal handler lands in
@@ -236,3 +239,4 @@ async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
         reporter.cancel()
         await runtime.aclose()
         await container.aclose()
+        await asyncio.to_thread(tracing.shutdown)  # sends what is buffered

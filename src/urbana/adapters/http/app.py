@@ -10,6 +10,7 @@ from typing import Annotated, Unpack
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from urbana.adapters import tracing
 from urbana.adapters.bootstrap import (
     Container,
     Overrides,
@@ -63,6 +64,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Here, not in the CLI: `serve --workers N` starts each worker process anew.
+        tracing.start("dev" if roles else "serve")
         container = await build(settings, **overrides)
         runtime = build_runtime(container, roles)
         app.state.container = container
@@ -80,9 +83,19 @@ def create_app(
             await live.aclose()
             await read_pool.close()
             await container.aclose()
+            await asyncio.to_thread(tracing.shutdown)  # sends what is buffered
 
-    app = FastAPI(title="Urbana", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own OpenTelemetry spans would record each request's path and query (a
+    # webhook secret, a phone) and continue a caller's trace: ours are
+    # `tracing.TracedRequests`.
+    app = FastAPI(
+        title="Urbana",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
     add_error_handlers(app)
+    app.add_middleware(tracing.TracedRequests)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(access.router)

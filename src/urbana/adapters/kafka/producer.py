@@ -46,13 +46,18 @@ class Record:
 
 
 def traceparent(event_id: str) -> str:
-    """A W3C traceparent: the trace id is the event id, so a republished event keeps it."""
+    """A W3C traceparent for an event stored without one (appended while tracing was
+    off): the trace id is the event id, so a republished event keeps it."""
     span_id = os.urandom(8).hex()
     return f"00-{UUID(event_id).hex}-{span_id}-01"
 
 
 def to_record(envelope: Envelope, trace: str | None = None) -> Record:
-    """The Kafka record of an envelope: key = stream id, JSON value, headers."""
+    """The Kafka record of an envelope: key = stream id, JSON value, headers.
+
+    `trace` is the traceparent the consumers continue (the relay's span, or the one
+    stored with the event; see `urbana.adapters.tracing`).
+    """
     headers = [
         ("event_type", envelope.type.encode()),
         ("schema_version", str(envelope.schema_version).encode()),

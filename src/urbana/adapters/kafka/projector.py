@@ -35,6 +35,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from psycopg import AsyncConnection
 
+from urbana.adapters import tracing
 from urbana.adapters.kafka.consumer import GroupTimeouts, group_consumer, stop_consumer
 from urbana.adapters.kafka.producer import Producer, Record
 from urbana.adapters.kafka.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -152,7 +153,13 @@ class _Worker:
                 except Exception as exc:
                     await self._dead_letter(record, exc)
         if any(records.values()):
-            applied = await self._apply(records)
+            with tracing.fan_out(
+                f"project {self.projection.name}",
+                (tracing.header(r.headers) for items in records.values() for r, _ in items),
+                kind=tracing.SpanKind.CONSUMER,
+                attributes={"messaging.system": "kafka", "urbana.batch": handled},
+            ):
+                applied = await self._apply(records)
             if self.runner.after_db_commit is not None:
                 await self.runner.after_db_commit(self.projection.name, applied)
         self._offsets.update(offsets)

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from urbana.adapters import tracing
 from urbana.adapters.kafka.producer import Idempotence, Producer, to_record
 from urbana.adapters.kafka.topics import EVENTS_TOPIC, ensure_topic
 from urbana.adapters.lifecycle import Service
@@ -262,14 +263,24 @@ class Relay(Service):
         """Publish one batch until the broker acknowledges all of it, then save the position."""
         envelopes = page.envelopes
         self.lag_seconds = max(0.0, (datetime.now(UTC) - envelopes[0].occurred).total_seconds())
-        records = [to_record(e) for e in envelopes]
         offsets: list[tuple[int, int]] = []
         failed = functools.partial(self._publish_failed, envelopes[0].position, page.last)
-        async for attempt in retrying(PUBLISH_FAULTS, stop=stop, on_retry=failed):
-            with attempt:
-                if not self._topic_ready:
-                    await self._ensure_topic()
-                offsets = await self._producer.send_all(self.topic, records)
+        # A span per trace the batch's events were appended under; each record carries
+        # its own (or the stored traceparent, when this process does not trace).
+        with tracing.fan_out(
+            f"publish {self.topic}",
+            (e.traceparent for e in envelopes),
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": self.topic},
+        ) as traces:
+            records = [
+                to_record(e, traces.get(e.traceparent or "") or e.traceparent) for e in envelopes
+            ]
+            async for attempt in retrying(PUBLISH_FAULTS, stop=stop, on_retry=failed):
+                with attempt:
+                    if not self._topic_ready:
+                        await self._ensure_topic()
+                    offsets = await self._producer.send_all(self.topic, records)
         self.published += len(records)
         self.batches += 1
         lost = self._broker_lost_records(offsets, known_lost=self._topic_lost)

@@ -123,7 +123,11 @@ async def republish(
             page = await asyncio.to_thread(store.page, position, page_size, to_pos)
             if page is None:
                 break
-            records = [to_record(e) for e in page.envelopes if _matches(e, stream, since, until)]
+            records = [
+                to_record(e, e.traceparent)  # a republished event stays in its trace
+                for e in page.envelopes
+                if _matches(e, stream, since, until)
+            ]
             await producer.send_all(topic, records)
             await asyncio.to_thread(store.save, name, page.last, len(records))
             published += len(records)

@@ -33,6 +33,7 @@ from tenacity import (
     wait_random,
 )
 
+from urbana.adapters import tracing
 from urbana.adapters.kafka.consumer import (
     GroupTimeouts,
     describe_fault,
@@ -160,7 +161,7 @@ class EventWorker:
                 await stop_consumer(consumer)
 
     async def _accept(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        accepted: list[tuple[TopicPartition, int, Envelope]] = []
+        accepted: list[tuple[TopicPartition, int, Envelope, str | None]] = []
         for tp, records in batch.items():
             for record in records:
                 self._seen[tp] = record.offset
@@ -175,17 +176,18 @@ class EventWorker:
                 if envelope.type not in self._types:
                     self.metrics.skipped += 1
                     continue
-                accepted.append((tp, record.offset, envelope))
+                parent = tracing.header(record.headers)
+                accepted.append((tp, record.offset, envelope, parent))
         if accepted and self._on_arrival is not None:
             try:
-                await self._on_arrival([envelope for _, _, envelope in accepted])
+                await self._on_arrival([envelope for _, _, envelope, _ in accepted])
             except Exception:
                 # Advisory (the responder notes arrivals for its debounce): a fault here
                 # must not stop the consumer, and the handlers run regardless.
                 log.exception("%s: arrival hook failed for %d events", self.name, len(accepted))
-        for tp, offset, envelope in accepted:
+        for tp, offset, envelope, parent in accepted:
             previous = self._tails.get(envelope.stream_id) if self._ordered else None
-            task = asyncio.create_task(self._run_one(envelope, previous))
+            task = asyncio.create_task(self._run_one(envelope, previous, parent))
             self._tails[envelope.stream_id] = task
             self._in_flight[tp][offset] = task
             task.add_done_callback(functools.partial(self._done, tp, offset, envelope))
@@ -198,9 +200,22 @@ class EventWorker:
         if tail is not None and tail.done():
             self._tails.pop(envelope.stream_id, None)
 
-    async def _run_one(self, envelope: Envelope, previous: asyncio.Task[None] | None) -> None:
+    async def _run_one(
+        self, envelope: Envelope, previous: asyncio.Task[None] | None, parent: str | None = None
+    ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
+        # What the handler appends is stored under this span: the trace goes on from there.
+        with tracing.span(
+            f"{self.name} {envelope.type}",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=parent,
+            attributes={"messaging.system": "kafka", "urbana.position": envelope.position},
+            entry=True,
+        ):
+            await self._handle_retrying(envelope)
+
+    async def _handle_retrying(self, envelope: Envelope) -> None:
         # Our own faults (store, cache, gateway down) keep the offset uncommitted and are
         # retried; the event is never skipped. A DomainError means the state moved on.
         retrying = AsyncRetrying(

@@ -27,6 +27,7 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from urbana.adapters import tracing
 from urbana.adapters.crypto import PostgresSubjectCipher
 from urbana.adapters.postgres.faults import store_call, store_method
 from urbana.adapters.postgres.schema import EVENTS_TABLE
@@ -132,10 +133,13 @@ def open_store(
     schema: str | None = None,
     pool_size: int = 4,
     wait_s: float = DEFAULT_STORE_WAIT_S,
+    trace: Callable[[], str | None] = tracing.current_traceparent,
 ) -> Store:
     """Open the event store and the key vault on a schema `ensure_schema` made.
 
     `wait_s` bounds every wait for PostgreSQL once it is open (see the module doc).
+    `trace` gives the traceparent each event is stored with (the current span's; none
+    while tracing is off).
     """
     parts = postgres_parts(url)
     env = {
@@ -166,7 +170,12 @@ def open_store(
     )
     cipher = PostgresSubjectCipher(pool, master_key, schema=schema)
     table = f'"{schema}".{EVENTS_TABLE}' if schema else EVENTS_TABLE
-    app = UrbanaApp(env=env, cipher=cipher, index=PostgresStreamIndex(pool, table, wait_s))
+    app = UrbanaApp(
+        env=env,
+        cipher=cipher,
+        index=PostgresStreamIndex(pool, table, wait_s),
+        trace=trace,
+    )
     _bound_library_pool(app, wait_s)
     return Store(app=app, pool=pool, cipher=cipher, url=url, schema=schema)
 
