@@ -208,6 +208,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
         on_a_resource=True,
     ),
     ("POST", "/v1/privacy/subjects/{lead_id}/erase"): Scenario(200, _erase, on_a_resource=True),
+    ("GET", "/v1/status"): _get("/v1/status"),
 }
 
 

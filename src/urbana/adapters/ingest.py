@@ -24,9 +24,11 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from urbana.adapters import metrics
 from urbana.application.app import Received, ReceiveMessage, RecordStatus, UrbanaApp
 from urbana.application.ingest import GroupCommitter, StoreGate
 from urbana.domain.errors import DomainError
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,12 @@ class Ingestor:
     ) -> None:
         self._seen = SeenIds(redis) if redis is not None else None
         self.committer: GroupCommitter[Command, Outcome] = GroupCommitter(
-            app.ingest, window_ms=window_ms, max_batch=max_batch, name="ingest-writer", gate=gate
+            app.ingest,
+            window_ms=window_ms,
+            max_batch=max_batch,
+            name="ingest-writer",
+            gate=gate,
+            on_commit=metrics.observe_batch,
         )
 
     def start(self) -> None:
@@ -189,7 +196,13 @@ class Ingestor:
             seen = await self._seen.seen([_seen_key(c) for c in messages])
         todo = [c for c in commands if not (isinstance(c, ReceiveMessage) and _seen_key(c) in seen)]
         result.duplicates += len(commands) - len(todo)
-        outcomes = await self.committer.submit_all(todo)
+        started = time.perf_counter()
+        try:
+            outcomes = await self.committer.submit_all(todo)
+        except Unavailable:
+            metrics.INGEST_UNAVAILABLE.inc()
+            raise
+        metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
         committed: list[str] = []
         for command, outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, DomainError):
@@ -208,4 +221,16 @@ class Ingestor:
                 result.statuses[outcome] = result.statuses.get(outcome, 0) + 1
         if self._seen is not None and committed:
             self._seen.remember(committed)
+        _count(result)
         return result
+
+
+def _count(result: IngestResult) -> None:
+    for outcome, n in (
+        ("received", result.received),
+        ("duplicate", result.duplicates),
+        ("status", sum(result.statuses.values())),
+        ("refused", len(result.errors)),
+    ):
+        if n:
+            metrics.INGEST_OUTCOMES.labels(outcome).inc(n)

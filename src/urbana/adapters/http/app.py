@@ -10,6 +10,7 @@ from typing import Annotated, Unpack
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from urbana.adapters import logs, metrics
 from urbana.adapters.bootstrap import (
     Container,
     Overrides,
@@ -23,6 +24,7 @@ from urbana.adapters.http import (
     admin,
     channels,
     console,
+    observe,
     panel,
     privacy,
     reads,
@@ -35,9 +37,7 @@ from urbana.adapters.http import (
 from urbana.adapters.http import erasure as erasure_routes
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
-from urbana.adapters.live import LiveFeed
 from urbana.adapters.roles import build_runtime
-from urbana.adapters.runtime import Runtime
 from urbana.config import Settings
 from urbana.errors import UrbanaError
 
@@ -78,6 +78,7 @@ def create_app(
             await live.aclose()
             await read_pool.close()
             await container.aclose()
+            metrics.process_ended()
 
     app = FastAPI(title="Urbana", version="0.1.0", lifespan=lifespan)
     add_error_handlers(app)
@@ -94,32 +95,13 @@ def create_app(
     app.include_router(channels.router)
     panel.install(app)
     app.include_router(erasure_routes.router)
+    app.include_router(observe.router)
+    observe.install_metrics(app, settings.metrics_token, observe.api_figures)
+    app.add_middleware(observe.RequestLog)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.get("/metrics")
-    async def metrics(request: Request, container: ContainerDep) -> JSONResponse:
-        """This process's figures: ingest group commits, and the roles it runs."""
-        committer = container.ingestor.committer
-        runtime: Runtime = request.app.state.runtime
-        live: LiveFeed = request.app.state.live
-        return JSONResponse(
-            {
-                "ingest": {
-                    "batches": committer.batches,
-                    "items": committer.items,
-                    "mean_batch": round(committer.items / committer.batches, 2)
-                    if committer.batches
-                    else 0.0,
-                    "store_down": committer.gate.down,
-                    "refused_while_down": committer.gate.refused,
-                },
-                "live": live.metrics(),
-                **runtime.metrics(),
-            }
-        )
 
     @app.get("/readyz")
     async def readyz(container: ContainerDep) -> JSONResponse:
@@ -154,4 +136,5 @@ def create_app(
 
 def from_environment() -> FastAPI:
     """The app with settings from the environment: the factory `serve --workers N` spawns."""
+    logs.configure("api")  # in each spawned worker, which starts with logging unset
     return create_app(Settings())

@@ -15,8 +15,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from urbana.adapters import logs
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.channels import cloud, evolution
+from urbana.adapters.http.observe import route_of
 from urbana.adapters.http.problems import problem
 from urbana.adapters.ingest import IngestResult
 from urbana.application.app import ReceiveMessage, RecordStatus
@@ -100,7 +102,9 @@ async def _commit(
 
 
 def _rejection(exc: Rejected, request: Request) -> JSONResponse:
-    log.info("rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.reason)
+    # The route's template: the path itself carries the tenant's webhook secret.
+    route = route_of(request.scope)
+    log.info("rejected %s %s: %d %s", request.method, route, exc.status, exc.reason)
     return problem(exc.status, "webhook rejected", exc.reason)
 
 
@@ -135,6 +139,7 @@ async def cloud_webhook(request: Request, container: ContainerDep) -> Response:
             tenant_id = await container.directory.route("cloud", item.route_key)
             if tenant_id is None:
                 raise Rejected(404, f"unknown phone_number_id {item.route_key}")
+            logs.bind(tenant=str(tenant_id))
             if tenant_id not in checked:
                 config = await container.directory.channel(tenant_id, "cloud")
                 if config is None or not config["secrets"].get("app_secret"):
@@ -159,6 +164,7 @@ async def _by_secret(container: Container, kind: str, secret: str) -> tuple[UUID
     config = await container.directory.channel(tenant_id, kind)
     if config is None or config["secrets"].get("webhook_secret") != secret:
         raise Rejected(404, "unknown webhook secret")
+    logs.bind(tenant=str(tenant_id))
     return tenant_id, config
 
 
