@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, TextIO
 
@@ -81,6 +82,14 @@ def bind(**fields: str) -> None:
     scope = _fields.get()
     if scope is not None:
         scope.update(fields)
+
+
+def route_of(scope: Mapping[str, Any]) -> str:
+    """The template of the HTTP route that answered an ASGI request (`unmatched` when none
+    did): what a line may name, where the path itself may carry a secret or a phone."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(path) if path else "unmatched"
 
 
 def get_logger(name: str) -> Any:

@@ -59,7 +59,7 @@ class RequestLog:
             await self.app(scope, receive, sending)
         finally:
             seconds = time.perf_counter() - started
-            route = route_of(scope)
+            route = logs.route_of(scope)
             metrics.HTTP_SECONDS.labels(scope["method"], route, str(status)).observe(seconds)
             log.info(
                 "request",
@@ -70,13 +70,6 @@ class RequestLog:
                     "duration_ms": round(seconds * 1000, 2),
                 },
             )
-
-
-def route_of(scope: Scope) -> str:
-    """The template of the route that answered (`unmatched` when none did)."""
-    route = scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return str(path) if path else "unmatched"
 
 
 def metrics_response(request: Request, token: SecretStr | None, figures: Figures) -> Response:

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from urbana.adapters import logs
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.channels import cloud, evolution
-from urbana.adapters.http.observe import route_of
 from urbana.adapters.http.problems import problem
 from urbana.adapters.ingest import IngestResult
 from urbana.application.app import ReceiveMessage, RecordStatus
@@ -102,9 +101,9 @@ async def _commit(
 
 
 def _rejection(exc: Rejected, request: Request) -> JSONResponse:
-    # The route's template: the path itself carries the tenant's webhook secret.
-    route = route_of(request.scope)
-    log.info("rejected %s %s: %d %s", request.method, route, exc.status, exc.reason)
+    # Neither the path (the tenant's webhook secret) nor the reason (it may quote a
+    # remoteJid or a message id, which carry phones): the caller gets the reason.
+    log.info("webhook rejected: %d", exc.status, extra={"route": logs.route_of(request.scope)})
     return problem(exc.status, "webhook rejected", exc.reason)
 
 
