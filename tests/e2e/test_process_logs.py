@@ -63,7 +63,7 @@ class Stack:
     metrics_url: str
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 240) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         got = check()
