@@ -78,8 +78,12 @@ class Settings(BaseSettings):
     # to take over (the lead passes within this after the leader dies).
     scheduler_tick_s: float = Field(default=30.0, gt=0)
     scheduler_takeover_s: float = Field(default=1.0, gt=0)
+    # GET /metrics: a bearer token it asks for (unset: open, as on a private network),
+    # and the port a worker process serves it on (unset: a worker serves none).
+    metrics_token: SecretStr | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
 
-    @field_validator("admin_api_key", "master_key", "jwt_secret")
+    @field_validator("admin_api_key", "master_key", "jwt_secret", "metrics_token")
     @classmethod
     def _no_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDERS:

@@ -84,3 +84,16 @@ class Scenario:
     make: Callable[[Api, Team, str], Call]
     on_a_resource: bool = False  # the path names one of the tenant's resources
     keys: bool = True  # API keys may call it (False: it is about the signed-in user)
+
+
+_STATUS_READERS: dict[str, str] = {}  # API url -> an admin's token, made once per server
+
+
+def status(api: Api) -> dict[str, Any]:
+    """GET /v1/status (this API process's figures) as a tenant's admin."""
+    if api.url not in _STATUS_READERS:
+        _STATUS_READERS[api.url] = team(api).tokens[Role.ADMIN]
+    answer = httpx.get(f"{api.url}/v1/status", headers=bearer(_STATUS_READERS[api.url]))
+    assert answer.status_code == 200, answer.text
+    figures: dict[str, Any] = answer.json()
+    return figures

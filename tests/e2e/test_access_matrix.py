@@ -223,6 +223,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("DELETE", "/v1/settings/telegram"): Scenario(
         204, lambda api, owner, _caller: Call("/v1/settings/telegram")
     ),
+    ("GET", "/v1/status"): _get("/v1/status"),
 }
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import ADMIN_KEY, Api, running_api, start_api, stop_api
 from tests.e2e.fakes import ANSWER, SUMMARY, Outside
+from tests.e2e.metrics_helpers import scrape, value
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.runtime import ROLES
@@ -272,7 +273,14 @@ def test_outside_the_24h_window_no_reply_is_generated(
     loop_api: Api, tenant: CloudTenant, outside: Outside
 ) -> None:
     def handled() -> int:
-        return int(httpx.get(f"{loop_api.url}/metrics").json()["responder"]["handled"])
+        return int(
+            value(
+                scrape(loop_api.url),
+                "urbana_worker_events_total",
+                role="responder",
+                outcome="handled",
+            )
+        )
 
     wa_id = wa()
     payload = cloud_text(tenant.phone_number_id, wa_id, "Mensagem antiga")

@@ -172,6 +172,14 @@ def test_after_erasure_no_byte_of_the_subject_is_left(
 
         before, sizes = scan(dev, needles)
         assert before == [], f"personal data in clear before erasure: {before}"
+        # What was scanned holds the JSON log lines, one per HTTP request among them.
+        logged = [json.loads(line) for line in dev.logs[1].read_text().splitlines() if line]
+        assert any(
+            line["event"] == "request"
+            and line["route"] == "/webhooks/whatsapp-cloud"
+            and line.get("tenant") == tenant_id
+            for line in logged
+        )
         assert sizes["tables"] >= 15  # the store, keys, read models, knowledge, ledgers
         assert sizes["topics"] >= 1
         assert sizes["redis_keys"] >= 1

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from tests.e2e.access_helpers import status as process_status
 from tests.e2e.conftest import ADMIN_KEY, Api, start_api, stop_api
 from tests.e2e.webhook_helpers import create_tenant
 from urbana.adapters.embedded import ServiceUrls
@@ -124,7 +125,7 @@ def test_bad_documents_are_problems_and_append_nothing(kb_api: Api) -> None:
     assert kb_api.event_count() == before
 
 
-def test_metrics_show_the_roles_of_the_process(kb_api: Api) -> None:
+def test_status_shows_the_roles_of_the_process(kb_api: Api) -> None:
     tid = create_tenant(kb_api)
     r = httpx.post(
         f"{kb_api.url}/admin/tenants/{tid}/knowledge",
@@ -135,11 +136,11 @@ def test_metrics_show_the_roles_of_the_process(kb_api: Api) -> None:
     wait_for(lambda: chunks(kb_api, tid, "pix.md"))
 
     def caught_up() -> bool:
-        m = httpx.get(f"{kb_api.url}/metrics").json()
+        m = process_status(kb_api)
         return bool(m["relay"]["lag_events"] == 0 and m["knowledge"]["handled"] >= 1)
 
     wait_for(caught_up, timeout=30)
-    m = httpx.get(f"{kb_api.url}/metrics").json()
+    m = process_status(kb_api)
     assert m["relay"]["published"] >= 2
     assert m["relay"]["last_position"] == m["relay"]["head_position"]
     assert set(m["ingest"]) == {

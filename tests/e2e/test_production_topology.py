@@ -30,10 +30,12 @@ import httpx
 import psycopg
 import pytest
 import redis
+import yaml
 from psycopg.conninfo import make_conninfo
 
 from tests import compose_file as cf
 from tests.e2e.fakes import ANSWER, Outside
+from tests.e2e.metrics_helpers import scrape, value
 from tests.e2e.webhook_helpers import CloudTenant, cloud_text, post_cloud
 from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.postgres.store import open_store
@@ -85,6 +87,7 @@ def operator_env(outside: Outside) -> dict[str, str]:
         "URBANA_JWT_SECRET": uuid4().hex + uuid4().hex,
         "OPENAI_API_KEY": "sk-e2e-" + uuid4().hex,
         "URBANA_OPENAI_BASE_URL": f"{outside.url}/v1",
+        "URBANA_METRICS_TOKEN": uuid4().hex,
     }
     return env
 
@@ -355,6 +358,56 @@ def test_a_conversation_goes_through_every_process(topology: Topology, outside: 
     assert sends[0]["path"].endswith(f"/{tenant.phone_number_id}/messages")
     for name in ("MessageReceived", "AIReplyGenerated", "OutboundMessageQueued"):
         assert name in names
+
+
+def scrape_targets() -> dict[str, str]:
+    """The compose service of each target of the observability Prometheus, by address."""
+    config = yaml.safe_load((cf.ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
+    targets: dict[str, str] = {}
+    for job in config["scrape_configs"]:
+        assert job["metrics_path"] == "/metrics"
+        assert job["authorization"]["credentials_file"]
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                targets[target] = target.split(":")[0]
+        for dns in job.get("dns_sd_configs", []):
+            (name,) = dns["names"]
+            targets[f"{name}:{dns['port']}"] = name
+    return targets
+
+
+# What each process has counted once the conversation went through it.
+COUNTED = {
+    "api": ("urbana_ingest_outcomes_total", {"outcome": "received"}),
+    "relay": ("urbana_relay_published_total", {}),
+    "projector": ("urbana_projection_applied_total", {"projection": "conversation_view"}),
+    "responder": ("urbana_llm_seconds_count", {"model": "gpt-4o-mini", "outcome": "ok"}),
+    "dispatcher": ("urbana_sends_total", {"outcome": "sent"}),
+    "knowledge": ("urbana_worker_events_total", {"role": "knowledge", "outcome": "handled"}),
+}
+
+
+def test_prometheus_scrapes_every_process_with_the_token(topology: Topology) -> None:
+    token = topology.operator["URBANA_METRICS_TOKEN"]
+    targets = scrape_targets()
+    assert set(targets.values()) == set(topology.running), "one target per Urbana service"
+    for target, service in targets.items():
+        port = target.split(":")[1]
+        command = cf.command(topology.services[service])
+        assert service == "api" or command[-2:] == ["--metrics-port", port], service
+        url = f"http://127.0.0.1:{port}"
+        refused = httpx.get(f"{url}/metrics", timeout=30)
+        assert refused.status_code == 401, (service, refused.text)
+        samples = scrape(url, token)
+        if service in COUNTED:
+            name, labels = COUNTED[service]
+            assert value(samples, name, **labels) >= 1, (service, name)
+    scheduler = scrape(f"http://127.0.0.1:{targets_port(targets, 'scheduler')}", token)
+    assert ("urbana_scheduler_leading", ()) in scheduler
+
+
+def targets_port(targets: dict[str, str], service: str) -> str:
+    return next(t for t, s in targets.items() if s == service).split(":")[1]
 
 
 def test_sigterm_stops_every_process_and_leaves_nothing_behind(topology: Topology) -> None:

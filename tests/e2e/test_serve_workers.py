@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.conftest import Api, start_api, stop_api
+from tests.e2e.metrics_helpers import scrape, value
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
 from urbana.domain.conversation import Conversation
@@ -122,6 +123,22 @@ def test_concurrent_follow_ups_across_workers_lose_nothing(workers: Workers) -> 
         conv_id = Conversation.create_id(UUID(t.tenant_id), "cloud", wa_id)
         assert _received(workers.api, conv_id) == 10
         assert workers.api.store.app.get(Conversation, conv_id).inbound_seq == 10
+
+
+def test_every_scrape_counts_the_webhooks_of_both_workers(workers: Workers) -> None:
+    """Whichever process answers a scrape, it tells the figures of both (multiprocess mode)."""
+    t = cloud_tenant(workers.api)
+    received = ("urbana_ingest_outcomes_total", {"outcome": "received"})
+    before = value(scrape(workers.url), received[0], **received[1])
+    payloads = [
+        cloud_text(t.phone_number_id, f"551196{uuid4().int % 10**7:07d}", "Oi") for _ in range(16)
+    ]
+    with httpx.Client(timeout=15) as c, ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda p: _post(workers, c, t, p), payloads))
+    assert codes == [200] * len(payloads)
+    # Fresh connections, so the kernel spreads the scrapes over the two processes too.
+    scrapes = [scrape(workers.url) for _ in range(8)]
+    assert {value(s, received[0], **received[1]) for s in scrapes} == {before + len(payloads)}
 
 
 def test_sigterm_stops_every_worker(workers: Workers) -> None:

@@ -254,13 +254,13 @@ def test_the_stream_needs_credentials(running: Running) -> None:
     assert answer.headers["content-type"] == PROBLEM
 
 
-def test_the_live_feed_reports_on_metrics(running: Running) -> None:
+def test_the_live_feed_reports_on_status(running: Running) -> None:
     api = running.api
     mine = shop(api)
     figures: list[dict[str, Any]] = []
 
     def look() -> None:
-        answer = httpx.get(f"{api.url}/metrics")
+        answer = httpx.get(f"{api.url}/v1/status", headers=bearer(mine.tokens[Role.ADMIN]))
         assert answer.status_code == 200
         figures.append(answer.json()["live"])
         write(api, mine, "Oi")

@@ -323,14 +323,26 @@ def test_observability_configs_point_at_the_stack(services: dict[str, Any]) -> N
     health_port = collector["extensions"]["health_check"]["endpoint"].rsplit(":", 1)[1]
     assert f"127.0.0.1:{health_port}/" in " ".join(cf.healthcheck(services["otel-collector"]) or [])
     prometheus = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
-    targets = [
-        t
-        for job in prometheus["scrape_configs"]
-        for c in job["static_configs"]
-        for t in c["targets"]
-    ]
+    jobs = prometheus["scrape_configs"]
+    targets = [t for job in jobs for c in job.get("static_configs", []) for t in c["targets"]]
     assert targets == [f"api:{services['api']['environment']['URBANA_PORT']}"]
-    assert prometheus["scrape_configs"][0]["metrics_path"] == "/metrics"
+    assert all(job["metrics_path"] == "/metrics" for job in jobs)
+    # Every worker service is scraped on the port its command serves /metrics on.
+    found = {d["names"][0]: str(d["port"]) for job in jobs for d in job.get("dns_sd_configs", [])}
+    workers = {
+        name: cf.command(s)
+        for name, s in services.items()
+        if cf.uses_urbana_image(s) and cf.command(s)[:2] == ["urbana", "worker"]
+    }
+    assert set(found) == set(workers)
+    for name, command in workers.items():
+        assert command[command.index("--metrics-port") + 1] == found[name], name
+        assert services[name]["environment"]["URBANA_HOST"] == "0.0.0.0", name
+    # Prometheus sends the operator's metrics token, read from the file its entrypoint writes.
+    entrypoint = " ".join(services["prometheus"]["entrypoint"])
+    for job in jobs:
+        assert job["authorization"]["credentials_file"] in entrypoint
+    assert "URBANA_METRICS_TOKEN" in services["prometheus"]["environment"]
     endpoint = cf.env_example_documented() & {"OTEL_EXPORTER_OTLP_ENDPOINT"}
     assert endpoint, "the collector's address is documented for the Urbana services"
     example = re.search(r"OTEL_EXPORTER_OTLP_ENDPOINT=(\S+)", cf.ENV_EXAMPLE.read_text())

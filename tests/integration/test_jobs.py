@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from tests.helpers import ai_reply
 
+from urbana.adapters.metrics import observe_job
 from urbana.adapters.postgres.erasure import PostgresSubjectRows
 from urbana.adapters.postgres.jobs import PgJobLedger, PgJobSources, PgLeadership
 from urbana.adapters.postgres.replay import replay
@@ -191,6 +193,12 @@ class FixedClock:
         return self.at
 
 
+def counted(name: str) -> float:
+    """The decay-scores job's figure in this process's Prometheus registry."""
+    labels = {"job": "decay-scores"} | ({"outcome": "ok"} if "runs" in name else {})
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_a_period_runs_once_however_many_ticks_see_it(store: Store) -> None:
     app = store.app
     tid, _ = app.register_tenant(f"Ticks {uuid4().hex[:8]}")
@@ -209,9 +217,14 @@ async def test_a_period_runs_once_however_many_ticks_see_it(store: Store) -> Non
         PgLeadership(conninfo(store.url, store.schema), store.schema),
         jobs=jobs,
         clock=clock,
+        on_run=observe_job,
     )
+    before = {name: counted(name) for name in ("urbana_job_runs_total", "urbana_job_changed_total")}
     first = await scheduler.tick()
     assert {(r.job, r.tenant_id) for r in first} == {(j.name, tid) for j in jobs}
+    # Each run is counted in /metrics, with what it changed.
+    assert counted("urbana_job_runs_total") - before["urbana_job_runs_total"] == 1
+    assert counted("urbana_job_changed_total") - before["urbana_job_changed_total"] == 1
     assert {j.name for j in jobs} == {"decay-scores", "close-stale", "follow-up", "retention"}
     assert lead_of(app, cid).score == 40
     assert await scheduler.tick() == []  # same periods: nothing runs again

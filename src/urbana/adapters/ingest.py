@@ -25,10 +25,11 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from urbana.adapters import tracing
+from urbana.adapters import metrics, tracing
 from urbana.application.app import Received, ReceiveMessage, RecordStatus, UrbanaApp
 from urbana.application.ingest import GroupCommitter, StoreGate
 from urbana.domain.errors import DomainError
+from urbana.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,12 @@ class Ingestor:
         self._app = app
         self._seen = SeenIds(redis) if redis is not None else None
         self.committer: GroupCommitter[Command, Outcome] = GroupCommitter(
-            app.ingest, window_ms=window_ms, max_batch=max_batch, name="ingest-writer", gate=gate
+            app.ingest,
+            window_ms=window_ms,
+            max_batch=max_batch,
+            name="ingest-writer",
+            gate=gate,
+            on_commit=metrics.observe_batch,
         )
 
     def start(self) -> None:
@@ -200,7 +206,13 @@ class Ingestor:
                 # its own request's trace to the events it appends.
                 trace = tracing.traceparent_of(span)
                 todo = [dataclasses.replace(c, trace=trace) for c in todo]
-            outcomes = await self.committer.submit_all(todo)
+            started = time.perf_counter()
+            try:
+                outcomes = await self.committer.submit_all(todo)
+            except Unavailable:
+                metrics.INGEST_UNAVAILABLE.inc()
+                raise
+            metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
             tracing.note(span, commands=len(todo), duplicates=result.duplicates)
         committed: list[str] = []
         for command, outcome in zip(todo, outcomes, strict=True):
@@ -220,4 +232,16 @@ class Ingestor:
                 result.statuses[outcome] = result.statuses.get(outcome, 0) + 1
         if self._seen is not None and committed:
             self._seen.remember(committed)
+        _count(result)
         return result
+
+
+def _count(result: IngestResult) -> None:
+    for outcome, n in (
+        ("received", result.received),
+        ("duplicate", result.duplicates),
+        ("status", sum(result.statuses.values())),
+        ("refused", len(result.errors)),
+    ):
+        if n:
+            metrics.INGEST_OUTCOMES.labels(outcome).inc(n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from urbana.adapters.bootstrap import Container
@@ -48,8 +49,15 @@ def build_role(container: Container, name: str) -> Role:
     if name == "assigner":
         return _assigner(container, s.kafka_bootstrap)
     if name in ("responder", "dispatcher", "knowledge", "notifier"):
-        worker = _worker(container, name, s.kafka_bootstrap)
-        return Role(run=worker.run, metrics=lambda: {name: _asdict(worker.metrics)})
+        worker, breakers = _worker(container, name, s.kafka_bootstrap)
+
+        def figures() -> dict[str, Any]:
+            own = _asdict(worker.metrics)
+            if breakers is not None:
+                own["breakers"] = breakers()
+            return {name: own}
+
+        return Role(run=worker.run, metrics=figures)
     raise ConfigurationError(f"unknown role {name!r} ({', '.join(ROLES)})")
 
 
@@ -137,6 +145,7 @@ def _assigner(c: Container, bootstrap: str) -> Role:
 def _scheduler(c: Container) -> Role:
     """The jobs on a clock, while this process holds the scheduler's lead."""
     from urbana.adapters.bootstrap import build_erasure
+    from urbana.adapters.metrics import observe_job
     from urbana.adapters.postgres.jobs import PgLeadership
     from urbana.application.jobs import catalogue
     from urbana.application.scheduler import Scheduler
@@ -156,6 +165,7 @@ def _scheduler(c: Container) -> Role:
         jobs=catalogue(c.store.app, sources, build_erasure(c)),
         tick_s=s.scheduler_tick_s,
         clock=c.clock,
+        on_run=observe_job,
     )
     return Role(run=scheduler.run, metrics=lambda: {"scheduler": _asdict(scheduler.metrics)})
 
@@ -167,9 +177,11 @@ def job_ports(store: Store) -> tuple[PgJobSources, PgJobLedger]:
     return PgJobSources(store.pool), PgJobLedger(store.pool, store.schema)
 
 
-def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
+def _worker(
+    c: Container, role: str, bootstrap: str
+) -> tuple[EventWorker, Callable[[], dict[str, int]] | None]:
     """The consumer group of an event-driven role (responder, dispatcher, knowledge,
-    notifier)."""
+    notifier), and how to count its circuit breakers by state (None: it has none)."""
     from urbana.adapters.kafka.workers import (
         dispatcher_worker,
         knowledge_worker,
@@ -185,9 +197,9 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
     s = c.settings
     subscription = _subscription(s, role, bootstrap)
     if role == "knowledge":
-        return knowledge_worker(knowledge=c.ai.knowledge, subscription=subscription)
+        return knowledge_worker(knowledge=c.ai.knowledge, subscription=subscription), None
     if role == "notifier":
-        return notifier_worker(notifier=build_notifier(c), subscription=subscription)
+        return notifier_worker(notifier=build_notifier(c), subscription=subscription), None
     if c.redis is None:
         raise ConfigurationError(f"role {role} needs URBANA_REDIS_URL")
     if role == "responder":
@@ -199,13 +211,15 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
             embeddings=embeddings,
             summarizer=c.ai.summarizer,
         )
-        return responder_worker(
+        worker = responder_worker(
             app=c.store.app,
             responder=responder,
             coordinator=RedisCoordinator(c.redis),
             default_debounce_ms=s.debounce_ms,
             subscription=subscription,
         )
+        # The OpenAI adapter keeps a breaker per model; a test's LLM double keeps none.
+        return worker, getattr(c.ai.llm, "breaker_states", None)
     dispatcher = Dispatcher(
         c.store.app,
         traced_senders(c.senders),
@@ -221,7 +235,9 @@ def _worker(c: Container, role: str, bootstrap: str) -> EventWorker:
         ),
         clock=c.clock,
     )
-    return dispatcher_worker(dispatcher=dispatcher, subscription=subscription)
+    return dispatcher_worker(dispatcher=dispatcher, subscription=subscription), (
+        dispatcher.breaker_states
+    )
 
 
 def _responder_ports(c: Container) -> tuple[LLM, KnowledgeSearch, Embeddings]:

@@ -133,6 +133,13 @@ class Dispatcher:
             )
         return self._breakers[key]
 
+    def breaker_states(self) -> dict[str, int]:
+        """How many tenant channels' breakers are in each state (closed, half_open, open)."""
+        counts: dict[str, int] = {}
+        for breaker in self._breakers.values():
+            counts[breaker.state] = counts.get(breaker.state, 0) + 1
+        return counts
+
     async def dispatch(self, conversation_id: UUID, outbound_id: str) -> str:
         """Send one queued message; returns sent | reconciled | cancelled | failed | skipped."""
         now = self._clock()

@@ -122,8 +122,10 @@ class GroupCommitter(Generic[C, R]):
         max_batch: int = 256,
         name: str = "writer",
         gate: StoreGate | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._on_commit = on_commit or (lambda items: None)  # each batch's size, for metrics
         self.gate = gate or StoreGate()
         self._window = window_ms / 1000.0
         self._max_batch = max_batch
@@ -237,6 +239,7 @@ class GroupCommitter(Generic[C, R]):
             self.gate.succeeded()
             self.batches += 1
             self.items += len(commands)
+            self._on_commit(len(commands))
             for (_, future), result in zip(live, results, strict=True):
                 if not future.done():
                     future.set_result(result)

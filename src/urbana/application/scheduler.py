@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -41,6 +42,10 @@ def next_period(schedule: str, now: datetime, timezone: str) -> datetime:
     return nxt
 
 
+# (job, outcome "ok" | "failed", candidates examined, aggregates changed): for metrics.
+JobObserver = Callable[[str, str, int, int], None]
+
+
 @dataclass
 class SchedulerMetrics:
     ticks: int = 0
@@ -63,6 +68,7 @@ class Scheduler:
         jobs: tuple[Job, ...],
         tick_s: float = 30.0,
         clock: Clock | None = None,
+        on_run: JobObserver | None = None,
     ) -> None:
         self._app = app
         self._sources = sources
@@ -72,6 +78,7 @@ class Scheduler:
         self._tick_s = tick_s
         self._clock = clock or SystemClock()
         self.metrics = SchedulerMetrics()
+        self._on_run = on_run or (lambda job, outcome, examined, changed: None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait to lead, then tick until `stop`; losing the lead raises (the role restarts)."""
@@ -113,14 +120,21 @@ class Scheduler:
             report = await job.run(tenant_id, now, False)
         except Exception:
             self.metrics.failures += 1
+            self._on_run(job.name, "failed", 0, 0)
             await asyncio.to_thread(self._ledger.release, job.name, tenant_id, period)
             # The next tick takes the period again; one failed job must not stop the rest.
-            log.exception("job %s failed for tenant %s", job.name, tenant_id)
+            log.exception(
+                "job %s failed for tenant %s",
+                job.name,
+                tenant_id,
+                extra={"job": job.name, "tenant": str(tenant_id), "outcome": "failed"},
+            )
             return None
         counts = {"examined": report.examined, "changed": report.changed}
         await asyncio.to_thread(self._ledger.finish, job.name, tenant_id, period, counts)
         self.metrics.runs += 1
         self.metrics.changed[job.name] = self.metrics.changed.get(job.name, 0) + report.changed
+        self._on_run(job.name, "ok", report.examined, report.changed)
         log.info(
             "job %s for tenant %s (period %s): %d examined, %d changed",
             job.name,
@@ -128,6 +142,13 @@ class Scheduler:
             period.isoformat(),
             report.examined,
             report.changed,
+            extra={
+                "job": job.name,
+                "tenant": str(tenant_id),
+                "outcome": "ok",
+                "period": period.isoformat(),
+                **counts,
+            },
         )
         return report
 

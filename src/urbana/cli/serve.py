@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -40,7 +43,7 @@ def dev(
     """Run the whole system on embedded services (PostgreSQL, Kafka, Redis)."""
     from urbana.adapters.embedded import EmbeddedStack, wipe
 
-    setup_logging()
+    setup_logging("dev")
     # SIGTERM must unwind like Ctrl-C so the `finally` below stops every service
     # (uvicorn re-raises the signal it captured once it has shut down).
     signal.signal(signal.SIGTERM, _interrupt)
@@ -115,7 +118,8 @@ async def _serve(
         log_level="warning",
         lifespan="on",
         http="httptools",
-        access_log=False,
+        access_log=False,  # the app logs one line per request (adapters.http.observe)
+        log_config=None,  # uvicorn's loggers go through ours
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -141,7 +145,7 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Run the HTTP API against external services (URBANA_DATABASE_URL, ...)."""
-    setup_logging()
+    setup_logging("api")
     settings = with_running_services(settings_of(ctx, data_dir))
     host = settings.host if host is None else host
     port = settings.port if port is None else port
@@ -158,6 +162,7 @@ def serve(
             if getattr(settings, name) is not None
         }
     )
+    _share_metrics()
     out.print(f"api: http://{host}:{port} ({workers} workers)")
     uvicorn.run(
         "urbana.adapters.http.app:from_environment",
@@ -170,7 +175,29 @@ def serve(
         http="httptools",
         loop="uvloop" if has_uvloop() else "asyncio",
         access_log=False,
+        log_config=None,
     )
+
+
+def _share_metrics() -> None:
+    """Have the HTTP workers count into one place, so that a scrape of any of them tells
+    the figures of all (prometheus-client's multiprocess mode).
+
+    An operator's PROMETHEUS_MULTIPROC_DIR is used (and emptied: figures start at zero
+    with the process, as a single process's do); else a fresh temporary one.
+    """
+    from urbana.adapters.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="urbana-metrics-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
 
 
 def worker(
@@ -184,18 +211,28 @@ def worker(
         ),
     ],
     data_dir: DataDir = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve GET /metrics and /healthz on this port, 0 = any free one "
+            "(default: URBANA_METRICS_PORT, else none)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run background roles (repeat --role) against external services, until SIGTERM."""
     from urbana.adapters.runtime import parse_roles
     from urbana.errors import ConfigurationError
 
-    setup_logging()
     try:
         roles = parse_roles(role)
     except ConfigurationError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from exc
+    setup_logging(",".join(roles))
     settings = with_running_services(settings_of(ctx, data_dir))
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": metrics_port})
     run(_work(settings, roles))
 
 
@@ -223,20 +260,37 @@ async def _work(settings: Settings, roles: tuple[str, ...]) -> None:
     runtime = build_runtime(container, roles, stop=stop)
     await runtime.start()
     out.print(f"worker: {', '.join(roles)}")
-
-    async def report() -> None:
-        # No HTTP server in a worker: its figures (relay lag, ...) go to the log.
-        while True:
-            await asyncio.sleep(METRICS_EVERY_S)
-            logging.getLogger("urbana.metrics").info(
-                "%s", json.dumps(runtime.metrics(), default=str)
-            )
-
-    reporter = asyncio.create_task(report())
+    if settings.metrics_port is None:
+        reporter = asyncio.create_task(_report(runtime.metrics))
+    else:
+        reporter = asyncio.create_task(_serve_metrics(settings, runtime.metrics, stop))
     try:
         await asyncio.gather(*runtime.tasks)
     finally:
         reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
         await runtime.aclose()
         await container.aclose()
         await asyncio.to_thread(tracing.shutdown)  # sends what is buffered
+
+
+async def _report(figures: Callable[[], dict[str, Any]]) -> None:
+    """Without a metrics port, a worker's figures (relay lag, ...) go to the log."""
+    while True:
+        await asyncio.sleep(METRICS_EVERY_S)
+        logging.getLogger("urbana.metrics").info("figures", extra={"figures": figures()})
+
+
+async def _serve_metrics(
+    settings: Settings, figures: Callable[[], dict[str, Any]], stop: asyncio.Event
+) -> None:
+    """The worker's metrics server (`GET /metrics`, `/healthz`) until the worker stops."""
+    from urbana.adapters.http.observe import metrics_app, serve_until
+
+    await serve_until(
+        metrics_app(settings.metrics_token, figures),
+        settings.host,
+        settings.metrics_port or 0,
+        stop,
+        started=lambda url: out.print(f"metrics: {url}/metrics"),
+    )

@@ -10,7 +10,7 @@ from typing import Annotated, Unpack
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from urbana.adapters import tracing
+from urbana.adapters import logs, metrics, tracing
 from urbana.adapters.bootstrap import (
     Container,
     Overrides,
@@ -26,6 +26,7 @@ from urbana.adapters.http import (
     console,
     knowledge,
     notifications,
+    observe,
     panel,
     privacy,
     reads,
@@ -38,9 +39,7 @@ from urbana.adapters.http import (
 from urbana.adapters.http import erasure as erasure_routes
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
-from urbana.adapters.live import LiveFeed
 from urbana.adapters.roles import build_runtime
-from urbana.adapters.runtime import Runtime
 from urbana.config import Settings
 from urbana.errors import UrbanaError
 
@@ -83,6 +82,7 @@ def create_app(
             await live.aclose()
             await read_pool.close()
             await container.aclose()
+            metrics.process_ended()
             await asyncio.to_thread(tracing.shutdown)  # sends what is buffered
 
     # FastAPI's own OpenTelemetry spans would record each request's path and query (a
@@ -111,32 +111,13 @@ def create_app(
     app.include_router(notifications.router)
     panel.install(app)
     app.include_router(erasure_routes.router)
+    app.include_router(observe.router)
+    observe.install_metrics(app, settings.metrics_token, observe.api_figures)
+    app.add_middleware(observe.RequestLog)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.get("/metrics")
-    async def metrics(request: Request, container: ContainerDep) -> JSONResponse:
-        """This process's figures: ingest group commits, and the roles it runs."""
-        committer = container.ingestor.committer
-        runtime: Runtime = request.app.state.runtime
-        live: LiveFeed = request.app.state.live
-        return JSONResponse(
-            {
-                "ingest": {
-                    "batches": committer.batches,
-                    "items": committer.items,
-                    "mean_batch": round(committer.items / committer.batches, 2)
-                    if committer.batches
-                    else 0.0,
-                    "store_down": committer.gate.down,
-                    "refused_while_down": committer.gate.refused,
-                },
-                "live": live.metrics(),
-                **runtime.metrics(),
-            }
-        )
 
     @app.get("/readyz")
     async def readyz(container: ContainerDep) -> JSONResponse:
@@ -171,4 +152,5 @@ def create_app(
 
 def from_environment() -> FastAPI:
     """The app with settings from the environment: the factory `serve --workers N` spawns."""
+    logs.configure("api")  # in each spawned worker, which starts with logging unset
     return create_app(Settings())

@@ -24,6 +24,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from urbana.adapters import logs
 from urbana.adapters.bootstrap import Container
 from urbana.application.access import API_KEY_PREFIX, Principal
 from urbana.domain.errors import NotAuthenticated
@@ -110,6 +111,7 @@ class _Allow:
 
     async def __call__(self, request: Request, credentials: BearerDep) -> Principal:
         principal = await authenticate(request, credentials)
+        logs.bind(tenant=str(principal.tenant_id))
         if principal.role not in self.roles:
             raise HTTPException(403, f"the role {principal.role} may not do this")
         return principal

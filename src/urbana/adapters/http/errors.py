@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from urbana.adapters import logs
 from urbana.adapters.http.problems import problem
 from urbana.domain.errors import (
     AlreadyTaken,
@@ -47,7 +48,7 @@ def status_of(exc: UrbanaError) -> int:
 
 def _answer(request: Request, exc: UrbanaError) -> JSONResponse:
     status = status_of(exc)
-    where = f"{request.method} {request.url.path}"
+    where = f"{request.method} {logs.route_of(request.scope)}"  # never the path: ids, secrets
     if isinstance(exc, Unavailable):
         log.warning("%s: unavailable: %s: %s", where, type(exc).__name__, exc)
         # The detail names the class only: the cause may carry hosts and SQL.
@@ -59,7 +60,7 @@ def _answer(request: Request, exc: UrbanaError) -> JSONResponse:
             headers={"Retry-After": retry_after},
         )
     if isinstance(exc, Rejected):
-        log.info("%s: rejected: %d %s", where, status, exc.reason)
+        log.info("%s: rejected: %d", where, status)  # the reason may quote the input
         later = None
         if exc.retry_after is not None:
             later = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}

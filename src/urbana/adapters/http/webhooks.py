@@ -15,6 +15,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from urbana.adapters import logs
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.channels import cloud, evolution
 from urbana.adapters.http.problems import problem
@@ -102,7 +103,9 @@ async def _commit(
 
 
 def _rejection(exc: Rejected, request: Request) -> JSONResponse:
-    log.info("rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.reason)
+    # Neither the path (the tenant's webhook secret) nor the reason (it may quote a
+    # remoteJid or a message id, which carry phones): the caller gets the reason.
+    log.info("webhook rejected: %d", exc.status, extra={"route": logs.route_of(request.scope)})
     return problem(exc.status, "webhook rejected", exc.reason)
 
 
@@ -137,6 +140,7 @@ async def cloud_webhook(request: Request, container: ContainerDep) -> Response:
             tenant_id = await container.directory.route("cloud", item.route_key)
             if tenant_id is None:
                 raise Rejected(404, f"unknown phone_number_id {item.route_key}")
+            logs.bind(tenant=str(tenant_id))
             if tenant_id not in checked:
                 config = await container.directory.channel(tenant_id, "cloud")
                 if config is None or not config["secrets"].get("app_secret"):
@@ -161,6 +165,7 @@ async def _by_secret(container: Container, kind: str, secret: str) -> tuple[UUID
     config = await container.directory.channel(tenant_id, kind)
     if config is None or config["secrets"].get("webhook_secret") != secret:
         raise Rejected(404, "unknown webhook secret")
+    logs.bind(tenant=str(tenant_id))
     return tenant_id, config
 
 

@@ -67,7 +67,7 @@ class ProjectionMetrics:
     dead_lettered: int = 0
     batches: int = 0
     db_retries: int = 0
-    lag_records: int = 0  # as of the last caught-up check
+    lag_records: int = 0  # as of the last fetch (or caught-up check)
     positions: dict[int, int] = field(default_factory=dict)  # partition -> tracked position
 
 
@@ -86,6 +86,7 @@ class _Worker:
         self.conn: AsyncConnection[Any] | None = None
         self._offsets: dict[TopicPartition, int] = {}  # applied, not yet committed
         self._committed_at = time.monotonic()
+        self._lag: dict[int, int] = {}  # partition -> records behind, as of its last fetch
 
     async def start(self) -> None:
         r = self.runner
@@ -163,7 +164,18 @@ class _Worker:
             if self.runner.after_db_commit is not None:
                 await self.runner.after_db_commit(self.projection.name, applied)
         self._offsets.update(offsets)
+        self._note_lag(offsets)
         return handled
+
+    def _note_lag(self, consumed: dict[TopicPartition, int]) -> None:
+        """The records behind each partition's end, from the fetch's high watermark
+        (what the broker told with the records, so no extra request)."""
+        assert self.consumer is not None
+        for tp, next_offset in consumed.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                self._lag[tp.partition] = max(0, high - next_offset)
+        self.metrics.lag_records = sum(self._lag.values())
 
     async def commit_offsets(self) -> None:
         """Commit the offsets of what has been applied (and dead-lettered)."""

@@ -46,6 +46,7 @@ from urbana.adapters.kafka.topics import (
     load_topics,
     spec_for,
 )
+from urbana.adapters.metrics import SENDS
 from urbana.adapters.notifier import HandoffNotifier
 from urbana.application.app import UrbanaApp
 from urbana.application.dispatcher import Dispatcher
@@ -343,6 +344,7 @@ def dispatcher_worker(
         conversation_id = UUID(envelope.stream_id)
         outbound_id = str(envelope.data["outbound_id"])
         result = await dispatcher.dispatch(conversation_id, outbound_id)
+        SENDS.labels(result).inc()
         log.info("dispatch %s/%s: %s", conversation_id, outbound_id, result)
 
     return EventWorker(

@@ -29,6 +29,7 @@ from openai import AsyncOpenAI
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from urbana.adapters.metrics import observe_llm
 from urbana.application.ai import LLMResult, Prompt, Usage
 from urbana.domain.errors import InvalidInput
 from urbana.domain.reply import AI_DECISION_SCHEMA, LLM_FAILURE, AIDecision, bot_message
@@ -254,7 +255,7 @@ class OpenAILLM:
             attempts.append(f"{model}:ok")
             return LLMResult(
                 decision=decision,
-                usage=self._usage(answered_by, spent, started),
+                usage=self._usage(answered_by, spent, started, "ok"),
                 attempts=attempts,
             )
         decision = AIDecision(
@@ -266,7 +267,7 @@ class OpenAILLM:
         )
         return LLMResult(
             decision=decision,
-            usage=self._usage(models[-1], spent, started),
+            usage=self._usage(models[-1], spent, started, failure),
             failure=failure,
             attempts=attempts,
         )
@@ -323,14 +324,23 @@ class OpenAILLM:
         hinted = _retry_after(exc)
         return min(max(jittered, hinted or 0.0), self._backoff_max)
 
-    def _usage(self, model: str, spent: _Spent, started: float) -> Usage:
+    def _usage(self, model: str, spent: _Spent, started: float, outcome: str) -> Usage:
+        seconds = time.perf_counter() - started
+        observe_llm(model, outcome, seconds, spent.tokens_in, spent.tokens_out, spent.cost_usd)
         return Usage(
             model=model,
             tokens_in=spent.tokens_in,
             tokens_out=spent.tokens_out,
-            latency_ms=int((time.perf_counter() - started) * 1000),
+            latency_ms=int(seconds * 1000),
             cost_usd=round(spent.cost_usd, 8),
         )
+
+    def breaker_states(self) -> dict[str, int]:
+        """How many models' breakers are in each state (closed, half_open, open)."""
+        counts: dict[str, int] = {}
+        for breaker in self._breakers.values():
+            counts[breaker.state] = counts.get(breaker.state, 0) + 1
+        return counts
 
 
 def _decision(response: Any) -> AIDecision:
