@@ -11,15 +11,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from urbana.adapters.postgres.replay import replay
 from urbana.adapters.postgres.store import Store, open_store
 from urbana.application.app import Received, ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.application.inbound import _receive_one
 from urbana.application.unit_of_work import UnitOfWork
+from urbana.config import conninfo
 from urbana.domain.lead import Lead
+from urbana.projections import queries
 
 pytestmark = pytest.mark.integration
 
@@ -80,33 +84,51 @@ def test_a_count_taken_before_another_writer_committed_is_refused_and_retried(
     assert (usage.leads, usage.over_limit) == (2, 1)
 
 
+def race(writers: tuple[Store, Store], commands: list[ReceiveMessage]) -> list[Received]:
+    """Each writer receives its command, both released at the same instant."""
+    start = threading.Barrier(len(writers))
+    outcomes: dict[int, Received] = {}
+    errors: list[BaseException] = []
+
+    def write(i: int, writer: Store, command: ReceiveMessage) -> None:
+        try:
+            start.wait(timeout=30)
+            outcomes[i] = writer.app.receive_message(command)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(i, w, c))
+        for i, (w, c) in enumerate(zip(writers, commands, strict=True))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    return [outcomes[i] for i in range(len(writers))]
+
+
 def test_two_processes_racing_for_the_last_slot_admit_exactly_one(
     store: Store, other: Store
 ) -> None:
     for _ in range(8):
         tid = tenant_with_slots(store, limit=3, used=2)
-        commands = [new_lead(tid), new_lead(tid)]
-        start = threading.Barrier(2)
-        outcomes: dict[int, Received] = {}
-        errors: list[BaseException] = []
-
-        def write(i: int, writer: Store, command: ReceiveMessage) -> None:
-            try:
-                start.wait(timeout=30)
-                outcomes[i] = writer.app.receive_message(command)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(target=write, args=(i, s, c))
-            for i, (s, c) in enumerate(zip((store, other), commands, strict=True))
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert errors == []
-        flags = sorted(over(store, outcomes[i].lead_id) for i in (0, 1))
+        outcomes = race((store, other), [new_lead(tid), new_lead(tid)])
+        flags = sorted(over(store, got.lead_id) for got in outcomes)
         assert flags == [False, True]  # one admitted, one recorded over the limit
         usage = store.app.plan_usage(tid, datetime.now(UTC))
         assert (usage.leads, usage.over_limit) == (3, 1)
+
+
+async def test_the_lead_pipeline_flags_the_lead_past_the_limit(store: Store) -> None:
+    tid = tenant_with_slots(store, limit=1, used=0)
+    admitted = store.app.receive_message(new_lead(tid)).lead_id
+    flagged = store.app.receive_message(new_lead(tid)).lead_id
+    replay(store.url, store.schema)
+    conn = await psycopg.AsyncConnection.connect(conninfo(store.url, store.schema), autocommit=True)
+    try:
+        leads = (await queries.list_leads(conn, tid)).items
+    finally:
+        await conn.close()
+    assert {lead.id: lead.over_plan_limit for lead in leads} == {admitted: False, flagged: True}
