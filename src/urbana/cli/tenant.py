@@ -141,6 +141,8 @@ def configure(
     """Change a tenant's settings (the prompt, handoff rules, thresholds, debounce, rate
     limit, bot messages, business hours, inactivity limit, queue routing); prints them
     all. Without --set, only prints them. An unknown key or a bad value changes nothing."""
+    from datetime import UTC, datetime
+
     from urbana.application.tenants import settings_json
     from urbana.domain.errors import DomainError
     from urbana.domain.tenant import Tenant
@@ -154,10 +156,12 @@ def configure(
                 now = store.app.configure_tenant(tid, changes)
             else:
                 now = store.app.get(Tenant, tid).settings
+            # As GET /v1/settings shows them: with the plan, read-only here (set-plan).
+            usage = store.app.plan_usage(tid, datetime.now(UTC))
         except DomainError as exc:
             err.print(f"error: {exc}")
             raise typer.Exit(1) from exc
-    shown = settings_json(now)
+    shown = {**settings_json(now), "plan": usage.as_json()}
     emit(
         as_json,
         {"tenant_id": str(tid), "settings": shown},
