@@ -292,3 +292,16 @@ def test_the_count_starts_again_on_the_first_in_sao_paulo(api: Api, wired: Wired
         assert (plan["leads"], plan["over_limit"]) == (1, 0)
     finally:
         wired.clock.offset = timedelta()
+
+
+def test_only_the_operator_sets_a_plan_and_an_unknown_one_changes_nothing(api: Api) -> None:
+    t = cloud_tenant(api)
+    url = f"{api.url}/admin/tenants/{t.tenant_id}/plan"
+    version = len(api.store.app.stream(UUID(t.tenant_id)))
+    assert httpx.put(url, json={"plan": "pro"}).status_code == 401
+    unknown = httpx.put(url, json={"plan": "gold"}, headers=admin(api))
+    assert unknown.status_code == 422
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert len(api.store.app.stream(UUID(t.tenant_id))) == version
+    done = httpx.put(url, json={"plan": "pro"}, headers=admin(api))
+    assert done.json() == {"tenant_id": t.tenant_id, "plan": "pro", "lead_limit": 1000}
