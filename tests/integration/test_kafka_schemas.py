@@ -42,6 +42,7 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.message_ref import MessageRef
 from urbana.domain.pii import pii_spec
+from urbana.domain.plans import LeadQuota
 from urbana.domain.tenant import ChannelRoute, Tenant
 from urbana.domain.user import ApiKey, Availability, Role, User, UserEmail
 
@@ -59,6 +60,7 @@ AGGREGATES: tuple[type[Aggregate], ...] = (
     User,
     UserEmail,
     ApiKey,
+    LeadQuota,
 )
 _EVENT_META = {
     "originator_id",
@@ -176,6 +178,7 @@ def rich_history(store: Store) -> None:
     """At least one of most event types, through the application's commands."""
     app = store.app
     tid, _ = app.register_tenant(f"Schemas {uuid4().hex[:8]}")
+    app.change_plan(tid, "custom", 1)
     app.connect_channel(
         tid,
         gateway_config(
@@ -268,6 +271,8 @@ def rich_history(store: Store) -> None:
     )
     app.record_channel_state(tid, "evolution", qr)
     app.record_channel_state(tid, "evolution", ChannelState("connected", _now(), reason="200"))
+    # A second new lead: past the plan's limit of one.
+    app.receive_message(ReceiveMessage(tid, "cloud", inbound(f"55119{uuid4().int % 10**8:08d}")))
     # The business phone wrote a message whose status had arrived first.
     app.receive_message(
         ReceiveMessage(
@@ -359,6 +364,10 @@ async def test_every_published_envelope_validates_against_the_schemas(
         "UserQueuesChanged",
         "ApiKeyCreated",
         "ApiKeyRevoked",
+        "PlanChanged",
+        "LeadQuotaOpened",
+        "LeadCounted",
+        "LeadOverPlanLimit",
     } <= seen_types
 
 

@@ -3,7 +3,8 @@
 For random command sequences over a few conversations and their attendants (with the
 events issue 11 adds: assignments, transfers, notes, labels, returns to the queue, the
 users' availability, queues and disabling, the tenant's queues and canned responses, and
-erasures of a lead, after which its contact may write again as a new subject), all
+erasures of a lead, after which its contact may write again as a new subject, and the
+tenant's plan limit, past which new leads are flagged), all
 recorded by the application's own commands, so every event has the shape the domain
 gives it, the events are published to a fresh topic in chunks, some
 chunks twice (a relay that crashed before saving its position), and consumed by
@@ -111,6 +112,9 @@ class World:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.tenant_id, _ = store.app.register_tenant(f"Prop {uuid4().hex[:8]}")
+        # Two new leads a month: the third contact (or a contact writing again after its
+        # erasure, a new subject) is recorded past the limit and flagged.
+        store.app.change_plan(self.tenant_id, "custom", 2)
         self.conversations: dict[int, UUID] = {}
         self.outbound: dict[int, list[tuple[str, str | None]]] = {}  # (outbound id, provider id)
         # Two invited users and one assignee never invited (its row has only activity).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,11 +26,25 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.events import events_of
 from urbana.domain.lead import Lead
 from urbana.domain.message_ref import MessageRef
+from urbana.domain.plans import LeadQuota
 from urbana.domain.tenant import ChannelRoute, Tenant
 
-AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Lead, Tenant, ChannelRoute, MessageRef)
+AGGREGATES: tuple[type[Aggregate], ...] = (
+    Conversation,
+    Lead,
+    Tenant,
+    ChannelRoute,
+    MessageRef,
+    LeadQuota,
+)
 # The first event of these streams carried tenant_id from version 1 on.
-STARTS = {"ConversationStarted", "LeadCreated", "MessageRefRecorded", "ChannelRouted"}
+STARTS = {
+    "ConversationStarted",
+    "LeadCreated",
+    "MessageRefRecorded",
+    "ChannelRouted",
+    "LeadQuotaOpened",
+}
 # Added after version 2: they carried tenant_id from their first version.
 BORN_WITH_IT = {
     "ConversationAssigned",
@@ -48,6 +63,9 @@ BORN_WITH_IT = {
     "ChannelStateChanged",
     "SubjectErased",
     "ConversationLinked",
+    "PlanChanged",
+    "LeadOverPlanLimit",
+    "LeadCounted",
 }
 # Version 3 added who acted (`by`).
 BY_ADDED_IN_V3 = {
@@ -126,6 +144,7 @@ def history(app: UrbanaApp) -> UUID:
     )
     app.register_template(tid, "ate_logo", language="pt_BR", parameters=[], text="Até logo!")
     app.remove_template(tid, "ate_logo")
+    app.change_plan(tid, "custom", 1)
     first = app.receive_message(ReceiveMessage(tid, "cloud", inbound("oi")))
     cid = first.conversation_id
     app.record_export(first.lead_id, by="aud", role="auditor", purpose="LGPD", rendering="json")
@@ -166,6 +185,8 @@ def history(app: UrbanaApp) -> UUID:
     lead_id = app.get(Conversation, cid).lead_id
     app.cipher.shred(lead_id)
     app.record_erasure(lead_id, "subject_request", [cid], by="auditor")
+    other = dataclasses.replace(inbound("oi"), contact="5511977776666", phone="5511977776666")
+    app.receive_message(ReceiveMessage(tid, "cloud", other))  # past the plan's limit of 1
     return tid
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from urbana.application.channels import InboundMessage, StatusUpdate
 from urbana.application.outbound import link_sent, parse_callback_data
 from urbana.application.provider_ids import provider_key
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
+from urbana.domain.channels import CONSOLE
 from urbana.domain.contacts import (
     contact_key,
     conversation_id_for,
@@ -33,6 +35,8 @@ from urbana.domain.conversation import Conversation
 from urbana.domain.errors import DomainError, StatusAlreadyHeld
 from urbana.domain.lead import Lead
 from urbana.domain.message_ref import MessageRef
+from urbana.domain.plans import LeadQuota, billing_month, lead_quota_id_for
+from urbana.domain.tenant import Tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +269,8 @@ def _receive_one(uow: UnitOfWork, command: ReceiveMessage) -> Received | DomainE
         conversation.apply_status(
             outbound_id, item["status"], item["at"], code=item["code"], title=item["title"]
         )
+    if new and isinstance(new[0], Lead) and command.channel != CONSOLE:
+        _count_new_lead(uow, new[0], msg.sent_at)
     for aggregate in new:
         uow.add(aggregate)
     return Received(
@@ -281,6 +287,29 @@ def _ref(uow: UnitOfWork, command: ReceiveMessage | RecordStatus, key: str) -> M
     if ref is None and command.legacy_ref is not None:
         ref = uow.get(MessageRef, command.legacy_ref)
     return ref
+
+
+def _count_new_lead(uow: UnitOfWork, lead: Lead, first_message_at: datetime) -> None:
+    """Count a new lead on its tenant's quota for the month of its first message.
+
+    Under a plan with a limit only: the quota is one stream per tenant and month, which
+    every new lead then writes, so processes racing for the last slot collide on its
+    version and the store admits one (see docs/architecture.md, Plans and lead limits).
+    Console leads are the tenant's own tests and are not counted.
+    """
+    tenant = uow.get(Tenant, lead.tenant_id)
+    limit = tenant.plan.lead_limit if tenant is not None else None
+    if limit is None:
+        return
+    if first_message_at.tzinfo is None:  # the channels give UTC; a naive time is UTC too
+        first_message_at = first_message_at.replace(tzinfo=UTC)
+    month = billing_month(first_message_at)
+    quota = uow.get(LeadQuota, lead_quota_id_for(lead.tenant_id, month))
+    if quota is None:
+        quota = LeadQuota(tenant_id=lead.tenant_id, month=month)
+        uow.add(quota)
+    if not quota.count(lead.id, limit):
+        lead.mark_over_plan_limit(month=month, limit=limit)
 
 
 def _current_lead(uow: UnitOfWork, tenant_id: UUID, key: str) -> tuple[int, Lead | None]:

@@ -88,6 +88,11 @@ class Responder:
             return Responded("skipped", f"conversation is {conv.status.value}")
         if conv.pending_burst == 0:
             return Responded("skipped", "nothing to answer")
+        lead = await asyncio.to_thread(self._app.get, Lead, conv.lead_id)
+        if lead.over_plan_limit:
+            # Recorded in full and flagged for the tenant's admins, but the plan pays for
+            # no answer: no LLM call (see docs/architecture.md, Plans and lead limits).
+            return Responded("skipped", "lead over the plan's monthly limit")
         tenant = await asyncio.to_thread(self._app.get, Tenant, conv.tenant_id)
         settings = tenant.settings
         if window_applies(
@@ -128,7 +133,6 @@ class Responder:
                 )
                 return await self._record(conversation_id, outcome, usage=usage)
 
-        lead = await asyncio.to_thread(self._app.get, Lead, conv.lead_id)
         hot = settings.hot_score
         after = max(0, min(100, lead.score + decision.score_delta))
         crossed_hot = lead.score < hot <= after

@@ -14,6 +14,7 @@ from urbana.application.gateways import GatewayConfig
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.contacts import channel_route_id_for
 from urbana.domain.errors import AlreadyConnected, InvalidInput, NotFound
+from urbana.domain.plans import LeadQuota, Plan, billing_month, lead_quota_id_for
 from urbana.domain.templates import Template
 from urbana.domain.tenant import ChannelRoute, Tenant, TenantSettings
 
@@ -37,6 +38,20 @@ class KnowledgeDocument:
     name: str
     text: str
     version: int  # of the tenant stream event that added it
+
+
+@dataclass(frozen=True, slots=True)
+class PlanUsage:
+    """A tenant's plan and its new leads in one (São Paulo) month."""
+
+    plan: str
+    lead_limit: int | None  # None: no limit (and nothing is counted)
+    month: str  # "2026-12"
+    leads: int  # new leads within the limit
+    over_limit: int  # new leads past it: recorded, flagged, not answered by the AI
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def settings_json(settings: TenantSettings) -> dict[str, Any]:
@@ -99,6 +114,24 @@ class TenantCommands(StoreApp):
         self._on_tenant(
             tenant_id, lambda t: t.configure_telegram(chat_id=chat_id, bot_token=bot_token)
         )
+
+    def change_plan(
+        self, tenant_id: UUID, name: str, lead_limit: int | None = None, *, by: str | None = None
+    ) -> Plan:
+        """Put a tenant on a plan (the operator's call); InvalidInput for an unknown one."""
+        plan = Plan.of(name, lead_limit)
+        self._on_tenant(tenant_id, lambda t: t.change_plan(plan, by=by))
+        return plan
+
+    def plan_usage(self, tenant_id: UUID, at: datetime) -> PlanUsage:
+        """The tenant's plan and its count for the month `at` falls in (São Paulo's)."""
+        plan = self.get(Tenant, tenant_id).plan
+        month = billing_month(at)
+        try:
+            quota = self.get(LeadQuota, lead_quota_id_for(tenant_id, month))
+        except NotFound:
+            return PlanUsage(plan.name, plan.lead_limit, month, 0, 0)
+        return PlanUsage(plan.name, plan.lead_limit, month, quota.admitted, quota.over_limit)
 
     def change_prompt(self, tenant_id: UUID, prompt: str) -> None:
         self._on_tenant(tenant_id, lambda t: t.change_prompt(prompt))

@@ -82,6 +82,38 @@ def telegram(
     )
 
 
+@app.command("set-plan")
+def set_plan(
+    ctx: typer.Context,
+    tenant_id: str,
+    plan: Annotated[str, typer.Argument(help="unlimited, starter, pro, business or custom")],
+    limit: Annotated[
+        int | None, typer.Option(help="new leads a month (the custom plan only)", min=0)
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Put a tenant on a plan: how many new leads a month the AI answers (months begin
+    on the 1st at 00:00 America/Sao_Paulo). Leads past it are recorded and flagged."""
+    from urbana.domain.errors import DomainError
+
+    tid = parse_tenant(tenant_id)
+    settings = with_running_services(settings_of(ctx, data_dir))
+    with opened_store(settings) as store:
+        try:
+            chosen = store.app.change_plan(tid, plan, limit)
+        except DomainError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from exc
+    limit = chosen.lead_limit
+    limit_text = "no limit" if limit is None else f"{limit} new leads a month"
+    emit(
+        as_json,
+        {"tenant_id": str(tid), "plan": chosen.name, "lead_limit": chosen.lead_limit},
+        f"{tid} is on plan {chosen.name}: {limit_text}",
+    )
+
+
 def _changes(pairs: list[str]) -> dict[str, Any]:
     """`KEY=VALUE` pairs as settings changes; exit 2 for one that is not a pair."""
     changes: dict[str, Any] = {}
@@ -109,6 +141,8 @@ def configure(
     """Change a tenant's settings (the prompt, handoff rules, thresholds, debounce, rate
     limit, bot messages, business hours, inactivity limit, queue routing); prints them
     all. Without --set, only prints them. An unknown key or a bad value changes nothing."""
+    from datetime import UTC, datetime
+
     from urbana.application.tenants import settings_json
     from urbana.domain.errors import DomainError
     from urbana.domain.tenant import Tenant
@@ -122,10 +156,12 @@ def configure(
                 now = store.app.configure_tenant(tid, changes)
             else:
                 now = store.app.get(Tenant, tid).settings
+            # As GET /v1/settings shows them: with the plan, read-only here (set-plan).
+            usage = store.app.plan_usage(tid, datetime.now(UTC))
         except DomainError as exc:
             err.print(f"error: {exc}")
             raise typer.Exit(1) from exc
-    shown = settings_json(now)
+    shown = {**settings_json(now), "plan": usage.as_json()}
     emit(
         as_json,
         {"tenant_id": str(tid), "settings": shown},

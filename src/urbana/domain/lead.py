@@ -171,6 +171,20 @@ class Lead(TenantScoped):
     def _conversation_linked(self, conversation_id: UUID) -> None:
         self._linked = [*self.linked_conversations, conversation_id]
 
+    @property
+    def over_plan_limit(self) -> bool:
+        """Whether the lead came past its tenant's monthly limit (the AI does not answer it)."""
+        return getattr(self, "_over_plan_limit", False)
+
+    def mark_over_plan_limit(self, *, month: str, limit: int) -> None:
+        """Record that the lead was counted past the plan's limit of its month."""
+        if not self.over_plan_limit:
+            self._over_plan_limit_recorded(month=month, limit=limit)
+
+    @event("LeadOverPlanLimit")
+    def _over_plan_limit_recorded(self, month: str, limit: int) -> None:
+        self._over_plan_limit = True
+
     def update_profile(self, *, name: str | None) -> None:
         if name and name != self.name:
             self._profile_updated(name=name)
@@ -248,7 +262,7 @@ class Lead(TenantScoped):
 PRIVACY_EVENTS = ("SubjectDataExported", "SubjectErased", "ConversationLinked")
 MAX_PURPOSE = 200
 
-tenant_added_in_v2(Lead, born_with_it=PRIVACY_EVENTS)
+tenant_added_in_v2(Lead, born_with_it=(*PRIVACY_EVENTS, "LeadOverPlanLimit"))
 # Version 3: who moved the lead; which decay step of a silence a scheduled job applied.
 added_in_v3(Lead, {"LeadStageChanged": nobody_acted, "LeadScored": defaults(decay=None)})
 

@@ -15,6 +15,7 @@ from urbana.domain.contacts import channel_route_id_for, tenant_id_for
 from urbana.domain.errors import InvalidInput, NotFound
 from urbana.domain.events import TenantScoped, added_in_v3, nobody_acted, tenant_added_in_v2
 from urbana.domain.pii import personal
+from urbana.domain.plans import Plan
 from urbana.domain.reply import MAX_REPLY
 from urbana.domain.settings import TelegramTarget as TelegramTarget
 from urbana.domain.settings import TenantSettings as TenantSettings
@@ -89,6 +90,18 @@ class Tenant(TenantScoped):
         self._notifications_configured(
             telegram_chat_id=chat_id, secrets={"telegram_bot_token": token}
         )
+
+    @property
+    def plan(self) -> Plan:
+        # Streams (and snapshots) from before plans existed have none: no limit.
+        return getattr(self, "_plan", Plan())
+
+    def change_plan(self, plan: Plan, *, by: str | None = None) -> bool:
+        """Put the tenant on `plan` (the operator's call); False when it already is."""
+        if plan == self.plan:
+            return False
+        self._plan_changed(plan=plan.name, lead_limit=plan.lead_limit, by=by or None)
+        return True
 
     def change_prompt(self, prompt: str, *, by: str | None = None) -> None:
         if len(prompt) > 20_000:
@@ -216,6 +229,10 @@ class Tenant(TenantScoped):
             TelegramTarget(telegram_chat_id, token) if telegram_chat_id and token else None
         )
 
+    @event("PlanChanged")
+    def _plan_changed(self, plan: str, lead_limit: int | None, by: str | None) -> None:
+        self._plan = Plan(plan, lead_limit)
+
     @event("PromptChanged")
     def _prompt_changed(self, prompt: str, by: str | None) -> None:
         self.settings = replace(self.settings, prompt=prompt)
@@ -308,6 +325,7 @@ tenant_added_in_v2(
         "NotificationsConfigured",
         "TemplateRegistered",
         "TemplateRemoved",
+        "PlanChanged",
     ),
 )
 

@@ -35,6 +35,7 @@ OWN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("last_activity_at", "timestamptz"),
     ("updated_at", "timestamptz"),
     ("last_position", "bigint"),
+    ("over_plan_limit", "boolean"),
 )
 ACTIVITY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "uuid"),
@@ -58,6 +59,7 @@ _OWN_UPSERT = upsert_sql(
         "last_activity_at": "GREATEST(t.last_activity_at, EXCLUDED.last_activity_at)",
         "updated_at": "GREATEST(t.updated_at, EXCLUDED.updated_at)",
         "last_position": "GREATEST(t.last_position, EXCLUDED.last_position)",
+        "over_plan_limit": "COALESCE(EXCLUDED.over_plan_limit, t.over_plan_limit)",
     },
 )
 _ACTIVITY_UPSERT = upsert_sql(
@@ -91,6 +93,7 @@ class LeadPipeline:
             "Lead.LeadScored",
             "Lead.LeadStageChanged",
             "Lead.LeadProfileUpdated",
+            "Lead.LeadOverPlanLimit",
             "Conversation.ConversationStarted",
             "Conversation.MessageReceived",
             "Lead.SubjectErased",
@@ -103,8 +106,15 @@ class LeadPipeline:
             "id uuid, tenant_id uuid, score int, stage text, created_at timestamptz, "
             "profile_sealed jsonb, name_sealed jsonb, last_activity_at timestamptz, "
             "conversations int NOT NULL DEFAULT 0, messages_in int NOT NULL DEFAULT 0, "
-            "updated_at timestamptz, last_position bigint, "
+            "updated_at timestamptz, last_position bigint, over_plan_limit boolean, "
             "CONSTRAINT {leads}_pkey PRIMARY KEY (id))",
+            # Tables made before plans existed: no stored event sets the column yet, so
+            # adding it (NULL: not over) needs no rebuild. Guarded, since ALTER TABLE
+            # locks the table and this runs at every process start.
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = '{leads}' "
+            "AND column_name = 'over_plan_limit') THEN "
+            "ALTER TABLE {leads} ADD COLUMN over_plan_limit boolean; END IF; END $$",
             "CREATE INDEX IF NOT EXISTS {leads}_tenant_idx "
             "ON {leads} (tenant_id, stage, last_activity_at DESC)",
             "CREATE TABLE IF NOT EXISTS {erased_leads} (id uuid, tenant_id uuid, "
@@ -202,6 +212,8 @@ def _apply_own(row: list[Any], e: Envelope) -> None:
         row[_O["stage"]] = d.get("to_stage")
     elif e.type == "LeadProfileUpdated" and e.encrypted:
         row[_O["name_sealed"]] = orjson.dumps(e.encrypted).decode()
+    elif e.type == "LeadOverPlanLimit":
+        row[_O["over_plan_limit"]] = True
     row[_O["last_activity_at"]] = _later(row[_O["last_activity_at"]], e.occurred_at)
     row[_O["updated_at"]] = _later(row[_O["updated_at"]], e.occurred_at)
     last = row[_O["last_position"]]

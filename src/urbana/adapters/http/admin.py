@@ -70,6 +70,22 @@ async def connect_channel(tenant_id: str, body: ChannelIn, container: AdminDep) 
     )
 
 
+class PlanIn(BaseModel):
+    plan: str = Field(min_length=1, max_length=40, examples=["starter", "custom"])
+    lead_limit: int | None = Field(
+        default=None, ge=0, description="New leads a month; only for the custom plan"
+    )
+
+
+@router.put("/tenants/{tenant_id}/plan")
+async def set_plan(tenant_id: str, body: PlanIn, container: AdminDep) -> JSONResponse:
+    """Put a tenant on a plan (its monthly limit of new leads); an unknown plan is 422."""
+    plan = await asyncio.to_thread(
+        container.store.app.change_plan, tenant_uuid(tenant_id), body.plan, body.lead_limit
+    )
+    return JSONResponse({"tenant_id": tenant_id, "plan": plan.name, "lead_limit": plan.lead_limit})
+
+
 class DocumentIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1)

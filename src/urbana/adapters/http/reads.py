@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
 from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.plans import plan_usage
 from urbana.adapters.http.workspace_models import (
     CannedOut,
     ConversationDetailOut,
@@ -308,6 +309,7 @@ async def kpis(
             "to": last,
             "days": [KpiFigures.of(d) for d in report.days],
             "totals": KpiFigures.of(report.totals),
+            "plan": await plan_usage(request, principal.tenant_id),
         }
     )
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, scoped
+from urbana.adapters.http.plans import PLAN_EXAMPLE, plan_usage
 from urbana.application.access import Principal
 from urbana.application.tenants import settings_json
 from urbana.domain.attendance import MAX_QUEUE_NAME
@@ -115,6 +116,8 @@ SETTINGS_EXAMPLE: dict[str, Any] = {
     "follow_up_after_hours": 0,
     "follow_up_template": None,
     "retention_days": None,
+    # Read-only here: the operator's (`urbana tenant set-plan`, `PUT /admin/tenants/{id}/plan`).
+    "plan": PLAN_EXAMPLE,
 }
 SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -263,10 +266,16 @@ async def remove_canned(shortcut: str, principal: Lead, request: Request) -> Res
 )
 async def get_settings(principal: Admin, request: Request) -> dict[str, Any]:
     """Prompt, handoff rules, thresholds, debounce, rate limit, bot messages, business
-    hours, inactivity limit and queue routing."""
+    hours, inactivity limit and queue routing; and, read-only, the plan with this month's
+    count of new leads."""
     app = container_of(request).store.app
     tenant = await on_store(request, app.get, Tenant, principal.tenant_id)
-    return settings_json(tenant.settings)
+    return await _with_plan(request, principal.tenant_id, settings_json(tenant.settings))
+
+
+async def _with_plan(request: Request, tenant_id: UUID, shown: dict[str, Any]) -> dict[str, Any]:
+    usage = await plan_usage(request, tenant_id)
+    return {**shown, "plan": usage.model_dump()}
 
 
 @router.patch(
@@ -293,4 +302,4 @@ async def patch_settings(
     settings = await on_store(
         request, lambda: app.configure_tenant(principal.tenant_id, changes, by=by)
     )
-    return settings_json(settings)
+    return await _with_plan(request, principal.tenant_id, settings_json(settings))

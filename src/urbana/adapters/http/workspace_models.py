@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from urbana.adapters.http.plans import PLAN_EXAMPLE, PlanUsageOut
 from urbana.projections import queries
 
 
@@ -221,6 +222,7 @@ _LEAD_EXAMPLE: dict[str, Any] = {
     "created_at": AT,
     "last_activity_at": AT,
     "position": 1842,
+    "over_plan_limit": False,
 }
 
 
@@ -236,6 +238,7 @@ class LeadOut(BaseModel):
     created_at: datetime | None
     last_activity_at: datetime | None
     position: int
+    over_plan_limit: bool = Field(description="Past the plan's monthly limit: not answered by AI")
 
 
 class LeadPage(BaseModel):
@@ -356,12 +359,14 @@ class KpiReportOut(BaseModel):
             "to": "2026-11-30",
             "days": [_KPI_EXAMPLE],
             "totals": {**_KPI_EXAMPLE, "day": None},
+            "plan": PLAN_EXAMPLE,
         }
     )
     since: date = Field(alias="from")
     until: date = Field(alias="to")
     days: list[KpiFigures] = Field(description="The days with any figure, in order")
     totals: KpiFigures
+    plan: PlanUsageOut = Field(description="The plan and this month's new leads (São Paulo)")
 
 
 _MEMBER_EXAMPLE: dict[str, Any] = {

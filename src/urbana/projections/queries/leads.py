@@ -43,6 +43,7 @@ class LeadItem:
     conversations: int
     messages_in: int
     position: int
+    over_plan_limit: bool  # past the plan's monthly limit: recorded, not answered by the AI
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ async def _leads(cipher: SubjectCipher | None, rows: list[dict[str, Any]]) -> li
             conversations=r["conversations"],
             messages_in=r["messages_in"],
             position=r["last_position"],
+            over_plan_limit=bool(r.get("over_plan_limit")),
         )
         for r, p, n in zip(rows, profiles, names, strict=True)
     ]
