@@ -169,28 +169,35 @@ async def drive(
     sent_wall: dict[str, float] = {}
     ingest: list[float] = []
     refused: list[str] = []
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=30) as client:
 
         async def one(i: int, start: float) -> None:
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             wa_id = f"551197{uuid4().int % 10**7:07d}"
             body, sig = webhook(wa_id, secret, texts[i])
             t0 = time.perf_counter()
+            r: httpx.Response | None = None
             sent_at[wa_id] = t0
             sent_wall[wa_id] = time.time()
             for _ in range(RETRIES):
-                r = await client.post(
-                    f"{api}/webhooks/whatsapp-cloud",
-                    content=body,
-                    headers={"X-Hub-Signature-256": sig},
-                )
+                try:
+                    r = await client.post(
+                        f"{api}/webhooks/whatsapp-cloud",
+                        content=body,
+                        headers={"X-Hub-Signature-256": sig},
+                    )
+                except httpx.TransportError:  # an overloaded box: redelivered like a 503
+                    refused.append(wa_id)
+                    continue
                 if r.status_code != 503:
                     break
                 # Meta redelivers what was not acknowledged; the time counts from the first try.
                 refused.append(wa_id)
                 await asyncio.sleep(min(1.0, float(r.headers.get("Retry-After", "1"))))
             ingest.append(time.perf_counter() - t0)
-            if r.status_code != 503:  # still refused after the retries: counted as missing
+            if (
+                r is not None and r.status_code != 503
+            ):  # still refused after the retries: counted as missing
                 r.raise_for_status()
 
         start = time.perf_counter() + 0.1
