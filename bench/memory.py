@@ -62,7 +62,7 @@ def wait_line(proc: subprocess.Popen[str], prefix: str) -> None:
 
 
 def wait_http(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 240  # a loaded 2-core box imports slowly
+    deadline = time.monotonic() + 600  # a loaded 2-core box imports slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(url, timeout=1).status_code == 200:

@@ -254,7 +254,7 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def wait_healthy(api: str, procs: list[subprocess.Popen[str]]) -> None:
-    deadline = time.monotonic() + 240  # a loaded 2-core box imports and connects slowly
+    deadline = time.monotonic() + 600  # a loaded 2-core box imports and connects slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{api}/healthz", timeout=1).status_code == 200:
