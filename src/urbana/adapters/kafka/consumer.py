@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 # Tansu holds a fetch for the whole max wait even when records are there; the default
 # (500 ms) then becomes the consumers' lag.
 FETCH_MAX_WAIT_MS = 20
+# Roles nobody waits on in a conversation (indexing a document, a Telegram notice) fetch
+# less often: an idle consumer at 20 ms asks the broker 50 times a second, and that
+# polling was most of an idle worker's and the broker's CPU (bench/ttfr.py's profile).
+BACKGROUND_FETCH_MAX_WAIT_MS = 500
 
 SESSION_TIMEOUT_MS = 2_000
 LEAVE_TIMEOUT_S = 2.0
@@ -64,6 +68,7 @@ def group_consumer(
     bootstrap: str,
     group_id: str,
     timeouts: GroupTimeouts,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
     **options: Any,
 ) -> AIOKafkaConsumer:
     """A consumer of group `group_id`: manual commits, from the beginning for a new group."""
@@ -73,7 +78,7 @@ def group_consumer(
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         **timeouts.consumer_options(),
         **options,
     )

@@ -35,6 +35,8 @@ from tenacity import (
 
 from urbana.adapters import tracing
 from urbana.adapters.kafka.consumer import (
+    BACKGROUND_FETCH_MAX_WAIT_MS,
+    FETCH_MAX_WAIT_MS,
     GroupTimeouts,
     describe_fault,
     group_consumer,
@@ -110,8 +112,10 @@ class EventWorker:
         ordered: bool = True,
         on_arrival: Arrivals | None = None,
         retry_cap_s: float = RETRY_CAP_S,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
     ) -> None:
         self.name = name
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._bootstrap = subscription.bootstrap
         self._handle = handle
         self._types = frozenset(types)
@@ -136,6 +140,7 @@ class EventWorker:
                 bootstrap=self._bootstrap,
                 group_id=self._group_id,
                 timeouts=self._timeouts,
+                fetch_max_wait_ms=self._fetch_max_wait_ms,
                 max_poll_records=self._max_records,
             )
             try:
@@ -380,6 +385,7 @@ def knowledge_worker(
         subscription=subscription,
         handle=handle,
         types=["KnowledgeDocumentAdded"],
+        fetch_max_wait_ms=BACKGROUND_FETCH_MAX_WAIT_MS,
     )
 
 
@@ -408,4 +414,5 @@ def notifier_worker(
         handle=handle,
         types=["HandoffRequested"],
         ordered=False,  # handoffs are independent; the ledger keys each one
+        fetch_max_wait_ms=BACKGROUND_FETCH_MAX_WAIT_MS,
     )
