@@ -20,6 +20,7 @@ from urbana.application.store import OrjsonTranscoder, PiiMapper
 from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.message_ref import MessageRef
+from urbana.domain.plans import LeadQuota, Plan, billing_month
 from urbana.domain.templates import Template
 from urbana.domain.tenant import ChannelRoute, Tenant
 from urbana.domain.user import ApiKey, Availability, Role, User, UserEmail
@@ -79,12 +80,17 @@ def history() -> list[DomainEventProtocol[UUID]]:
     tenant.register_template(welcome)
     tenant.register_template(Template.of("ate_logo", "pt_BR", [], "Até logo!"))
     tenant.remove_template(name="ate_logo")
+    tenant.change_plan(Plan.of("custom", 1), by="operator")
     route = ChannelRoute(channel="cloud", route_key="pnid1", tenant_id=tenant.id)
     route.change_state(state="waiting_qr", at=now, qr_code="data:image/png;base64,iVBOR")
     lead = Lead.create(tenant.id, "phone:5511999990000", phone="5511999990000", name="Ana")
     lead.score_by(45, reason="pricing")
     lead.move_to(Stage.HOT, reason="attendant", by="user-ana")
     lead.update_profile(name="Ana Maria")
+    month = billing_month(now)
+    quota = LeadQuota(tenant_id=tenant.id, month=month)
+    quota.count(lead.id, 1)
+    lead.mark_over_plan_limit(month=month, limit=1)
     lead.record_export(by="user-aud", role="auditor", purpose="LGPD art. 18", rendering="json")
     conv = Conversation.start(tenant.id, "cloud", "5511999990000", lead.id)
     by_lid = Conversation.start(tenant.id, "evolution", "123456789012345@lid", lead.id)
@@ -157,6 +163,7 @@ def history() -> list[DomainEventProtocol[UUID]]:
         *user.collect_events(),
         *index.collect_events(),
         *key.collect_events(),
+        *quota.collect_events(),
     ]
 
 
