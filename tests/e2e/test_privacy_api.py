@@ -125,6 +125,10 @@ def test_every_phone_form_the_lead_id_and_the_lid_find_the_subject_on_both_chann
         {"phone": subject.old_form},
         {"phone": "+" + subject.phone},
         {"phone": f"+55 11 {subject.old_form[4:8]}-{subject.old_form[8:]}"},
+        # National forms, as a person types them without +55 (with and without the 9).
+        {"phone": f"(11) {subject.phone[4:9]}-{subject.phone[9:]}"},
+        {"phone": subject.old_form[2:]},
+        {"phone": "0" + subject.phone[2:]},
         {"lead_id": str(subject.lead)},
         {"contact_id": subject.lid},
         {"contact_id": f"{subject.phone}@s.whatsapp.net"},

@@ -14,6 +14,7 @@ from urbana.domain.contacts import (
     lead_key,
     message_ref_id_for,
     normalise_phone,
+    phone_lookup_forms,
     tenant_id_for,
 )
 from urbana.domain.errors import InvalidInput
@@ -208,3 +209,21 @@ def test_message_ref_id_is_deterministic_and_per_tenant() -> None:
 def test_channel_route_id_is_deterministic_and_per_channel() -> None:
     assert channel_route_id_for("cloud", "123") == channel_route_id_for("cloud", "123")
     assert channel_route_id_for("cloud", "123") != channel_route_id_for("zapi", "123")
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["(11) 98888-7777", "11988887777", "11 8888-7777", "1188887777", "011 98888-7777"],
+)
+def test_a_national_phone_is_also_read_as_brazilian_without_the_55(typed: str) -> None:
+    assert MOBILE in phone_lookup_forms(typed)
+
+
+@pytest.mark.parametrize("typed", [*MOBILE_SPELLINGS, "+1 212 555 1234", "12125551234"])
+def test_a_phone_with_its_country_code_is_read_as_typed_only(typed: str) -> None:
+    assert phone_lookup_forms(typed) == [normalise_phone(typed)]
+
+
+def test_the_number_as_typed_comes_before_its_national_reading() -> None:
+    # 11 digits with the mobile 9: a foreign number as typed, or DDD 21 + mobile.
+    assert phone_lookup_forms("21987654321") == ["21987654321", "5521987654321"]

@@ -22,7 +22,7 @@ from urbana.domain.contacts import (
     conversation_id_for,
     lead_id_for,
     message_ref_id_for,
-    normalise_phone,
+    phone_lookup_forms,
 )
 from urbana.domain.errors import InvalidInput
 from urbana.domain.pii import ERASED
@@ -51,7 +51,8 @@ class SubjectQuery:
         if self.lead_id is not None:
             return [self.lead_id], []
         if self.phone is not None:
-            return [lead_id_for(tenant_id, "phone:" + normalise_phone(self.phone))], []
+            forms = phone_lookup_forms(self.phone)
+            return [lead_id_for(tenant_id, "phone:" + form) for form in forms], []
         assert self.contact_id is not None
         key = contact_key(self.contact_id)
         return [lead_id_for(tenant_id, key)], [

@@ -36,6 +36,31 @@ def normalise_phone(raw: str) -> str:
     return digits
 
 
+def phone_lookup_forms(raw: str) -> list[str]:
+    """The numbers a phone typed by a person may be, most likely first.
+
+    Stored phones carry the country code (WhatsApp reports them so), but a person often
+    types the national form: DDD + subscriber, perhaps after a trunk 0, as in
+    "(11) 98765-4321" or "011 8765-4321". Such a number (10 or 11 digits, a DDD of
+    11-99, and 11 digits only for a mobile's 9) may also be Brazilian without +55, so
+    that reading comes too, after the number as typed.
+    """
+    as_typed = normalise_phone(raw)
+    national = _DIGITS.sub("", raw).removeprefix("0")
+    forms = [as_typed]
+    if "+" not in raw and _looks_national(national):
+        brazilian = normalise_phone("55" + national)
+        if brazilian != as_typed:
+            forms.append(brazilian)
+    return forms
+
+
+def _looks_national(digits: str) -> bool:
+    if len(digits) not in (10, 11) or digits[0] == "0" or digits[1] == "0":
+        return False
+    return digits[2] == "9" if len(digits) == 11 else digits[2] in "23456789"
+
+
 def contact_key(contact: str) -> str:
     """The canonical key of a contact: `phone:<digits>`, `lid:<id>`, `bsuid:<id>`, or
     `console:<session>` (an admin testing the bot through the console channel)."""
