@@ -65,10 +65,12 @@ FAILURES = {
     "outside_window": "fora da janela de 24 horas",
     "horizon": "o WhatsApp não aceitou a tempo",
 }
-# Delivery ticks: the symbol, and what a screen reader says instead.
+# Delivery ticks: the symbol, and what a screen reader says instead. Symbols are from
+# the plain-text blocks common fonts hold (an emoji clock shows as a box without an
+# emoji font).
 TICKS = {
-    "queued": ("🕓", "na fila"),
-    "sending": ("🕓", "enviando"),
+    "queued": ("◷", "na fila"),
+    "sending": ("◷", "enviando"),
     "sent": ("✓", "enviada"),
     "delivered": ("✓✓", "entregue"),
     "read": ("✓✓", "lida"),
