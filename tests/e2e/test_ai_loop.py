@@ -210,7 +210,7 @@ def test_each_handoff_trigger_hands_off_and_the_ai_goes_silent(
         assert [h.reason for h in handoffs] == [reason]
         # The attendant gets a summary: the model's, or the template when the model failed.
         if reason == "llm_failure":
-            assert handoffs[0].summary.startswith("Motivo: llm_failure.")
+            assert handoffs[0].summary.startswith("Última mensagem do cliente: ")
         else:
             assert handoffs[0].summary == SUMMARY
         assert conversation(loop_api, tenant, wa_id).status is Status.WAITING_HUMAN

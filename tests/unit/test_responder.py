@@ -238,7 +238,7 @@ async def test_without_a_summary_from_the_model_the_template_stands() -> None:
     await Responder(app, ScriptedLLM(decision("Claro!")), summarizer=summarizer).respond(cid)
     summary = handoff_summary(app, cid)
     assert summary is not None
-    assert summary.startswith("Motivo: explicit_request.")
+    assert summary == "Última mensagem do cliente: quero falar com um atendente"
     assert len(summarizer.calls) == 1
 
 
@@ -255,7 +255,7 @@ async def test_a_model_that_failed_or_a_refused_input_is_not_asked_for_a_summary
     for cid in (failed, injected):
         summary = handoff_summary(app, cid)
         assert summary is not None
-        assert summary.startswith("Motivo: ")
+        assert summary.startswith("Última mensagem do cliente: ")
 
 
 async def test_the_score_moves_the_lead_by_the_tenant_stage_thresholds() -> None:

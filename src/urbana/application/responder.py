@@ -152,7 +152,7 @@ class Responder:
         if reason:
             # The model that just failed is not asked for a summary.
             summary = await self._summarize(conv, reason) if not result.failure else None
-            summary = summary or _summary(burst, decision.intent, reason)
+            summary = summary or _summary(burst)
         outcome = AIOutcome(
             reply_to_seq=reply_to,
             reply=decision.reply or None,
@@ -208,7 +208,7 @@ class Responder:
             fallback=bot_message("fallback", messages),
             handoff_reason=reason,
             transition_message=bot_message("handoff", messages),
-            summary=_summary(burst, "guard", reason),
+            summary=_summary(burst),
         )
 
     async def _record(
@@ -297,8 +297,10 @@ def _documents(tenant: Tenant) -> dict[UUID, str]:
     return {document_id_for(tenant.id, name): name for name in tenant.knowledge_documents}
 
 
-def _summary(burst: str, intent: str, reason: str | None) -> str:
+def _summary(burst: str) -> str:
+    """The summary when no model wrote one: the lead's last words. The reason is beside it
+    wherever a handoff is shown (in words there), so it is not repeated as a code here."""
     text = " ".join(burst.split())
     if len(text) > 280:
         text = text[:277] + "..."
-    return f"Motivo: {reason}. Intenção: {intent}. Última mensagem do cliente: {text}"
+    return f"Última mensagem do cliente: {text}"
