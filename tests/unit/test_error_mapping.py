@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from urbana.adapters.crypto import TamperedRecord
@@ -153,3 +154,42 @@ def test_the_app_maps_only_the_framework_and_our_tree() -> None:
 def test_a_rejection_is_a_client_fault() -> None:
     with pytest.raises(ValueError, match="4xx"):
         Rejected(503, "not ours to refuse")
+
+
+class _Credentials(BaseModel):
+    email: str = Field(max_length=10)
+    password: str = Field(min_length=12)
+    bot_token: str = Field(pattern=r"^[0-9]+:[A-Za-z0-9_-]{20,}$")
+
+
+async def test_a_refused_credential_is_named_but_not_echoed_back() -> None:
+    app = FastAPI()
+    add_error_handlers(app)
+
+    @app.post("/login")
+    async def login(body: _Credentials) -> None:
+        raise AssertionError("not reached")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        sent = {"email": "far-too-long@x.test", "password": "hunter2", "bot_token": "1:short"}
+        answer = await client.post("/login", json=sent)
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == PROBLEM
+    errors = {tuple(e["loc"]): e for e in answer.json()["errors"]}
+    assert set(errors) == {("body", "email"), ("body", "password"), ("body", "bot_token")}
+    assert errors[("body", "email")]["input"] == "far-too-long@x.test"  # not a secret
+    assert errors[("body", "password")]["input"] == "[redacted]"
+    assert errors[("body", "bot_token")]["input"] == "[redacted]"
+    assert "hunter2" not in answer.text
+    assert "1:short" not in answer.text
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.post("/login", json={"password": "hunter2-hunter2"})
+    assert answer.status_code == 422
+    missing = {tuple(e["loc"]): e["input"] for e in answer.json()["errors"]}
+    assert missing == {
+        ("body", "email"): {"password": "[redacted]"},
+        ("body", "bot_token"): "[redacted]",
+    }
+    assert "hunter2" not in answer.text

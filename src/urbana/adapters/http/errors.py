@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +30,35 @@ from urbana.domain.errors import (
 from urbana.errors import ConfigurationError, Rejected, Unavailable, UrbanaError
 
 log = logging.getLogger("urbana.http")
+
+# A field whose value is a credential: a refusal names it but does not echo it back.
+_SECRET_FIELD = re.compile(r"password|token|secret|api_?key|jwt_?key", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def _without_secrets(errors: Sequence[Any]) -> list[Any]:
+    """The framework's validation errors, with the value of any credential field masked."""
+    masked = []
+    for error in errors:
+        if isinstance(error, dict) and "input" in error:
+            loc = error.get("loc", ())
+            if any(isinstance(part, str) and _SECRET_FIELD.search(part) for part in loc):
+                error = {**error, "input": REDACTED}
+            else:  # a missing field's error quotes the whole object, credentials too
+                error = {**error, "input": _masked(error["input"])}
+        masked.append(error)
+    return masked
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_FIELD.search(k) else _masked(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 def status_of(exc: UrbanaError) -> int:
@@ -84,7 +116,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(422, "invalid request", errors=exc.errors())
+        return problem(422, "invalid request", errors=_without_secrets(exc.errors()))
 
     @app.exception_handler(UrbanaError)
     async def urbana_error(request: Request, exc: UrbanaError) -> JSONResponse:
