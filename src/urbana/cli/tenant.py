@@ -106,7 +106,9 @@ def set_plan(
             err.print(f"error: {exc}")
             raise typer.Exit(1) from exc
     limit = chosen.lead_limit
-    limit_text = "no limit" if limit is None else f"{limit} new leads a month"
+    limit_text = (
+        "no limit" if limit is None else f"{limit} new lead{'' if limit == 1 else 's'} a month"
+    )
     emit(
         as_json,
         {"tenant_id": str(tid), "plan": chosen.name, "lead_limit": chosen.lead_limit},
