@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from urbana.adapters.kafka.topics import load_topics, partition_counts
 
 pytestmark = pytest.mark.e2e
 
@@ -88,6 +91,11 @@ def test_dev_prints_services_serves_health_and_stops_cleanly(
         ready = httpx.get(services["api"] + "/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"postgres": "ok", "kafka": "ok", "redis": "ok"}
+        # The topics are there as topics.yaml shapes them (not auto-created by a client).
+        counts = asyncio.run(partition_counts(services["kafka"]))
+        assert {t.name: counts.get(t.name) for t in load_topics()} == {
+            t.name: t.partitions for t in load_topics()
+        }
         pg_pid = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
         children = _descendants(proc.pid) | {pg_pid}
         assert all(_alive(p) for p in children)

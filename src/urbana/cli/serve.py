@@ -86,8 +86,13 @@ def dev(
             out.print(f"api: {api_url}")
             out.print("ready")
 
+        from urbana.adapters.kafka.topics import init_topics
         from urbana.adapters.runtime import ROLES
 
+        # Every topic first, shaped by topics.yaml, as `kafka init` does in production:
+        # else the first client to ask the broker about the event topic gets it
+        # auto-created with the broker's default partitions.
+        asyncio.run(init_topics(urls.kafka))
         run(_serve(settings, host, port, started, roles=ROLES))
     except KeyboardInterrupt:
         err.print("stopping")
