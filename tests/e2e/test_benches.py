@@ -1,4 +1,4 @@
-"""The capacity benches run end to end in a tiny configuration and print their JSON.
+"""The capacity and live-update benches run end to end in a tiny configuration and print their JSON.
 
 What they measure is not asserted (a loaded machine makes any figure flaky); that each
 one starts its topology, drives it and reports every figure it promises is."""
@@ -53,3 +53,11 @@ def test_capacity_models_a_target_load_from_measured_costs() -> None:
     assert model["kafka_partitions"]["suggested"] >= model["kafka_partitions"]["events_topic_min"]
     assert model["event_store"]["postgres_servers"] >= 1
     assert set(result["projections_cpu_per_event"]) >= {"conversation_view"}
+
+
+def test_sse_delivers_every_round_to_every_http_client_and_reports_a_baseline() -> None:
+    result = run_bench("sse.py", "--quick", "--clients", "20")
+    assert result["clients"] == 20
+    assert result["delivery_store_to_sse_client"]["n"] == 20 * result["rounds"]
+    assert result["baseline_store_to_notify"]["n"] == result["rounds"]
+    assert result["delivery_store_to_sse_client"]["p50_ms"] > 0
