@@ -161,10 +161,18 @@ class PiiMapper(Mapper[UUID]):
         return domain_event
 
 
-def open_sealed(cipher: SubjectCipher, sealed: dict[str, Any]) -> dict[str, Any]:
-    """The personal fields of a sealed record, or `ERASED` for each when shredded."""
-    subject = UUID(sealed["k"])
+def open_sealed(
+    cipher: SubjectCipher, sealed: dict[str, Any], subject: UUID | None = None
+) -> dict[str, Any]:
+    """The personal fields of a sealed record, or `ERASED` for each when shredded.
+
+    `subject` is `sealed["k"]` already parsed, when the caller has it."""
+    if subject is None:
+        subject = UUID(sealed["k"])
     plaintext = cipher.open(subject, base64.b64decode(sealed["c"]))
     if plaintext is None:
         return dict.fromkeys(sealed["f"], ERASED)
-    return cast(dict[str, Any], _untag(orjson.loads(plaintext)))
+    opened = orjson.loads(plaintext)
+    if b'"_type_"' not in plaintext:  # no tagged value inside: nothing to untag
+        return cast(dict[str, Any], opened)
+    return cast(dict[str, Any], _untag(opened))

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable
+from typing import Any
 from uuid import UUID
 
 from urbana.application.ports import SubjectCipher
 from urbana.application.store import open_sealed
 
 
-@runtime_checkable
-class HoldsKeys(Protocol):
-    """A cipher that can tell when opening needs no I/O (its keys are in memory)."""
-
-    def holds(self, subject_ids: Iterable[UUID]) -> bool: ...
-
-
-def _open_all(cipher: SubjectCipher | None, blobs: list[Any]) -> list[dict[str, Any]]:
+def _open_all(
+    cipher: SubjectCipher | None, blobs: list[Any], subjects: dict[str, UUID]
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     cache: dict[str, dict[str, Any]] = {}
     for blob in blobs:
@@ -28,8 +23,11 @@ def _open_all(cipher: SubjectCipher | None, blobs: list[Any]) -> list[dict[str, 
         marker = blob["ciphertext"]
         opened = cache.get(marker)
         if opened is None:
+            key_id = blob["key_id"]
             opened = cache[marker] = open_sealed(
-                cipher, {"k": blob["key_id"], "f": blob["fields"], "c": blob["ciphertext"]}
+                cipher,
+                {"k": key_id, "f": blob["fields"], "c": marker},
+                subjects.get(key_id),
             )
         out.append(opened)
     return out
@@ -43,10 +41,13 @@ async def decrypt(cipher: SubjectCipher | None, blobs: list[Any]) -> list[dict[s
     # hop was half a list's time). A key to load is a database read: off the loop.
     # A page's rows share leads (a conversation's contact and last message, one key):
     # each distinct key id parsed once.
-    subjects = {UUID(k) for k in {b["key_id"] for b in blobs if b}}
-    if isinstance(cipher, HoldsKeys) and cipher.holds(subjects):
-        return _open_all(cipher, blobs)
-    return await asyncio.to_thread(_open_all, cipher, blobs)
+    subjects = {k: UUID(k) for k in {b["key_id"] for b in blobs if b}}
+    # A cipher that can tell when opening needs no I/O (its keys are in memory) has
+    # `holds`; looked up, as a runtime-checkable protocol's isinstance walks its members.
+    holds: Callable[[Iterable[UUID]], bool] | None = getattr(cipher, "holds", None)
+    if holds is not None and holds(subjects.values()):
+        return _open_all(cipher, blobs, subjects)
+    return await asyncio.to_thread(_open_all, cipher, blobs, subjects)
 
 
 def field_text(fields: dict[str, Any], name: str) -> str | None:
