@@ -12,6 +12,7 @@ if it crashes in between, the redelivered events are skipped here.
 
 from __future__ import annotations
 
+import weakref
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -69,18 +70,33 @@ async def apply_async(
     projection: Projection,
     names: dict[str, str],
     envelopes: Sequence[Envelope],
+    staged: set[str] | None = None,
 ) -> int:
-    """`apply_sync` on an async cursor (the event loop never blocks on the database)."""
+    """`apply_sync` on an async cursor (the event loop never blocks on the database).
+
+    The loads are sent together (one round trip, pipeline mode). `staged` names the
+    staging tables this session already has: their DDL is not sent again; the ones
+    created here are added to it (the caller keeps them once the transaction commits).
+    """
     mine = relevant(projection, envelopes)
     if not mine:
         return 0
     loaded: dict[str, list[Row]] = {}
-    for load in projection.loads(mine):
-        await cur.execute(render(load.sql, names), load.params)
-        loaded[load.name] = await cur.fetchall()
+    loads = projection.loads(mine)
+    if loads:
+        conn = cur.connection
+        cursors = [conn.cursor() for _ in loads]
+        async with conn.pipeline():
+            for load, load_cur in zip(loads, cursors, strict=True):
+                await load_cur.execute(render(load.sql, names), load.params)
+        for load, load_cur in zip(loads, cursors, strict=True):
+            loaded[load.name] = await load_cur.fetchall()
     for write in projection.fold(mine, loaded):
         stage, ddl, copy_sql = _stage(write)
-        await cur.execute(ddl)
+        if staged is None or stage not in staged:
+            await cur.execute(ddl)
+            if staged is not None:
+                staged.add(stage)
         async with cur.copy(copy_sql) as copy:
             for row in write.rows:
                 await copy.write_row(row)
@@ -113,34 +129,48 @@ def fresh_events(
     return fresh, positions, skipped
 
 
+# The staging tables each session has created (temporary tables outlive the
+# transactions that made them, `ON COMMIT DELETE ROWS` empties them): a new connection
+# starts with none.
+_STAGED: weakref.WeakKeyDictionary[AsyncConnection[Row], set[str]] = weakref.WeakKeyDictionary()
+
+
 async def apply_tracked(
     conn: AsyncConnection[Row],
     projection: Projection,
     batches: Mapping[int, Sequence[Envelope]],
 ) -> Applied:
-    """Apply per-partition batches and move their tracking, in one transaction."""
+    """Apply per-partition batches and move their tracking, in one transaction.
+
+    The lock and the tracking rows are taken in one round trip (pipeline mode).
+    """
     partitions = sorted(batches)
+    staged = _STAGED.setdefault(conn, set())
+    made = set(staged)
     async with conn.transaction():
         cur = conn.cursor()
-        await cur.execute(
-            "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (lock_key(projection),)
-        )
-        await cur.execute(
-            "INSERT INTO rm_tracking (projection, version, partition, position) "
-            "SELECT %s, %s, p, 0 FROM unnest(%s::int[]) AS p ON CONFLICT DO NOTHING",
-            (projection.name, projection.version, partitions),
-        )
-        # Locks the partitions' rows: a second consumer of the same partition (a zombie
-        # after a rebalance) waits here, then sees the advanced position and skips.
-        await cur.execute(
-            "SELECT partition, position FROM rm_tracking WHERE projection = %s AND version = %s "
-            "AND partition = ANY(%s::int[]) ORDER BY partition FOR UPDATE",
-            (projection.name, projection.version, [FLOOR, *partitions]),
-        )
+        async with conn.pipeline():
+            await cur.execute(
+                "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (lock_key(projection),)
+            )
+            await cur.execute(
+                "INSERT INTO rm_tracking (projection, version, partition, position) "
+                "SELECT %s, %s, p, 0 FROM unnest(%s::int[]) AS p ON CONFLICT DO NOTHING",
+                (projection.name, projection.version, partitions),
+            )
+            # Locks the partitions' rows: a second consumer of the same partition (a
+            # zombie after a rebalance) waits here, then sees the advanced position and
+            # skips.
+            await cur.execute(
+                "SELECT partition, position FROM rm_tracking "
+                "WHERE projection = %s AND version = %s "
+                "AND partition = ANY(%s::int[]) ORDER BY partition FOR UPDATE",
+                (projection.name, projection.version, [FLOOR, *partitions]),
+            )
         tracked = {int(p): int(pos) for p, pos in await cur.fetchall()}
         fresh, positions, skipped = fresh_events(batches, tracked)
         if fresh:
-            await apply_async(cur, projection, table_names(projection), fresh)
+            await apply_async(cur, projection, table_names(projection), fresh, made)
         await cur.execute(
             "UPDATE rm_tracking AS t SET position = v.position, updated_at = now() "
             "FROM unnest(%s::int[], %s::bigint[]) AS v(partition, position) "
@@ -153,6 +183,7 @@ async def apply_tracked(
                 projection.version,
             ),
         )
+    staged |= made  # committed: the tables made in it stay
     return Applied(applied=len(fresh), skipped=skipped, positions=positions)
 
 
