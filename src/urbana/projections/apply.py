@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from psycopg import AsyncConnection, AsyncCursor, Cursor
+from psycopg.pq import TransactionStatus
 
 from urbana.application.envelope import Envelope
 from urbana.projections.base import Projection, Row, Write, relevant, stage_ddl, table_names
@@ -74,23 +75,17 @@ async def apply_async(
 ) -> int:
     """`apply_sync` on an async cursor (the event loop never blocks on the database).
 
-    The loads are sent together (one round trip, pipeline mode). `staged` names the
-    staging tables this session already has: their DDL is not sent again; the ones
-    created here are added to it (the caller keeps them once the transaction commits).
+    `staged` names the staging tables this session already has: their DDL is not sent
+    again; the ones created here are added to it (the caller keeps them once the
+    transaction commits).
     """
     mine = relevant(projection, envelopes)
     if not mine:
         return 0
     loaded: dict[str, list[Row]] = {}
-    loads = projection.loads(mine)
-    if loads:
-        conn = cur.connection
-        cursors = [conn.cursor() for _ in loads]
-        async with conn.pipeline():
-            for load, load_cur in zip(loads, cursors, strict=True):
-                await load_cur.execute(render(load.sql, names), load.params)
-        for load, load_cur in zip(loads, cursors, strict=True):
-            loaded[load.name] = await load_cur.fetchall()
+    for load in projection.loads(mine):
+        await cur.execute(render(load.sql, names), load.params)
+        loaded[load.name] = await cur.fetchall()
     for write in projection.fold(mine, loaded):
         stage, ddl, copy_sql = _stage(write)
         if staged is None or stage not in staged:
@@ -142,14 +137,19 @@ async def apply_tracked(
 ) -> Applied:
     """Apply per-partition batches and move their tracking, in one transaction.
 
-    The lock and the tracking rows are taken in one round trip (pipeline mode).
+    Besides the projection's own statements, two round trips (pipeline mode): BEGIN,
+    the lock and the tracking rows in one; the tracking's move and COMMIT in the other.
+    Only these small statements are pipelined, never the loads or writes, whose size
+    grows with the batch. A failure half-way rolls back (or, when even that fails,
+    closes the connection, which the runner then opens again).
     """
     partitions = sorted(batches)
     staged = _STAGED.setdefault(conn, set())
     made = set(staged)
-    async with conn.transaction():
-        cur = conn.cursor()
+    cur = conn.cursor()
+    try:
         async with conn.pipeline():
+            await cur.execute("BEGIN", prepare=False)
             await cur.execute(
                 "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (lock_key(projection),)
             )
@@ -171,20 +171,35 @@ async def apply_tracked(
         fresh, positions, skipped = fresh_events(batches, tracked)
         if fresh:
             await apply_async(cur, projection, table_names(projection), fresh, made)
-        await cur.execute(
-            "UPDATE rm_tracking AS t SET position = v.position, updated_at = now() "
-            "FROM unnest(%s::int[], %s::bigint[]) AS v(partition, position) "
-            "WHERE t.projection = %s AND t.version = %s AND t.partition = v.partition "
-            "AND v.position > t.position",
-            (
-                list(positions),
-                list(positions.values()),
-                projection.name,
-                projection.version,
-            ),
-        )
+        async with conn.pipeline():
+            await cur.execute(
+                "UPDATE rm_tracking AS t SET position = v.position, updated_at = now() "
+                "FROM unnest(%s::int[], %s::bigint[]) AS v(partition, position) "
+                "WHERE t.projection = %s AND t.version = %s AND t.partition = v.partition "
+                "AND v.position > t.position",
+                (
+                    list(positions),
+                    list(positions.values()),
+                    projection.name,
+                    projection.version,
+                ),
+            )
+            await cur.execute("COMMIT", prepare=False)
+    except BaseException:
+        await _roll_back(conn)
+        raise
     staged |= made  # committed: the tables made in it stay
     return Applied(applied=len(fresh), skipped=skipped, positions=positions)
+
+
+async def _roll_back(conn: AsyncConnection[Row]) -> None:
+    """End a transaction that failed half-way (a poison event, a lost connection)."""
+    if conn.closed or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        await conn.execute("ROLLBACK", prepare=False)
+    except Exception:
+        await conn.close()  # in no known state: the runner connects again
 
 
 async def tracked_positions(conn: AsyncConnection[Row], projection: Projection) -> dict[int, int]:
