@@ -1,21 +1,25 @@
 """Relay lag: store append -> Kafka consumer (-> projections), at a steady 1,000 events/s.
 
-    python bench/relay.py [--quick]
+    python bench/relay.py [--quick] [--seconds S]
 
 On the embedded PostgreSQL and Tansu (or URBANA_DATABASE_URL / URBANA_KAFKA_BOOTSTRAP):
 - a writer process (the API side) appends follow-up messages with
   `store.app.receive_messages`, paced by the wall clock at 1,000 events/s (2 events per
-  message, 25 messages every 50 ms), for 10 s (3 s with --quick), and notes when each
-  batch's commit returned;
+  message, 25 messages every 50 ms), for 10 s (3 s with --quick, S with --seconds), and
+  notes when each batch's commit returned;
 - the relay follows the store (LISTEN/NOTIFY) and publishes to a fresh topic;
 - a consumer (no group, all partitions) notes when each position arrives;
 - when `urbana.adapters.kafka.projector` is present, the projection runner (its own
   process, like `urbana worker --role projector`) consumes the same topic, and the time
-  each position is applied by every projection is noted too;
+  each position is applied by every projection is noted too, with the CPU time that
+  process spent from the first paced event to the last one applied (per event);
 - baseline, same broker, same run: raw aiokafka produce -> consume latency at the same
   rate, without the store.
 Lag is counted from the commit's return to the consumer's receipt (or the projections'
-commit). Target (issue #4): p99 <= 100 ms store -> Kafka -> projection.
+commit: when the runner reports a batch committed, which it does once every projection
+has committed it); `kafka_to_all_projections` counts from the consumer's receipt instead,
+the projector's share alone. Target (issue #4): p99 <= 100 ms store -> Kafka ->
+projection.
 """
 
 from __future__ import annotations
@@ -260,7 +264,9 @@ async def measure(
     await relay_task
     relay_metrics = relay.metrics()
     await relay.aclose()
-    applied = await asyncio.to_thread(projector.finish, last) if projector else None
+    applied, projector_cpu_s = (
+        await asyncio.to_thread(projector.finish, last) if projector else (None, 0.0)
+    )
 
     timeline = Commits(commits)
     kafka_lags = []
@@ -285,6 +291,11 @@ async def measure(
     if applied is not None:
         result["store_to_projection"] = projection_lags(
             applied, timeline, seen, first_position, last
+        )
+        # From "ready" to the last event applied: the paced run, idle polling included.
+        result["projector_cpu_s"] = round(projector_cpu_s, 3)
+        result["projector_cpu_ms_per_event"] = round(
+            projector_cpu_s * 1000 / max(1, last - first_position), 4
         )
     return result
 
@@ -321,14 +332,22 @@ class Projector:
         process.start()
         return cls(process, ours)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, seconds: float = 120.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.conn.poll(0.5):
+            if not self.process.is_alive():
+                raise RuntimeError(f"projector process exited ({self.process.exitcode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError("projector not ready")
         assert self.conn.recv() == "ready"
 
-    def finish(self, last: int) -> Applied:
+    def finish(self, last: int) -> tuple[Applied, float]:
+        """What each projection applied when, and the process's CPU seconds meanwhile."""
         self.conn.send(last)
-        applied: Applied = self.conn.recv()
+        applied: Applied
+        applied, cpu_s = self.conn.recv()
         self.process.join()
-        return applied
+        return applied, cpu_s
 
 
 def run_projector(
@@ -365,16 +384,20 @@ async def _project(
         if runner.assigned() or task.done():
             break
         await asyncio.sleep(0.05)
+    # For a profiler: py-spy record --pid <this> while the paced writer runs.
+    print(f"projector pid {os.getpid()}", file=sys.stderr, flush=True)
     conn.send("ready")
+    cpu_start = time.process_time()
     last = await asyncio.to_thread(conn.recv)
     names = [p.name for p in runner.projections]
     for _ in range(1200):  # at most 60 s
         if all(any(e and e[-1][0] >= last for e in applied[n].values()) for n in names):
             break
         await asyncio.sleep(0.05)
+    cpu_s = time.process_time() - cpu_start
     stop.set()
     await task
-    conn.send({name: dict(parts) for name, parts in applied.items()})
+    conn.send(({name: dict(parts) for name, parts in applied.items()}, cpu_s))
     conn.close()
 
 
@@ -388,6 +411,7 @@ def projection_lags(
     """Per projection and for all of them: commit -> applied by the projection."""
     per: dict[str, list[float]] = defaultdict(list)
     every: list[float] = []
+    from_kafka: list[float] = []  # the consumer's receipt -> the last projection's commit
     for position in range(first_position + 1, last + 1):
         committed = timeline.commit_time(position, first_position)
         got = seen.get(position)
@@ -407,8 +431,10 @@ def projection_lags(
                 latest = max(latest, lag)
         if latest is not None:
             every.append(latest)
+            from_kafka.append(latest - (got[1] - committed))
     return {
         "all_projections": percentiles(every),
+        "kafka_to_all_projections": percentiles(from_kafka),
         **{name: percentiles(values) for name, values in sorted(per.items())},
     }
 
@@ -417,10 +443,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
+        "--seconds", type=float, help="how long the paced writer runs (default 10, 3 with --quick)"
+    )
+    parser.add_argument(
         "--no-projection", action="store_true", help="store -> Kafka only, even with a projector"
     )
     args = parser.parse_args()
-    seconds = 3.0 if args.quick else 10.0
+    seconds = args.seconds if args.seconds else 3.0 if args.quick else 10.0
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="urbana-bench-") as tmp:
         stack = EmbeddedStack(

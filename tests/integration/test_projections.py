@@ -132,7 +132,7 @@ def runner(services: ServiceUrls, store: Store, topic: str, **kw: Any) -> Projec
         schema=store.schema,
         bootstrap=services.kafka,
         topic=topic,
-        group_prefix=f"test.{topic}",
+        group_prefix=kw.pop("group_prefix", f"test.{topic}"),
         assign=True,
         dlq_topic=kw.pop("dlq_topic", f"{topic}.dlq"),
         **kw,
@@ -213,6 +213,58 @@ async def test_poison_event_goes_to_the_dlq_and_the_partition_moves_on(
     assert set(by_error) == {"KeyError", "JSONDecodeError"}
     assert orjson.loads(by_error["KeyError"].value)["position"] == poison.position
     assert dict(by_error["KeyError"].headers)["projection"] == b"conversation_view"
+
+
+async def test_a_batch_with_a_poison_event_applies_the_rest_once_in_every_projection(
+    services: ServiceUrls, store: Store
+) -> None:
+    """One fetched batch feeds every projection; the one that cannot apply an event falls
+    back to one by one and dead-letters it, the others apply the whole batch. Delivered
+    again (a new group reads the topic from the start), nothing is applied twice and
+    nothing is dead-lettered twice."""
+    tenant_id, _ = store.app.register_tenant(f"T {uuid4().hex[:6]}")
+    (conversation_id,) = converse(store, tenant_id, ["5511977771111"])
+    before = stored_envelopes(store)
+    store.app.receive_message(
+        ReceiveMessage(tenant_id, "cloud", inbound("5511977771111", "depois do veneno"))
+    )
+    after = stored_envelopes(store, before[-1].position)
+    last = before[-1]
+    poison = Envelope(  # a MessageReceived without its `seq`: the conversation view fails
+        **{
+            **{f: getattr(last, f) for f in Envelope.__dataclass_fields__},
+            "type": "MessageReceived",
+            "aggregate": "Conversation",
+            "stream_id": str(conversation_id),
+            "position": last.position,
+            "data": {"lead_id": None},
+        }
+    )
+    published = [*before[:-1], poison, *after]
+    topic = unique_topic()
+    await new_topics(services.kafka, topic, f"{topic}.dlq", partitions=1)
+    await publish(services.kafka, topic, published)
+
+    first = await runner(services, store, topic, batch_size=10_000).run_until_caught_up(60)
+    assert first["conversation_view"].dead_lettered == 1
+    for name, m in first.items():
+        assert m.batches == 1, name  # the whole topic came in one batch
+        assert m.applied + m.dead_lettered == len(published), name
+        assert m.skipped == 0, name
+        assert m.positions == {0: published[-1].position}, name
+    applied_once = snapshot(store)
+    with psycopg.connect(conninfo(store.url, store.schema)) as conn:
+        inbound_count = conn.execute(
+            "SELECT inbound_count FROM rm_conversations_v3 WHERE id = %s", (conversation_id,)
+        ).fetchone()
+    assert inbound_count == (3,)  # the messages around the poison were applied
+
+    again = await runner(
+        services, store, topic, batch_size=10_000, group_prefix=f"again.{topic}"
+    ).run_until_caught_up(60)
+    for name, m in again.items():
+        assert (m.applied, m.dead_lettered, m.skipped) == (0, 0, len(published)), name
+    assert snapshot(store) == applied_once
 
 
 async def test_after_a_replay_the_runner_applies_only_what_is_newer(

@@ -12,11 +12,13 @@ if it crashes in between, the redelivered events are skipped here.
 
 from __future__ import annotations
 
+import weakref
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from psycopg import AsyncConnection, AsyncCursor, Cursor
+from psycopg.pq import TransactionStatus
 
 from urbana.application.envelope import Envelope
 from urbana.projections.base import Projection, Row, Write, relevant, stage_ddl, table_names
@@ -69,8 +71,14 @@ async def apply_async(
     projection: Projection,
     names: dict[str, str],
     envelopes: Sequence[Envelope],
+    staged: set[str] | None = None,
 ) -> int:
-    """`apply_sync` on an async cursor (the event loop never blocks on the database)."""
+    """`apply_sync` on an async cursor (the event loop never blocks on the database).
+
+    `staged` names the staging tables this session already has: their DDL is not sent
+    again; the ones created here are added to it (the caller keeps them once the
+    transaction commits).
+    """
     mine = relevant(projection, envelopes)
     if not mine:
         return 0
@@ -80,7 +88,10 @@ async def apply_async(
         loaded[load.name] = await cur.fetchall()
     for write in projection.fold(mine, loaded):
         stage, ddl, copy_sql = _stage(write)
-        await cur.execute(ddl)
+        if staged is None or stage not in staged:
+            await cur.execute(ddl)
+            if staged is not None:
+                staged.add(stage)
         async with cur.copy(copy_sql) as copy:
             for row in write.rows:
                 await copy.write_row(row)
@@ -113,47 +124,82 @@ def fresh_events(
     return fresh, positions, skipped
 
 
+# The staging tables each session has created (temporary tables outlive the
+# transactions that made them, `ON COMMIT DELETE ROWS` empties them): a new connection
+# starts with none.
+_STAGED: weakref.WeakKeyDictionary[AsyncConnection[Row], set[str]] = weakref.WeakKeyDictionary()
+
+
 async def apply_tracked(
     conn: AsyncConnection[Row],
     projection: Projection,
     batches: Mapping[int, Sequence[Envelope]],
 ) -> Applied:
-    """Apply per-partition batches and move their tracking, in one transaction."""
+    """Apply per-partition batches and move their tracking, in one transaction.
+
+    Besides the projection's own statements, two round trips (pipeline mode): BEGIN,
+    the lock and the tracking rows in one; the tracking's move and COMMIT in the other.
+    Only these small statements are pipelined, never the loads or writes, whose size
+    grows with the batch. A failure half-way rolls back (or, when even that fails,
+    closes the connection, which the runner then opens again).
+    """
     partitions = sorted(batches)
-    async with conn.transaction():
-        cur = conn.cursor()
-        await cur.execute(
-            "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (lock_key(projection),)
-        )
-        await cur.execute(
-            "INSERT INTO rm_tracking (projection, version, partition, position) "
-            "SELECT %s, %s, p, 0 FROM unnest(%s::int[]) AS p ON CONFLICT DO NOTHING",
-            (projection.name, projection.version, partitions),
-        )
-        # Locks the partitions' rows: a second consumer of the same partition (a zombie
-        # after a rebalance) waits here, then sees the advanced position and skips.
-        await cur.execute(
-            "SELECT partition, position FROM rm_tracking WHERE projection = %s AND version = %s "
-            "AND partition = ANY(%s::int[]) ORDER BY partition FOR UPDATE",
-            (projection.name, projection.version, [FLOOR, *partitions]),
-        )
+    staged = _STAGED.setdefault(conn, set())
+    made = set(staged)
+    cur = conn.cursor()
+    try:
+        async with conn.pipeline():
+            await cur.execute("BEGIN", prepare=False)
+            await cur.execute(
+                "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (lock_key(projection),)
+            )
+            await cur.execute(
+                "INSERT INTO rm_tracking (projection, version, partition, position) "
+                "SELECT %s, %s, p, 0 FROM unnest(%s::int[]) AS p ON CONFLICT DO NOTHING",
+                (projection.name, projection.version, partitions),
+            )
+            # Locks the partitions' rows: a second consumer of the same partition (a
+            # zombie after a rebalance) waits here, then sees the advanced position and
+            # skips.
+            await cur.execute(
+                "SELECT partition, position FROM rm_tracking "
+                "WHERE projection = %s AND version = %s "
+                "AND partition = ANY(%s::int[]) ORDER BY partition FOR UPDATE",
+                (projection.name, projection.version, [FLOOR, *partitions]),
+            )
         tracked = {int(p): int(pos) for p, pos in await cur.fetchall()}
         fresh, positions, skipped = fresh_events(batches, tracked)
         if fresh:
-            await apply_async(cur, projection, table_names(projection), fresh)
-        await cur.execute(
-            "UPDATE rm_tracking AS t SET position = v.position, updated_at = now() "
-            "FROM unnest(%s::int[], %s::bigint[]) AS v(partition, position) "
-            "WHERE t.projection = %s AND t.version = %s AND t.partition = v.partition "
-            "AND v.position > t.position",
-            (
-                list(positions),
-                list(positions.values()),
-                projection.name,
-                projection.version,
-            ),
-        )
+            await apply_async(cur, projection, table_names(projection), fresh, made)
+        async with conn.pipeline():
+            await cur.execute(
+                "UPDATE rm_tracking AS t SET position = v.position, updated_at = now() "
+                "FROM unnest(%s::int[], %s::bigint[]) AS v(partition, position) "
+                "WHERE t.projection = %s AND t.version = %s AND t.partition = v.partition "
+                "AND v.position > t.position",
+                (
+                    list(positions),
+                    list(positions.values()),
+                    projection.name,
+                    projection.version,
+                ),
+            )
+            await cur.execute("COMMIT", prepare=False)
+    except BaseException:
+        await _roll_back(conn)
+        raise
+    staged |= made  # committed: the tables made in it stay
     return Applied(applied=len(fresh), skipped=skipped, positions=positions)
+
+
+async def _roll_back(conn: AsyncConnection[Row]) -> None:
+    """End a transaction that failed half-way (a poison event, a lost connection)."""
+    if conn.closed or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        await conn.execute("ROLLBACK", prepare=False)
+    except Exception:
+        await conn.close()  # in no known state: the runner connects again
 
 
 async def tracked_positions(conn: AsyncConnection[Row], projection: Projection) -> dict[int, int]:

@@ -1,12 +1,19 @@
-"""The projection runner: Kafka consumer groups that keep the read models up to date.
+"""The projection runner: a Kafka consumer that keeps the read models up to date.
 
-One consumer group per projection (`urbana.projection.<name>.v<version>`), so each
-read model moves at its own pace and a new version starts from the beginning of the
-topic. A batch from `getmany` is applied in one PostgreSQL transaction together with
-the tracking of its partitions (`urbana.projections.apply.apply_tracked`); the Kafka
-offsets are committed only after that transaction commits (batched: at most once a
-second, and when the runner closes). A crash in between makes
-Kafka redeliver the batch, and the tracking skips it: exactly-once effect.
+One consumer feeds every projection the runner holds: each fetched batch is decoded
+once and applied to the projections concurrently, each on its own connection, in one
+PostgreSQL transaction together with the tracking of its partitions
+(`urbana.projections.apply.apply_tracked`). Its group is named after the projections and
+their versions (`feed_group_id`: `urbana.projection.<name>.v<version>` for one), so a
+version bump is a new group that starts from the beginning of the topic; the
+projections already at the head skip what they hold by their tracking. The Kafka offsets
+are committed only after every projection's transaction commits (batched: at most once
+a second, and when the runner closes). A crash in between makes Kafka redeliver the
+batch, and the tracking skips it: exactly-once effect.
+
+Five consumers (one group per projection, as before) fetched and decoded every record
+five times: that, not the projections' SQL, was most of the projector's CPU
+(bench/relay.py).
 
 Kafka offsets are not store positions, so the runner cannot seek by its tracking; it
 starts from the group's committed offsets (earliest for a new group) and relies on the
@@ -75,40 +82,35 @@ def group_id(projection: Projection, prefix: str = "urbana.projection") -> str:
     return f"{prefix}.{projection.name}.v{projection.version}"
 
 
+def feed_group_id(projections: Sequence[Projection], prefix: str = "urbana.projection") -> str:
+    """The group of one runner's consumer: every projection it feeds, with its version.
+
+    One projection: `group_id` (`<prefix>.<name>.v<version>`). Several: their
+    `<name>.v<version>` joined by `+`, in name order, so a version bump (or another set of
+    projections) is a new group, which starts from the beginning of the topic.
+    """
+    if len(projections) == 1:
+        return group_id(projections[0], prefix)
+    return (
+        prefix
+        + "."
+        + "+".join(f"{p.name}.v{p.version}" for p in sorted(projections, key=lambda p: p.name))
+    )
+
+
 class _Worker:
-    """One projection: its consumer, its database connection, its metrics."""
+    """One projection: its database connection, its metrics, its poison handling."""
 
     def __init__(self, runner: ProjectionRunner, projection: Projection) -> None:
         self.runner = runner
         self.projection = projection
         self.metrics = ProjectionMetrics()
-        self.consumer: AIOKafkaConsumer | None = None
         self.conn: AsyncConnection[Any] | None = None
-        self._offsets: dict[TopicPartition, int] = {}  # applied, not yet committed
-        self._committed_at = time.monotonic()
-        self._lag: dict[int, int] = {}  # partition -> records behind, as of its last fetch
 
     async def start(self) -> None:
-        r = self.runner
         self.conn = await self._connect()
-        self.consumer = group_consumer(
-            bootstrap=r.bootstrap,
-            group_id=group_id(self.projection, r.group_prefix),
-            timeouts=r.timeouts,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        await self.consumer.start()
-        if r.assign:
-            await self._assign_all()
-        else:
-            self.consumer.subscribe([r.topic])
 
     async def close(self) -> None:
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):  # redelivery is harmless, only slower
-                await self.commit_offsets()
-            consumer, self.consumer = self.consumer, None
-            await stop_consumer(consumer)
         if self.conn is not None:
             conn, self.conn = self.conn, None
             await conn.close()
@@ -117,72 +119,25 @@ class _Worker:
         r = self.runner
         return await AsyncConnection.connect(conninfo(r.database_url, r.schema), autocommit=True)
 
-    async def _assign_all(self) -> None:
-        assert self.consumer is not None
-        topic = self.runner.topic
-        for _ in range(50):
-            await self.consumer.topics()  # refreshes metadata
-            partitions = self.consumer.partitions_for_topic(topic)
-            if partitions:
-                self.consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {topic} has no partitions")
-
-    # ------------------------------------------------------------------ the loop
-
-    async def step(self) -> int:
-        """Fetch one batch, apply it, commit its offsets; returns the records handled."""
-        assert self.consumer is not None
-        got = await self.consumer.getmany(
-            timeout_ms=self.runner.poll_ms, max_records=self.runner.batch_size
-        )
-        if time.monotonic() - self._committed_at >= OFFSET_COMMIT_EVERY_S:
-            await self.commit_offsets()
-        if not got:
-            return 0
-        records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]] = {}
-        offsets: dict[TopicPartition, int] = {}
-        handled = 0
-        for tp, batch in got.items():
-            offsets[tp] = batch[-1].offset + 1
-            handled += len(batch)
-            decoded = records.setdefault(tp.partition, [])
-            for record in batch:
-                try:
-                    decoded.append((record, Envelope.from_json(record.value)))
-                except Exception as exc:
-                    await self._dead_letter(record, exc)
-        if any(records.values()):
-            with tracing.fan_out(
-                f"project {self.projection.name}",
-                (tracing.header(r.headers) for items in records.values() for r, _ in items),
-                kind=tracing.SpanKind.CONSUMER,
-                attributes={"messaging.system": "kafka", "urbana.batch": handled},
-            ):
-                applied = await self._apply(records)
-            if self.runner.after_db_commit is not None:
-                await self.runner.after_db_commit(self.projection.name, applied)
-        self._offsets.update(offsets)
-        self._note_lag(offsets)
-        return handled
-
-    def _note_lag(self, consumed: dict[TopicPartition, int]) -> None:
-        """The records behind each partition's end, from the fetch's high watermark
-        (what the broker told with the records, so no extra request)."""
-        assert self.consumer is not None
-        for tp, next_offset in consumed.items():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                self._lag[tp.partition] = max(0, high - next_offset)
-        self.metrics.lag_records = sum(self._lag.values())
-
-    async def commit_offsets(self) -> None:
-        """Commit the offsets of what has been applied (and dead-lettered)."""
-        self._committed_at = time.monotonic()
-        if self._offsets and self.consumer is not None:
-            offsets, self._offsets = self._offsets, {}
-            await self.consumer.commit(offsets)
+    async def apply(
+        self,
+        records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]],
+        undecodable: list[tuple[ConsumerRecord[Any, Any], Exception]],
+        handled: int,
+    ) -> Applied | None:
+        """Apply one fetched batch (None when it held no envelope); dead-letter what
+        could not be decoded."""
+        for record, exc in undecodable:
+            await self._dead_letter(record, exc)
+        if not any(records.values()):
+            return None
+        with tracing.fan_out(
+            f"project {self.projection.name}",
+            (tracing.header(r.headers) for items in records.values() for r, _ in items),
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "urbana.batch": handled},
+        ):
+            return await self._apply(records)
 
     async def _apply(
         self, records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]]
@@ -298,19 +253,6 @@ class _Worker:
             old = self.metrics.positions.get(partition, 0)
             self.metrics.positions[partition] = max(old, position)
 
-    async def caught_up(self) -> bool:
-        """Whether every assigned partition has been consumed up to its end offset."""
-        assert self.consumer is not None
-        assigned = list(self.consumer.assignment())
-        if not assigned:
-            return False
-        ends = await self.consumer.end_offsets(assigned)
-        lag = 0
-        for tp in assigned:
-            lag += max(0, ends[tp] - await self.consumer.position(tp))
-        self.metrics.lag_records = lag
-        return lag == 0
-
 
 class _Poison(Exception):
     def __init__(self, cause: BaseException) -> None:
@@ -319,7 +261,7 @@ class _Poison(Exception):
 
 
 class ProjectionRunner:
-    """Runs the projections' consumer groups against one database schema and topic."""
+    """Feeds the projections from one consumer, against one database schema and topic."""
 
     def __init__(
         self,
@@ -338,10 +280,10 @@ class ProjectionRunner:
         timeouts: GroupTimeouts | None = None,
     ) -> None:
         """`assign=True` takes every partition of the topic without group rebalancing (one
-        instance per projection; offsets still committed to the group). `after_db_commit`
-        is called between the database commit and the offset commit (a seam for tests
-        that simulate a crash there). `timeouts` are the consumer group's (the
-        workers' too), see `urbana.adapters.kafka.consumer`.
+        instance per set of projections; offsets still committed to the group).
+        `after_db_commit` is called between the database commit and the offset commit (a
+        seam for tests that simulate a crash there). `timeouts` are the consumer group's
+        (the workers' too), see `urbana.adapters.kafka.consumer`.
         """
         self.database_url = database_url
         self.schema = schema
@@ -352,11 +294,16 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.poll_ms = poll_ms
         self.group_prefix = group_prefix
+        self.group_id = feed_group_id(self.projections, group_prefix)
         self.assign = assign
         self.after_db_commit = after_db_commit
         self.timeouts = timeouts or GroupTimeouts()
         self.dead_letters = Producer(bootstrap, client_id="urbana-projection-dlq")
+        self.consumer: AIOKafkaConsumer | None = None
         self._workers: list[_Worker] = []
+        self._offsets: dict[TopicPartition, int] = {}  # applied, not yet committed
+        self._committed_at = time.monotonic()
+        self._lag: dict[int, int] = {}  # partition -> records behind, as of its last fetch
         self.metrics: dict[str, ProjectionMetrics] = {
             p.name: ProjectionMetrics() for p in self.projections
         }
@@ -369,11 +316,39 @@ class ProjectionRunner:
                 worker.metrics = self.metrics[projection.name]
                 self._workers.append(worker)
                 await worker.start()
+            self.consumer = group_consumer(
+                bootstrap=self.bootstrap,
+                group_id=self.group_id,
+                timeouts=self.timeouts,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            await self.consumer.start()
+            if self.assign:
+                await self._assign_all()
+            else:
+                self.consumer.subscribe([self.topic])
         except BaseException:
             await self._close()
             raise
 
+    async def _assign_all(self) -> None:
+        assert self.consumer is not None
+        for _ in range(50):
+            await self.consumer.topics()  # refreshes metadata
+            partitions = self.consumer.partitions_for_topic(self.topic)
+            if partitions:
+                self.consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {self.topic} has no partitions")
+
     async def _close(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):  # redelivery is harmless, only slower
+                await self.commit_offsets()
+            consumer, self.consumer = self.consumer, None
+            with contextlib.suppress(Exception):
+                await stop_consumer(consumer)
         workers, self._workers = self._workers, []
         for worker in workers:
             with contextlib.suppress(Exception):
@@ -381,22 +356,100 @@ class ProjectionRunner:
         await self.dead_letters.close()
 
     def assigned(self) -> bool:
-        """Whether every projection's consumer holds partitions (its group has joined)."""
-        return bool(self._workers) and all(
-            w.consumer is not None and w.consumer.assignment() for w in self._workers
+        """Whether the consumer holds partitions (its group has joined)."""
+        return self.consumer is not None and bool(self.consumer.assignment())
+
+    # ------------------------------------------------------------------ the loop
+
+    async def step(self) -> int:
+        """Fetch one batch, apply it to every projection, note its offsets; returns the
+        records handled.
+
+        The batch is decoded once and applied to the projections concurrently, each on its
+        own connection in its own transaction with its tracking (a poison event falls back
+        to one by one in that projection only). The offsets move on once every projection
+        has committed.
+        """
+        assert self.consumer is not None
+        got = await self.consumer.getmany(timeout_ms=self.poll_ms, max_records=self.batch_size)
+        if time.monotonic() - self._committed_at >= OFFSET_COMMIT_EVERY_S:
+            await self.commit_offsets()
+        if not got:
+            return 0
+        records: dict[int, list[tuple[ConsumerRecord[Any, Any], Envelope]]] = {}
+        undecodable: list[tuple[ConsumerRecord[Any, Any], Exception]] = []
+        offsets: dict[TopicPartition, int] = {}
+        handled = 0
+        for tp, batch in got.items():
+            offsets[tp] = batch[-1].offset + 1
+            handled += len(batch)
+            decoded = records.setdefault(tp.partition, [])
+            for record in batch:
+                try:
+                    decoded.append((record, Envelope.from_json(record.value)))
+                except Exception as exc:
+                    undecodable.append((record, exc))
+        results = await asyncio.gather(
+            *(w.apply(records, undecodable, handled) for w in self._workers),
+            return_exceptions=True,
         )
+        applied: list[tuple[str, Applied]] = []
+        for worker, result in zip(self._workers, results, strict=True):
+            # Every projection has finished (none is left running) before a failure ends
+            # the step; the offsets stay where they were, and the tracking skips what
+            # the others committed when the batch comes again.
+            if isinstance(result, BaseException):
+                raise result
+            if result is not None:
+                applied.append((worker.projection.name, result))
+        if self.after_db_commit is not None:
+            for name, result in applied:
+                await self.after_db_commit(name, result)
+        self._offsets.update(offsets)
+        self._note_lag(offsets)
+        return handled
+
+    def _note_lag(self, consumed: dict[TopicPartition, int]) -> None:
+        """The records behind each partition's end, from the fetch's high watermark
+        (what the broker told with the records, so no extra request)."""
+        assert self.consumer is not None
+        for tp, next_offset in consumed.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                self._lag[tp.partition] = max(0, high - next_offset)
+        lag = sum(self._lag.values())
+        for metrics in self.metrics.values():
+            metrics.lag_records = lag
+
+    async def commit_offsets(self) -> None:
+        """Commit the offsets of what has been applied (and dead-lettered)."""
+        self._committed_at = time.monotonic()
+        if self._offsets and self.consumer is not None:
+            offsets, self._offsets = self._offsets, {}
+            await self.consumer.commit(offsets)
+
+    async def caught_up(self) -> bool:
+        """Whether every assigned partition has been consumed up to its end offset."""
+        assert self.consumer is not None
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return False
+        ends = await self.consumer.end_offsets(assigned)
+        lag = 0
+        for tp in assigned:
+            lag += max(0, ends[tp] - await self.consumer.position(tp))
+        for metrics in self.metrics.values():
+            metrics.lag_records = lag
+        return lag == 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume and apply until `stop` is set; then close every client."""
         await self._start()
         try:
-            await asyncio.gather(*(self._loop(w, stop) for w in self._workers))
+            while not stop.is_set():
+                await self.step()
         finally:
             await self._close()
-
-    async def _loop(self, worker: _Worker, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await worker.step()
 
     async def run_until_caught_up(
         self,
@@ -406,18 +459,10 @@ class ProjectionRunner:
         await self._start()
         deadline = time.monotonic() + timeout
         try:
-            pending = list(self._workers)
-            while pending:
+            while not (await self.step() == 0 and await self.caught_up()):
                 if time.monotonic() > deadline:
-                    raise RunnerTimeout(
-                        f"not caught up after {timeout}s: {[w.projection.name for w in pending]}"
-                    )
-                still = []
-                for worker in pending:
-                    if await worker.step() == 0 and await worker.caught_up():
-                        continue
-                    still.append(worker)
-                pending = still
+                    names = [p.name for p in self.projections]
+                    raise RunnerTimeout(f"not caught up after {timeout}s: {names}")
         finally:
             await self._close()
         return self.metrics
