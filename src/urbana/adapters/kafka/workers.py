@@ -130,6 +130,9 @@ class EventWorker:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[TopicPartition, dict[int, asyncio.Task[None]]] = defaultdict(dict)
         self._seen: dict[TopicPartition, int] = {}
+        # What this consumer last committed: an unchanged commit is not sent again (an idle
+        # worker loops ten times a second, and each commit costs the broker a write).
+        self._committed: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; broker faults restart the consumer after a pause."""
@@ -164,6 +167,7 @@ class EventWorker:
                 await self._drain()
                 self._in_flight.clear()
                 self._seen.clear()
+                self._committed.clear()
                 await stop_consumer(consumer)
 
     async def _accept(self, batch: dict[TopicPartition, list[Any]]) -> None:
@@ -171,6 +175,12 @@ class EventWorker:
         for tp, records in batch.items():
             for record in records:
                 self._seen[tp] = record.offset
+                # The relay names the type in a header: records of other types are not
+                # decoded at all (a worker handles one or two types of the topic's dozens).
+                named = _event_type(record.headers)
+                if named is not None and named not in self._types:
+                    self.metrics.skipped += 1
+                    continue
                 try:
                     envelope = Envelope.from_json(record.value)
                 except (ValueError, TypeError) as exc:
@@ -261,9 +271,12 @@ class EventWorker:
         offsets = {}
         for tp, last in self._seen.items():
             pending = self._in_flight.get(tp)
-            offsets[tp] = min(pending) if pending else last + 1
+            offset = min(pending) if pending else last + 1
+            if self._committed.get(tp) != offset:
+                offsets[tp] = offset
         if offsets:
             await consumer.commit(offsets)
+            self._committed.update(offsets)
 
     async def _drain(self, grace: float = 5.0) -> None:
         """Let running handlers finish for `grace` seconds, then cancel the rest
@@ -275,6 +288,14 @@ class EventWorker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _event_type(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    """The `event_type` header of a record (see `producer.to_record`), or None without one."""
+    for key, value in headers or ():
+        if key == "event_type":
+            return value.decode("utf-8", "replace")
+    return None
 
 
 def _ours(exc: BaseException) -> bool:
@@ -303,6 +324,12 @@ def responder_worker(
     )
 
     async def handle(envelope: Envelope) -> None:
+        if envelope.type == "SubjectErased":
+            # What the responder holds of the subject (cached vectors of its bursts, its
+            # decrypted aggregates) goes; see docs/architecture.md, Privacy.
+            conversations = [UUID(str(c)) for c in envelope.data.get("conversation_ids") or ()]
+            await responder.subject_erased(UUID(envelope.stream_id), conversations)
+            return
         conversation_id = UUID(envelope.stream_id)
         tenant_id = UUID(envelope.tenant_id) if envelope.tenant_id else None
         outcome = await trigger.message_received(
@@ -314,6 +341,8 @@ def responder_worker(
     async def arrived(envelopes: Sequence[Envelope]) -> None:
         latest: dict[UUID, int] = {}
         for envelope in envelopes:
+            if envelope.type != "MessageReceived":
+                continue
             conversation_id = UUID(envelope.stream_id)
             latest[conversation_id] = max(latest.get(conversation_id, 0), int(envelope.data["seq"]))
         await trigger.messages_arrived(latest)
@@ -322,7 +351,7 @@ def responder_worker(
         name="responder",
         subscription=subscription,
         handle=handle,
-        types=["MessageReceived"],
+        types=["MessageReceived", "SubjectErased"],
         ordered=False,  # the per-conversation lock serialises answers
         on_arrival=arrived,
     )
