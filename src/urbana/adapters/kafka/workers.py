@@ -3,9 +3,10 @@ knowledge indexer and the handoff notifier.
 
 Each worker reads `urbana.events.v1` in its own consumer group, handles the events
 it cares about (events of one conversation in order, different conversations
-concurrently) and commits offsets only after handling, so a crash redelivers;
-the handlers are idempotent (one reply per burst is a domain invariant, and a
-message is dispatched only while queued).
+concurrently) and commits offsets only after handling (those that moved, at most
+once a second, and when it stops), so a crash redelivers; the handlers are
+idempotent (one reply per burst is a domain invariant, and a message is dispatched
+only while queued).
 
 A handler that fails on our own fault (store, Redis, gateway down) is retried with
 a jittered backoff capped at `RETRY_CAP_S`, so the work resumes within a couple of
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +70,10 @@ Handler = Callable[[Envelope], Awaitable[None]]
 Arrivals = Callable[[Sequence[Envelope]], Awaitable[None]]
 
 RETRY_CAP_S = 2.0
+# Offsets that moved are committed at most this often (and when the consumer stops):
+# a crash then redelivers up to a second more of events, which the handlers take as
+# redeliveries anyway, instead of asking the broker to write offsets on every fetch.
+COMMIT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,7 @@ class EventWorker:
         # What this consumer last committed: an unchanged commit is not sent again (an idle
         # worker loops ten times a second, and each commit costs the broker a write).
         self._committed: dict[TopicPartition, int] = {}
+        self._committed_at = 0.0  # monotonic
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; broker faults restart the consumer after a pause."""
@@ -155,7 +162,8 @@ class EventWorker:
                 while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=100, max_records=self._max_records)
                     await self._accept(batch)
-                    await self._commit(consumer)
+                    if time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
+                        await self._commit(consumer)
                 await self._drain()
                 await self._commit(consumer)
             except (KafkaError, OSError, Unavailable) as exc:
@@ -268,6 +276,7 @@ class EventWorker:
         )
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        self._committed_at = time.monotonic()
         offsets = {}
         for tp, last in self._seen.items():
             pending = self._in_flight.get(tp)
