@@ -10,14 +10,28 @@ from uuid import UUID, uuid4
 
 from aiokafka import TopicPartition
 from tests.fakes import InMemoryCoordination, ScriptedLLM, in_memory_app
+from tests.unit.test_envelope import ClearCipher
 from tests.unit.test_responder import decision
 
 from urbana.adapters.kafka.producer import to_record
 from urbana.adapters.kafka.workers import EventWorker, Subscription, responder_worker
-from urbana.application.envelope import Envelope
+from urbana.application.envelope import Envelope, envelope_from_stored
 from urbana.application.responder import Responder
+from urbana.application.store import OrjsonTranscoder, PiiMapper
+from urbana.domain.lead import Lead
 
 TP = TopicPartition("urbana.events.v1", 0)
+
+
+def erasure_envelope(tenant_id: UUID, conversation_id: UUID) -> Envelope:
+    """The envelope of a real `Lead.SubjectErased`, as the relay publishes it."""
+    lead = Lead.create(tenant_id, "5511988887777", phone="5511988887777", name=None)
+    lead.erase("subject_request", conversation_ids=[conversation_id])
+    mapper = PiiMapper(transcoder=OrjsonTranscoder(), cipher=ClearCipher())
+    stored = mapper.to_stored_event(lead.collect_events()[-1])
+    return envelope_from_stored(
+        1, str(stored.originator_id), stored.originator_version, stored.topic, stored.state
+    )
 
 
 def envelope(type_: str, data: dict[str, Any], stream_id: UUID | None = None) -> Envelope:
@@ -98,7 +112,7 @@ async def test_an_unchanged_offset_is_not_committed_again() -> None:
 async def test_the_responder_worker_forgets_an_erased_subject() -> None:
     app = in_memory_app()
     responder = Responder(app, ScriptedLLM(decision()))
-    tenant_id, conversation, lead = uuid4(), uuid4(), uuid4()
+    tenant_id, conversation = uuid4(), uuid4()
     responder.vectors.put(tenant_id, conversation, "Vocês abrem no domingo?", [1.0])
     forgotten: list[list[UUID]] = []
 
@@ -113,7 +127,9 @@ async def test_the_responder_worker_forgets_an_erased_subject() -> None:
         default_debounce_ms=0,
         subscription=Subscription("127.0.0.1:1"),
     )
-    erased = envelope("SubjectErased", {"conversation_ids": [str(conversation)]}, lead)
+    erased = erasure_envelope(tenant_id, conversation)
+    assert erased.type == "SubjectErased"
+    lead = UUID(erased.stream_id)
     await w._accept({TP: [record(0, erased)]})
     await w._drain()
     assert w.metrics.handled == 1
