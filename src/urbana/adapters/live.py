@@ -118,6 +118,11 @@ class LiveFeed(Service):
         self._follower_log = AsyncLogReader(
             schema, handles=LIVE_SOURCES | {ERASURE_SOURCE}, event_ids=False
         )
+        # While nobody is subscribed here, only erasures are decoded: every other event
+        # would become a live event for no one (most API processes, most of the time).
+        self._erasures_log = AsyncLogReader(
+            schema, handles=frozenset({ERASURE_SOURCE}), event_ids=False
+        )
         self._catch_up_log = AsyncLogReader(schema, handles=LIVE_SOURCES, event_ids=False)
         # Catch-up reads of resuming subscribers share a few connections: a reconnect
         # storm queues on them instead of opening one connection per client.
@@ -297,7 +302,9 @@ class LiveFeed(Service):
         conn = await self._connect()
         listener = await self._listen()
         while not self._stop.is_set():
-            page = await self._follower_log.page(conn, self.position, self._batch_size)
+            watched = bool(self._subscribers)
+            reader = self._follower_log if watched else self._erasures_log
+            page = await reader.page(conn, self.position, self._batch_size)
             if page is None:
                 await self._wait_for_notify(listener)
                 continue
@@ -308,6 +315,11 @@ class LiveFeed(Service):
                 event = live_event(envelope)
                 if event is not None:
                     self._dispatch(event)
+            if not watched and self._subscribers:
+                # Someone subscribed while this page was read for erasures only: they
+                # start at the feed's position, so read the page again, in full (its
+                # erasures are forgotten twice, which is harmless).
+                continue
             self.position = page.last
 
     async def _forget(self, envelope: Envelope) -> None:

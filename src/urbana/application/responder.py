@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -62,6 +66,107 @@ class Responded:
     outbound_ids: tuple[str, ...] = ()
 
 
+class QueryVectors:
+    """The query vectors of recent bursts, so a question asked again is not embedded again.
+
+    Leads ask the same few questions over and over, and embedding one is most of the
+    responder's CPU. An entry is keyed by the tenant and a keyed digest of the burst (a
+    per-process random key: the text itself is never held), and knows the conversations
+    whose bursts it came from. A vector is derived from what a lead wrote, so it is
+    personal data of each of them: `forget` (the responder consumes `SubjectErased`)
+    drops every entry an erased conversation used, and refuses to keep one for that
+    conversation afterwards (its messages may still be in flight on another partition).
+    Bounded in size and in age (`ttl_s`), like the process's other caches; a vector is
+    held as packed doubles (3 KiB for e5's 384 dimensions, a quarter of a list of
+    floats). One tenant never reads another's entries. Not thread-safe: the
+    responder's event loop owns it.
+    """
+
+    def __init__(
+        self,
+        *,
+        maxsize: int = 4096,
+        ttl_s: float = 600.0,
+        max_erased: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._key = os.urandom(32)
+        self._maxsize = maxsize
+        self._ttl_s = ttl_s
+        self._max_erased = max_erased
+        self._clock = clock
+        # (tenant, digest) -> (vector, expires at, conversations it came from)
+        self._entries: OrderedDict[tuple[UUID, bytes], tuple[array[float], float, set[UUID]]] = (
+            OrderedDict()
+        )
+        self._by_conversation: dict[UUID, set[tuple[UUID, bytes]]] = {}
+        self._erased: OrderedDict[UUID, None] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _digest(self, tenant_id: UUID, text: str) -> tuple[UUID, bytes]:
+        digest = hashlib.blake2b(text.encode(), key=self._key, digest_size=16).digest()
+        return tenant_id, digest
+
+    def get(self, tenant_id: UUID, conversation_id: UUID, text: str) -> list[float] | None:
+        """The cached vector of `text` in this tenant (noting that this conversation used it)."""
+        key = self._digest(tenant_id, text)
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= self._clock() or conversation_id in self._erased:
+            if entry is not None:
+                self._drop(key)
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self._used_by(key, entry[2], conversation_id)
+        self.hits += 1
+        return entry[0].tolist()
+
+    def put(self, tenant_id: UUID, conversation_id: UUID, text: str, vector: list[float]) -> None:
+        if conversation_id in self._erased:
+            return
+        key = self._digest(tenant_id, text)
+        previous = self._entries.get(key)
+        users = previous[2] if previous is not None else set()
+        self._entries[key] = (array("d", vector), self._clock() + self._ttl_s, users)
+        self._entries.move_to_end(key)
+        self._used_by(key, users, conversation_id)
+        while len(self._entries) > self._maxsize:
+            self._drop(next(iter(self._entries)))
+
+    def forget(self, conversation_ids: Iterable[UUID]) -> int:
+        """Drop what these (erased) conversations' bursts left here; how many entries went."""
+        dropped = 0
+        for conversation_id in conversation_ids:
+            self._erased[conversation_id] = None
+            self._erased.move_to_end(conversation_id)
+            for key in self._by_conversation.pop(conversation_id, set()):
+                if key in self._entries:
+                    self._drop(key)
+                    dropped += 1
+        while len(self._erased) > self._max_erased:
+            self._erased.popitem(last=False)
+        return dropped
+
+    def _used_by(self, key: tuple[UUID, bytes], users: set[UUID], conversation_id: UUID) -> None:
+        users.add(conversation_id)
+        self._by_conversation.setdefault(conversation_id, set()).add(key)
+
+    def _drop(self, key: tuple[UUID, bytes]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for conversation_id in entry[2]:
+            keys = self._by_conversation.get(conversation_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_conversation[conversation_id]
+
+
 class Responder:
     """Answers the pending burst of a conversation (see module docstring)."""
 
@@ -74,6 +179,7 @@ class Responder:
         embeddings: Embeddings | None = None,
         summarizer: Summarizer | None = None,
         k: int = 4,
+        vectors: QueryVectors | None = None,
     ) -> None:
         self._app = app
         self._llm = llm
@@ -81,6 +187,14 @@ class Responder:
         self._knowledge = knowledge
         self._embeddings = embeddings
         self._k = k
+        self.vectors = vectors if vectors is not None else QueryVectors()
+
+    async def subject_erased(self, lead_id: UUID, conversation_ids: Iterable[UUID]) -> None:
+        """Forget what this process holds of an erased subject: its conversations' cached
+        query vectors, and its lead's and conversations' aggregates and data keys."""
+        ids = list(conversation_ids)
+        self.vectors.forget(ids)
+        await asyncio.to_thread(self._app.forget_subject, [lead_id, *ids])
 
     async def respond(self, conversation_id: UUID) -> Responded:
         conv: Conversation = await asyncio.to_thread(self._app.get, Conversation, conversation_id)
@@ -109,7 +223,7 @@ class Responder:
             outcome = self._refusal(reply_to, "", verdict.reason or GUARD_REJECTED, burst, messages)
             return await self._record(conversation_id, outcome)
 
-        passages = await self._retrieve(conv.tenant_id, burst)
+        passages = await self._retrieve(conv.tenant_id, conversation_id, burst)
         prompt = build_prompt(
             history=conv.history,
             answered_seq=conv.answered_seq,
@@ -184,11 +298,14 @@ class Responder:
             return None
         return await self._summarizer.summarize(transcript, reason)
 
-    async def _retrieve(self, tenant_id: UUID, burst: str) -> list[Passage]:
+    async def _retrieve(self, tenant_id: UUID, conversation_id: UUID, burst: str) -> list[Passage]:
         if self._knowledge is None or self._embeddings is None or not burst.strip():
             return []
         try:
-            vector = await self._embeddings.embed_query(burst)
+            vector = self.vectors.get(tenant_id, conversation_id, burst)
+            if vector is None:
+                vector = await self._embeddings.embed_query(burst)
+                self.vectors.put(tenant_id, conversation_id, burst, vector)
             return await self._knowledge.search(tenant_id, vector, self._k)
         except Unavailable as exc:  # no knowledge is a worse answer, not a lost message
             log.warning("retrieval failed for tenant %s: %s", tenant_id, exc)

@@ -3,9 +3,10 @@ knowledge indexer and the handoff notifier.
 
 Each worker reads `urbana.events.v1` in its own consumer group, handles the events
 it cares about (events of one conversation in order, different conversations
-concurrently) and commits offsets only after handling, so a crash redelivers;
-the handlers are idempotent (one reply per burst is a domain invariant, and a
-message is dispatched only while queued).
+concurrently) and commits offsets only after handling (those that moved, at most
+once a second, and when it stops), so a crash redelivers; the handlers are
+idempotent (one reply per burst is a domain invariant, and a message is dispatched
+only while queued).
 
 A handler that fails on our own fault (store, Redis, gateway down) is retried with
 a jittered backoff capped at `RETRY_CAP_S`, so the work resumes within a couple of
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +70,10 @@ Handler = Callable[[Envelope], Awaitable[None]]
 Arrivals = Callable[[Sequence[Envelope]], Awaitable[None]]
 
 RETRY_CAP_S = 2.0
+# Offsets that moved are committed at most this often (and when the consumer stops):
+# a crash then redelivers up to a second more of events, which the handlers take as
+# redeliveries anyway, instead of asking the broker to write offsets on every fetch.
+COMMIT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,10 @@ class EventWorker:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[TopicPartition, dict[int, asyncio.Task[None]]] = defaultdict(dict)
         self._seen: dict[TopicPartition, int] = {}
+        # What this consumer last committed: an unchanged commit is not sent again (an idle
+        # worker loops ten times a second, and each commit costs the broker a write).
+        self._committed: dict[TopicPartition, int] = {}
+        self._committed_at = 0.0  # monotonic
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; broker faults restart the consumer after a pause."""
@@ -152,7 +162,8 @@ class EventWorker:
                 while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=100, max_records=self._max_records)
                     await self._accept(batch)
-                    await self._commit(consumer)
+                    if time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
+                        await self._commit(consumer)
                 await self._drain()
                 await self._commit(consumer)
             except (KafkaError, OSError, Unavailable) as exc:
@@ -164,6 +175,7 @@ class EventWorker:
                 await self._drain()
                 self._in_flight.clear()
                 self._seen.clear()
+                self._committed.clear()
                 await stop_consumer(consumer)
 
     async def _accept(self, batch: dict[TopicPartition, list[Any]]) -> None:
@@ -171,6 +183,12 @@ class EventWorker:
         for tp, records in batch.items():
             for record in records:
                 self._seen[tp] = record.offset
+                # The relay names the type in a header: records of other types are not
+                # decoded at all (a worker handles one or two types of the topic's dozens).
+                named = _event_type(record.headers)
+                if named is not None and named not in self._types:
+                    self.metrics.skipped += 1
+                    continue
                 try:
                     envelope = Envelope.from_json(record.value)
                 except (ValueError, TypeError) as exc:
@@ -258,12 +276,16 @@ class EventWorker:
         )
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        self._committed_at = time.monotonic()
         offsets = {}
         for tp, last in self._seen.items():
             pending = self._in_flight.get(tp)
-            offsets[tp] = min(pending) if pending else last + 1
+            offset = min(pending) if pending else last + 1
+            if self._committed.get(tp) != offset:
+                offsets[tp] = offset
         if offsets:
             await consumer.commit(offsets)
+            self._committed.update(offsets)
 
     async def _drain(self, grace: float = 5.0) -> None:
         """Let running handlers finish for `grace` seconds, then cancel the rest
@@ -275,6 +297,14 @@ class EventWorker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _event_type(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    """The `event_type` header of a record (see `producer.to_record`), or None without one."""
+    for key, value in headers or ():
+        if key == "event_type":
+            return value.decode("utf-8", "replace")
+    return None
 
 
 def _ours(exc: BaseException) -> bool:
@@ -303,6 +333,12 @@ def responder_worker(
     )
 
     async def handle(envelope: Envelope) -> None:
+        if envelope.type == "SubjectErased":
+            # What the responder holds of the subject (cached vectors of its bursts, its
+            # decrypted aggregates) goes; see docs/architecture.md, Privacy.
+            conversations = [UUID(str(c)) for c in envelope.data.get("conversation_ids") or ()]
+            await responder.subject_erased(UUID(envelope.stream_id), conversations)
+            return
         conversation_id = UUID(envelope.stream_id)
         tenant_id = UUID(envelope.tenant_id) if envelope.tenant_id else None
         outcome = await trigger.message_received(
@@ -314,6 +350,8 @@ def responder_worker(
     async def arrived(envelopes: Sequence[Envelope]) -> None:
         latest: dict[UUID, int] = {}
         for envelope in envelopes:
+            if envelope.type != "MessageReceived":
+                continue
             conversation_id = UUID(envelope.stream_id)
             latest[conversation_id] = max(latest.get(conversation_id, 0), int(envelope.data["seq"]))
         await trigger.messages_arrived(latest)
@@ -322,7 +360,7 @@ def responder_worker(
         name="responder",
         subscription=subscription,
         handle=handle,
-        types=["MessageReceived"],
+        types=["MessageReceived", "SubjectErased"],
         ordered=False,  # the per-conversation lock serialises answers
         on_arrival=arrived,
     )

@@ -119,7 +119,8 @@ class PgKnowledgeStore:
         if len(query_vector) != DIM:
             raise ValueError(f"query vector has {len(query_vector)} dimensions, not {DIM}")
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            # One round trip for BEGIN, SET and the search (pipeline mode), one for COMMIT.
+            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 # The tenant filter runs after the index scan: look wider than k.
                 conn.execute(f"SET LOCAL hnsw.ef_search = {int(self._ef_search)}")
                 rows = conn.execute(
