@@ -85,10 +85,13 @@ async def _kafka_records(bootstrap: str) -> dict[str, bytes]:
     await consumer.start()
     blobs: dict[str, bytes] = {}
     try:
-        for topic in topics:
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))
-            ]
+        # Every topic's partitions before any assignment: once the consumer is assigned
+        # one topic, its metadata updates ask for that topic only.
+        by_topic = {
+            topic: [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+            for topic in topics
+        }
+        for topic, partitions in by_topic.items():
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
