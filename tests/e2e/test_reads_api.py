@@ -279,6 +279,11 @@ def test_another_tenants_rows_are_not_listed(api: Api, world: World) -> None:
     assert world.stranger_lead not in walk(api, world, "/v1/leads", limit=200)
 
 
+def test_kpis_up_to_the_first_representable_day_start_on_it(api: Api, world: World) -> None:
+    body = get(api, world, "/v1/kpis", Role.ANALYST, to="0001-01-01")
+    assert (body["from"], body["to"], body["days"]) == ("0001-01-01", "0001-01-01", [])
+
+
 @pytest.mark.parametrize(
     ("path", "params", "status"),
     [

@@ -297,7 +297,8 @@ async def kpis(
     """Conversations, messages, handoff and AI resolution rates, first response times
     (median and p90, AI and attendants apart), resolution time, tokens and cost."""
     last = until or datetime.now(UTC).date()
-    first = since or last - timedelta(days=29)
+    # 29 days back, but never before the first representable day (`to=0001-01-01`).
+    first = since or last - min(timedelta(days=29), last - date.min)
     if first > last:
         raise HTTPException(422, "`from` is after `to`")
     if (last - first).days >= MAX_KPI_DAYS:
