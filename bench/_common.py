@@ -3,6 +3,7 @@ logs and JSON output."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import uuid4
 
-from urbana.adapters.embedded import EmbeddedStack
+from urbana.adapters.embedded import EmbeddedStack, ServiceUrls
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import Store, open_store
 
@@ -38,6 +39,20 @@ def median_rate(runs: int, once: Callable[[], tuple[int, float]]) -> dict[str, f
 def emit(result: dict[str, Any]) -> None:
     """The last line of a bench's output is one JSON object."""
     sys.stdout.write(json.dumps(result) + "\n")
+
+
+def api_env(urls: ServiceUrls, schema: str, master_key: bytes, data_dir: str) -> dict[str, str]:
+    """The environment of an `urbana serve` a bench starts on its embedded services
+    (no broker: the routes it drives do not publish)."""
+    return {
+        **os.environ,
+        "URBANA_DATABASE_URL": urls.postgres,
+        "URBANA_DATABASE_SCHEMA": schema,
+        "URBANA_REDIS_URL": urls.redis,
+        "URBANA_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        "URBANA_MASTER_KEY": base64.urlsafe_b64encode(master_key).decode(),
+        "URBANA_DATA_DIR": data_dir,
+    }
 
 
 def free_port() -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
@@ -34,7 +33,7 @@ from pathlib import Path
 from uuid import uuid4
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit, free_port, log_sink, median_rate
+from _common import api_env, emit, free_port, log_sink, median_rate
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.adapters.postgres.store import open_store
@@ -201,15 +200,7 @@ def main() -> None:
         store.close()
         raw = median_rate(3, lambda: bench_raw(urls.postgres, schema, 2000))
         port = free_port()
-        env = {
-            **os.environ,
-            "URBANA_DATABASE_URL": urls.postgres,
-            "URBANA_DATABASE_SCHEMA": schema,
-            "URBANA_REDIS_URL": urls.redis,
-            "URBANA_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-            "URBANA_MASTER_KEY": base64.urlsafe_b64encode(master).decode(),
-            "URBANA_DATA_DIR": tmp,
-        }
+        env = api_env(urls, schema, master, tmp)
         server = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("urbana")),

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import socket
 import statistics
@@ -44,7 +43,7 @@ import psycopg
 from argon2 import PasswordHasher
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit, free_port, log_sink
+from _common import api_env, emit, free_port, log_sink
 from live import figures, one_message, start_conversation
 from urbana.adapters.embedded import EmbeddedStack
 from urbana.adapters.passwords import Argon2Hasher
@@ -201,13 +200,7 @@ def main() -> None:
             conv = start_conversation(store, UUID(str(tenant_id)))
             port = free_port()
             env = {
-                **os.environ,
-                "URBANA_DATABASE_URL": urls.postgres,
-                "URBANA_DATABASE_SCHEMA": schema,
-                "URBANA_REDIS_URL": urls.redis,
-                "URBANA_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-                "URBANA_MASTER_KEY": base64.urlsafe_b64encode(master).decode(),
-                "URBANA_DATA_DIR": tmp,
+                **api_env(urls, schema, master, tmp),
                 "URBANA_LIVE_HEARTBEAT_S": str(HEARTBEAT_S),
             }
             urbana = str(Path(sys.executable).with_name("urbana"))
