@@ -184,7 +184,7 @@ def main() -> None:
         kafka = eng.kafka
         idle = idle_cpu(eng, seconds)
         first = events_so_far(eng)
-        result, cpu = cpu_run(eng, n, args.rate, QuestionMix())
+        result, cpu, _ = cpu_run(eng, n, args.rate, QuestionMix())
         events = events_so_far(eng) - first
         replies = n - result["missing"]
         units = {"webhook": n, "event": events, "burst": n, "send": replies}

@@ -20,6 +20,10 @@ divided by the conversations (`cpu_ms_per_conversation`, by process too); the id
 topology's CPU over the same length of time, measured just before, is the baseline
 (`idle_cpu_ms_per_s`).
 
+Cache: the responder's query-vector cache (a burst asked again is not embedded again),
+its hits and misses over the paced run from the responder's `/metrics`
+(`query_vector_cache`, with `hit_rate`), on the question mix below.
+
 Capacity: the rate is then stepped up the ladder, `--step-seconds` at each rate, up to
 the first rate whose p99 exceeds 1 s or that misses a reply; the last rate that held is
 `capacity_per_s`. Baseline in the same run: the webhook's own HTTP round trip
@@ -52,6 +56,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -280,6 +285,7 @@ class Engine:
     outside: Outside
     marker: str  # the run's temporary directory, in every topology process's command line
     procs: dict[str, subprocess.Popen[str]]
+    responder_metrics: str  # the base URL whose /metrics has the responder's figures
 
 
 @contextlib.contextmanager
@@ -310,6 +316,7 @@ def engine(topology: str, roles: tuple[str, ...] = ROLES) -> Iterator[Engine]:
                     if line.strip() == "ready":
                         break
                 services = json.loads((Path(tmp) / "services.json").read_text())
+                responder_metrics = services["api"]
             else:
                 stack = EmbeddedStack(Path(tmp) / "services")
                 urls = stack.start()
@@ -327,8 +334,11 @@ def engine(topology: str, roles: tuple[str, ...] = ROLES) -> Iterator[Engine]:
                     URBANA_REDIS_URL=urls.redis,
                 )
                 procs["serve"] = spawn(["serve", "--port", str(port)], env)
+                metrics_port = free_port()
+                responder_metrics = f"http://127.0.0.1:{metrics_port}"
                 for role in roles:
-                    procs[role] = spawn(["worker", "--role", role], env)
+                    extra = ["--metrics-port", str(metrics_port)] if role == "responder" else []
+                    procs[role] = spawn(["worker", "--role", role, *extra], env)
             wait_healthy(services["api"], list(procs.values()))
             store = open_store(services["postgres"], parse_master_key(master), pool_size=1)
             secret = uuid4().hex
@@ -369,6 +379,7 @@ def engine(topology: str, roles: tuple[str, ...] = ROLES) -> Iterator[Engine]:
                 outside=outside,
                 marker=tmp,
                 procs=procs,
+                responder_metrics=responder_metrics,
             )
         finally:
             for proc in procs.values():
@@ -382,13 +393,38 @@ def engine(topology: str, roles: tuple[str, ...] = ROLES) -> Iterator[Engine]:
             fake.should_exit = True
 
 
+def vector_lookups(eng: Engine) -> dict[str, float]:
+    """The responder's query-vector cache lookups so far, by outcome (from its /metrics)."""
+    answer = httpx.get(f"{eng.responder_metrics}/metrics", timeout=30)
+    answer.raise_for_status()
+    found = {"hit": 0.0, "miss": 0.0}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            if sample.name == "urbana_query_vector_lookups_total":
+                found[sample.labels["outcome"]] = sample.value
+    return found
+
+
+def cache_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    hits = after["hit"] - before["hit"]
+    misses = after["miss"] - before["miss"]
+    lookups = hits + misses
+    return {
+        "hits": int(hits),
+        "misses": int(misses),
+        "hit_rate": round(hits / lookups, 3) if lookups else None,
+    }
+
+
 def cpu_run(
     eng: Engine, n: int, rate: float, questions: Iterator[str]
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """A paced run and the CPU seconds the topology spent on it, by process."""
-    before = cpu_by_label(eng.marker)
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    """A paced run, the CPU seconds the topology spent on it by process, and what the
+    query-vector cache saved during it."""
+    before, lookups = cpu_by_label(eng.marker), vector_lookups(eng)
     result = asyncio.run(drive(eng.api, eng.secret, eng.outside, n, rate, questions))
-    return result, delta(before, cpu_by_label(eng.marker))
+    cpu = delta(before, cpu_by_label(eng.marker))
+    return result, cpu, cache_figures(lookups, vector_lookups(eng))
 
 
 def idle_cpu(eng: Engine, seconds: float) -> dict[str, float]:
@@ -441,7 +477,7 @@ def main() -> None:
     questions = QuestionMix()
     with engine(args.topology) as eng:
         idle = idle_cpu(eng, seconds)
-        result, cpu = cpu_run(eng, n, args.rate, questions)
+        result, cpu, cache = cpu_run(eng, n, args.rate, questions)
         store = open_store(eng.postgres, parse_master_key(eng.master), pool_size=1)
         try:
             breakdown = stages(store, eng.tenant_id, result["sent_wall"], eng.outside.arrived_wall)
@@ -483,7 +519,7 @@ def main() -> None:
                 "distinct_pool": len(questions.distinct),
                 "unique_share": questions.unique_share,
             },
-            "answer_cache": None,
+            "query_vector_cache": cache,
             "capacity": cap,
             "baseline_ingest_roundtrip_ms": {"p50": pct(ingest, 0.5), "p99": pct(ingest, 0.99)},
             "ratio_p50_ttfr_vs_ingest": round(pct(ttfr, 0.5) / max(pct(ingest, 0.5), 0.001), 2),

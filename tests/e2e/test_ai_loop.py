@@ -132,6 +132,31 @@ def test_one_webhook_gets_exactly_one_grounded_reply(
     wait_until(lambda: events(loop_api, tenant, wa_id, "OutboundMessageSent"))
 
 
+def test_a_question_asked_again_reuses_its_query_vector_and_metrics_count_it(
+    loop_api: Api, tenant: CloudTenant, outside: Outside
+) -> None:
+    def lookups() -> tuple[float, float]:
+        samples = scrape(loop_api.url)
+        return (
+            value(samples, "urbana_query_vector_lookups_total", outcome="hit"),
+            value(samples, "urbana_query_vector_lookups_total", outcome="miss"),
+        )
+
+    question = f"Vocês entregam no bairro {uuid4().hex[:8]}?"  # asked by nobody before
+    hits, misses = lookups()
+    first, second = wa(), wa()
+    send(loop_api, tenant, first, question)
+    settle(outside, first, 1, quiet=0)
+    assert lookups() == (hits, misses + 1)  # embedded
+    send(loop_api, tenant, second, question)  # another lead, the same words
+    sends = settle(outside, second, 1, quiet=0)
+    assert lookups() == (hits + 1, misses + 1)  # not embedded again
+    assert sends[0]["body"]["text"]["body"] == ANSWER["reply"]
+    prompt = json.dumps(outside.llm_calls_about(question)[-1], ensure_ascii=False)
+    assert "São Paulo em até 2 dias úteis" in prompt  # the cached vector found the passage
+    assert value(scrape(loop_api.url), "urbana_query_vector_entries") >= 1
+
+
 def test_ten_identical_webhooks_get_one_reply(
     loop_api: Api, tenant: CloudTenant, outside: Outside
 ) -> None:

@@ -33,6 +33,8 @@ def test_ttfr_reports_cpu_per_conversation_the_question_mix_and_capacity() -> No
     assert result["cpu_ms_per_conversation"] > 0
     assert "worker responder" in result["cpu_ms_per_conversation_by_process"]
     assert result["questions"]["distinct_pool"] == 300
+    cache = result["query_vector_cache"]
+    assert cache["hits"] + cache["misses"] == result["conversations"]  # one lookup a burst
     assert [s["rate_per_s"] for s in result["capacity"]["steps"]] == [1.0]
 
 

@@ -192,6 +192,20 @@ def _workers(f: Mapping[str, Any]) -> Iterable[Metric]:
             events.add_metric([role, outcome], m[outcome])
         retries.add_metric([role], m["retries"])
     yield from (events, retries)
+    vectors = (f.get("responder") or {}).get("query_vectors")
+    if vectors is not None:
+        lookups = CounterMetricFamily(
+            "urbana_query_vector_lookups",
+            "The responder's query-vector cache: bursts whose vector was cached (hit) or "
+            "embedded (miss)",
+            labels=["outcome"],
+        )
+        lookups.add_metric(["hit"], vectors["hits"])
+        lookups.add_metric(["miss"], vectors["misses"])
+        yield lookups
+        yield _gauge(
+            "urbana_query_vector_entries", "Vectors the responder's cache holds", vectors["entries"]
+        )
 
 
 def _breakers(f: Mapping[str, Any]) -> Iterable[Metric]:

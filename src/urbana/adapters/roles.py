@@ -49,13 +49,10 @@ def build_role(container: Container, name: str) -> Role:
     if name == "assigner":
         return _assigner(container, s.kafka_bootstrap)
     if name in ("responder", "dispatcher", "knowledge", "notifier"):
-        worker, breakers = _worker(container, name, s.kafka_bootstrap)
+        worker, extra = _worker(container, name, s.kafka_bootstrap)
 
         def figures() -> dict[str, Any]:
-            own = _asdict(worker.metrics)
-            if breakers is not None:
-                own["breakers"] = breakers()
-            return {name: own}
+            return {name: {**_asdict(worker.metrics), **extra()}}
 
         return Role(run=worker.run, metrics=figures)
     raise ConfigurationError(f"unknown role {name!r} ({', '.join(ROLES)})")
@@ -179,9 +176,10 @@ def job_ports(store: Store) -> tuple[PgJobSources, PgJobLedger]:
 
 def _worker(
     c: Container, role: str, bootstrap: str
-) -> tuple[EventWorker, Callable[[], dict[str, int]] | None]:
+) -> tuple[EventWorker, Callable[[], dict[str, Any]]]:
     """The consumer group of an event-driven role (responder, dispatcher, knowledge,
-    notifier), and how to count its circuit breakers by state (None: it has none)."""
+    notifier), and the figures of its own it reports beside the worker's: its circuit
+    breakers by state, and the responder's query-vector cache."""
     from urbana.adapters.kafka.workers import (
         dispatcher_worker,
         knowledge_worker,
@@ -197,9 +195,9 @@ def _worker(
     s = c.settings
     subscription = _subscription(s, role, bootstrap)
     if role == "knowledge":
-        return knowledge_worker(knowledge=c.ai.knowledge, subscription=subscription), None
+        return knowledge_worker(knowledge=c.ai.knowledge, subscription=subscription), dict
     if role == "notifier":
-        return notifier_worker(notifier=build_notifier(c), subscription=subscription), None
+        return notifier_worker(notifier=build_notifier(c), subscription=subscription), dict
     if c.redis is None:
         raise ConfigurationError(f"role {role} needs URBANA_REDIS_URL")
     if role == "responder":
@@ -219,7 +217,24 @@ def _worker(
             subscription=subscription,
         )
         # The OpenAI adapter keeps a breaker per model; a test's LLM double keeps none.
-        return worker, getattr(c.ai.llm, "breaker_states", None)
+        llm_breakers: Callable[[], dict[str, int]] | None = getattr(
+            c.ai.llm, "breaker_states", None
+        )
+        vectors = responder.vectors
+
+        def responder_figures() -> dict[str, Any]:
+            own: dict[str, Any] = {
+                "query_vectors": {
+                    "hits": vectors.hits,
+                    "misses": vectors.misses,
+                    "entries": len(vectors),
+                }
+            }
+            if llm_breakers is not None:
+                own["breakers"] = llm_breakers()
+            return own
+
+        return worker, responder_figures
     dispatcher = Dispatcher(
         c.store.app,
         traced_senders(c.senders),
@@ -235,9 +250,9 @@ def _worker(
         ),
         clock=c.clock,
     )
-    return dispatcher_worker(dispatcher=dispatcher, subscription=subscription), (
-        dispatcher.breaker_states
-    )
+    return dispatcher_worker(dispatcher=dispatcher, subscription=subscription), lambda: {
+        "breakers": dispatcher.breaker_states()
+    }
 
 
 def _responder_ports(c: Container) -> tuple[LLM, KnowledgeSearch, Embeddings]:
