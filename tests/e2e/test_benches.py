@@ -34,7 +34,9 @@ def test_ttfr_reports_cpu_per_conversation_the_question_mix_and_capacity() -> No
     assert "worker responder" in result["cpu_ms_per_conversation_by_process"]
     assert result["questions"]["distinct_pool"] == 300
     cache = result["query_vector_cache"]
-    assert cache["hits"] + cache["misses"] == result["conversations"]  # one lookup a burst
+    # A lookup a burst (a burst retried after a transient fault looks up again).
+    assert cache["hits"] + cache["misses"] >= result["conversations"]
+    assert cache["hit_rate"] == round(cache["hits"] / (cache["hits"] + cache["misses"]), 3)
     assert [s["rate_per_s"] for s in result["capacity"]["steps"]] == [1.0]
 
 
