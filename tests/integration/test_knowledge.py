@@ -7,7 +7,10 @@ unrelated question is handed off.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
@@ -140,6 +143,39 @@ async def test_document_is_chunked_embedded_and_stored_with_model_and_dim(
     assert index is not None
     assert "hnsw" in index[0]
     assert "vector_cosine_ops" in index[0]
+
+
+async def test_a_document_larger_than_the_socket_buffer_is_stored_whole(
+    pool: ConnectionPool, services: ServiceUrls, schema: str, embeddings: LocalE5Embeddings
+) -> None:
+    """Hundreds of chunks (their vectors as text: about 1 MB) over a connection whose
+    send buffer takes a few KB at a time are stored whole (the store's pipelined writes
+    hung on a batch like this: see test_store)."""
+    # `pool` made the schema (and drops it); this pool's one connection sends slowly.
+    small = ConnectionPool(conninfo(services.postgres, schema), min_size=1, max_size=1, open=True)
+    try:
+        with small.connection() as conn:
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sock.close()  # the duplicate; the connection keeps its own descriptor
+        store = PgKnowledgeStore(small, embeddings, max_chars=200, overlap=0)
+        tenant = uuid4()
+        text = "\n\n".join(
+            f"# Seção {n}\n\nResposta número {n} sobre entregas e prazos." for n in range(200)
+        )
+        await asyncio.wait_for(store.add_document(tenant, "grande.md", text), timeout=120)
+        with small.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*), min(chunk_no), max(chunk_no), min(dim) FROM kb_chunks "
+                "WHERE tenant_id = %s",
+                (tenant,),
+            ).fetchone()
+    finally:
+        small.close()
+    assert row is not None
+    count, first, last, dim = row
+    assert count >= 100
+    assert (first, last, dim) == (0, count - 1, 384)
 
 
 async def test_search_finds_the_right_passage_best_first(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -246,6 +248,40 @@ def test_inbound_batches_see_what_other_writers_recorded_meanwhile(
     assert conv.status is Status.HUMAN
     assert conv.assignee == "ana"
     assert [m["text"] for m in conv.history if m["role"] == "lead"] == ["oi", "ainda aí?"]
+
+
+def test_a_batch_larger_than_the_socket_buffer_is_written_whole(
+    store: Store, master_key: bytes
+) -> None:
+    """A write whose bytes the socket takes only in part must still reach the server.
+
+    psycopg 3.3's pipeline mode stopped sending such a batch half-way and then waited
+    for results forever (the server waiting for the rest): with a small send buffer,
+    the library's pipelined insert hung on the first batch like this one.
+    """
+    tid = tenant(store)
+    small = open_store(store.url, master_key, schema=store.schema, pool_size=1)
+    try:
+        with small.pool.connection() as conn:
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sock.close()  # the duplicate; the connection's own descriptor stays open
+        contacts = [f"55119{n:08d}" for n in range(200)]
+        batch = [ReceiveMessage(tid, "cloud", inbound(c, "x" * 3000)) for c in contacts]
+        outcome: list[object] = []
+        writer = threading.Thread(
+            target=lambda: outcome.append(small.app.receive_messages(batch)), daemon=True
+        )
+        writer.start()
+        writer.join(30)
+        assert not writer.is_alive(), "the write hung"
+    finally:
+        small.close()
+    (results,) = outcome
+    assert isinstance(results, list)
+    assert [type(r) for r in results] == [Received] * 200
+    conv_id = Conversation.create_id(tid, "cloud", contacts[-1])
+    assert store.app.get(Conversation, conv_id).history[-1]["text"] == "x" * 3000
 
 
 def _all_table_text(url: str) -> str:

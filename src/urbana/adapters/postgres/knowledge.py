@@ -171,24 +171,24 @@ class PgKnowledgeStore:
                     "DELETE FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
                     (tenant_id, document_id),
                 )
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO kb_chunks (tenant_id, document_id, chunk_no, text, "
-                        "embedding, model, dim, source_version) "
-                        "VALUES (%s, %s, %s, %s, %s::vector, %s, %s, %s)",
-                        [
-                            (
-                                tenant_id,
-                                document_id,
-                                n,
-                                chunk,
-                                _literal(vec),
-                                model,
-                                len(vec),
-                                version or 0,
-                            )
-                            for n, (chunk, vec) in enumerate(zip(chunks, vectors, strict=True))
-                        ],
-                    )
+                # One statement and round trip for every chunk. Not executemany, which
+                # psycopg runs in pipeline mode, the mode whose send path hung the
+                # store's large writes (see BoundedRecorder in store.py).
+                conn.execute(
+                    "INSERT INTO kb_chunks (tenant_id, document_id, chunk_no, text, "
+                    "embedding, model, dim, source_version) "
+                    "SELECT %s, %s, c.n - 1, c.text, c.vec::vector, %s, c.dim, %s "
+                    "FROM unnest(%s::text[], %s::text[], %s::int[]) "
+                    "WITH ORDINALITY AS c(text, vec, dim, n)",
+                    (
+                        tenant_id,
+                        document_id,
+                        model,
+                        version or 0,
+                        list(chunks),
+                        [_literal(v) for v in vectors],
+                        [len(v) for v in vectors],
+                    ),
+                )
         except PsycopgError as exc:
             raise Unavailable(f"cannot store document: {exc}") from exc

@@ -9,9 +9,10 @@ seconds later (the webhook answer is bounded separately, by the `StoreGate`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,7 +23,7 @@ from eventsourcing.persistence import (
     OperationalError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -40,7 +41,8 @@ def _within_the_wait(method: Any) -> Callable[..., Any]:
 
     What still fails after the wait is a `StoreUnavailable` (from the library's error).
     """
-    unbounded: Callable[..., Any] = method.__wrapped__  # its decorator uses functools.wraps
+    # The library's decorator uses functools.wraps; our own methods have none.
+    unbounded: Callable[..., Any] = getattr(method, "__wrapped__", method)
 
     @store_method
     @functools.wraps(unbounded)
@@ -59,7 +61,8 @@ def _within_the_wait(method: Any) -> Callable[..., Any]:
 
 
 class BoundedRecorder(PostgresApplicationRecorder):
-    """The library's recorder, every call bounded by the store wait.
+    """The library's recorder, every call bounded by the store wait, and its writes made
+    without pipeline mode.
 
     The library retries a failed call ten times, 0.2 s apart, each after a full pool
     wait: with PostgreSQL down, one webhook batch took tens of seconds to fail.
@@ -72,8 +75,50 @@ class BoundedRecorder(PostgresApplicationRecorder):
             0,
             sql.SQL("SET LOCAL statement_timeout = '{0}s'").format(self.datastore.lock_timeout),
         )
+        # Sent as one simple query (no parameters): the transaction, its timeouts, the
+        # table lock that makes commit order the order of positions, and the NOTIFY the
+        # followers wait on.
+        self._prelude = sql.SQL("; ").join(
+            [
+                sql.SQL("BEGIN"),
+                *self.lock_table_statements,
+                sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name)),
+            ]
+        )
 
-    insert_events = _within_the_wait(PostgresApplicationRecorder.insert_events)
+    def _insert_unpipelined(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's `insert_events` (the same statements, lock and NOTIFY in one
+        transaction), without pipeline mode.
+
+        psycopg 3.3's pipeline can stop writing before a large batch has left its
+        buffer: `pipeline_communicate` ends at the first write-ready after the last
+        command even when `flush()` left bytes unsent, and the client then waits for
+        results to statements the server never received (server in ClientRead, the
+        writer hung for good). A batch of 200 new conversations hung like that in about
+        one run of forty, and every time with a small socket send buffer (test_store).
+        Outside a pipeline psycopg sends until its buffer is empty. Three round trips
+        (the prelude, the INSERT, COMMIT) rather than two.
+        """
+        if not stored_events:
+            return None
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            assert conn.autocommit  # the transaction is ours: BEGIN in the prelude
+            try:
+                curs.execute(self._prelude, prepare=False)
+                self._insert_events(curs, stored_events, **kwargs)  # the library's hook
+                PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
+                ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                curs.execute("COMMIT", prepare=False)
+            except BaseException:
+                if not conn.broken:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
+                raise
+            return ids
+
+    insert_events = _within_the_wait(_insert_unpipelined)
     select_events = _within_the_wait(PostgresApplicationRecorder.select_events)
     select_notifications = _within_the_wait(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _within_the_wait(PostgresApplicationRecorder.max_notification_id)
