@@ -16,7 +16,7 @@ from uuid import UUID
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
-from urbana.adapters.http.panel.common import Api, fragment, may, page
+from urbana.adapters.http.panel.common import Api, fragment, may, page, team_of
 from urbana.adapters.http.panel.session import PREFIX, OurForm, to
 from urbana.adapters.http.panel.v1 import V1, Refused
 
@@ -24,14 +24,14 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 MAX_TEXT = 4096
 Text = Annotated[str, Form(min_length=1, max_length=MAX_TEXT)]
+IdempotencyKey = Annotated[str, Form(max_length=200)]
 
 
 async def _thread(v1: V1, cid: UUID, found: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the live part of the screen shows: the conversation, its lead and the team."""
     conversation = found or await v1.get(f"/conversations/{cid}")
     lead = await v1.get(f"/leads/{conversation['lead_id']}") if conversation["lead_id"] else None
-    team = (await v1.get("/users"))["items"]
-    names = {str(m["id"]): m.get("name") or m.get("email") for m in team}
+    team, names = await team_of(v1)
     return {"c": conversation, "lead": lead, "names": names, "team": team}
 
 
@@ -89,11 +89,16 @@ async def _act(
     path: str,
     body: dict[str, Any] | None,
     shows: Any,
-    **kwargs: Any,
+    idempotency_key: str | None = None,
 ) -> Response:
-    """Run one command, then show the conversation once the read models caught up."""
+    """Run one command, then show the conversation once the read models caught up.
+
+    A form's `idempotency_key` goes with the command, so that a double submit (or a
+    retried post) runs it once.
+    """
+    headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
     try:
-        answer = await v1.post(f"/conversations/{cid}{path}", body, **kwargs)
+        answer = await v1.post(f"/conversations/{cid}{path}", body, headers=headers)
     except Refused as exc:
         return await _screen(request, v1, cid, error=exc.detail, status_code=exc.status)
     await v1.caught_up(str(cid), lambda c: bool(shows(c, answer)))
@@ -146,22 +151,14 @@ async def reply(
     v1: Api,
     cid: UUID,
     text: Text,
-    idempotency_key: Annotated[str, Form(max_length=200)],
+    idempotency_key: IdempotencyKey,
 ) -> Response:
-    """The reply box; its key makes a double submit (or a retried post) send once."""
+    """The reply box."""
 
     def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
         return any(answer["outbound_id"] in m["key"] for m in c["messages"])
 
-    return await _act(
-        request,
-        v1,
-        cid,
-        "/messages",
-        {"text": text},
-        shown,
-        headers={"Idempotency-Key": idempotency_key},
-    )
+    return await _act(request, v1, cid, "/messages", {"text": text}, shown, idempotency_key)
 
 
 @router.post("/conversations/{cid}/notes", dependencies=[OurForm])
@@ -170,20 +167,12 @@ async def note(
     v1: Api,
     cid: UUID,
     text: Text,
-    idempotency_key: Annotated[str, Form(max_length=200)],
+    idempotency_key: IdempotencyKey,
 ) -> Response:
     def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
         return any(n["id"] == answer["note_id"] for n in c["notes"])
 
-    return await _act(
-        request,
-        v1,
-        cid,
-        "/notes",
-        {"text": text},
-        shown,
-        headers={"Idempotency-Key": idempotency_key},
-    )
+    return await _act(request, v1, cid, "/notes", {"text": text}, shown, idempotency_key)
 
 
 @router.post("/conversations/{cid}/labels", dependencies=[OurForm])
