@@ -176,12 +176,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         `passages`: the knowledge it was given (document id, chunk, title, similarity),
         so anyone can see later why it answered what it did.
         """
-        if self.status is not Status.AI:
-            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
-        if reply_to_seq <= self.answered_seq:
-            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
-        if reply_to_seq > self.inbound_seq:
-            raise InvalidInput(f"no inbound message {reply_to_seq}")
+        self._check_answerable(reply_to_seq)
         if not 0.0 <= confidence <= 1.0:
             raise InvalidInput("confidence must be within [0, 1]")
         check_text(text, required=True)
@@ -199,12 +194,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
 
     def reject_ai_reply(self, *, reply_to_seq: int, text: str, reason: str) -> None:
         """The reply guard refused the AI's answer to this burst."""
-        if self.status is not Status.AI:
-            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
-        if reply_to_seq <= self.answered_seq:
-            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
-        if reply_to_seq > self.inbound_seq:
-            raise InvalidInput(f"no inbound message {reply_to_seq}")
+        self._check_answerable(reply_to_seq)
         self._ai_reply_rejected(
             lead_id=self.lead_id, reply_to_seq=reply_to_seq, text=text, reason=reason
         )
@@ -226,6 +216,16 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         self._handoff_requested(lead_id=self.lead_id, reason=reason, summary=summary)
 
     # ------------------------------------------------------------------ helpers
+
+    def _check_answerable(self, reply_to_seq: int) -> None:
+        """The AI may answer the burst up to `reply_to_seq` (or have its answer refused):
+        it owns the conversation, and inbound message `reply_to_seq` is not answered yet."""
+        if self.status is not Status.AI:
+            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
+        if reply_to_seq <= self.answered_seq:
+            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
+        if reply_to_seq > self.inbound_seq:
+            raise InvalidInput(f"no inbound message {reply_to_seq}")
 
     def _no_human_owns_it(self) -> bool:
         """The AI may speak: it owns the thread, or is only waiting for a human."""
