@@ -218,8 +218,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
     # ------------------------------------------------------------------ helpers
 
     def _check_answerable(self, reply_to_seq: int) -> None:
-        """The AI may answer the burst up to `reply_to_seq` (or have its answer refused):
-        it owns the conversation, and inbound message `reply_to_seq` is not answered yet."""
+        """The AI owns the conversation, and inbound message `reply_to_seq` is unanswered."""
         if self.status is not Status.AI:
             raise AIReplyNotAllowed(f"conversation is {self.status.value}")
         if reply_to_seq <= self.answered_seq:
@@ -234,18 +233,20 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
     def _queue(
         self,
         outbound_id: str,
-        text: str,
+        text: str | None,
         author: str,
         attendant: str | None = None,
         template: dict[str, Any] | None = None,
+        external_provider_id: str | None = None,
     ) -> None:
+        """An outbound message; `external_provider_id`: one the provider already sent."""
         self._outbound_queued(
             lead_id=self.lead_id,
             outbound_id=outbound_id,
             text=text,
             author=author,
             attendant=attendant,
-            external_provider_id=None,
+            external_provider_id=external_provider_id,
             template=template,
         )
 

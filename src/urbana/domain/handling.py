@@ -62,23 +62,14 @@ class HumanHandling:
         def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None: ...
         def within_service_window(self, now: datetime) -> bool: ...
         def _check_new_outbound(self, outbound_id: str) -> None: ...
-        def _outbound_queued(
-            self,
-            lead_id: UUID,
-            outbound_id: str,
-            text: str | None,
-            author: str,
-            attendant: str | None,
-            external_provider_id: str | None,
-            template: dict[str, Any] | None,
-        ) -> None: ...
         def _queue(
             self,
             outbound_id: str,
-            text: str,
+            text: str | None,
             author: str,
             attendant: str | None = None,
             template: dict[str, Any] | None = None,
+            external_provider_id: str | None = None,
         ) -> None: ...
         def _handoff_accepted(self, attendant: str) -> None: ...
         def _note_added(self, lead_id: UUID, note_id: str, author: str, text: str) -> None: ...
@@ -119,14 +110,12 @@ class HumanHandling:
             self._reopened(by=None)
         if self.status in (Status.AI, Status.WAITING_HUMAN):
             self._handoff_accepted(attendant="business_phone")
-        self._outbound_queued(
-            lead_id=self.lead_id,
-            outbound_id=outbound_id,
-            text=text,
-            author="human",
+        self._queue(
+            outbound_id,
+            text,
+            "human",
             attendant="business_phone",
             external_provider_id=provider_message_id,
-            template=None,
         )
 
     def attendant_reply(

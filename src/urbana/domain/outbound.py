@@ -151,10 +151,11 @@ class OutboundMessages:
         def _queue(
             self,
             outbound_id: str,
-            text: str,
+            text: str | None,
             author: str,
             attendant: str | None = None,
             template: dict[str, Any] | None = None,
+            external_provider_id: str | None = None,
         ) -> None: ...
 
         def within_service_window(self, now: datetime) -> bool: ...
