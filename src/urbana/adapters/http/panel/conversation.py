@@ -10,6 +10,7 @@ before.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -109,24 +110,24 @@ def _state_is(c: dict[str, Any], answer: dict[str, Any]) -> bool:
     return bool(c["status"] == answer["status"] and c["assignee"] == answer["assignee"])
 
 
-@router.post("/conversations/{cid}/assign", dependencies=[OurForm])
-async def assign(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/assign", None, _state_is)
+def _state_command(path: str) -> Callable[[Request, V1, UUID], Awaitable[Response]]:
+    """A command with no form, done once the conversation shows its new state."""
+
+    async def command(request: Request, v1: Api, cid: UUID) -> Response:
+        return await _act(request, v1, cid, path, None, _state_is)
+
+    return command
 
 
-@router.post("/conversations/{cid}/return-to-ai", dependencies=[OurForm])
-async def return_to_ai(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/return-to-ai", None, _state_is)
-
-
-@router.post("/conversations/{cid}/close", dependencies=[OurForm])
-async def close(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/close", None, _state_is)
-
-
-@router.post("/conversations/{cid}/reopen", dependencies=[OurForm])
-async def reopen(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/reopen", None, _state_is)
+# Assumir, Devolver para a IA, Encerrar, Reabrir.
+for _path in ("/assign", "/return-to-ai", "/close", "/reopen"):
+    router.add_api_route(
+        f"/conversations/{{cid}}{_path}",
+        _state_command(_path),
+        methods=["POST"],
+        dependencies=[OurForm],
+        name=_path[1:],
+    )
 
 
 @router.post("/conversations/{cid}/transfer", dependencies=[OurForm])
