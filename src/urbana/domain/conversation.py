@@ -230,26 +230,6 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         """The AI may speak: it owns the thread, or is only waiting for a human."""
         return self.status in (Status.AI, Status.WAITING_HUMAN)
 
-    def _queue(
-        self,
-        outbound_id: str,
-        text: str | None,
-        author: str,
-        attendant: str | None = None,
-        template: dict[str, Any] | None = None,
-        external_provider_id: str | None = None,
-    ) -> None:
-        """An outbound message; `external_provider_id`: one the provider already sent."""
-        self._outbound_queued(
-            lead_id=self.lead_id,
-            outbound_id=outbound_id,
-            text=text,
-            author=author,
-            attendant=attendant,
-            external_provider_id=external_provider_id,
-            template=template,
-        )
-
     def _remember(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
         del self.history[:-HISTORY_SIZE]
