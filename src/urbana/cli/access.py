@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Annotated, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 from uuid import UUID
 
 import typer
@@ -16,9 +15,13 @@ from urbana.cli.common import (
     err,
     opened_store,
     parse_tenant,
+    refusals,
     settings_of,
     with_running_services,
 )
+
+if TYPE_CHECKING:
+    from urbana.domain.user import Role
 
 users = typer.Typer(help="Users of a tenant's workspace.", no_args_is_help=True)
 apikeys = typer.Typer(help="API keys for scripts.", no_args_is_help=True)
@@ -33,16 +36,14 @@ NameOpt = Annotated[str, typer.Option("--name", help="A label (a person's or a s
 T = TypeVar("T")
 
 
-@contextmanager
-def _refusals() -> Iterator[None]:
-    """A refused command (bad email or role, unknown tenant, email taken) exits 1, saying why."""
-    from urbana.domain.errors import DomainError
+def _tenant_and_role(tenant_id: str, role: str) -> tuple[UUID, Role]:
+    """The tenant and role arguments: exit 2 for a bad tenant id, 1 for an unknown role."""
+    from urbana.domain.user import role_of
 
-    try:
-        yield
-    except DomainError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
+    tid = parse_tenant(tenant_id)
+    with refusals():
+        chosen = role_of(role)
+    return tid, chosen
 
 
 def _with_access(ctx: typer.Context, data_dir: DataDir, use: Callable[..., T]) -> T:
@@ -50,7 +51,7 @@ def _with_access(ctx: typer.Context, data_dir: DataDir, use: Callable[..., T]) -
     from urbana.application.access import Access
 
     settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store, _refusals():
+    with opened_store(settings) as store, refusals():
         return use(Access(store.app, Argon2Hasher()))
 
 
@@ -69,11 +70,7 @@ def add_user(
     as_json: JsonOut = False,
 ) -> None:
     """Add a user to a tenant; prints the user id (and the generated password)."""
-    from urbana.domain.user import role_of
-
-    tid = parse_tenant(tenant_id)
-    with _refusals():
-        chosen = role_of(role)
+    tid, chosen = _tenant_and_role(tenant_id, role)
     user_id, generated = _with_access(
         ctx,
         data_dir,
@@ -100,11 +97,7 @@ def create_key(
     as_json: JsonOut = False,
 ) -> None:
     """Create an API key acting with ROLE in the tenant; prints the key (shown only now)."""
-    from urbana.domain.user import role_of
-
-    tid = parse_tenant(tenant_id)
-    with _refusals():
-        chosen = role_of(role)
+    tid, chosen = _tenant_and_role(tenant_id, role)
     created = _with_access(
         ctx, data_dir, lambda access: access.create_api_key(tid, role=chosen, name=name, by=None)
     )

@@ -10,8 +10,8 @@ from urbana.cli.common import (
     DataDir,
     JsonOut,
     emit,
-    err,
     opened_store,
+    refusals,
     settings_of,
     with_running_services,
 )
@@ -60,7 +60,7 @@ def connect(
         "api_base_url": api_base_url,
     }
     spec = GATEWAYS.get(kind)
-    try:
+    with refusals(2):
         if spec is None or kind == "console":
             raise DomainError(f"unknown channel kind {kind!r} (cloud | evolution | zapi)")
         allowed = set(spec.public) | set(spec.secret)
@@ -71,16 +71,9 @@ def connect(
             raise DomainError(f"{kind} does not take {flags}")
         config = gateway_config(kind, fields)
         tid = tenant_uuid(tenant_id)
-    except DomainError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
     settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
-        try:
-            store.app.connect_channel(tid, config)
-        except DomainError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from exc
+    with opened_store(settings) as store, refusals():
+        store.app.connect_channel(tid, config)
     emit(
         as_json,
         {"tenant_id": tenant_id, "channel": kind, "route_key": config.route_key},

@@ -103,16 +103,26 @@ def opened_store(settings: Settings) -> Iterator[Store]:
         store.close()
 
 
+@contextmanager
+def refusals(code: int = 1, *errors: type[Exception]) -> Iterator[None]:
+    """A refusal (`errors`, by default a DomainError) exits `code`, saying why."""
+    from urbana.domain.errors import DomainError
+
+    refused = errors or (DomainError,)
+    try:
+        yield
+    except refused as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(code) from exc
+
+
 def parse_tenant(text: str) -> UUID:
     """A tenant id argument, or exit 2 saying what is wrong with it."""
     from urbana.application.gateways import tenant_uuid
-    from urbana.domain.errors import DomainError
 
-    try:
-        return tenant_uuid(text)
-    except DomainError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
+    with refusals(2):
+        tid = tenant_uuid(text)
+    return tid
 
 
 def emit(as_json: bool, payload: dict[str, Any], text: str) -> None:

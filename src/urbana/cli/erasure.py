@@ -22,6 +22,7 @@ from urbana.cli.common import (
     opened_store,
     out,
     parse_tenant,
+    refusals,
     settings_of,
     with_running_services,
 )
@@ -49,11 +50,6 @@ def _erasure(store: Store, cache: SubjectCache | None = None) -> Erasure:
     from urbana.application.ports import SystemClock
 
     return Erasure(store.app, PostgresSubjectRows(store.pool), cache, SystemClock())
-
-
-def _refused(exc: Exception) -> typer.Exit:
-    err.print(f"error: {exc}")
-    return typer.Exit(1)
 
 
 def on_erasure_path(settings: Settings, store: Store, work: Callable[[Erasure], Awaitable[T]]) -> T:
@@ -94,23 +90,18 @@ def erase(
     if (phone is None) == (lead is None):
         err.print("error: give exactly one of --phone and --lead")
         raise typer.Exit(2)
-    try:
+    with refusals(2, DomainError, ValueError):
         Lead.erase_reason(reason)
         lead_id = UUID(lead) if lead is not None else None
-    except (DomainError, ValueError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
     settings = with_running_services(settings_of(ctx, data_dir))
     with opened_store(settings) as store:
         erasure = _erasure(store)
-        try:
+        with refusals():
             subject = (
                 erasure.subject(tid, lead_id)
                 if lead_id is not None
                 else erasure.subject_of_phone(tid, phone or "")
             )
-        except DomainError as exc:
-            raise _refused(exc) from exc
         if not yes and not subject.erased:
             found = erasure.footprint(subject)
             typer.confirm(
@@ -121,10 +112,8 @@ def erase(
                 abort=True,
                 err=True,  # stdout stays the receipt alone (--json)
             )
-        try:
+        with refusals():
             receipt = on_erasure_path(settings, store, lambda e: e.erase(tid, subject.id, reason))
-        except DomainError as exc:
-            raise _refused(exc) from exc
     payload = receipt.as_json()
     removed = ", ".join(f"{k} {v}" for k, v in receipt.removed.items())
     verb = "already erased" if receipt.already_erased else "erased"
@@ -142,17 +131,12 @@ def retention_run(
     as_json: JsonOut = False,
 ) -> None:
     """Erase (or list) the subjects inactive for longer than the tenant's retention_days."""
-    from urbana.domain.errors import DomainError
-
     tid = parse_tenant(tenant_id)
     settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
-        try:
-            report = on_erasure_path(
-                settings, store, lambda e: e.retention(tid, datetime.now(UTC), dry_run=dry_run)
-            )
-        except DomainError as exc:
-            raise _refused(exc) from exc
+    with opened_store(settings) as store, refusals():
+        report = on_erasure_path(
+            settings, store, lambda e: e.retention(tid, datetime.now(UTC), dry_run=dry_run)
+        )
     payload: dict[str, Any] = report.as_json()
     if as_json:
         emit(True, payload, "")

@@ -13,9 +13,9 @@ from urbana.cli.common import (
     DataDir,
     JsonOut,
     emit,
-    err,
     opened_store,
     parse_tenant,
+    refusals,
     settings_of,
     with_running_services,
 )
@@ -39,20 +39,14 @@ def add(
     from urbana.application.gateways import tenant_uuid
     from urbana.domain.errors import DomainError
 
-    try:
+    with refusals(2, DomainError, OSError, UnicodeDecodeError):
         tid = tenant_uuid(tenant_id)
         documents = [(f.name, f.read_text(encoding="utf-8")) for f in files]
-    except (DomainError, OSError, UnicodeDecodeError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
     settings = with_running_services(settings_of(ctx, data_dir))
     with opened_store(settings) as store:
-        for name, text in documents:
-            try:
+        with refusals():
+            for name, text in documents:
                 store.app.add_knowledge_document(tid, name, text)
-            except DomainError as exc:
-                err.print(f"error: {exc}")
-                raise typer.Exit(1) from exc
         # Indexed as the knowledge role would, so `kb add` works without workers
         # running; indexing the same event twice is harmless.
         added = _index(settings, store, tid, {name.strip() for name, _ in documents})

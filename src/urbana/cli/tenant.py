@@ -15,6 +15,7 @@ from urbana.cli.common import (
     err,
     opened_store,
     parse_tenant,
+    refusals,
     settings_of,
     with_running_services,
 )
@@ -59,20 +60,13 @@ def telegram(
     from urbana.application.gateways import tenant_uuid
     from urbana.domain.errors import DomainError
 
-    try:
+    with refusals(2):
         if off == (chat_id is not None):
             raise DomainError("give --chat-id and --bot-token, or --off")
         tid = tenant_uuid(tenant_id)
-    except DomainError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
     settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
-        try:
-            store.app.configure_telegram(tid, chat_id=chat_id, bot_token=bot_token)
-        except DomainError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from exc
+    with opened_store(settings) as store, refusals():
+        store.app.configure_telegram(tid, chat_id=chat_id, bot_token=bot_token)
     emit(
         as_json,
         {"tenant_id": tenant_id, "telegram_chat_id": chat_id},
@@ -95,16 +89,11 @@ def set_plan(
 ) -> None:
     """Put a tenant on a plan: how many new leads a month the AI answers (months begin
     on the 1st at 00:00 America/Sao_Paulo). Leads past it are recorded and flagged."""
-    from urbana.domain.errors import DomainError
 
     tid = parse_tenant(tenant_id)
     settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
-        try:
-            chosen = store.app.change_plan(tid, plan, limit)
-        except DomainError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from exc
+    with opened_store(settings) as store, refusals():
+        chosen = store.app.change_plan(tid, plan, limit)
     limit = chosen.lead_limit
     limit_text = (
         "no limit" if limit is None else f"{limit} new lead{'' if limit == 1 else 's'} a month"
@@ -146,23 +135,18 @@ def configure(
     from datetime import UTC, datetime
 
     from urbana.application.tenants import settings_json
-    from urbana.domain.errors import DomainError
     from urbana.domain.tenant import Tenant
 
     tid = parse_tenant(tenant_id)
     changes = _changes(set_ or [])
     settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
-        try:
-            if changes:
-                now = store.app.configure_tenant(tid, changes)
-            else:
-                now = store.app.get(Tenant, tid).settings
-            # As GET /v1/settings shows them: with the plan, read-only here (set-plan).
-            usage = store.app.plan_usage(tid, datetime.now(UTC))
-        except DomainError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from exc
+    with opened_store(settings) as store, refusals():
+        if changes:
+            now = store.app.configure_tenant(tid, changes)
+        else:
+            now = store.app.get(Tenant, tid).settings
+        # As GET /v1/settings shows them: with the plan, read-only here (set-plan).
+        usage = store.app.plan_usage(tid, datetime.now(UTC))
     shown = {**settings_json(now), "plan": usage.as_json()}
     emit(
         as_json,

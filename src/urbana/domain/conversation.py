@@ -176,12 +176,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
         `passages`: the knowledge it was given (document id, chunk, title, similarity),
         so anyone can see later why it answered what it did.
         """
-        if self.status is not Status.AI:
-            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
-        if reply_to_seq <= self.answered_seq:
-            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
-        if reply_to_seq > self.inbound_seq:
-            raise InvalidInput(f"no inbound message {reply_to_seq}")
+        self._check_answerable(reply_to_seq)
         if not 0.0 <= confidence <= 1.0:
             raise InvalidInput("confidence must be within [0, 1]")
         check_text(text, required=True)
@@ -199,12 +194,7 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
 
     def reject_ai_reply(self, *, reply_to_seq: int, text: str, reason: str) -> None:
         """The reply guard refused the AI's answer to this burst."""
-        if self.status is not Status.AI:
-            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
-        if reply_to_seq <= self.answered_seq:
-            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
-        if reply_to_seq > self.inbound_seq:
-            raise InvalidInput(f"no inbound message {reply_to_seq}")
+        self._check_answerable(reply_to_seq)
         self._ai_reply_rejected(
             lead_id=self.lead_id, reply_to_seq=reply_to_seq, text=text, reason=reason
         )
@@ -227,27 +217,18 @@ class Conversation(HumanHandling, OutboundMessages, TenantScoped):
 
     # ------------------------------------------------------------------ helpers
 
+    def _check_answerable(self, reply_to_seq: int) -> None:
+        """The AI owns the conversation, and inbound message `reply_to_seq` is unanswered."""
+        if self.status is not Status.AI:
+            raise AIReplyNotAllowed(f"conversation is {self.status.value}")
+        if reply_to_seq <= self.answered_seq:
+            raise BurstAlreadyAnswered(f"burst up to {reply_to_seq} already answered")
+        if reply_to_seq > self.inbound_seq:
+            raise InvalidInput(f"no inbound message {reply_to_seq}")
+
     def _no_human_owns_it(self) -> bool:
         """The AI may speak: it owns the thread, or is only waiting for a human."""
         return self.status in (Status.AI, Status.WAITING_HUMAN)
-
-    def _queue(
-        self,
-        outbound_id: str,
-        text: str,
-        author: str,
-        attendant: str | None = None,
-        template: dict[str, Any] | None = None,
-    ) -> None:
-        self._outbound_queued(
-            lead_id=self.lead_id,
-            outbound_id=outbound_id,
-            text=text,
-            author=author,
-            attendant=attendant,
-            external_provider_id=None,
-            template=template,
-        )
 
     def _remember(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)

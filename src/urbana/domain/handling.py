@@ -22,7 +22,7 @@ from urbana.domain.errors import (
     NotAssignee,
     TemplateRequired,
 )
-from urbana.domain.outbound import TemplateSend
+from urbana.domain.outbound import OutboundQueue, TemplateSend
 from urbana.domain.status import Status
 from urbana.domain.templates import Template
 from urbana.domain.text import check_text
@@ -44,13 +44,12 @@ def _labels(values: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
-class HumanHandling:
+class HumanHandling(OutboundQueue):
     """The attendants' half of `Conversation` (see the module docstring)."""
 
     if TYPE_CHECKING:  # provided by Conversation
         ConversationAssigned: ClassVar[type[Any]]
         ConversationTransferred: ClassVar[type[Any]]
-        lead_id: UUID
         status: Status
         assignee: str | None
         queue: str | None
@@ -62,24 +61,6 @@ class HumanHandling:
         def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None: ...
         def within_service_window(self, now: datetime) -> bool: ...
         def _check_new_outbound(self, outbound_id: str) -> None: ...
-        def _outbound_queued(
-            self,
-            lead_id: UUID,
-            outbound_id: str,
-            text: str | None,
-            author: str,
-            attendant: str | None,
-            external_provider_id: str | None,
-            template: dict[str, Any] | None,
-        ) -> None: ...
-        def _queue(
-            self,
-            outbound_id: str,
-            text: str,
-            author: str,
-            attendant: str | None = None,
-            template: dict[str, Any] | None = None,
-        ) -> None: ...
         def _handoff_accepted(self, attendant: str) -> None: ...
         def _note_added(self, lead_id: UUID, note_id: str, author: str, text: str) -> None: ...
         def _labels_changed(self, added: list[str], removed: list[str], by: str) -> None: ...
@@ -119,14 +100,12 @@ class HumanHandling:
             self._reopened(by=None)
         if self.status in (Status.AI, Status.WAITING_HUMAN):
             self._handoff_accepted(attendant="business_phone")
-        self._outbound_queued(
-            lead_id=self.lead_id,
-            outbound_id=outbound_id,
-            text=text,
-            author="human",
+        self._queue(
+            outbound_id,
+            text,
+            "human",
             attendant="business_phone",
             external_provider_id=provider_message_id,
-            template=None,
         )
 
     def attendant_reply(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from urbana.domain.errors import InvalidInput, InvalidTransition, StaleStatus, UnknownMessage
 from urbana.domain.status import Status
@@ -140,22 +141,52 @@ class OutboundMessage:
         )
 
 
-class OutboundMessages:
+class OutboundQueue:
+    """How both halves of `Conversation` (`OutboundMessages`, `HumanHandling`) record
+    an outbound message."""
+
+    if TYPE_CHECKING:  # provided by Conversation
+        lead_id: UUID
+
+        def _outbound_queued(
+            self,
+            lead_id: UUID,
+            outbound_id: str,
+            text: str | None,
+            author: str,
+            attendant: str | None,
+            external_provider_id: str | None,
+            template: dict[str, Any] | None,
+        ) -> None: ...
+
+    def _queue(
+        self,
+        outbound_id: str,
+        text: str | None,
+        author: str,
+        attendant: str | None = None,
+        template: dict[str, Any] | None = None,
+        external_provider_id: str | None = None,
+    ) -> None:
+        """An outbound message; `external_provider_id`: one the provider already sent."""
+        self._outbound_queued(
+            lead_id=self.lead_id,
+            outbound_id=outbound_id,
+            text=text,
+            author=author,
+            attendant=attendant,
+            external_provider_id=external_provider_id,
+            template=template,
+        )
+
+
+class OutboundMessages(OutboundQueue):
     """The outbound half of `Conversation` (see the module docstring)."""
 
     if TYPE_CHECKING:  # provided by Conversation
         outbound: dict[str, OutboundMessage]
         takeovers: int
         status: Status
-
-        def _queue(
-            self,
-            outbound_id: str,
-            text: str,
-            author: str,
-            attendant: str | None = None,
-            template: dict[str, Any] | None = None,
-        ) -> None: ...
 
         def within_service_window(self, now: datetime) -> bool: ...
         def _no_human_owns_it(self) -> bool: ...

@@ -71,6 +71,11 @@ class Projection(Protocol):
         ...
 
 
+def event_names(aggregate: str, *types: str) -> frozenset[str]:
+    """What a projection `handles` of one aggregate's events: `Aggregate.EventType`."""
+    return frozenset(f"{aggregate}.{t}" for t in types)
+
+
 def physical_name(projection: Projection, table: str, suffix: str = "") -> str:
     """`rm_<table>_v<version>[suffix]`: a version bump builds new tables."""
     return f"rm_{table}_v{projection.version}{suffix}"

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from urbana.application.envelope import Envelope
-from urbana.projections.base import Load, Row, Write, upsert_sql
+from urbana.projections.base import Load, Row, Write, event_names, upsert_sql
 from urbana.projections.conversation_events import (
     STATUS_EVENTS,
     apply_conversation,
@@ -73,30 +73,28 @@ class ConversationView:
         "notes",
         "erased_conversations",
     )
-    handles: ClassVar[frozenset[str]] = frozenset(
-        "Conversation." + t
-        for t in (
-            "ConversationStarted",
-            "MessageReceived",
-            "AIReplyGenerated",
-            "OutboundMessageQueued",
-            "OutboundMessageSent",
-            "OutboundMessageFailed",
-            "OutboundMessageCancelled",
-            "OutboundMessageRetried",
-            "MessageDelivered",
-            "MessageRead",
-            "HandoffRequested",
-            "HandoffAccepted",
-            "ConversationAssigned",
-            "ConversationTransferred",
-            "ReturnedToQueue",
-            "NoteAdded",
-            "LabelsChanged",
-            "ReturnedToAI",
-            "ConversationClosed",
-            "ConversationReopened",
-        )
+    handles: ClassVar[frozenset[str]] = event_names(
+        "Conversation",
+        "ConversationStarted",
+        "MessageReceived",
+        "AIReplyGenerated",
+        "OutboundMessageQueued",
+        "OutboundMessageSent",
+        "OutboundMessageFailed",
+        "OutboundMessageCancelled",
+        "OutboundMessageRetried",
+        "MessageDelivered",
+        "MessageRead",
+        "HandoffRequested",
+        "HandoffAccepted",
+        "ConversationAssigned",
+        "ConversationTransferred",
+        "ReturnedToQueue",
+        "NoteAdded",
+        "LabelsChanged",
+        "ReturnedToAI",
+        "ConversationClosed",
+        "ConversationReopened",
     ) | {"Lead.SubjectErased"}
 
     def ddl(self) -> list[str]:

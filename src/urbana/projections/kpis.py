@@ -62,7 +62,7 @@ from typing import Any, ClassVar
 from urbana.application.envelope import Envelope
 from urbana.domain.channels import CONSOLE
 from urbana.domain.reply import LLM_FAILURE
-from urbana.projections.base import Load, Row, Write, parse_time, upsert_sql
+from urbana.projections.base import Load, Row, Write, event_names, parse_time, upsert_sql
 
 BUCKETS: tuple[tuple[str, float], ...] = (
     ("frt_lt_1m", 60),
@@ -203,24 +203,22 @@ class Kpis:
     # 2: stretches, per-day distinct conversations; 3: response rows, assignments
     version: ClassVar[int] = 3
     tables: ClassVar[tuple[str, ...]] = ("kpi_daily", "kpi_conversations", "kpi_responses")
-    handles: ClassVar[frozenset[str]] = frozenset(
-        "Conversation." + t
-        for t in (
-            "ConversationStarted",
-            "MessageReceived",
-            "AIReplyGenerated",
-            "AIReplyRejected",
-            "OutboundMessageQueued",
-            "OutboundMessageFailed",
-            "HandoffRequested",
-            "HandoffAccepted",
-            "ConversationAssigned",
-            "ConversationTransferred",
-            "ReturnedToQueue",
-            "ReturnedToAI",
-            "ConversationClosed",
-            "ConversationReopened",
-        )
+    handles: ClassVar[frozenset[str]] = event_names(
+        "Conversation",
+        "ConversationStarted",
+        "MessageReceived",
+        "AIReplyGenerated",
+        "AIReplyRejected",
+        "OutboundMessageQueued",
+        "OutboundMessageFailed",
+        "HandoffRequested",
+        "HandoffAccepted",
+        "ConversationAssigned",
+        "ConversationTransferred",
+        "ReturnedToQueue",
+        "ReturnedToAI",
+        "ConversationClosed",
+        "ConversationReopened",
     )
 
     def ddl(self) -> list[str]:

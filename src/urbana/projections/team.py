@@ -27,7 +27,7 @@ from uuid import UUID
 import orjson
 
 from urbana.application.envelope import Envelope
-from urbana.projections.base import Load, Row, Write, parse_time, upsert_sql
+from urbana.projections.base import Load, Row, Write, event_names, parse_time, upsert_sql
 
 OWN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "uuid"),
@@ -94,17 +94,15 @@ class Team:
     name: ClassVar[str] = "team"
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[str, ...]] = ("users",)
-    handles: ClassVar[frozenset[str]] = frozenset(
-        {
-            "User.UserInvited",
-            "User.UserRoleChanged",
-            "User.UserDisabled",
-            "User.UserEnabled",
-            "User.AvailabilityChanged",
-            "User.UserQueuesChanged",
-            *(f"Conversation.{t}" for t in _ASSIGNING),
-        }
-    )
+    handles: ClassVar[frozenset[str]] = event_names(
+        "User",
+        "UserInvited",
+        "UserRoleChanged",
+        "UserDisabled",
+        "UserEnabled",
+        "AvailabilityChanged",
+        "UserQueuesChanged",
+    ) | event_names("Conversation", *_ASSIGNING)
 
     def ddl(self) -> list[str]:
         columns = ", ".join(f"{c} {kind}" for c, kind in OWN_COLUMNS)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from urbana.application.envelope import Envelope
-from urbana.projections.base import Load, Row, Write, upsert_sql
+from urbana.projections.base import Load, Row, Write, event_names, upsert_sql
 
 QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tenant_id", "uuid"),
@@ -58,9 +58,8 @@ class Workspace:
     name: ClassVar[str] = "workspace"
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[str, ...]] = ("queues", "canned_responses")
-    handles: ClassVar[frozenset[str]] = frozenset(
-        "Tenant." + t
-        for t in ("QueueCreated", "QueueChanged", "CannedResponseSaved", "CannedResponseRemoved")
+    handles: ClassVar[frozenset[str]] = event_names(
+        "Tenant", "QueueCreated", "QueueChanged", "CannedResponseSaved", "CannedResponseRemoved"
     )
 
     def ddl(self) -> list[str]:

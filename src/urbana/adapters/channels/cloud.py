@@ -25,6 +25,7 @@ from urbana.adapters.channels.errors import (
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import json_list as _list
 from urbana.adapters.channels.payload import json_object as _object
+from urbana.adapters.channels.payload import location
 from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
@@ -290,7 +291,7 @@ def _content(kind: str, msg: _Json) -> tuple[str | None, str | None, str | None,
                 extra[flag] = part[flag]
         return _text(part.get("caption")), media_id or url, _text(part.get("mime_type")), extra
     if kind == "location":
-        return _location(part, extra), None, None, extra
+        return location(part, extra, number=_number), None, None, extra
     if kind == "contacts":
         return _shared_contacts(body, extra), None, None, extra
     if kind == "interactive":
@@ -311,19 +312,6 @@ def _content(kind: str, msg: _Json) -> tuple[str | None, str | None, str | None,
     if kind == "unsupported" and (inner := _text(part.get("type"))) is not None:
         extra["unsupported_type"] = inner
     return None, None, None, extra
-
-
-def _location(part: _Json, extra: _Json) -> str | None:
-    for key in ("latitude", "longitude"):
-        if (coordinate := _number(part.get(key))) is not None:
-            extra[key] = coordinate
-    labels = []
-    for key in ("name", "address", "url"):
-        if (label := _text(part.get(key))) is not None:
-            extra[key] = label
-            if key != "url":
-                labels.append(label)
-    return ", ".join(labels) or None
 
 
 def _shared_contacts(cards: object, extra: _Json) -> str | None:

@@ -19,8 +19,8 @@ import jwt
 from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
 from urbana.adapters.channels.evolution_state import STATE_EVENTS, connect_state
 from urbana.adapters.channels.payload import decode_json as _decode
-from urbana.adapters.channels.payload import finite_number as _number
 from urbana.adapters.channels.payload import json_object as _object
+from urbana.adapters.channels.payload import location, referral
 from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
@@ -249,7 +249,7 @@ def _message(data: _Json, include_groups: bool) -> InboundMessage | None:
         media_url=media_url,
         media_mime=media_mime,
         reply_to=reply_to,
-        referral=_referral(context.get("externalAdReply")),
+        referral=referral(context.get("externalAdReply"), _AD_KEYS),
         extra=extra,
         from_me=from_me,
     )
@@ -319,15 +319,8 @@ def _content(
             extra["voice"] = True
         return kind, _text(part.get("caption")), _text(part.get("url")), _text(part.get("mimetype"))
     if content_key in ("locationMessage", "liveLocationMessage"):
-        for source, target in (("degreesLatitude", "latitude"), ("degreesLongitude", "longitude")):
-            if (coordinate := _number(part.get(source))) is not None:
-                extra[target] = coordinate
-        labels = []
-        for label_key in ("name", "address"):
-            if (label := _text(part.get(label_key))) is not None:
-                extra[label_key] = label
-                labels.append(label)
-        return "location", ", ".join(labels) or None, None, None
+        degrees = ("degreesLatitude", "degreesLongitude")
+        return "location", location(part, extra, coordinates=degrees, link=False), None, None
     if content_key in ("contactMessage", "contactsArrayMessage"):
         cards = part.get("contacts") if content_key == "contactsArrayMessage" else [part]
         shared = [
@@ -374,17 +367,6 @@ def _context(data: _Json, part: object) -> _Json:
         if isinstance(holder, dict) and isinstance(context := holder.get("contextInfo"), dict):
             return context
     return {}
-
-
-def _referral(ad: object) -> Mapping[str, str] | None:
-    if not isinstance(ad, dict):
-        return None
-    referral = {
-        target: value
-        for source, target in _AD_KEYS.items()
-        if isinstance(value := ad.get(source), str) and value
-    }
-    return referral or None
 
 
 def _status(data: _Json, date_time: object, include_groups: bool) -> StatusUpdate | None:

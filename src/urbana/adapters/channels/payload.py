@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import orjson
 
@@ -52,3 +53,42 @@ def required_str(obj: Json, key: str, where: str | None = None) -> str:
         name = f"{where}.{key}" if where else key
         raise Rejected(422, f"{name} must be a non-empty string")
     return value
+
+
+def location(
+    part: Json,
+    extra: Json,
+    *,
+    coordinates: tuple[str, str] = ("latitude", "longitude"),
+    number: Callable[[object], float | None] = finite_number,
+    link: bool = True,
+) -> str | None:
+    """A shared location's text, "name, address" (None without either).
+
+    Its latitude and longitude (read from the `coordinates` keys with `number`), name,
+    address and, with `link`, its `url` go to `extra`.
+    """
+    for source, target in zip(coordinates, ("latitude", "longitude"), strict=True):
+        if (coordinate := number(part.get(source))) is not None:
+            extra[target] = coordinate
+    labels = []
+    for key in ("name", "address"):
+        if (label := text(part.get(key))) is not None:
+            extra[key] = label
+            labels.append(label)
+    if link and (url := text(part.get("url"))) is not None:
+        extra["url"] = url
+    return ", ".join(labels) or None
+
+
+def referral(ad: object, keys: Mapping[str, str]) -> Mapping[str, str] | None:
+    """A click-to-WhatsApp ad's details: its non-empty strings, renamed by `keys`
+    (the gateway's name -> ours); None when there is no ad or nothing in it."""
+    if not isinstance(ad, dict):
+        return None
+    found = {
+        target: value
+        for source, target in keys.items()
+        if isinstance(value := ad.get(source), str) and value
+    }
+    return found or None

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
 from urbana.adapters.channels.payload import decode_json as _decode
-from urbana.adapters.channels.payload import finite_number as _number
 from urbana.adapters.channels.payload import json_list as _list
 from urbana.adapters.channels.payload import json_object as _object
+from urbana.adapters.channels.payload import location, referral
 from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
@@ -152,7 +152,7 @@ def _message(root: _Json) -> InboundMessage | None:
         media_url=media_url,
         media_mime=media_mime,
         reply_to=_text(root.get("referenceMessageId")),
-        referral=_referral(root.get("externalAdReply")),
+        referral=referral(root.get("externalAdReply"), _AD_KEYS),
         extra=extra,
         from_me=from_me,
     )
@@ -171,16 +171,7 @@ def _content(root: _Json, extra: _Json) -> tuple[str, str | None, str | None, st
     if isinstance(part := root.get("text"), dict):
         return "text", _text(part.get("message")), None, None
     if isinstance(part := root.get("location"), dict):
-        for key in ("latitude", "longitude"):
-            if (coordinate := _number(part.get(key))) is not None:
-                extra[key] = coordinate
-        labels = []
-        for key in ("name", "address", "url"):
-            if (label := _text(part.get(key))) is not None:
-                extra[key] = label
-                if key != "url":
-                    labels.append(label)
-        return "location", ", ".join(labels) or None, None, None
+        return "location", location(part, extra), None, None
     if isinstance(part := root.get("contact"), dict):
         phones = [p for p in _list(part.get("phones")) if isinstance(p, str)]
         name = _text(part.get("displayName"))
@@ -204,17 +195,6 @@ def _content(root: _Json, extra: _Json) -> tuple[str, str | None, str | None, st
             extra["description"] = description
         return "interactive", _text(part.get("title")), None, None
     return "unknown", None, None, None
-
-
-def _referral(ad: object) -> Mapping[str, str] | None:
-    if not isinstance(ad, dict):
-        return None
-    referral = {
-        target: value
-        for source, target in _AD_KEYS.items()
-        if isinstance(value := ad.get(source), str) and value
-    }
-    return referral or None
 
 
 def _statuses(root: _Json) -> tuple[StatusUpdate, ...]:

@@ -175,6 +175,20 @@ def _failure_code(exc: BaseException) -> str:
     return "error"
 
 
+def openai_client(
+    http: httpx.AsyncClient, api_key: str, base_url: str | None, timeout: float
+) -> AsyncOpenAI:
+    """The OpenAI client on the caller's `http`, without the library's own retries."""
+    return AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url or DEFAULT_BASE_URL,
+        # openai accepts an httpx.AsyncClient at runtime; its stubs only name httpx2's.
+        http_client=cast(Any, http),
+        max_retries=0,
+        timeout=timeout,
+    )
+
+
 class OpenAILLM:
     """`LLM` over chat completions with retries, a breaker per model and a fallback model.
 
@@ -204,14 +218,7 @@ class OpenAILLM:
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
-        self._client = AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url or DEFAULT_BASE_URL,
-            # openai accepts an httpx.AsyncClient at runtime; its stubs only name httpx2's.
-            http_client=cast(Any, http),
-            max_retries=0,  # tenacity owns retries
-            timeout=timeout,
-        )
+        self._client = openai_client(http, api_key, base_url, timeout)  # tenacity owns retries
         self.model = model
         self.fallback_model = fallback_model if fallback_model != model else None
         self._timeout = timeout

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
 
 import httpx
 import openai
-from openai import AsyncOpenAI
 
-from urbana.adapters.llm.openai_llm import DEFAULT_BASE_URL
+from urbana.adapters.llm.openai_llm import openai_client
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +40,7 @@ class OpenAISummarizer:
         timeout: float = 10.0,
         max_tokens: int = 200,
     ) -> None:
-        self._client = AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url or DEFAULT_BASE_URL,
-            # openai accepts an httpx.AsyncClient at runtime; its stubs only name httpx2's.
-            http_client=cast(Any, http),
-            max_retries=0,
-            timeout=timeout,
-        )
+        self._client = openai_client(http, api_key, base_url, timeout)
         self._model = model
         self._timeout = timeout
         self._max_tokens = max_tokens

@@ -17,7 +17,7 @@ from uuid import UUID
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
-from urbana.adapters.http.panel.common import Api, may, page
+from urbana.adapters.http.panel.common import Api, me_who_may, page, team_of
 from urbana.adapters.http.panel.session import PREFIX, OurForm
 from urbana.adapters.http.panel.v1 import V1, PanelError, Refused
 
@@ -69,10 +69,7 @@ def _footprint(subject: dict[str, Any]) -> dict[str, int]:
 
 async def _auditor(v1: V1) -> dict[str, Any]:
     """Who is signed in, refused (403, as the API would) unless they may audit."""
-    me: dict[str, Any] = await v1.get("/me")
-    if not may(me)["audit"]:
-        raise PanelError(403, "only auditors and admins handle data subject requests")
-    return me
+    return await me_who_may(v1, "audit", "only auditors and admins handle data subject requests")
 
 
 async def _screen(
@@ -81,6 +78,33 @@ async def _screen(
     status = context.pop("status_code", 200)
     return await page(
         request, v1, template, status_code=status, me=me, ERASE_REASONS=REASONS, **context
+    )
+
+
+async def _subject_screen(
+    request: Request,
+    v1: V1,
+    me: dict[str, Any],
+    subject: dict[str, Any] | None,
+    *,
+    phone: str,
+    purpose: str,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The search screen, with the subject found (and what erasing it would destroy)."""
+    return await _screen(
+        request,
+        v1,
+        me,
+        "privacy.html",
+        status_code=status_code,
+        phone=phone,
+        purpose=purpose,
+        subject=subject,
+        counts=_footprint(subject) if subject else None,
+        masked=masked,
+        error=error,
     )
 
 
@@ -104,18 +128,8 @@ async def search(
             error, status = "Nenhum titular com este telefone.", 404
     elif phone.strip() or purpose.strip():
         error, status = "Informe o telefone e a finalidade da consulta.", 422
-    return await _screen(
-        request,
-        v1,
-        me,
-        "privacy.html",
-        status_code=status,
-        phone=phone,
-        purpose=purpose,
-        subject=subject,
-        counts=_footprint(subject) if subject else None,
-        masked=masked,
-        error=error,
+    return await _subject_screen(
+        request, v1, me, subject, phone=phone, purpose=purpose, error=error, status_code=status
     )
 
 
@@ -123,18 +137,7 @@ async def search(
 async def subject_page(request: Request, v1: Api, lead_id: UUID, purpose: Purpose) -> Response:
     me = await _auditor(v1)
     subject = await v1.get("/privacy/subjects", lead_id=lead_id, purpose=purpose)
-    return await _screen(
-        request,
-        v1,
-        me,
-        "privacy.html",
-        phone="",
-        purpose=purpose,
-        subject=subject,
-        counts=_footprint(subject),
-        masked=masked,
-        error=None,
-    )
+    return await _subject_screen(request, v1, me, subject, phone="", purpose=purpose)
 
 
 @router.get("/subjects/{lead_id}/export")
@@ -238,8 +241,7 @@ async def access_log(
 ) -> Response:
     me = await _auditor(v1)
     found = await v1.get("/privacy/access-log", limit=LOG_PAGE, cursor=cursor, lead_id=lead_id)
-    team = (await v1.get("/users"))["items"]
-    names = {str(m["id"]): m.get("name") or m.get("email") for m in team}
+    _, names = await team_of(v1)
     return await _screen(
         request,
         v1,

@@ -42,12 +42,24 @@ def may(me: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-async def admin_me(v1: V1) -> dict[str, Any]:
-    """Who is signed in, if an admin; a 403 page otherwise (the API would refuse anyway)."""
+async def me_who_may(v1: V1, right: str, refusal: str) -> dict[str, Any]:
+    """Who is signed in, if `may` gives them `right`; a 403 page saying `refusal`
+    otherwise (the API would refuse anyway)."""
     me: dict[str, Any] = await v1.get("/me")
-    if not may(me)["admin"]:
-        raise PanelError(403, "only admins")
+    if not may(me)[right]:
+        raise PanelError(403, refusal)
     return me
+
+
+async def admin_me(v1: V1) -> dict[str, Any]:
+    """Who is signed in, if an admin; a 403 page otherwise."""
+    return await me_who_may(v1, "admin", "only admins")
+
+
+async def team_of(v1: V1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The tenant's users, and the name each is shown by (the e-mail when it has none)."""
+    team: list[dict[str, Any]] = (await v1.get("/users"))["items"]
+    return team, {str(m["id"]): m.get("name") or m.get("email") for m in team}
 
 
 async def page(

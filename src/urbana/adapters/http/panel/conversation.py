@@ -10,13 +10,14 @@ before.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
-from urbana.adapters.http.panel.common import Api, fragment, may, page
+from urbana.adapters.http.panel.common import Api, fragment, may, page, team_of
 from urbana.adapters.http.panel.session import PREFIX, OurForm, to
 from urbana.adapters.http.panel.v1 import V1, Refused
 
@@ -24,14 +25,14 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 MAX_TEXT = 4096
 Text = Annotated[str, Form(min_length=1, max_length=MAX_TEXT)]
+IdempotencyKey = Annotated[str, Form(max_length=200)]
 
 
 async def _thread(v1: V1, cid: UUID, found: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the live part of the screen shows: the conversation, its lead and the team."""
     conversation = found or await v1.get(f"/conversations/{cid}")
     lead = await v1.get(f"/leads/{conversation['lead_id']}") if conversation["lead_id"] else None
-    team = (await v1.get("/users"))["items"]
-    names = {str(m["id"]): m.get("name") or m.get("email") for m in team}
+    team, names = await team_of(v1)
     return {"c": conversation, "lead": lead, "names": names, "team": team}
 
 
@@ -89,11 +90,16 @@ async def _act(
     path: str,
     body: dict[str, Any] | None,
     shows: Any,
-    **kwargs: Any,
+    idempotency_key: str | None = None,
 ) -> Response:
-    """Run one command, then show the conversation once the read models caught up."""
+    """Run one command, then show the conversation once the read models caught up.
+
+    A form's `idempotency_key` goes with the command, so that a double submit (or a
+    retried post) runs it once.
+    """
+    headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
     try:
-        answer = await v1.post(f"/conversations/{cid}{path}", body, **kwargs)
+        answer = await v1.post(f"/conversations/{cid}{path}", body, headers=headers)
     except Refused as exc:
         return await _screen(request, v1, cid, error=exc.detail, status_code=exc.status)
     await v1.caught_up(str(cid), lambda c: bool(shows(c, answer)))
@@ -104,24 +110,24 @@ def _state_is(c: dict[str, Any], answer: dict[str, Any]) -> bool:
     return bool(c["status"] == answer["status"] and c["assignee"] == answer["assignee"])
 
 
-@router.post("/conversations/{cid}/assign", dependencies=[OurForm])
-async def assign(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/assign", None, _state_is)
+def _state_command(path: str) -> Callable[[Request, V1, UUID], Awaitable[Response]]:
+    """A command with no form, done once the conversation shows its new state."""
+
+    async def command(request: Request, v1: Api, cid: UUID) -> Response:
+        return await _act(request, v1, cid, path, None, _state_is)
+
+    return command
 
 
-@router.post("/conversations/{cid}/return-to-ai", dependencies=[OurForm])
-async def return_to_ai(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/return-to-ai", None, _state_is)
-
-
-@router.post("/conversations/{cid}/close", dependencies=[OurForm])
-async def close(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/close", None, _state_is)
-
-
-@router.post("/conversations/{cid}/reopen", dependencies=[OurForm])
-async def reopen(request: Request, v1: Api, cid: UUID) -> Response:
-    return await _act(request, v1, cid, "/reopen", None, _state_is)
+# Assumir, Devolver para a IA, Encerrar, Reabrir.
+for _path in ("/assign", "/return-to-ai", "/close", "/reopen"):
+    router.add_api_route(
+        f"/conversations/{{cid}}{_path}",
+        _state_command(_path),
+        methods=["POST"],
+        dependencies=[OurForm],
+        name=_path[1:],
+    )
 
 
 @router.post("/conversations/{cid}/transfer", dependencies=[OurForm])
@@ -146,22 +152,14 @@ async def reply(
     v1: Api,
     cid: UUID,
     text: Text,
-    idempotency_key: Annotated[str, Form(max_length=200)],
+    idempotency_key: IdempotencyKey,
 ) -> Response:
-    """The reply box; its key makes a double submit (or a retried post) send once."""
+    """The reply box."""
 
     def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
         return any(answer["outbound_id"] in m["key"] for m in c["messages"])
 
-    return await _act(
-        request,
-        v1,
-        cid,
-        "/messages",
-        {"text": text},
-        shown,
-        headers={"Idempotency-Key": idempotency_key},
-    )
+    return await _act(request, v1, cid, "/messages", {"text": text}, shown, idempotency_key)
 
 
 @router.post("/conversations/{cid}/notes", dependencies=[OurForm])
@@ -170,20 +168,12 @@ async def note(
     v1: Api,
     cid: UUID,
     text: Text,
-    idempotency_key: Annotated[str, Form(max_length=200)],
+    idempotency_key: IdempotencyKey,
 ) -> Response:
     def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
         return any(n["id"] == answer["note_id"] for n in c["notes"])
 
-    return await _act(
-        request,
-        v1,
-        cid,
-        "/notes",
-        {"text": text},
-        shown,
-        headers={"Idempotency-Key": idempotency_key},
-    )
+    return await _act(request, v1, cid, "/notes", {"text": text}, shown, idempotency_key)
 
 
 @router.post("/conversations/{cid}/labels", dependencies=[OurForm])

@@ -7,10 +7,11 @@ applied that event, so the list never shows the state from before it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from urbana.adapters.http.panel.common import Api, fragment, page
@@ -23,23 +24,50 @@ VIEWS = {"waiting": "Aguardando", "mine": "Minhas", "all": "Todas"}
 Text = Annotated[str | None, Query(max_length=128)]
 
 
-async def _items(
-    v1: V1, view: str, status: str | None, label: str | None, queue: str | None
-) -> list[dict[str, Any]]:
-    if view == "waiting":
-        found = await v1.get("/queue", queue=queue, limit=100)
+@dataclass(frozen=True)
+class Filters:
+    """What the list shows: a view (waiting, mine, all) and the filters on it."""
+
+    view: str
+    status: str | None
+    label: str | None
+    queue: str | None
+
+    def context(self) -> dict[str, Any]:
+        """The filters for the template, and as the query string the live redraw repeats."""
+        given = {"view": self.view, "status": self.status, "label": self.label, "queue": self.queue}
+        return {**given, "query": urlencode({k: v for k, v in given.items() if v})}
+
+
+def _filters(
+    view: Annotated[str, Query(pattern="^(waiting|mine|all)$")] = "waiting",
+    status: Annotated[str | None, Query(pattern="^(|ai|waiting_human|human|closed)$")] = None,
+    label: Text = None,
+    queue: Text = None,
+) -> Filters:
+    return Filters(view, status, label, queue)
+
+
+Filtered = Annotated[Filters, Depends(_filters)]
+
+
+async def _listing(v1: V1, f: Filters) -> dict[str, Any]:
+    """The conversations the filters select, the count waiting for a person, the filters."""
+    if f.view == "waiting":
+        found = await v1.get("/queue", queue=f.queue, limit=100)
     else:
-        assignee = "me" if view == "mine" else None
+        assignee = "me" if f.view == "mine" else None
         found = await v1.get(
             "/conversations",
             assignee=assignee,
-            status=status,
-            label=label,
-            queue=queue,
+            status=f.status,
+            label=f.label,
+            queue=f.queue,
             limit=100,
         )
     items: list[dict[str, Any]] = found["items"]
-    return items
+    waiting = items if f.view == "waiting" else (await v1.get("/queue", limit=100))["items"]
+    return {"items": items, "waiting_count": len(waiting), **f.context()}
 
 
 async def _caught_up(v1: V1, wait: str | None) -> None:
@@ -53,57 +81,24 @@ async def _caught_up(v1: V1, wait: str | None) -> None:
     await v1.caught_up(conversation_id, lambda c: int(c["position"]) >= target)
 
 
-def _context(view: str, status: str | None, label: str | None, queue: str | None) -> dict[str, Any]:
-    given = {"view": view, "status": status, "label": label, "queue": queue}
-    return {**given, "query": urlencode({k: v for k, v in given.items() if v})}
-
-
 @router.get("/")
-async def inbox(
-    request: Request,
-    v1: Api,
-    view: Annotated[str, Query(pattern="^(waiting|mine|all)$")] = "waiting",
-    status: Annotated[str | None, Query(pattern="^(|ai|waiting_human|human|closed)$")] = None,
-    label: Text = None,
-    queue: Text = None,
-) -> Response:
+async def inbox(request: Request, v1: Api, filters: Filtered) -> Response:
     me = await v1.get("/me")
     if me["role"] not in ("attendant", "supervisor", "admin", "auditor"):
         return await page(request, v1, "no_conversations.html", me=me)
-    items = await _items(v1, view, status, label, queue)
-    waiting = items if view == "waiting" else (await v1.get("/queue", limit=100))["items"]
-    return await page(
-        request,
-        v1,
-        "inbox.html",
-        me=me,
-        items=items,
-        views=VIEWS,
-        waiting_count=len(waiting),
-        **_context(view, status, label, queue),
-    )
+    listing = await _listing(v1, filters)
+    return await page(request, v1, "inbox.html", me=me, views=VIEWS, **listing)
 
 
 @router.get("/fragments/list")
 async def conversation_list(
     request: Request,
     v1: Api,
-    view: Annotated[str, Query(pattern="^(waiting|mine|all)$")] = "waiting",
-    status: Annotated[str | None, Query(pattern="^(|ai|waiting_human|human|closed)$")] = None,
-    label: Text = None,
-    queue: Text = None,
+    filters: Filtered,
     wait: Annotated[str | None, Query(max_length=80)] = None,
 ) -> Response:
     await _caught_up(v1, wait)
-    items = await _items(v1, view, status, label, queue)
-    waiting = items if view == "waiting" else (await v1.get("/queue", limit=100))["items"]
-    return fragment(
-        request,
-        "_list.html",
-        items=items,
-        waiting_count=len(waiting),
-        **_context(view, status, label, queue),
-    )
+    return fragment(request, "_list.html", **await _listing(v1, filters))
 
 
 @router.post("/availability", dependencies=[OurForm])

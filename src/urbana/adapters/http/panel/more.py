@@ -84,20 +84,36 @@ async def kpis(request: Request, v1: Api) -> Response:
     return await page(request, v1, "kpis.html", report=report, charts=charts)
 
 
-async def _current(v1: V1) -> dict[str, Any]:
-    """What the settings screen shows: the settings, the Telegram target, the users."""
-    return {
-        "MESSAGE_LABELS": MESSAGE_LABELS,
-        "DEFAULTS": DEFAULT_MESSAGES,
-        "s": await v1.get("/settings"),
-        "telegram": await v1.get("/settings/telegram"),
-        "users": (await v1.get("/users"))["items"],
-    }
+async def _settings_screen(
+    request: Request,
+    v1: V1,
+    *,
+    error: str | None = None,
+    saved: bool = False,
+    done_status: int = 200,
+    **context: Any,
+) -> Response:
+    """The settings screen as they are now (the settings, the Telegram target, the
+    users), after what was just asked: `done_status` when it went through, else 422."""
+    return await page(
+        request,
+        v1,
+        "settings.html",
+        status_code=done_status if error is None else 422,
+        MESSAGE_LABELS=MESSAGE_LABELS,
+        DEFAULTS=DEFAULT_MESSAGES,
+        s=await v1.get("/settings"),
+        telegram=await v1.get("/settings/telegram"),
+        users=(await v1.get("/users"))["items"],
+        saved=saved,
+        error=error,
+        **context,
+    )
 
 
 @router.get("/settings")
 async def settings(request: Request, v1: Api) -> Response:
-    return await page(request, v1, "settings.html", **await _current(v1), saved=False, error=None)
+    return await _settings_screen(request, v1)
 
 
 @router.post("/settings", dependencies=[OurForm])
@@ -131,15 +147,7 @@ async def save_settings(request: Request, v1: Api) -> Response:
             saved = True
         except Refused as exc:
             error = exc.detail
-    return await page(
-        request,
-        v1,
-        "settings.html",
-        status_code=200 if error is None else 422,
-        **await _current(v1),
-        saved=saved,
-        error=error,
-    )
+    return await _settings_screen(request, v1, error=error, saved=saved)
 
 
 @router.post("/users", dependencies=[OurForm])
@@ -156,16 +164,7 @@ async def add_user(
         made = await v1.post("/users", {"email": email, "role": role, "name": name})
     except Refused as exc:
         error = exc.detail
-    return await page(
-        request,
-        v1,
-        "settings.html",
-        status_code=201 if made else 422,
-        **await _current(v1),
-        saved=False,
-        error=error,
-        created=made,
-    )
+    return await _settings_screen(request, v1, error=error, done_status=201, created=made)
 
 
 @router.post("/settings/telegram", dependencies=[OurForm])
@@ -189,12 +188,4 @@ async def save_telegram(
             "Telegram: informe o ID do chat (número, ou @canal) e, na primeira vez, o token "
             "do bot como o @BotFather o deu."
         )
-    return await page(
-        request,
-        v1,
-        "settings.html",
-        status_code=200 if error is None else 422,
-        **await _current(v1),
-        saved=error is None,
-        error=error,
-    )
+    return await _settings_screen(request, v1, error=error, saved=error is None)
