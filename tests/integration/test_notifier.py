@@ -15,7 +15,8 @@ import pytest
 from tests.fake_telegram import FakeTelegram, fake_telegram
 
 from urbana.adapters.kafka.relay import Relay
-from urbana.adapters.kafka.workers import EventWorker, Subscription, notifier_worker
+from urbana.adapters.kafka.role_workers import notifier_worker
+from urbana.adapters.kafka.workers import EventWorker, Subscription
 from urbana.adapters.notifier import HandoffNotifier, NotificationBusy
 from urbana.adapters.postgres.notifications import PgNotificationLedger
 from urbana.adapters.postgres.store import Store

@@ -19,7 +19,8 @@ from tests.redis_server import RedisServer
 
 from urbana.adapters.embedded import ServiceUrls
 from urbana.adapters.kafka.relay import Relay
-from urbana.adapters.kafka.workers import EventWorker, Subscription, responder_worker
+from urbana.adapters.kafka.role_workers import responder_worker
+from urbana.adapters.kafka.workers import EventWorker, Subscription
 from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.store import Store
 from urbana.adapters.redis_coord import RedisCoordinator, redis_client

@@ -14,7 +14,8 @@ from tests.unit.test_envelope import ClearCipher
 from tests.unit.test_responder import decision
 
 from urbana.adapters.kafka.producer import to_record
-from urbana.adapters.kafka.workers import EventWorker, Subscription, responder_worker
+from urbana.adapters.kafka.role_workers import responder_worker
+from urbana.adapters.kafka.workers import EventWorker, Subscription
 from urbana.application.envelope import Envelope, envelope_from_stored
 from urbana.application.responder import Responder
 from urbana.application.store import OrjsonTranscoder, PiiMapper

@@ -1,7 +1,7 @@
 """The notifier: one Telegram message per handoff, to the tenant's chat.
 
 On each `HandoffRequested` (the `notifier` worker role consumes them from Kafka, see
-`urbana.adapters.kafka.workers.notifier_worker`) it reads the tenant's Telegram target
+`urbana.adapters.kafka.role_workers.notifier_worker`) it reads the tenant's Telegram target
 and, when there is one, claims the notice in the ledger, reads the handoff (decrypted)
 and sends it, retrying while Telegram is down or throttling, with backoff (tenacity)
 honouring `retry_after`, for at most `horizon_s` (then the notice ends `expired`).

@@ -180,7 +180,7 @@ def _worker(
     """The consumer group of an event-driven role (responder, dispatcher, knowledge,
     notifier), and the figures of its own it reports beside the worker's: its circuit
     breakers by state, and the responder's query-vector cache."""
-    from urbana.adapters.kafka.workers import (
+    from urbana.adapters.kafka.role_workers import (
         dispatcher_worker,
         knowledge_worker,
         notifier_worker,
