@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from urbana.adapters.kafka.topics import load_topics, partition_counts
 
 pytestmark = pytest.mark.e2e
@@ -147,6 +149,25 @@ def test_dev_keeps_data_across_restarts_and_reset_wipes_it(tmp_path: Path) -> No
         assert json.loads(fresh.stdout)["created"] is True
     finally:
         _stop(proc)
+
+
+def test_dev_with_a_broker_url_that_does_not_answer_says_so_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    unused_port = free_port()  # nothing listens there
+    result = subprocess.run(
+        [URBANA, "dev", "--data-dir", str(tmp_path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "URBANA_KAFKA_BOOTSTRAP": f"127.0.0.1:{unused_port}"},
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"error: creating topics on 127.0.0.1:{unused_port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ready" not in result.stdout
+    assert not (tmp_path / "services.json").exists()
 
 
 def test_demo_runs_end_to_end() -> None:

@@ -23,6 +23,7 @@ from urbana.cli.common import (
     err,
     has_uvloop,
     out,
+    refusals,
     run,
     settings_of,
     setup_logging,
@@ -88,11 +89,14 @@ def dev(
 
         from urbana.adapters.kafka.topics import init_topics
         from urbana.adapters.runtime import ROLES
+        from urbana.errors import UrbanaError
 
         # Every topic first, shaped by topics.yaml, as `kafka init` does in production:
         # else the first client to ask the broker about the event topic gets it
-        # auto-created with the broker's default partitions.
-        asyncio.run(init_topics(urls.kafka))
+        # auto-created with the broker's default partitions. A broker given by URL
+        # that does not answer ends dev with the reason (exit 1), not a traceback.
+        with refusals(1, UrbanaError):
+            asyncio.run(init_topics(urls.kafka))
         run(_serve(settings, host, port, started, roles=ROLES))
     except KeyboardInterrupt:
         err.print("stopping")

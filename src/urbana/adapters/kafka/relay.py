@@ -129,7 +129,7 @@ class Relay(Service):
             await conn.close()
             raise
         self._conn = conn
-        log.info("relay %s starts after position %d", self.name, self.last_position)
+        log.info("relay %s: starts after position %d", self.name, self.last_position)
 
     async def aclose(self) -> None:
         """Stop the producer and close the database connections."""
