@@ -21,11 +21,12 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from urbana.adapters import logs
 from urbana.adapters.bootstrap import Container
@@ -49,10 +50,11 @@ __all__ = [
     "SESSION_COOKIE",
     "Allow",
     "BearerDep",
+    "CredentialCheck",
     "Principal",
     "RolesRoute",
     "allow",
-    "authenticate_on",
+    "check_on",
     "credential_of",
     "roles_of",
     "same_origin",
@@ -140,49 +142,78 @@ def credential_of(
         raise unauthorized(str(exc)) from exc
 
 
-async def authenticate_on(
-    conn: AsyncConnection[Any], request: Request, credential: TokenClaims | ApiKeyCredential
-) -> Principal:
-    """The caller's principal, the credential checked against current state with one
-    query on `conn`: a transaction the caller opened on the read pool, still as the
-    pool's own role (the event table is not the API role's).
+class CredentialCheck:
+    """A credential's check against current state whose one query was sent on a
+    connection of the caller's (`check_on`); `principal()` reads its answer.
 
-    The same check as `authenticate` (the events after the process's copy of the user
-    or key; usually none), without a thread and a second pool's transaction: a read
-    route then costs one connection and one transaction. A store without the
-    event-table index is asked as `authenticate` does.
+    The connection is in a transaction the caller opened on the read pool, still as the
+    pool's own role (the event table is not the API role's). The query is the one
+    `Access.current` runs (the events after this process's copy of the user or key;
+    usually none): the same check, on every request, as `authenticate`, without a
+    thread and a second pool's transaction. Sent in a pipeline, it goes to the server
+    with the transaction's BEGIN and whatever the caller queues after it.
     """
+
+    def __init__(
+        self,
+        access: Access,
+        credential: TokenClaims | ApiKeyCredential,
+        index: PostgresStreamIndex | None,
+        held: Aggregate | None = None,
+        cursor: AsyncCursor[Any] | None = None,
+    ) -> None:
+        self._access = access
+        self._credential = credential
+        self._index = index
+        self._held = held
+        self._cursor = cursor
+
+    @property
+    def tenant_id(self) -> UUID | None:
+        """The tenant the credential names, when it names one (a user's token does; an
+        API key's tenant is the key's, known once it is read)."""
+        credential = self._credential
+        return credential.tenant_id if isinstance(credential, TokenClaims) else None
+
+    async def principal(self) -> Principal:
+        """The caller's principal; 401 when the user or key may not act (any more)."""
+        credential, access = self._credential, self._access
+        try:
+            if self._index is None or self._cursor is None:  # a store without the index
+                return await asyncio.to_thread(_principal, access, credential)
+            stored = self._index.events(await self._cursor.fetchall())
+            if isinstance(credential, TokenClaims):
+                user = await self._caught_up(User, credential.user_id, stored)
+                return user_principal_of(user, credential.tenant_id, credential.sessions)
+            key_id, secret = credential
+            return api_key_principal_of(await self._caught_up(ApiKey, key_id, stored), secret)
+        except NotAuthenticated as exc:
+            raise unauthorized(str(exc)) from exc
+
+    async def _caught_up(
+        self, cls: type[A], aggregate_id: UUID, stored: list[StoredEvent]
+    ) -> A | None:
+        if not stored:  # the usual case: the held copy is current
+            return self._access.caught_up(cls, aggregate_id, self._held, stored)
+        # Decoding may open sealed fields (a key lookup on the store): not on the loop.
+        return await asyncio.to_thread(
+            self._access.caught_up, cls, aggregate_id, self._held, stored
+        )
+
+
+async def check_on(
+    conn: AsyncConnection[Any], request: Request, credential: TokenClaims | ApiKeyCredential
+) -> CredentialCheck:
+    """Send the check of `credential` on `conn` (see `CredentialCheck`)."""
     container: Container = request.app.state.container
     access, index = container.access, container.store.app.index
-    try:
-        if not isinstance(index, PostgresStreamIndex):
-            return await asyncio.to_thread(_principal, access, credential)
-        if isinstance(credential, TokenClaims):
-            user = await _current_on(conn, access, index, User, credential.user_id)
-            return user_principal_of(user, credential.tenant_id, credential.sessions)
-        key_id, secret = credential
-        key = await _current_on(conn, access, index, ApiKey, key_id)
-        return api_key_principal_of(key, secret)
-    except NotAuthenticated as exc:
-        raise unauthorized(str(exc)) from exc
-
-
-async def _current_on(
-    conn: AsyncConnection[Any],
-    access: Access,
-    index: PostgresStreamIndex,
-    cls: type[A],
-    aggregate_id: UUID,
-) -> A | None:
-    """`Access.current`, its query on `conn`."""
-    held = access.held(aggregate_id)
-    versions = {aggregate_id: held.version if held is not None else 0}
+    if not isinstance(index, PostgresStreamIndex):
+        return CredentialCheck(access, credential, None)
+    subject = credential.user_id if isinstance(credential, TokenClaims) else credential[0]
+    held = access.held(subject)
+    versions = {subject: held.version if held is not None else 0}
     cursor = await conn.execute(index.statement, index.params(versions))
-    stored = index.events(await cursor.fetchall())
-    if not stored:  # the usual case: the held copy is current
-        return access.caught_up(cls, aggregate_id, held, stored)
-    # Decoding may open sealed fields (a key lookup on the store): not on the loop.
-    return await asyncio.to_thread(access.caught_up, cls, aggregate_id, held, stored)
+    return CredentialCheck(access, credential, index, held, cursor)
 
 
 class Allow:

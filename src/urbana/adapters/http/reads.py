@@ -16,7 +16,7 @@ from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import psycopg
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -25,8 +25,9 @@ from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, 
 from urbana.adapters.http.auth import (
     Allow,
     BearerDep,
-    authenticate_on,
+    check_on,
     credential_of,
+    unauthorized,
     v1_router,
 )
 from urbana.adapters.http.plans import plan_usage
@@ -46,6 +47,7 @@ from urbana.adapters.http.workspace_models import (
     MessageOut,
     NoteOut,
     QueueOut,
+    conversation_page_json,
 )
 from urbana.application.access import Principal
 from urbana.application.ports import SubjectCipher
@@ -107,7 +109,7 @@ R = TypeVar("R")
 
 class TenantRead:
     """The caller and their read: one transaction on the read pool, in which their
-    credentials were checked against current state (`authenticate_on`) and which then
+    credentials were checked against current state (`check_on`) and which then
     dropped to the API role in their tenant (`enter_tenant`), as `tenant_read` does.
 
     `run` runs the route's one query in it, then ends it and gives the connection back,
@@ -153,9 +155,19 @@ class _AllowReading(Allow):
         async with AsyncExitStack() as stack:
             try:
                 conn = await stack.enter_async_context(pool.connection())
-                await stack.enter_async_context(conn.transaction())
-                principal = self.admit(await authenticate_on(conn, request, credential))
-                await enter_tenant(conn, principal.tenant_id)
+                # BEGIN, the check and (for a user's token, which names its tenant) the
+                # tenant scope go in one round trip; the answer is read before the query.
+                async with conn.pipeline():
+                    await stack.enter_async_context(conn.transaction())
+                    check = await check_on(conn, request, credential)
+                    scoped = check.tenant_id
+                    if scoped is not None:
+                        await enter_tenant(conn, scoped)
+                principal = self.admit(await check.principal())
+                if scoped is None:
+                    await enter_tenant(conn, principal.tenant_id)
+                elif principal.tenant_id != scoped:  # the check refuses this; never scope wrong
+                    raise unauthorized("unknown user")
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 raise ReadModelsUnavailable(f"the read models cannot be read: {exc}") from exc
             read = TenantRead(principal, conn, stack.pop_all())
@@ -212,7 +224,7 @@ async def conversations(
     queue: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
     limit: Limit = queries.DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> ConversationPage:
+) -> Response:
     """A page of conversations; follow `next_cursor` until it is null."""
     page = await read.run(
         queries.list_conversations,
@@ -225,7 +237,7 @@ async def conversations(
         cursor=cursor,
         cipher=_cipher(request),
     )
-    return ConversationPage.of(page)
+    return Response(conversation_page_json(page), media_type="application/json")
 
 
 @router.get(
@@ -282,7 +294,7 @@ async def waiting(
     ] = None,
     limit: Limit = queries.DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> ConversationPage:
+) -> Response:
     """The waiting line: who has waited longest comes first."""
     page = await read.run(
         queries.waiting_queue,
@@ -291,7 +303,7 @@ async def waiting(
         cursor=cursor,
         cipher=_cipher(request),
     )
-    return ConversationPage.of(page)
+    return Response(conversation_page_json(page), media_type="application/json")
 
 
 @router.get(
