@@ -144,6 +144,19 @@ class TenantRead:
             await held.aclose()
 
 
+@asynccontextmanager
+async def _transaction(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+    """The transaction the connection's next statement begins (it is not autocommit):
+    committed at the end, rolled back on an error, so the pool gets it back idle."""
+    try:
+        yield
+    except BaseException:
+        if not conn.closed:
+            await conn.rollback()
+        raise
+    await conn.commit()
+
+
 class _AllowReading(Allow):
     """`allow_reading(...)`: a `TenantRead` for a caller whose role is one of these."""
 
@@ -155,10 +168,13 @@ class _AllowReading(Allow):
         async with AsyncExitStack() as stack:
             try:
                 conn = await stack.enter_async_context(pool.connection())
-                # BEGIN, the check and (for a user's token, which names its tenant) the
-                # tenant scope go in one round trip; the answer is read before the query.
+                await stack.enter_async_context(_transaction(conn))
+                # BEGIN (the first statement's, implicit), the check and, for a user's
+                # token (which names its tenant), the tenant scope go in one round trip;
+                # the answer is read before the query. Not `conn.transaction()`: begun
+                # in a pipeline, it keeps the connection in pipeline mode to its end,
+                # and a query in pipeline mode polls its socket while it waits.
                 async with conn.pipeline():
-                    await stack.enter_async_context(conn.transaction())
                     check = await check_on(conn, request, credential)
                     scoped = check.tenant_id
                     if scoped is not None:
