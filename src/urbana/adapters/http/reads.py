@@ -1,10 +1,12 @@
 """/v1 read routes of the workspace: conversations, the queue, leads, KPIs, the team.
 
-Every answer comes from the read models, in one `tenant_read` transaction (row-level
-security on the caller's tenant), with personal text decrypted on the way out; no
-aggregate is loaded. Another tenant's id is simply not found (404). Who may read what:
-attendants, supervisors and admins work conversations, auditors read everything;
-analysts see the pipeline (leads, KPIs, queues), never a conversation's text.
+Every answer comes from the read models, in one transaction on the read pool that
+first checks the caller's credentials against current state, then drops to row-level
+security on the caller's tenant (`allow_reading`, `TenantRead`), with personal text
+decrypted on the way out; no aggregate is loaded. Another tenant's id is simply not
+found (404). Who may read what: attendants, supervisors and admins work conversations,
+auditors read everything; analysts see the pipeline (leads, KPIs, queues), never a
+conversation's text.
 """
 
 from __future__ import annotations
