@@ -186,6 +186,34 @@ def test_a_disabled_user_is_refused_at_once_and_signs_in_again_when_enabled(
     assert me(api, bearer(again)).status_code == 200
 
 
+def test_the_reads_check_credentials_as_every_route_does(api: Api, crew: Team) -> None:
+    # The /v1 reads check the caller inside their own read transaction
+    # (`reads.allow_reading`): a role change, a disable, a revoke apply to the next read.
+    email = new_email()
+    user_id, _ = access(api).add_user(
+        crew.tenant_id, email=email, role=Role.ATTENDANT, password=PASSWORD
+    )
+    token = login(api, email).json()["access_token"]
+    conversations, leads = f"{api.url}/v1/conversations", f"{api.url}/v1/leads"
+    assert httpx.get(conversations, headers=bearer(token)).status_code == 200
+    patch = f"{api.url}/v1/users/{user_id}"
+    made = httpx.patch(patch, json={"role": "analyst"}, headers=crew.headers(Role.ADMIN))
+    assert made.status_code == 200, made.text
+    assert httpx.get(conversations, headers=bearer(token)).status_code == 403
+    assert httpx.get(leads, headers=bearer(token)).status_code == 200
+    made = httpx.patch(patch, json={"disabled": True}, headers=crew.headers(Role.ADMIN))
+    assert made.status_code == 200, made.text
+    assert_unauthorized(httpx.get(leads, headers=bearer(token)))
+    key = access(api).create_api_key(crew.tenant_id, role=Role.ANALYST, by=None)
+    assert httpx.get(leads, headers=bearer(key.token)).status_code == 200
+    revoked = httpx.delete(f"{api.url}/v1/api-keys/{key.key_id}", headers=crew.headers(Role.ADMIN))
+    assert revoked.status_code == 204
+    assert_unauthorized(httpx.get(leads, headers=bearer(key.token)))
+    assert_unauthorized(httpx.get(leads, headers=bearer(token.rsplit(".", 1)[0] + ".forged")))
+    assert_unauthorized(httpx.get(leads, headers=bearer("urb_not-a-key")))
+    assert_unauthorized(httpx.get(leads))
+
+
 def test_a_password_change_ends_every_session_signed_in_before_it(api: Api, crew: Team) -> None:
     email = new_email()
     user_id, _ = access(api).add_user(

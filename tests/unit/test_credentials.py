@@ -69,6 +69,19 @@ def test_an_expired_token_is_refused() -> None:
         tokens.read(token)
 
 
+def test_a_token_read_before_is_refused_once_it_expires() -> None:
+    # A process keeps the tokens it has checked, with their expiry: not past it.
+    tokens = JwtTokens(SECRET, ttl_s=2)
+    who = principal()
+    token = tokens.issue(who)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert tokens.read(token).user_id == who.subject_id
+    assert tokens.read(token).user_id == who.subject_id  # the kept answer
+    time.sleep(max(0.0, expires - time.time()) + 0.01)
+    with pytest.raises(NotAuthenticated):
+        tokens.read(token)
+
+
 def test_a_token_signed_with_another_secret_is_refused() -> None:
     forged = JwtTokens(b"x" * 32, ttl_s=900).issue(principal())
     with pytest.raises(NotAuthenticated):

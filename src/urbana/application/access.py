@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, Protocol, TypeVar
@@ -27,6 +28,7 @@ from uuid import UUID
 
 from eventsourcing.application import LRUCache, project_aggregate
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
 
 from urbana.application.unit_of_work import StoreApp, UnitOfWork
 from urbana.domain.errors import (
@@ -105,6 +107,26 @@ def secret_hash(secret: str) -> str:
 def check_password_policy(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidInput(f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+def user_principal_of(user: User | None, tenant_id: UUID, sessions: int | None) -> Principal:
+    """The principal of a signed-in user as `user` (current state) says: from a verified
+    token of `tenant_id` whose session generation is `sessions` (None: only active)."""
+    if user is None or user.tenant_id != tenant_id:
+        raise NotAuthenticated("unknown user")
+    if sessions is None:
+        user.require_active()
+    else:
+        user.require_session(sessions)
+    return Principal(user.tenant_id, user.id, user.role, "user", user.sessions)
+
+
+def api_key_principal_of(key: ApiKey | None, secret: str) -> Principal:
+    """The principal of an API key as `key` (current state) says, when `secret` is its."""
+    if key is None or not hmac.compare_digest(key.secret_hash, secret_hash(secret)):
+        raise NotAuthenticated("unknown API key")
+    key.require_active()
+    return Principal(key.tenant_id, key.id, key.role, "apikey")
 
 
 def _scoped(uow: UnitOfWork, cls: type[S], aggregate_id: UUID, tenant_id: UUID | None) -> S:
@@ -300,32 +322,17 @@ class Access:
     ) -> Principal:
         """The principal of a signed-in user, as the user is now: from a verified token,
         whose session generation is `sessions` (None checks only that the user is active)."""
-        user = self.current(User, user_id)
-        if user is None or user.tenant_id != tenant_id:
-            raise NotAuthenticated("unknown user")
-        if sessions is None:
-            user.require_active()
-        else:
-            user.require_session(sessions)
-        return Principal(user.tenant_id, user.id, user.role, "user", user.sessions)
+        return user_principal_of(self.current(User, user_id), tenant_id, sessions)
 
     def api_key_principal(self, token: str) -> Principal:
         """The principal of an API key, as the key is now."""
         key_id, secret = parse_api_key(token)
-        key = self.current(ApiKey, key_id)
-        if key is None or not hmac.compare_digest(key.secret_hash, secret_hash(secret)):
-            raise NotAuthenticated("unknown API key")
-        key.require_active()
-        return Principal(key.tenant_id, key.id, key.role, "apikey")
+        return api_key_principal_of(self.current(ApiKey, key_id), secret)
 
     def current(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate as stored now (None when there is none), from this process's copy
         brought up to date with one query."""
-        with self._lock:
-            try:
-                held: Aggregate | None = self._cache.get(aggregate_id)
-            except KeyError:
-                held = None
+        held = self.held(aggregate_id)
         index = self.app.index
         if index is None:  # a store without the batch reader: read the whole stream
             try:
@@ -333,6 +340,26 @@ class Access:
             except DomainError:  # none, or not a `cls`
                 return None
         stored = index.stored_after({aggregate_id: held.version if held is not None else 0})
+        return self.caught_up(cls, aggregate_id, held, stored)
+
+    def held(self, aggregate_id: UUID) -> Aggregate | None:
+        """This process's copy of the aggregate, as last read (None when it has none):
+        `caught_up` with the events stored after its version, it is the current one."""
+        with self._lock:
+            try:
+                return self._cache.get(aggregate_id)
+            except KeyError:
+                return None
+
+    def caught_up(
+        self,
+        cls: type[A],
+        aggregate_id: UUID,
+        held: Aggregate | None,
+        stored: Sequence[StoredEvent],
+    ) -> A | None:
+        """`held` (from `held`) brought up to date with `stored`, every event of its
+        stream after `held`'s version (after 0 when None), read in one query."""
         if stored:
             events = [self.app.mapper.to_domain_event(s) for s in stored]
             # Other threads may be reading the held copy: project onto a copy of it.

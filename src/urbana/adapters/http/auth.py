@@ -17,25 +17,45 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection, AsyncCursor
 
 from urbana.adapters import logs
 from urbana.adapters.bootstrap import Container
-from urbana.application.access import API_KEY_PREFIX, Principal
+from urbana.adapters.postgres.store import PostgresStreamIndex
+from urbana.adapters.tokens import TokenClaims
+from urbana.application.access import (
+    API_KEY_PREFIX,
+    Access,
+    Principal,
+    api_key_principal_of,
+    parse_api_key,
+    user_principal_of,
+)
 from urbana.domain.errors import NotAuthenticated
-from urbana.domain.user import Role
+from urbana.domain.user import ApiKey, Role, User
+
+A = TypeVar("A", bound=Aggregate)
 
 __all__ = [
     "PUBLIC",
     "SESSION_COOKIE",
+    "Allow",
+    "BearerDep",
+    "CredentialCheck",
     "Principal",
     "RolesRoute",
     "allow",
+    "check_on",
+    "credential_of",
     "roles_of",
     "same_origin",
     "unauthorized",
@@ -51,6 +71,7 @@ PUBLIC: dict[str, Any] = {"x-public": True}
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT from /v1/auth/login, or an API key")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+ApiKeyCredential = tuple[UUID, str]  # the key's id and secret
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -90,27 +111,123 @@ async def authenticate(
 ) -> Principal:
     """The caller's principal, from a bearer JWT or API key (or the panel's session
     cookie) checked against current state."""
-    token = _token(request, credentials)
+    credential = credential_of(request, credentials)
     container: Container = request.app.state.container
     try:
-        if token.startswith(API_KEY_PREFIX):
-            return await asyncio.to_thread(container.access.api_key_principal, token)
-        claims = container.tokens.read(token)
-        return await asyncio.to_thread(
-            container.access.user_principal, claims.user_id, claims.tenant_id, claims.sessions
-        )
+        return await asyncio.to_thread(_principal, container.access, credential)
     except NotAuthenticated as exc:
         raise unauthorized(str(exc)) from exc
 
 
-class _Allow:
-    """The dependency `allow(...)` makes; its `roles` are what `x-roles` documents."""
+def _principal(access: Access, credential: TokenClaims | ApiKeyCredential) -> Principal:
+    """The principal of a checked credential, as its user or key is now (on the store)."""
+    if isinstance(credential, TokenClaims):
+        return access.user_principal(credential.user_id, credential.tenant_id, credential.sessions)
+    key_id, secret = credential
+    return api_key_principal_of(access.current(ApiKey, key_id), secret)
+
+
+def credential_of(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> TokenClaims | ApiKeyCredential:
+    """What the request's token says, checked as far as it can be without the store: a
+    JWT's signature and expiry, an API key's form (401 when missing, forged, expired)."""
+    token = _token(request, credentials)
+    container: Container = request.app.state.container
+    try:
+        if token.startswith(API_KEY_PREFIX):
+            return parse_api_key(token)
+        return container.tokens.read(token)
+    except NotAuthenticated as exc:
+        raise unauthorized(str(exc)) from exc
+
+
+class CredentialCheck:
+    """A credential's check against current state whose one query was sent on a
+    connection of the caller's (`check_on`); `principal()` reads its answer.
+
+    The connection is in a transaction the caller opened on the read pool, still as the
+    pool's own role (the event table is not the API role's). The query is the one
+    `Access.current` runs (the events after this process's copy of the user or key;
+    usually none): the same check, on every request, as `authenticate`, without a
+    thread and a second pool's transaction. Sent in a pipeline, it goes to the server
+    with the transaction's BEGIN and whatever the caller queues after it.
+    """
+
+    def __init__(
+        self,
+        access: Access,
+        credential: TokenClaims | ApiKeyCredential,
+        index: PostgresStreamIndex | None,
+        held: Aggregate | None = None,
+        cursor: AsyncCursor[Any] | None = None,
+    ) -> None:
+        self._access = access
+        self._credential = credential
+        self._index = index
+        self._held = held
+        self._cursor = cursor
+
+    @property
+    def tenant_id(self) -> UUID | None:
+        """The tenant the credential names, when it names one (a user's token does; an
+        API key's tenant is the key's, known once it is read)."""
+        credential = self._credential
+        return credential.tenant_id if isinstance(credential, TokenClaims) else None
+
+    async def principal(self) -> Principal:
+        """The caller's principal; 401 when the user or key may not act (any more)."""
+        credential, access = self._credential, self._access
+        try:
+            if self._index is None or self._cursor is None:  # a store without the index
+                return await asyncio.to_thread(_principal, access, credential)
+            stored = self._index.events(await self._cursor.fetchall())
+            if isinstance(credential, TokenClaims):
+                user = await self._caught_up(User, credential.user_id, stored)
+                return user_principal_of(user, credential.tenant_id, credential.sessions)
+            key_id, secret = credential
+            return api_key_principal_of(await self._caught_up(ApiKey, key_id, stored), secret)
+        except NotAuthenticated as exc:
+            raise unauthorized(str(exc)) from exc
+
+    async def _caught_up(
+        self, cls: type[A], aggregate_id: UUID, stored: list[StoredEvent]
+    ) -> A | None:
+        if not stored:  # the usual case: the held copy is current
+            return self._access.caught_up(cls, aggregate_id, self._held, stored)
+        # Decoding may open sealed fields (a key lookup on the store): not on the loop.
+        return await asyncio.to_thread(
+            self._access.caught_up, cls, aggregate_id, self._held, stored
+        )
+
+
+async def check_on(
+    conn: AsyncConnection[Any], request: Request, credential: TokenClaims | ApiKeyCredential
+) -> CredentialCheck:
+    """Send the check of `credential` on `conn` (see `CredentialCheck`)."""
+    container: Container = request.app.state.container
+    access, index = container.access, container.store.app.index
+    if not isinstance(index, PostgresStreamIndex):
+        return CredentialCheck(access, credential, None)
+    subject = credential.user_id if isinstance(credential, TokenClaims) else credential[0]
+    held = access.held(subject)
+    versions = {subject: held.version if held is not None else 0}
+    cursor = await conn.execute(index.statement, index.params(versions))
+    return CredentialCheck(access, credential, index, held, cursor)
+
+
+class Allow:
+    """The dependency `allow(...)` makes; its `roles` are what `x-roles` documents (and
+    those of a subclass's, as `reads.allow_reading`'s)."""
 
     def __init__(self, roles: Iterable[Role]) -> None:
         self.roles = frozenset(roles)
 
     async def __call__(self, request: Request, credentials: BearerDep) -> Principal:
-        principal = await authenticate(request, credentials)
+        return self.admit(await authenticate(request, credentials))
+
+    def admit(self, principal: Principal) -> Principal:
+        """The principal, if its role is one of these (else 403)."""
         logs.bind(tenant=str(principal.tenant_id))
         if principal.role not in self.roles:
             raise HTTPException(403, f"the role {principal.role} may not do this")
@@ -121,13 +238,13 @@ def allow(*roles: Role) -> Any:
     """`Annotated[Principal, allow(Role.ADMIN, ...)]`: the caller, if their role is one of these."""
     if not roles:
         raise ValueError("name the roles a route admits (a public route uses PUBLIC)")
-    return Depends(_Allow(roles))
+    return Depends(Allow(roles))
 
 
 def roles_of(dependant: Dependant) -> frozenset[Role] | None:
     """The roles an endpoint admits through `allow(...)`, None when it uses none."""
     for sub in dependant.dependencies:
-        if isinstance(sub.call, _Allow):
+        if isinstance(sub.call, Allow):
             return sub.call.roles
         found = roles_of(sub)
         if found is not None:

@@ -1,28 +1,37 @@
 """/v1 read routes of the workspace: conversations, the queue, leads, KPIs, the team.
 
-Every answer comes from the read models, in one `tenant_read` transaction (row-level
-security on the caller's tenant), with personal text decrypted on the way out; no
-aggregate is loaded. Another tenant's id is simply not found (404). Who may read what:
-attendants, supervisors and admins work conversations, auditors read everything;
-analysts see the pipeline (leads, KPIs, queues), never a conversation's text.
+Every answer comes from the read models, in one transaction on the read pool that
+first checks the caller's credentials against current state, then drops to row-level
+security on the caller's tenant (`allow_reading`, `TenantRead`), with personal text
+decrypted on the way out; no aggregate is loaded. Another tenant's id is simply not
+found (404). Who may read what: attendants, supervisors and admins work conversations,
+auditors read everything; analysts see the pipeline (leads, KPIs, queues), never a
+conversation's text.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import psycopg
-from fastapi import HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import (
+    Allow,
+    BearerDep,
+    check_on,
+    credential_of,
+    unauthorized,
+    v1_router,
+)
 from urbana.adapters.http.plans import plan_usage
 from urbana.adapters.http.workspace_models import (
     CannedOut,
@@ -40,6 +49,7 @@ from urbana.adapters.http.workspace_models import (
     MessageOut,
     NoteOut,
     QueueOut,
+    conversation_page_json,
 )
 from urbana.application.access import Principal
 from urbana.application.ports import SubjectCipher
@@ -48,15 +58,9 @@ from urbana.domain.lead import Stage
 from urbana.domain.user import Role
 from urbana.errors import Unavailable
 from urbana.projections import queries
-from urbana.projections.access import tenant_read
+from urbana.projections.access import enter_tenant, tenant_read
 
 router = v1_router(tags=["workspace"])
-
-# Conversation text: those who work conversations, and the auditor who reads them.
-Reader = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR)]
-Everyone = Annotated[Principal, allow(*Role)]
-# KPIs are for those who steer the team, not for the attendants in it.
-Steering = Annotated[Principal, allow(Role.SUPERVISOR, Role.ADMIN, Role.ANALYST, Role.AUDITOR)]
 
 MAX_KPI_DAYS = 366
 # PostgreSQL text cannot hold NUL: such a parameter is the client's error, not a 500.
@@ -105,16 +109,107 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-async def _in_tenant(
-    request: Request,
-    principal: Principal,
-    query: Callable[Concatenate[AsyncConnection[Any], UUID, P], Awaitable[R]],
-    *args: P.args,
-    **kwargs: P.kwargs,
-) -> R:
-    """One read-model query in the caller's tenant, in its own read transaction."""
-    async with reading(request, principal.tenant_id) as conn:
-        return await query(conn, principal.tenant_id, *args, **kwargs)
+class TenantRead:
+    """The caller and their read: one transaction on the read pool, in which their
+    credentials were checked against current state (`check_on`) and which then
+    dropped to the API role in their tenant (`enter_tenant`), as `tenant_read` does.
+
+    `run` runs the route's one query in it, then ends it and gives the connection back,
+    before the route does anything else (records an access, builds the answer).
+    """
+
+    def __init__(self, principal: Principal, conn: AsyncConnection[Any], held: AsyncExitStack):
+        self.principal = principal
+        self._conn = conn
+        self._held: AsyncExitStack | None = held
+
+    async def run(
+        self,
+        query: Callable[Concatenate[AsyncConnection[Any], UUID, P], Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """`query(conn, tenant_id, ...)` in the caller's tenant; once per request."""
+        held, self._held = self._held, None
+        if held is None:
+            raise RuntimeError("a TenantRead runs one query")
+        try:
+            async with held:  # commits (rolls back on an error), gives the connection back
+                return await query(self._conn, self.principal.tenant_id, *args, **kwargs)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise ReadModelsUnavailable(f"the read models cannot be read: {exc}") from exc
+
+    async def close(self) -> None:
+        """End the transaction if `run` did not (the route answered without reading)."""
+        held, self._held = self._held, None
+        if held is not None:
+            await held.aclose()
+
+
+@asynccontextmanager
+async def _transaction(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+    """The transaction the connection's next statement begins (it is not autocommit):
+    committed at the end, rolled back on an error, so the pool gets it back idle."""
+    try:
+        yield
+    except BaseException:
+        if not conn.closed:
+            await conn.rollback()
+        raise
+    await conn.commit()
+
+
+class _AllowReading(Allow):
+    """`allow_reading(...)`: a `TenantRead` for a caller whose role is one of these."""
+
+    async def __call__(  # type: ignore[override]
+        self, request: Request, credentials: BearerDep
+    ) -> AsyncIterator[TenantRead]:
+        credential = credential_of(request, credentials)  # a forged token: 401, no connection
+        pool: AsyncConnectionPool[Any] = request.app.state.reads
+        async with AsyncExitStack() as stack:
+            try:
+                conn = await stack.enter_async_context(pool.connection())
+                await stack.enter_async_context(_transaction(conn))
+                # BEGIN (the first statement's, implicit), the check and, for a user's
+                # token (which names its tenant), the tenant scope go in one round trip;
+                # the answer is read before the query. Not `conn.transaction()`: begun
+                # in a pipeline, it keeps the connection in pipeline mode to its end,
+                # and a query in pipeline mode polls its socket while it waits.
+                async with conn.pipeline():
+                    check = await check_on(conn, request, credential)
+                    scoped = check.tenant_id
+                    if scoped is not None:
+                        await enter_tenant(conn, scoped)
+                principal = self.admit(await check.principal())
+                if scoped is None:
+                    await enter_tenant(conn, principal.tenant_id)
+                elif principal.tenant_id != scoped:  # the check refuses this; never scope wrong
+                    raise unauthorized("unknown user")
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                raise ReadModelsUnavailable(f"the read models cannot be read: {exc}") from exc
+            read = TenantRead(principal, conn, stack.pop_all())
+        try:
+            yield read
+        finally:
+            await read.close()
+
+
+def allow_reading(*roles: Role) -> Any:
+    """`Annotated[TenantRead, allow_reading(...)]`: as `allow(...)` (the same roles, the
+    same `x-roles`), the caller's credentials checked in the read's own transaction."""
+    return Depends(_AllowReading(roles))
+
+
+# Conversation text: those who work conversations, and the auditor who reads them.
+Reader = Annotated[
+    TenantRead, allow_reading(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR)
+]
+Everyone = Annotated[TenantRead, allow_reading(*Role)]
+# KPIs are for those who steer the team, not for the attendants in it.
+Steering = Annotated[
+    TenantRead, allow_reading(Role.SUPERVISOR, Role.ADMIN, Role.ANALYST, Role.AUDITOR)
+]
 
 
 # ------------------------------------------------------------------ routes
@@ -137,7 +232,7 @@ def _assignee(raw: str | None) -> str | None:
     summary="The tenant's conversations, latest activity first",
 )
 async def conversations(
-    principal: Reader,
+    read: Reader,
     request: Request,
     status: Annotated[Status | None, Query(description="Only this status")] = None,
     assignee: Annotated[
@@ -147,22 +242,20 @@ async def conversations(
     queue: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
     limit: Limit = queries.DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> ConversationPage:
+) -> Response:
     """A page of conversations; follow `next_cursor` until it is null."""
-    page = await _in_tenant(
-        request,
-        principal,
+    page = await read.run(
         queries.list_conversations,
         status=status.value if status is not None else None,
         assignee=_assignee(assignee),
-        me=str(principal.subject_id),
+        me=str(read.principal.subject_id),
         label=label.strip().lower() if label is not None else None,
         queue=queue,
         limit=limit,
         cursor=cursor,
         cipher=_cipher(request),
     )
-    return ConversationPage.of(page)
+    return Response(conversation_page_json(page), media_type="application/json")
 
 
 @router.get(
@@ -173,7 +266,7 @@ async def conversations(
 )
 async def conversation(
     conversation_id: UUID,
-    principal: Reader,
+    read: Reader,
     request: Request,
     purpose: PurposeQuery = None,
     x_purpose: PurposeHeader = None,
@@ -181,14 +274,12 @@ async def conversation(
     """The conversation, its latest messages (with delivery status) and private notes.
 
     The read is recorded in the access log (the lead's text is answered in clear)."""
-    found = await _in_tenant(
-        request, principal, queries.get_conversation, conversation_id, cipher=_cipher(request)
-    )
+    found = await read.run(queries.get_conversation, conversation_id, cipher=_cipher(request))
     if found is None:
         raise HTTPException(404, "no such conversation")
     await record_access(
         request,
-        principal,
+        read.principal,
         lead_id=found.conversation.lead_id,
         resource=conversation_id,
         purpose=purpose_of(purpose, x_purpose),
@@ -214,32 +305,30 @@ def detail_out(found: queries.ConversationDetail) -> ConversationDetailOut:
     summary="Conversations waiting for a person, longest wait first",
 )
 async def waiting(
-    principal: Reader,
+    read: Reader,
     request: Request,
     queue: Annotated[
         str | None, Query(max_length=128, pattern=NO_NUL, description="Only this queue")
     ] = None,
     limit: Limit = queries.DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> ConversationPage:
+) -> Response:
     """The waiting line: who has waited longest comes first."""
-    page = await _in_tenant(
-        request,
-        principal,
+    page = await read.run(
         queries.waiting_queue,
         queue=queue,
         limit=limit,
         cursor=cursor,
         cipher=_cipher(request),
     )
-    return ConversationPage.of(page)
+    return Response(conversation_page_json(page), media_type="application/json")
 
 
 @router.get(
     "/leads", response_model=LeadPage, responses=ERRORS, summary="The tenant's leads, hottest first"
 )
 async def leads(
-    principal: Everyone,
+    read: Everyone,
     request: Request,
     stage: Annotated[Stage | None, Query(description="Only this stage")] = None,
     min_score: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
@@ -247,9 +336,7 @@ async def leads(
     cursor: Cursor = None,
 ) -> LeadPage:
     """Leads by score, then latest activity."""
-    page = await _in_tenant(
-        request,
-        principal,
+    page = await read.run(
         queries.list_leads,
         stage=stage.value if stage is not None else None,
         min_score=min_score,
@@ -268,9 +355,9 @@ async def leads(
     responses=NOT_FOUND,
     summary="One lead with its conversations",
 )
-async def lead(lead_id: UUID, principal: Everyone, request: Request) -> LeadDetailOut:
+async def lead(lead_id: UUID, read: Everyone, request: Request) -> LeadDetailOut:
     """The lead, and its conversations without their text."""
-    found = await _in_tenant(request, principal, queries.get_lead, lead_id, cipher=_cipher(request))
+    found = await read.run(queries.get_lead, lead_id, cipher=_cipher(request))
     if found is None:
         raise HTTPException(404, "no such lead")
     return LeadDetailOut(
@@ -287,7 +374,7 @@ async def lead(lead_id: UUID, principal: Everyone, request: Request) -> LeadDeta
     summary="KPIs per day (UTC) and for the range",
 )
 async def kpis(
-    principal: Steering,
+    read: Steering,
     request: Request,
     since: Annotated[
         date | None, Query(alias="from", description="First day; default 29 days before `to`")
@@ -303,14 +390,14 @@ async def kpis(
         raise HTTPException(422, "`from` is after `to`")
     if (last - first).days >= MAX_KPI_DAYS:
         raise HTTPException(422, f"at most {MAX_KPI_DAYS} days at once")
-    report = await _in_tenant(request, principal, queries.kpi_report, first, last)
+    report = await read.run(queries.kpi_report, first, last)
     return KpiReportOut.model_validate(
         {
             "from": first,
             "to": last,
             "days": [KpiFigures.of(d) for d in report.days],
             "totals": KpiFigures.of(report.totals),
-            "plan": await plan_usage(request, principal.tenant_id),
+            "plan": await plan_usage(request, read.principal.tenant_id),
         }
     )
 
@@ -322,15 +409,13 @@ async def kpis(
     summary="The team: role, availability, queues and open conversations",
 )
 async def users(
-    principal: Reader,
+    read: Reader,
     request: Request,
     limit: Limit = queries.MAX_LIMIT,
     cursor: Cursor = None,
 ) -> MemberPage:
     """The tenant's users, oldest invitation first."""
-    page = await _in_tenant(
-        request, principal, queries.team, limit=limit, cursor=cursor, cipher=_cipher(request)
-    )
+    page = await read.run(queries.team, limit=limit, cursor=cursor, cipher=_cipher(request))
     return MemberPage(
         items=[MemberOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor
     )
@@ -342,9 +427,9 @@ async def users(
     responses=ERRORS,
     summary="The tenant's queues, with who waits and who is online in each",
 )
-async def queues(principal: Everyone, request: Request) -> list[QueueOut]:
+async def queues(read: Everyone, request: Request) -> list[QueueOut]:
     """Every queue by name."""
-    found = await _in_tenant(request, principal, queries.list_queues)
+    found = await read.run(queries.list_queues)
     return [QueueOut.model_validate(q) for q in found]
 
 
@@ -355,12 +440,12 @@ async def queues(principal: Everyone, request: Request) -> list[QueueOut]:
     summary="The tenant's canned responses (respostas prontas)",
 )
 async def canned_responses(
-    principal: Reader,
+    read: Reader,
     request: Request,
     prefix: Annotated[
         str | None, Query(max_length=64, pattern=NO_NUL, description="Shortcuts starting so")
     ] = None,
 ) -> list[CannedOut]:
     """Canned responses by shortcut; an attendant's `/shortcut` expands to one."""
-    found = await _in_tenant(request, principal, queries.list_canned_responses, prefix=prefix)
+    found = await read.run(queries.list_canned_responses, prefix=prefix)
     return [CannedOut.model_validate(c) for c in found]

@@ -133,6 +133,14 @@ class PostgresStreamIndex:
         self._pool = pool
         self._table = table
         self._timeout_ms = int(wait_s * 1000)
+        # The query: parameters `params(versions)`, rows for `events(rows)`.
+        self.statement = (
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "  # noqa: S608
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, after) "
+            f"JOIN {table} e "
+            "ON e.originator_id = w.id AND e.originator_version > w.after "
+            "ORDER BY e.originator_id, e.originator_version"
+        )
 
     def stored_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         """Each stream's events after the given version, in one query for all streams."""
@@ -140,14 +148,17 @@ class PostgresStreamIndex:
             return []
         with store_call("reading streams"), self._pool.connection() as conn:
             conn.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
-            rows = conn.execute(
-                "SELECT e.originator_id, e.originator_version, e.topic, e.state "  # noqa: S608
-                "FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, after) "
-                f"JOIN {self._table} e "
-                "ON e.originator_id = w.id AND e.originator_version > w.after "
-                "ORDER BY e.originator_id, e.originator_version",
-                (list(versions), list(versions.values())),
-            ).fetchall()
+            rows = conn.execute(self.statement, self.params(versions)).fetchall()
+        return self.events(rows)
+
+    # The same query, for a caller that runs it on a connection of its own (the API's
+    # credential check, inside its read transaction: `adapters.http.auth`).
+    @staticmethod
+    def params(versions: Mapping[UUID, int]) -> tuple[list[UUID], list[int]]:
+        return list(versions), list(versions.values())
+
+    @staticmethod
+    def events(rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
         return [StoredEvent(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
 
