@@ -188,7 +188,7 @@ def test_a_disabled_user_is_refused_at_once_and_signs_in_again_when_enabled(
 
 def test_the_reads_check_credentials_as_every_route_does(api: Api, crew: Team) -> None:
     # The /v1 reads check the caller inside their own read transaction
-    # (`reads.allow_reading`): a role change, a disable, a revoke apply to the next read.
+    # (`tenant_reads.allow_reading`): a role change, a disable, a revoke apply to the next read.
     email = new_email()
     user_id, _ = access(api).add_user(
         crew.tenant_id, email=email, role=Role.ATTENDANT, password=PASSWORD

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from urbana.adapters.http.workspace_models import ConversationPage, conversation_page_json
+from urbana.adapters.http.workspace_json import conversation_page_json
+from urbana.adapters.http.workspace_models import ConversationPage
 from urbana.projections import queries
 
 AT = datetime(2026, 11, 30, 14, 5, 7, 123456, tzinfo=UTC)

@@ -218,7 +218,7 @@ async def check_on(
 
 class Allow:
     """The dependency `allow(...)` makes; its `roles` are what `x-roles` documents (and
-    those of a subclass's, as `reads.allow_reading`'s)."""
+    those of a subclass's, as `tenant_reads.allow_reading`'s)."""
 
     def __init__(self, roles: Iterable[Role]) -> None:
         self.roles = frozenset(roles)

@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 from urbana.adapters.http.audit import record_access
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.common import container_of, examples
-from urbana.adapters.http.reads import NOT_FOUND, detail_out, reading
+from urbana.adapters.http.reads import NOT_FOUND, detail_out
+from urbana.adapters.http.tenant_reads import reading
 from urbana.adapters.http.workspace import IdempotencyKey
 from urbana.adapters.http.workspace_models import ConversationDetailOut
 from urbana.application.access import Principal

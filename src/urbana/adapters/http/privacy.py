@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
 from urbana.adapters.http.auth import allow, v1_router
 from urbana.adapters.http.common import container_of, examples
-from urbana.adapters.http.reads import NO_NUL, NOT_FOUND, Cursor, Limit, reading
+from urbana.adapters.http.reads import NO_NUL, NOT_FOUND, Cursor, Limit
+from urbana.adapters.http.tenant_reads import reading
 from urbana.adapters.postgres import access_log
 from urbana.adapters.postgres.subjects import PostgresSubjectStreams
 from urbana.adapters.transcript import TranscriptRenderer, export_json
