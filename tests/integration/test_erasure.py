@@ -157,6 +157,30 @@ async def test_erasure_destroys_the_key_records_the_fact_and_removes_the_rows(
     assert store.app.get(Lead, other_lead).name == "Marta Quintela"
 
 
+class ProjectorFirst(PostgresSubjectRows):
+    """The read models as they are when the projector consumed `SubjectErased` (and
+    deleted the subject's rows) before the erasure's own drop ran."""
+
+    def drop(self, tenant_id: UUID, lead_id: UUID, conversation_ids: list[UUID]) -> dict[str, int]:
+        super().drop(tenant_id, lead_id, conversation_ids)  # the projector's turn
+        return super().drop(tenant_id, lead_id, conversation_ids)
+
+
+async def test_the_receipt_counts_the_rows_when_the_projector_removed_them_first(
+    store: Store,
+) -> None:
+    tenant_id, _ = store.app.register_tenant(f"Erase {uuid4().hex[:8]}")
+    _, lead_id = talk(store, tenant_id, new_phone())
+    replay(store.url, store.schema)
+    erasure = Erasure(store.app, ProjectorFirst(store.pool), None, SystemClock())
+
+    receipt = await erasure.erase(tenant_id, lead_id, "subject_request")
+
+    removed = {k: receipt.removed[k] for k in ("conversations", "messages", "notes", "leads")}
+    assert removed == {"conversations": 1, "messages": 3, "notes": 1, "leads": 1}
+    assert rows(store, "SELECT count(*) FROM rm_leads WHERE id = %s", lead_id) == [(0,)]
+
+
 async def test_a_second_erasure_appends_nothing_and_removes_nothing(store: Store) -> None:
     tenant_id, _ = store.app.register_tenant(f"Erase {uuid4().hex[:8]}")
     _, lead_id = talk(store, tenant_id, new_phone())

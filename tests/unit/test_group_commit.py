@@ -57,9 +57,16 @@ async def bounded(awaitable: Awaitable[T]) -> T:
     return await asyncio.wait_for(awaitable, 5)
 
 
+# A wait long enough that a loaded machine's writer thread has begun the stuck batch
+# before half of it has passed (only then is the store taken as down: `_stuck`).
+STUCK_WAIT_S = 0.5
+
+
 async def test_a_batch_that_does_not_commit_in_time_is_answered_unavailable() -> None:
     batches, clock = Batches(), Clock()
-    committer: GroupCommitter[str, str] = GroupCommitter(batches, gate=gate(clock))
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        batches, gate=gate(clock, wait_s=STUCK_WAIT_S)
+    )
     committer.start()
     batches.release.clear()
     with pytest.raises(StoreUnavailable):
@@ -71,7 +78,9 @@ async def test_a_batch_that_does_not_commit_in_time_is_answered_unavailable() ->
 
 async def test_while_down_callers_are_refused_at_once_and_never_queued() -> None:
     batches, clock = Batches(), Clock()
-    committer: GroupCommitter[str, str] = GroupCommitter(batches, gate=gate(clock))
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        batches, gate=gate(clock, wait_s=STUCK_WAIT_S)
+    )
     committer.start()
     batches.release.clear()
     with pytest.raises(StoreUnavailable):

@@ -22,7 +22,7 @@ docs/architecture.md, Privacy).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -50,6 +50,9 @@ class Footprint:
     conversation_ids: list[UUID] = field(default_factory=list)
     # (channel, provider id digest) of the subject's messages: Redis's seen-id keys.
     provider_ids: list[tuple[str, str]] = field(default_factory=list)
+    # The subject's read-model rows by table (conversations, messages, notes, leads) when
+    # found: the projector, consuming `SubjectErased`, may delete them before `drop` does.
+    rows: Mapping[str, int] = field(default_factory=dict)
 
 
 class SubjectRows(Protocol):
@@ -240,14 +243,20 @@ class Erasure:
                 first = self._app.events.get(candidate, limit=1)
                 if any(getattr(e, "lead_id", None) == lead.id for e in first):
                     ids[candidate] = None
-        return Footprint(sorted(ids, key=str), found.provider_ids)
+        return Footprint(sorted(ids, key=str), found.provider_ids, found.rows)
 
     async def _clean(self, tenant_id: UUID, lead_id: UUID, found: Footprint) -> dict[str, int]:
-        """Remove the subject's read-model rows, Redis keys and this process's copies."""
+        """Remove the subject's read-model rows, Redis keys and this process's copies.
+
+        A table's count is what the drop deleted or, when the projector got there first
+        (it deletes the same rows on `SubjectErased`), what the footprint found.
+        """
         removed = _zero()
-        removed.update(
-            await self._run(lambda: self._rows.drop(tenant_id, lead_id, found.conversation_ids))
+        dropped = await self._run(
+            lambda: self._rows.drop(tenant_id, lead_id, found.conversation_ids)
         )
+        for table in {*dropped, *found.rows}:
+            removed[table] = max(dropped.get(table, 0), found.rows.get(table, 0))
         if self._cache is not None:
             removed["redis_keys"] = await self._cache.drop(
                 tenant_id, found.conversation_ids, found.provider_ids

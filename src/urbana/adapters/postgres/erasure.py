@@ -35,7 +35,8 @@ class PostgresSubjectRows:
         self._erased_leads = physical_name(LeadPipeline(), "erased_leads")
 
     def footprint(self, tenant_id: UUID, lead_id: UUID) -> Footprint:
-        """The subject's conversations and inbound message ids, from the conversation view."""
+        """The subject's conversations, inbound message ids and rows per table, from the
+        read models."""
         with store_call("finding a subject's rows"), self._pool.connection() as conn:
             conversations = conn.execute(
                 f"SELECT id FROM {self._conversations} "  # noqa: S608
@@ -43,13 +44,23 @@ class PostgresSubjectRows:
                 (tenant_id, lead_id),
             ).fetchall()
             ids = [row[0] for row in conversations]
+            counted = conn.execute(
+                f"SELECT (SELECT count(*) FROM {self._messages} "  # noqa: S608
+                "WHERE tenant_id = %s AND conversation_id = ANY(%s)), "
+                f"(SELECT count(*) FROM {self._notes} "
+                "WHERE tenant_id = %s AND conversation_id = ANY(%s)), "
+                f"(SELECT count(*) FROM {self._leads} WHERE tenant_id = %s AND id = %s)",
+                (tenant_id, ids, tenant_id, ids, tenant_id, lead_id),
+            ).fetchone()
             provider = conn.execute(
                 f"SELECT c.channel, m.provider_message_id FROM {self._messages} m "  # noqa: S608
                 f"JOIN {self._conversations} c ON c.id = m.conversation_id "
                 "WHERE c.id = ANY(%s) AND m.provider_message_id IS NOT NULL",
                 (ids,),
             ).fetchall()
-        return Footprint(ids, [(str(ch), str(pid)) for ch, pid in provider])
+        messages, notes, leads = counted if counted is not None else (0, 0, 0)
+        rows = {"conversations": len(ids), "messages": messages, "notes": notes, "leads": leads}
+        return Footprint(ids, [(str(ch), str(pid)) for ch, pid in provider], rows)
 
     def drop(self, tenant_id: UUID, lead_id: UUID, conversation_ids: list[UUID]) -> dict[str, int]:
         """Delete the subject's conversations, messages, notes and lead row in one transaction."""
