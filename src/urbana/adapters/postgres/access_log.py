@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from urbana.config import DEFAULT_STORE_WAIT_S
-from urbana.projections.queries.paging import Page, fetch_page, time_and_id
+from urbana.projections.queries.paging import Conditions, Page, fetch_page
 from urbana.projections.schema import API_ROLE, TENANT_SETTING, tenant_security
 
 ACCESS_LOG_TABLE = "urbana_access_log"
@@ -116,26 +116,15 @@ async def entries(
 ) -> Page[AccessEntry]:
     """The tenant's entries, newest first: of one lead, from `since` (inclusive) to
     `until` (exclusive). Run in `tenant_read` (the policy binds the query too)."""
-    where: list[str] = ["tenant_id = %s"]
-    params: list[Any] = [str(tenant_id)]
-    if lead_id is not None:
-        where.append("lead_id = %s")
-        params.append(str(lead_id))
-    if since is not None:
-        where.append("at >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("at < %s")
-        params.append(until)
-    if cursor is not None:
-        where.append("(at, id) < (%s, %s::uuid)")
-        params += time_and_id(cursor)
+    where = Conditions("tenant_id = %s", params=[str(tenant_id)])
+    where.when(None if lead_id is None else str(lead_id), "lead_id = %s")
+    where.when(since, "at >= %s")
+    where.when(until, "at < %s")
+    where.after(cursor, "(at, id) < (%s, %s::uuid)")
     rows, next_cursor = await fetch_page(
         conn,
-        f"SELECT * FROM {ACCESS_LOG_TABLE} WHERE "  # noqa: S608
-        + " AND ".join(where)
-        + " ORDER BY at DESC, id DESC",
-        params,
+        f"SELECT * FROM {ACCESS_LOG_TABLE} {where.sql()} ORDER BY at DESC, id DESC",  # noqa: S608
+        where.params,
         limit,
         ("at", "id"),
     )

@@ -17,9 +17,9 @@ from urbana.projections.queries.messages import MessageItem, list_messages
 from urbana.projections.queries.paging import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    Conditions,
     Page,
     fetch_page,
-    time_and_id,
 )
 from urbana.projections.queries.sealed import decrypt, field_text
 from urbana.projections.queries.tables import CONVERSATIONS, LEADS, NOTES
@@ -169,35 +169,22 @@ async def list_conversations(
         if me is None:
             raise ValueError("assignee=me needs the caller's user id")
         assignee = me
-    where = ["c.tenant_id = %s"]
-    params: list[Any] = [str(tenant_id)]
+    where = Conditions("c.tenant_id = %s", params=[str(tenant_id)])
     if len(statuses) == 1:  # an equality the (tenant, status, activity) index serves
-        where.append("c.status = %s")
-        params.append(statuses[0])
+        where.add("c.status = %s", statuses[0])
     elif statuses:
-        where.append("c.status = ANY(%s::text[])")
-        params.append(statuses)
+        where.add("c.status = ANY(%s::text[])", statuses)
     if assignee == NO_ASSIGNEE:
-        where.append("c.assignee IS NULL")
-    elif assignee is not None:
-        where.append("c.assignee = %s")
-        params.append(assignee)
-    if label is not None:
-        where.append("c.labels @> ARRAY[%s]::text[]")
-        params.append(label)
-    if queue is not None:
-        where.append("c.queue = %s")
-        params.append(queue)
-    if cursor is not None:
-        where.append("(c.activity_at, c.id) < (%s, %s::uuid)")
-        params += time_and_id(cursor)
+        where.add("c.assignee IS NULL")
+    else:
+        where.when(assignee, "c.assignee = %s")
+    where.when(label, "c.labels @> ARRAY[%s]::text[]")
+    where.when(queue, "c.queue = %s")
+    where.after(cursor, "(c.activity_at, c.id) < (%s, %s::uuid)")
     rows, next_cursor = await fetch_page(
         conn,
-        CONVERSATION_SELECT
-        + "WHERE "
-        + " AND ".join(where)
-        + " ORDER BY c.activity_at DESC, c.id DESC",
-        params,
+        f"{CONVERSATION_SELECT}{where.sql()} ORDER BY c.activity_at DESC, c.id DESC",
+        where.params,
         limit,
         ("activity_at", "id"),
     )
@@ -217,18 +204,18 @@ async def waiting_queue(
 
     Console conversations (the tenant testing its bot) wait for nobody: never listed.
     """
-    where = ["c.tenant_id = %s", "c.status = 'waiting_human'", "c.channel <> 'console'"]
-    params: list[Any] = [str(tenant_id)]
-    if queue is not None:
-        where.append("c.queue = %s")
-        params.append(queue)
-    if cursor is not None:
-        where.append("(c.waiting_since, c.id) > (%s, %s::uuid)")
-        params += time_and_id(cursor)
+    where = Conditions(
+        "c.tenant_id = %s",
+        "c.status = 'waiting_human'",
+        "c.channel <> 'console'",
+        params=[str(tenant_id)],
+    )
+    where.when(queue, "c.queue = %s")
+    where.after(cursor, "(c.waiting_since, c.id) > (%s, %s::uuid)")
     rows, next_cursor = await fetch_page(
         conn,
-        CONVERSATION_SELECT + "WHERE " + " AND ".join(where) + " ORDER BY c.waiting_since, c.id",
-        params,
+        f"{CONVERSATION_SELECT}{where.sql()} ORDER BY c.waiting_since, c.id",
+        where.params,
         limit,
         ("waiting_since", "id"),
     )

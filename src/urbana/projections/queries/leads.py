@@ -19,6 +19,7 @@ from urbana.projections.queries.conversations import (
 from urbana.projections.queries.paging import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    Conditions,
     InvalidCursor,
     Page,
     cursor_time,
@@ -85,25 +86,24 @@ async def list_leads(
     cipher: SubjectCipher | None = None,
 ) -> Page[LeadItem]:
     """A tenant's leads, hottest first (score, then latest activity)."""
-    where = ["tenant_id = %s", "created_at IS NOT NULL"]
-    params: list[Any] = [str(tenant_id)]
-    if stage is not None:
-        where.append("stage = %s")
-        params.append(stage)
-    if min_score is not None:
-        where.append("score >= %s")
-        params.append(min_score)
+    where = Conditions("tenant_id = %s", "created_at IS NOT NULL", params=[str(tenant_id)])
+    where.when(stage, "stage = %s")
+    where.when(min_score, "score >= %s")
     if cursor is not None:
         score, at, after = decode_cursor(cursor, 3)
         if not isinstance(score, int):
             raise InvalidCursor("malformed cursor")
-        where.append("(score, last_activity_at, id) < (%s, %s, %s::uuid)")
-        params += [score, cursor_time(at), cursor_uuid(after)]
+        where.add(
+            "(score, last_activity_at, id) < (%s, %s, %s::uuid)",
+            score,
+            cursor_time(at),
+            cursor_uuid(after),
+        )
     rows, next_cursor = await fetch_page(
         conn,
-        f"SELECT * FROM {LEADS} WHERE {' AND '.join(where)} "  # noqa: S608
+        f"SELECT * FROM {LEADS} {where.sql()} "  # noqa: S608
         "ORDER BY score DESC, last_activity_at DESC, id DESC",
-        params,
+        where.params,
         limit,
         ("score", "last_activity_at", "id"),
     )

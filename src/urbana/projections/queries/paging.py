@@ -58,6 +58,33 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
     return key
 
 
+class Conditions:
+    """The WHERE of a list query: conditions joined by AND, their parameters in order."""
+
+    __slots__ = ("_clauses", "params")
+
+    def __init__(self, *clauses: str, params: Sequence[Any] = ()) -> None:
+        self._clauses = list(clauses)
+        self.params: list[Any] = list(params)
+
+    def add(self, clause: str, *values: Any) -> None:
+        self._clauses.append(clause)
+        self.params.extend(values)
+
+    def when(self, value: Any, clause: str) -> None:
+        """A filter: `clause` with `value` as its parameter, when it is set (not None)."""
+        if value is not None:
+            self.add(clause, value)
+
+    def after(self, cursor: str | None, clause: str) -> None:
+        """The keyset condition of a (timestamp, id) cursor, when a page follows one."""
+        if cursor is not None:
+            self.add(clause, *time_and_id(cursor))
+
+    def sql(self) -> str:
+        return "WHERE " + " AND ".join(self._clauses)
+
+
 def clamp_limit(limit: int) -> int:
     return max(1, min(MAX_LIMIT, limit))
 

@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from urbana.application.ports import SubjectCipher
-from urbana.projections.queries.paging import MAX_LIMIT, Page, fetch_page, time_and_id
+from urbana.projections.queries.paging import MAX_LIMIT, Conditions, Page, fetch_page
 from urbana.projections.queries.sealed import decrypt, field_text
 from urbana.projections.queries.tables import CANNED, CONVERSATIONS, QUEUES, USERS
 
@@ -50,27 +50,20 @@ async def team(
     `availability="online", queue=Q, include_disabled=False` are the candidates of the
     auto-assignment policy for queue Q (fewest open conversations, then idle longest).
     """
-    where = ["u.tenant_id = %s", "u.invited_at IS NOT NULL"]
-    params: list[Any] = [str(tenant_id), str(tenant_id)]
-    if availability is not None:
-        where.append("u.availability = %s")
-        params.append(availability)
-    if queue is not None:
-        where.append("u.queues @> ARRAY[%s]::text[]")
-        params.append(queue)
+    where = Conditions("u.tenant_id = %s", "u.invited_at IS NOT NULL", params=[str(tenant_id)])
+    where.when(availability, "u.availability = %s")
+    where.when(queue, "u.queues @> ARRAY[%s]::text[]")
     if not include_disabled:
-        where.append("NOT u.disabled")
-    if cursor is not None:
-        where.append("(u.invited_at, u.id) > (%s, %s::uuid)")
-        params += time_and_id(cursor)
+        where.add("NOT u.disabled")
+    where.after(cursor, "(u.invited_at, u.id) > (%s, %s::uuid)")
     rows, next_cursor = await fetch_page(
         conn,
         "SELECT u.*, COALESCE(o.open, 0) AS open_conversations "  # noqa: S608
         f"FROM {USERS} u LEFT JOIN (SELECT assignee, count(*) AS open "
         f"FROM {CONVERSATIONS} WHERE tenant_id = %s AND status = 'human' "
-        "GROUP BY assignee) o ON o.assignee = u.id::text "
-        "WHERE " + " AND ".join(where) + " ORDER BY u.invited_at, u.id",
-        params,
+        f"GROUP BY assignee) o ON o.assignee = u.id::text {where.sql()} "
+        "ORDER BY u.invited_at, u.id",
+        [str(tenant_id), *where.params],  # the subquery's tenant first
         limit,
         ("invited_at", "id"),
     )
