@@ -359,3 +359,25 @@ async def test_the_feed_reconnects_when_postgresql_drops_it_and_misses_nothing(
         await stream.aclose()
         assert feed.errors >= 1
     assert got == expected(store, leads.tenant_id, "attendant", start)
+
+
+async def test_a_subscription_ends_the_pause_of_a_feed_nobody_watched(store: Store) -> None:
+    """Unwatched, the feed reads erasures only, after a pause that lets commits gather:
+    a subscriber arriving then gets its events at once, not after the pause (an hour
+    here, beyond the guard)."""
+    leads = Leads(store, uuid4())
+    async with feed_on(store, unwatched_pause=3600.0) as feed:
+        conv = await asyncio.to_thread(leads.start)  # read by a feed nobody watches
+        await asyncio.sleep(0.3)  # now in its pause (if not yet, the test is only weaker)
+        stream = feed.subscribe(leads.tenant_id, "attendant")
+        first = asyncio.create_task(next_item(stream))
+        await registered(feed, 1)
+        await asyncio.to_thread(leads.message, conv)
+        got: list[LiveEvent | Heartbeat] = [await first]
+        async with asyncio.timeout(GUARD_S):
+            while not any(isinstance(e, LiveEvent) and e.type == MESSAGE_CREATED for e in got):
+                got.append(await next_item(stream))
+        await stream.aclose()
+    assert [
+        e.data["seq"] for e in got if isinstance(e, LiveEvent) and e.type == MESSAGE_CREATED
+    ] == [1]

@@ -10,12 +10,14 @@ request names the route's template, not the path.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, WrappedLogger
@@ -53,7 +55,7 @@ def configure(role: str, *, level: int = logging.INFO, stream: TextIO | None = N
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(default=str),
+            structlog.processors.JSONRenderer(_json),
         ],
     )
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -95,6 +97,14 @@ def route_of(scope: Mapping[str, Any]) -> str:
 def get_logger(name: str) -> Any:
     """A structlog logger: `log.info("event", key=value, ...)`."""
     return structlog.get_logger(name)
+
+
+def _json(event: EventDict, **_: Any) -> str:
+    # orjson, not the standard library's encoder: a third of a request line's cost.
+    try:
+        return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # what orjson refuses (an int beyond 64 bits)
+        return json.dumps(event, default=str)
 
 
 def _add_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

@@ -9,6 +9,7 @@ from typing import Annotated, Unpack
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from urbana.adapters import logs, metrics, tracing
 from urbana.adapters.bootstrap import (
@@ -24,6 +25,7 @@ from urbana.adapters.http import (
     admin,
     channels,
     console,
+    fast_path,
     knowledge,
     notifications,
     observe,
@@ -50,6 +52,17 @@ async def get_container(request: Request) -> Container:
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+class UrbanaAPI(FastAPI):
+    """FastAPI, with the gateways' webhook POSTs taken on a fast path (`fast_path`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if fast_path.handles(scope):
+            scope["app"] = self  # what `request.app` reads, as Starlette would set it
+            await fast_path.WEBHOOKS(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -88,7 +101,7 @@ def create_app(
     # FastAPI's own OpenTelemetry spans would record each request's path and query (a
     # webhook secret, a phone) and continue a caller's trace: ours are
     # `tracing.TracedRequests`.
-    app = FastAPI(
+    app = UrbanaAPI(
         title="Urbana",
         version="0.1.0",
         lifespan=lifespan,

@@ -78,7 +78,8 @@ def status_of(exc: UrbanaError) -> int:
     return 500  # ConfigurationError, or a fault of ours with no better answer
 
 
-def _answer(request: Request, exc: UrbanaError) -> JSONResponse:
+def answer(request: Request, exc: UrbanaError) -> JSONResponse:
+    """Our error as problem+json, logged as its class deserves."""
     status = status_of(exc)
     where = f"{request.method} {logs.route_of(request.scope)}"  # never the path: ids, secrets
     if isinstance(exc, Unavailable):
@@ -120,7 +121,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UrbanaError)
     async def urbana_error(request: Request, exc: UrbanaError) -> JSONResponse:
-        return _answer(request, exc)
+        return answer(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
