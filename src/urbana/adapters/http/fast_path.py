@@ -3,19 +3,20 @@
 A webhook is the one request a busy tenant sends hundreds of times a second, and on
 its way through FastAPI most of its CPU went to the framework (its middlewares, the
 match against every route, solving the endpoint's dependencies) rather than to us.
-`FastPath` recognises the three webhook POSTs by their path and calls the same
-endpoint functions the router declares (so the OpenAPI document, the tests of the
-routed path and this one describe one behaviour), wrapped in the same request log,
-metrics and tracing middlewares as every other request. Any other request, a webhook's
-GET handshake included, goes through FastAPI. See docs/architecture.md, Ingest.
+`handles` recognises the three webhook POSTs by their path; `WEBHOOKS` calls the
+endpoint functions the router declares, with the router's own route in the scope (so
+the OpenAPI document, the routed path and this one describe one behaviour), wrapped in
+the same request log, metrics and tracing middlewares as every other request. Any other
+request, a webhook's GET handshake included, goes through FastAPI. See
+docs/architecture.md, The flow of one message.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
+from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,23 +32,25 @@ log = logging.getLogger("urbana.http")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-@dataclass(frozen=True)
-class RouteName:
-    """What the request log and the server span read from `scope["route"]`: the template."""
-
-    path: str
-
-    @property
-    def path_format(self) -> str:
-        return self.path
-
-
-CLOUD = RouteName("/webhooks/whatsapp-cloud")
-EVOLUTION = RouteName("/webhooks/evolution/{webhook_secret}")
-ZAPI = RouteName("/webhooks/zapi/{webhook_secret}")
+def _declared(endpoint: Callable[..., Awaitable[Response]]) -> APIRoute:
+    """The router's POST route of `endpoint`: its template names the request's log line
+    and span, as for a routed request."""
+    for route in webhooks.router.routes:
+        if (
+            isinstance(route, APIRoute)
+            and route.endpoint is endpoint
+            and "POST" in (route.methods or ())
+        ):
+            return route
+    raise LookupError(f"no POST route for {endpoint.__name__}")
 
 
-def _match(path: str) -> tuple[RouteName, Endpoint] | None:
+CLOUD = _declared(webhooks.cloud_webhook)
+EVOLUTION = _declared(webhooks.evolution_webhook)
+ZAPI = _declared(webhooks.zapi_webhook)
+
+
+def _match(path: str) -> tuple[APIRoute, Endpoint] | None:
     """The webhook POST `path` names, with its endpoint bound to the path's secret."""
     if path == CLOUD.path:
         return CLOUD, webhooks.cloud_webhook

@@ -61,7 +61,7 @@ async def read_body(request: Request) -> bytes:
             raise Rejected(413, "body larger than 1 MiB")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _validate(items: tuple[ParsedWebhook, ...]) -> None:
