@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from tests.helpers import ai_reply
 
-from urbana.adapters.postgres.schema import ensure_schema
-from urbana.adapters.postgres.store import Store, open_store
+from urbana.adapters.postgres.schema import EVENTS_TABLE, ensure_schema
+from urbana.adapters.postgres.store import PostgresStreamIndex, Store, open_store
 from urbana.application.app import ReceiveMessage, RecordStatus
 from urbana.application.channels import DeliveryStatus, InboundMessage, StatusUpdate
 from urbana.application.gateways import gateway_config
@@ -282,6 +282,55 @@ def test_a_batch_larger_than_the_socket_buffer_is_written_whole(
     assert [type(r) for r in results] == [Received] * 200
     conv_id = Conversation.create_id(tid, "cloud", contacts[-1])
     assert store.app.get(Conversation, conv_id).history[-1]["text"] == "x" * 3000
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(n for child in plan.get("Plans", []) for n in _plan_nodes(child))]
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+def test_reading_streams_looks_each_up_in_the_index_of_a_store_grown_unanalyzed(
+    store: Store, plan_cache_mode: str
+) -> None:
+    """Loading a batch's streams costs an index lookup per stream, not a scan of the store.
+
+    A store filled faster than autovacuum analyzes it (a new one under load) has no
+    statistics: a plain join of the wanted ids with the events was then planned as a
+    hash join over a sequential scan, and ingest slowed as the store grew.
+    """
+    index = store.app.index
+    assert isinstance(index, PostgresStreamIndex)
+    streams = [uuid4() for _ in range(20_000)]
+    with psycopg.connect(conninfo(store.url, store.schema), autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {EVENTS_TABLE} "  # noqa: S608
+            "(originator_id, originator_version, topic, state) "
+            "SELECT id, v, 'bench', '\\x00' FROM unnest(%s::uuid[]) AS id, "
+            "generate_series(1, 3) AS v",
+            (streams,),
+        )
+        # What a batch of 30 webhooks asks for: 90 streams, a third of them stored.
+        wanted = {streams[7]: 1, streams[9_000]: 0} | {uuid4(): 0 for _ in range(60)}
+        wanted |= {s: 3 for s in streams[100:128]}
+        conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+        conn.execute(
+            "PREPARE read_streams(uuid[], bigint[]) AS "
+            + index.statement.replace("%s", "$1", 1).replace("%s", "$2", 1)
+        )
+        cursor = psycopg.ClientCursor(conn)
+        cursor.execute(
+            "EXPLAIN (FORMAT JSON) EXECUTE read_streams(%s::uuid[], %s::bigint[])",
+            index.params(wanted),
+        )
+        ((explained,),) = cursor.fetchall()
+    nodes = _plan_nodes(explained[0]["Plan"])
+    scanned = {n["Node Type"] for n in nodes if n.get("Relation Name") == EVENTS_TABLE}
+    assert scanned, nodes
+    assert "Seq Scan" not in scanned, scanned
+    got = index.stored_after(wanted)
+    assert [(e.originator_id, e.originator_version) for e in got] == sorted(
+        [(streams[7], 2), (streams[7], 3)] + [(streams[9_000], v) for v in (1, 2, 3)]
+    )
 
 
 def _all_table_text(url: str) -> str:

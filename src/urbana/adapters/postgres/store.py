@@ -133,12 +133,19 @@ class PostgresStreamIndex:
         self._pool = pool
         self._table = table
         self._timeout_ms = int(wait_s * 1000)
-        # The query: parameters `params(versions)`, rows for `events(rows)`.
+        # The query: parameters `params(versions)`, rows for `events(rows)`. One index
+        # lookup per stream, whatever the planner believes of the table: as a plain
+        # join, a table grown since its last ANALYZE (a new store under load; no
+        # statistics yet) was planned as a hash join over a sequential scan of every
+        # event, and each batch read cost time in proportion to the whole store.
+        # `OFFSET 0` keeps the lateral subquery from being flattened back into that join.
         self.statement = (
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "  # noqa: S608
             "FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, after) "
-            f"JOIN {table} e "
-            "ON e.originator_id = w.id AND e.originator_version > w.after "
+            "CROSS JOIN LATERAL ("
+            f"SELECT s.originator_id, s.originator_version, s.topic, s.state FROM {table} s "
+            "WHERE s.originator_id = w.id AND s.originator_version > w.after OFFSET 0"
+            ") AS e "
             "ORDER BY e.originator_id, e.originator_version"
         )
 
