@@ -100,11 +100,12 @@ async def test_the_responder_embeds_a_repeated_question_once_and_forgets_it_on_e
     responder = Responder(app, llm, knowledge=store, embeddings=embeddings)
 
     first = receive(app, tid, "Vocês abrem no domingo?", contact="5511988887777")
-    second = receive(app, tid, "Vocês abrem no domingo?", contact="5511977776666")
+    # The same question, with a greeting, shouting and no accent: embedded once.
+    second = receive(app, tid, "oii boa tarde, VOCÊS ABREM NO DOMINGO??", contact="5511977776666")
     assert (await responder.respond(first)).action == "replied"
     assert (await responder.respond(second)).action == "replied"
 
-    assert embeddings.queries == ["Vocês abrem no domingo?"]
+    assert embeddings.queries == ["vocês abrem no domingo"]
     first_prompt, second_prompt = llm.prompts
     assert first_prompt.passages == second_prompt.passages
     assert responder.vectors.hits == 1

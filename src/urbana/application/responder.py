@@ -41,6 +41,7 @@ from urbana.application.ports import (
     Summarizer,
     SystemClock,
 )
+from urbana.application.search_text import search_text
 from urbana.domain.conversation import Conversation, Status
 from urbana.domain.errors import BurstAlreadyAnswered, InvalidTransition
 from urbana.domain.guard import check_input, check_output
@@ -301,11 +302,12 @@ class Responder:
     async def _retrieve(self, tenant_id: UUID, conversation_id: UUID, burst: str) -> list[Passage]:
         if self._knowledge is None or self._embeddings is None or not burst.strip():
             return []
+        query = search_text(burst)
         try:
-            vector = self.vectors.get(tenant_id, conversation_id, burst)
+            vector = self.vectors.get(tenant_id, conversation_id, query)
             if vector is None:
-                vector = await self._embeddings.embed_query(burst)
-                self.vectors.put(tenant_id, conversation_id, burst, vector)
+                vector = await self._embeddings.embed_query(query)
+                self.vectors.put(tenant_id, conversation_id, query, vector)
             return await self._knowledge.search(tenant_id, vector, self._k)
         except Unavailable as exc:  # no knowledge is a worse answer, not a lost message
             log.warning("retrieval failed for tenant %s: %s", tenant_id, exc)
