@@ -289,7 +289,10 @@ def _timeouts(s: Settings) -> GroupTimeouts:
     """One set of consumer-group settings for every role that consumes."""
     from urbana.adapters.kafka.consumer import GroupTimeouts
 
-    return GroupTimeouts(session_timeout_ms=s.kafka_session_timeout_ms)
+    return GroupTimeouts(
+        session_timeout_ms=s.kafka_session_timeout_ms,
+        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+    )
 
 
 def _subscription(s: Settings, role: str, bootstrap: str) -> Subscription:

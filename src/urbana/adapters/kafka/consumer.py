@@ -26,12 +26,17 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 log = logging.getLogger(__name__)
 
-# Tansu holds a fetch for the whole max wait even when records are there; the default
-# (500 ms) then becomes the consumers' lag.
+# How long the broker may hold a fetch (`URBANA_KAFKA_FETCH_MAX_WAIT_MS`). Tansu holds
+# a fetch for about its whole max wait even when records are there, so with aiokafka's
+# default (500 ms) the wait became the consumers' lag; 20 ms keeps it small. Apache
+# Kafka answers a fetch as soon as a record arrives (fetch.min.bytes 1), so there the
+# wait costs no latency and 500 ms (`infra/compose.yaml`) spares the polling: an idle
+# consumer at 20 ms asks 50 times a second, about 1 ms of its CPU and 1.4 ms of Tansu's
+# each on the 2-core bench box (12 partitions; the same with one).
 FETCH_MAX_WAIT_MS = 20
 # Roles nobody waits on in a conversation (indexing a document, a Telegram notice) fetch
-# less often: an idle consumer at 20 ms asks the broker 50 times a second, and that
-# polling was most of an idle worker's and the broker's CPU (bench/ttfr.py's profile).
+# less often whatever the broker: that polling was most of an idle worker's and the
+# broker's CPU (bench/ttfr.py's profile).
 BACKGROUND_FETCH_MAX_WAIT_MS = 500
 
 SESSION_TIMEOUT_MS = 2_000
@@ -43,6 +48,7 @@ class GroupTimeouts:
     """How soon a group notices a member gone, and how long a rebalance may take."""
 
     session_timeout_ms: int = SESSION_TIMEOUT_MS
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 
     @property
     def heartbeat_interval_ms(self) -> int:
@@ -68,17 +74,22 @@ def group_consumer(
     bootstrap: str,
     group_id: str,
     timeouts: GroupTimeouts,
-    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+    background: bool = False,
     **options: Any,
 ) -> AIOKafkaConsumer:
-    """A consumer of group `group_id`: manual commits, from the beginning for a new group."""
+    """A consumer of group `group_id`: manual commits, from the beginning for a new group.
+
+    `background` for a role nobody waits on: it fetches at least every
+    BACKGROUND_FETCH_MAX_WAIT_MS.
+    """
+    wait = timeouts.fetch_max_wait_ms
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=fetch_max_wait_ms,
+        fetch_max_wait_ms=max(wait, BACKGROUND_FETCH_MAX_WAIT_MS) if background else wait,
         **timeouts.consumer_options(),
         **options,
     )

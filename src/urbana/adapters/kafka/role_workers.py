@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from uuid import UUID
 
-from urbana.adapters.kafka.consumer import BACKGROUND_FETCH_MAX_WAIT_MS
 from urbana.adapters.kafka.workers import EventWorker, Subscription
 from urbana.adapters.metrics import SENDS
 from urbana.adapters.notifier import HandoffNotifier
@@ -136,7 +135,7 @@ def knowledge_worker(
         subscription=subscription,
         handle=handle,
         types=["KnowledgeDocumentAdded"],
-        fetch_max_wait_ms=BACKGROUND_FETCH_MAX_WAIT_MS,
+        background=True,
     )
 
 
@@ -165,5 +164,5 @@ def notifier_worker(
         handle=handle,
         types=["HandoffRequested"],
         ordered=False,  # handoffs are independent; the ledger keys each one
-        fetch_max_wait_ms=BACKGROUND_FETCH_MAX_WAIT_MS,
+        background=True,
     )

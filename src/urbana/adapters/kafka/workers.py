@@ -37,7 +37,6 @@ from tenacity import (
 
 from urbana.adapters import tracing
 from urbana.adapters.kafka.consumer import (
-    FETCH_MAX_WAIT_MS,
     GroupTimeouts,
     describe_fault,
     group_consumer,
@@ -110,10 +109,10 @@ class EventWorker:
         ordered: bool = True,
         on_arrival: Arrivals | None = None,
         retry_cap_s: float = RETRY_CAP_S,
-        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        background: bool = False,
     ) -> None:
         self.name = name
-        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._background = background
         self._bootstrap = subscription.bootstrap
         self._handle = handle
         self._types = frozenset(types)
@@ -142,7 +141,7 @@ class EventWorker:
                 bootstrap=self._bootstrap,
                 group_id=self._group_id,
                 timeouts=self._timeouts,
-                fetch_max_wait_ms=self._fetch_max_wait_ms,
+                background=self._background,
                 max_poll_records=self._max_records,
             )
             try:
