@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     # Short, so a restarted worker is assigned its partitions in seconds; Apache Kafka
     # needs at least its group.min.session.timeout.ms (6000 by default).
     kafka_session_timeout_ms: int = 2000
-    # How long the broker may hold a consumer's fetch: small for Tansu, which holds it
-    # that long even with records; 500 for Apache Kafka, which answers when one arrives
+    # How long the broker may hold a consumer's fetch: small for Tansu, whose delivery
+    # lag grows with it; 500 for Apache Kafka, which answers when a record arrives
     # (see urbana.adapters.kafka.consumer).
     kafka_fetch_max_wait_ms: int = Field(default=20, gt=0, le=30_000)
     redis_url: str | None = None

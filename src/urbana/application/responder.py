@@ -71,15 +71,15 @@ class QueryVectors:
     """The query vectors of recent bursts, so a question asked again is not embedded again.
 
     Leads ask the same few questions over and over, and embedding one is most of the
-    responder's CPU. An entry is keyed by the tenant and a keyed digest of the burst (a
-    per-process random key: the text itself is never held), and knows the conversations
-    whose bursts it came from. A vector is derived from what a lead wrote, so it is
-    personal data of each of them: `forget` (the responder consumes `SubjectErased`)
-    drops every entry an erased conversation used, and refuses to keep one for that
-    conversation afterwards (its messages may still be in flight on another partition).
-    Bounded in size and in age (`ttl_s`), like the process's other caches; a vector is
-    held as packed doubles (3 KiB for e5's 384 dimensions, a quarter of a list of
-    floats). One tenant never reads another's entries. Not thread-safe: the
+    responder's CPU. An entry is keyed by the tenant and a keyed digest of the burst's
+    `search_text` (a per-process random key: the text itself is never held), and knows
+    the conversations whose bursts it came from. A vector is derived from what a lead
+    wrote, so it is personal data of each of them: `forget` (the responder consumes
+    `SubjectErased`) drops every entry an erased conversation used, and refuses to keep
+    one for that conversation afterwards (its messages may still be in flight on another
+    partition). Bounded in size and in age (`ttl_s`), like the process's other caches; a
+    vector is held as packed doubles (3 KiB for e5's 384 dimensions, a quarter of a list
+    of floats). One tenant never reads another's entries. Not thread-safe: the
     responder's event loop owns it.
     """
 

@@ -26,13 +26,14 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 log = logging.getLogger(__name__)
 
-# How long the broker may hold a fetch (`URBANA_KAFKA_FETCH_MAX_WAIT_MS`). Tansu holds
-# a fetch for about its whole max wait even when records are there, so with aiokafka's
-# default (500 ms) the wait became the consumers' lag; 20 ms keeps it small. Apache
-# Kafka answers a fetch as soon as a record arrives (fetch.min.bytes 1), so there the
-# wait costs no latency and 500 ms (`infra/compose.yaml`) spares the polling: an idle
-# consumer at 20 ms asks 50 times a second, about 1 ms of its CPU and 1.4 ms of Tansu's
-# each on the 2-core bench box (12 partitions; the same with one).
+# How long the broker may hold a fetch (`URBANA_KAFKA_FETCH_MAX_WAIT_MS`). Tansu does
+# not answer when a record arrives but when it next looks, which is later the longer the
+# wait: a record sent at random reached a consumer after p50 7 / max 14 ms at 20 ms,
+# 16 / 50 ms at 100 ms and 121 / 252 ms at aiokafka's default of 500 ms. So 20 ms here.
+# Apache Kafka answers a fetch as soon as a record arrives (fetch.min.bytes 1), so there
+# the wait costs no latency and 500 ms (`infra/compose.yaml`) spares the polling: an
+# idle consumer at 20 ms asks 50 times a second, each empty fetch about 1 ms of its CPU
+# and 1.4 ms of Tansu's on the 2-core bench box (12 partitions; the same with one).
 FETCH_MAX_WAIT_MS = 20
 # Roles nobody waits on in a conversation (indexing a document, a Telegram notice) fetch
 # less often whatever the broker: that polling was most of an idle worker's and the
