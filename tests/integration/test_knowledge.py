@@ -26,6 +26,7 @@ from urbana.adapters.llm.retrieval import RetrievalResponder
 from urbana.adapters.postgres.knowledge import PgKnowledgeStore, document_id_for
 from urbana.adapters.postgres.schema import ensure_schema
 from urbana.application.ai import LLMResult, build_prompt
+from urbana.application.search_text import search_text
 from urbana.config import conninfo
 from urbana.domain.guard import check_output
 from urbana.errors import Unavailable
@@ -108,7 +109,8 @@ async def kb(pool: ConnectionPool, embeddings: LocalE5Embeddings) -> tuple[PgKno
 async def answer(
     store: PgKnowledgeStore, embeddings: LocalE5Embeddings, tenant: UUID, question: str
 ) -> LLMResult:
-    vector = await embeddings.embed_query(question)
+    # As the responder searches: with what the lead asked (`search_text`).
+    vector = await embeddings.embed_query(search_text(question))
     passages = await store.search(tenant, vector, k=3)
     history = [{"role": "lead", "seq": 1, "kind": "text", "text": question}]
     prompt = build_prompt(history=history, answered_seq=0, tenant_prompt=None, passages=passages)
@@ -303,6 +305,29 @@ async def test_calibration_answers_every_covered_question_and_no_unrelated_one(
         assert phrase in result.decision.reply, question
     for question in UNRELATED:
         result = await answer(store, embeddings, tenant, question)
+        assert result.decision.should_handoff, question
+
+
+# The same questions as leads write them: greetings, no accents, shouting, politeness.
+AS_LEADS_WRITE = {
+    "oi boa tarde, qual o horario de atendimento??": "das 8h às 18h",
+    "Bom dia! Vcs abrem no domingo?": "domingos e feriados",
+    "ola onde fica a loja pfv": "Rua das Flores",
+    "oii tudo bem? ACEITAM PIX?": "Aceitamos Pix",
+    "boa noite posso devolver um produto? obrigado": "trocar ou devolver",
+}
+
+
+async def test_calibration_holds_for_questions_as_leads_write_them(
+    kb: tuple[PgKnowledgeStore, UUID], embeddings: LocalE5Embeddings
+) -> None:
+    store, tenant = kb
+    for question, phrase in AS_LEADS_WRITE.items():
+        result = await answer(store, embeddings, tenant, question)
+        assert not result.decision.should_handoff, question
+        assert phrase in result.decision.reply, question
+    for question in UNRELATED:
+        result = await answer(store, embeddings, tenant, f"oi boa tarde, {question.lower()}")
         assert result.decision.should_handoff, question
 
 
