@@ -295,19 +295,6 @@ async def test_offline_responder_greets_back(
     assert result.decision.intent == "greeting"
 
 
-async def test_calibration_answers_every_covered_question_and_no_unrelated_one(
-    kb: tuple[PgKnowledgeStore, UUID], embeddings: LocalE5Embeddings
-) -> None:
-    store, tenant = kb
-    for question, phrase in ANSWERABLE.items():
-        result = await answer(store, embeddings, tenant, question)
-        assert not result.decision.should_handoff, question
-        assert phrase in result.decision.reply, question
-    for question in UNRELATED:
-        result = await answer(store, embeddings, tenant, question)
-        assert result.decision.should_handoff, question
-
-
 # The same questions as leads write them: greetings, no accents, shouting, politeness.
 AS_LEADS_WRITE = {
     "oi boa tarde, qual o horario de atendimento??": "das 8h às 18h",
@@ -318,16 +305,27 @@ AS_LEADS_WRITE = {
 }
 
 
-async def test_calibration_holds_for_questions_as_leads_write_them(
-    kb: tuple[PgKnowledgeStore, UUID], embeddings: LocalE5Embeddings
+@pytest.mark.parametrize(
+    ("answerable", "unrelated"),
+    [
+        (ANSWERABLE, UNRELATED),
+        (AS_LEADS_WRITE, [f"oi boa tarde, {question.lower()}" for question in UNRELATED]),
+    ],
+    ids=["as written", "as leads write"],
+)
+async def test_calibration_answers_every_covered_question_and_no_unrelated_one(
+    kb: tuple[PgKnowledgeStore, UUID],
+    embeddings: LocalE5Embeddings,
+    answerable: dict[str, str],
+    unrelated: list[str],
 ) -> None:
     store, tenant = kb
-    for question, phrase in AS_LEADS_WRITE.items():
+    for question, phrase in answerable.items():
         result = await answer(store, embeddings, tenant, question)
         assert not result.decision.should_handoff, question
         assert phrase in result.decision.reply, question
-    for question in UNRELATED:
-        result = await answer(store, embeddings, tenant, f"oi boa tarde, {question.lower()}")
+    for question in unrelated:
+        result = await answer(store, embeddings, tenant, question)
         assert result.decision.should_handoff, question
 
 
