@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from urbana.config import Settings
@@ -50,7 +51,14 @@ def settings_of(ctx: typer.Context, data_dir: Path | None = None) -> Settings:
     URBANA_DATA_DIR when given."""
     root = ctx.find_root()
     if not isinstance(root.obj, Settings):
-        root.obj = Settings()
+        try:
+            root.obj = Settings()
+        except ValidationError as exc:  # a bad URBANA_* variable: say which, not a traceback
+            for error in exc.errors():
+                where = "_".join(str(part) for part in error["loc"]).upper()
+                name = f"URBANA_{where}" if where else "settings"
+                err.print(f"urbana: {name}: {error['msg']}", markup=False)
+            raise typer.Exit(2) from exc
     settings: Settings = root.obj
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})

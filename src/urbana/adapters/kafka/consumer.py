@@ -46,7 +46,8 @@ LEAVE_TIMEOUT_S = 2.0
 
 @dataclass(frozen=True)
 class GroupTimeouts:
-    """How soon a group notices a member gone, and how long a rebalance may take."""
+    """How soon a group notices a member gone, how long a rebalance may take, and how
+    long the broker may hold a fetch (`FETCH_MAX_WAIT_MS`)."""
 
     session_timeout_ms: int = SESSION_TIMEOUT_MS
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
