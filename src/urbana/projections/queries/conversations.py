@@ -9,7 +9,6 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from urbana.application.ports import SubjectCipher
 from urbana.projections.conversation_tables import CONVERSATION_COLUMNS
@@ -20,6 +19,8 @@ from urbana.projections.queries.paging import (
     Conditions,
     Page,
     fetch_page,
+    fetch_row,
+    fetch_rows,
 )
 from urbana.projections.queries.sealed import decrypt, field_text
 from urbana.projections.queries.tables import CONVERSATIONS, LEADS, NOTES
@@ -181,12 +182,27 @@ async def list_conversations(
     where.when(label, "c.labels @> ARRAY[%s]::text[]")
     where.when(queue, "c.queue = %s")
     where.after(cursor, "(c.activity_at, c.id) < (%s, %s::uuid)")
+    return await _conversation_page(
+        conn, where, ("activity_at DESC", "id DESC"), limit=limit, cipher=cipher
+    )
+
+
+async def _conversation_page(
+    conn: AsyncConnection[Any],
+    where: Conditions,
+    order: tuple[str, str],
+    *,
+    limit: int,
+    cipher: SubjectCipher | None,
+) -> Page[ConversationItem]:
+    """One page of conversations matching `where`, ordered by a column then the id (each
+    with its direction): the cursor holds those two values of the page's last row."""
     rows, next_cursor = await fetch_page(
         conn,
-        f"{CONVERSATION_SELECT}{where.sql()} ORDER BY c.activity_at DESC, c.id DESC",
+        f"{CONVERSATION_SELECT}{where.sql()} ORDER BY c.{order[0]}, c.{order[1]}",
         where.params,
         limit,
-        ("activity_at", "id"),
+        tuple(column.split()[0] for column in order),
     )
     return Page(await conversation_items(cipher, rows), next_cursor)
 
@@ -212,14 +228,9 @@ async def waiting_queue(
     )
     where.when(queue, "c.queue = %s")
     where.after(cursor, "(c.waiting_since, c.id) > (%s, %s::uuid)")
-    rows, next_cursor = await fetch_page(
-        conn,
-        f"{CONVERSATION_SELECT}{where.sql()} ORDER BY c.waiting_since, c.id",
-        where.params,
-        limit,
-        ("waiting_since", "id"),
+    return await _conversation_page(
+        conn, where, ("waiting_since", "id"), limit=limit, cipher=cipher
     )
-    return Page(await conversation_items(cipher, rows), next_cursor)
 
 
 async def get_conversation(
@@ -232,20 +243,19 @@ async def get_conversation(
 ) -> ConversationDetail | None:
     """One conversation of the tenant: its latest `limit` messages (oldest first), its
     notes, the handoff reason and summary. None when the tenant has no such conversation."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            DETAIL_SELECT + "WHERE c.tenant_id = %s AND c.id = %s",
-            (str(tenant_id), str(conversation_id)),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        await cur.execute(
-            f"SELECT * FROM {NOTES} WHERE tenant_id = %s AND conversation_id = %s "  # noqa: S608
-            "ORDER BY position",
-            (str(tenant_id), str(conversation_id)),
-        )
-        notes = await cur.fetchall()
+    row = await fetch_row(
+        conn,
+        DETAIL_SELECT + "WHERE c.tenant_id = %s AND c.id = %s",
+        (str(tenant_id), str(conversation_id)),
+    )
+    if row is None:
+        return None
+    notes = await fetch_rows(
+        conn,
+        f"SELECT * FROM {NOTES} WHERE tenant_id = %s AND conversation_id = %s "  # noqa: S608
+        "ORDER BY position",
+        (str(tenant_id), str(conversation_id)),
+    )
     messages = await list_messages(conn, tenant_id, conversation_id, limit=limit, cipher=cipher)
     opened = await decrypt(
         cipher,

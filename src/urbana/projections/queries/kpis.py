@@ -9,9 +9,9 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from urbana.projections.kpis import BUCKETS, COUNTERS
+from urbana.projections.queries.paging import fetch_rows
 from urbana.projections.queries.tables import KPI_DAILY, KPI_RESPONSES
 
 
@@ -87,13 +87,12 @@ async def kpi_report(
     """A tenant's KPIs for each day (UTC) from `since` to `until` inclusive that has
     any, and for the range as a whole (sums, and percentiles over every response)."""
     tenant = UUID(str(tenant_id))
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT * FROM {KPI_DAILY} WHERE tenant_id = %s "  # noqa: S608
-            "AND day BETWEEN %s AND %s ORDER BY day",
-            (str(tenant), since, until),
-        )
-        rows = await cur.fetchall()
+    rows = await fetch_rows(
+        conn,
+        f"SELECT * FROM {KPI_DAILY} WHERE tenant_id = %s "  # noqa: S608
+        "AND day BETWEEN %s AND %s ORDER BY day",
+        (str(tenant), since, until),
+    )
     by_day: dict[date, dict[str, tuple[float, float]]] = {}
     cur2 = await conn.execute(
         "SELECT day, " + _PERCENTILES + "GROUP BY day, responder", (str(tenant), since, until)

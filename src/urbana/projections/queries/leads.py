@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from urbana.application.ports import SubjectCipher
 from urbana.projections.queries.conversations import (
@@ -26,6 +25,8 @@ from urbana.projections.queries.paging import (
     cursor_uuid,
     decode_cursor,
     fetch_page,
+    fetch_row,
+    fetch_rows,
 )
 from urbana.projections.queries.sealed import decrypt, field_text
 from urbana.projections.queries.tables import LEADS
@@ -118,21 +119,20 @@ async def get_lead(
     cipher: SubjectCipher | None = None,
 ) -> LeadDetail | None:
     """One lead of the tenant with its conversations; None when there is no such lead."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT * FROM {LEADS} WHERE tenant_id = %s AND id = %s "  # noqa: S608
-            "AND created_at IS NOT NULL",
-            (str(tenant_id), str(lead_id)),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        await cur.execute(
-            CONVERSATION_SELECT + "WHERE c.tenant_id = %s AND c.lead_id = %s "
-            "ORDER BY c.activity_at DESC, c.id DESC LIMIT %s",
-            (str(tenant_id), str(lead_id), MAX_LIMIT),
-        )
-        conversations = await cur.fetchall()
+    row = await fetch_row(
+        conn,
+        f"SELECT * FROM {LEADS} WHERE tenant_id = %s AND id = %s "  # noqa: S608
+        "AND created_at IS NOT NULL",
+        (str(tenant_id), str(lead_id)),
+    )
+    if row is None:
+        return None
+    conversations = await fetch_rows(
+        conn,
+        CONVERSATION_SELECT + "WHERE c.tenant_id = %s AND c.lead_id = %s "
+        "ORDER BY c.activity_at DESC, c.id DESC LIMIT %s",
+        (str(tenant_id), str(lead_id), MAX_LIMIT),
+    )
     (lead,) = await _leads(cipher, [row])
     return LeadDetail(lead, await conversation_items(cipher, conversations))
 

@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from urbana.application.ports import SubjectCipher
 from urbana.projections.queries.paging import (
@@ -18,6 +17,7 @@ from urbana.projections.queries.paging import (
     clamp_limit,
     decode_cursor,
     encode_cursor,
+    fetch_rows,
 )
 from urbana.projections.queries.sealed import decrypt, field_text
 from urbana.projections.queries.tables import MESSAGES
@@ -98,13 +98,12 @@ async def list_messages(
             raise InvalidCursor("malformed cursor")
         where.append("position < %s")
         params.append(before)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT * FROM {MESSAGES} WHERE {' AND '.join(where)} "  # noqa: S608
-            "ORDER BY position DESC LIMIT %s",
-            (*params, limit + 1),
-        )
-        rows = await cur.fetchall()
+    rows = await fetch_rows(
+        conn,
+        f"SELECT * FROM {MESSAGES} WHERE {' AND '.join(where)} "  # noqa: S608
+        "ORDER BY position DESC LIMIT %s",
+        (*params, limit + 1),
+    )
     more = len(rows) > limit
     rows = rows[:limit][::-1]
     opened = await decrypt(cipher, [m["sealed"] for m in rows])

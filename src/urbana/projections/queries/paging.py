@@ -89,15 +89,31 @@ def clamp_limit(limit: int) -> int:
     return max(1, min(MAX_LIMIT, limit))
 
 
+async def fetch_rows(
+    conn: AsyncConnection[Any], sql: str, params: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Every row of `sql`, each a dict by column name."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall()
+
+
+async def fetch_row(
+    conn: AsyncConnection[Any], sql: str, params: Sequence[Any]
+) -> dict[str, Any] | None:
+    """The first row of `sql` as a dict by column name; None when there is none."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchone()
+
+
 async def fetch_page(
     conn: AsyncConnection[Any], sql: str, params: Sequence[Any], limit: int, key: Sequence[str]
 ) -> tuple[list[Any], str | None]:
     """One page of `sql` (ordered by the unique `key`; `LIMIT` is added here): its rows
     and the cursor after them."""
     limit = clamp_limit(limit)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql + " LIMIT %s", (*params, limit + 1))
-        return _cut(await cur.fetchall(), limit, key)
+    return _cut(await fetch_rows(conn, sql + " LIMIT %s", (*params, limit + 1)), limit, key)
 
 
 def time_and_id(cursor: str) -> list[Any]:

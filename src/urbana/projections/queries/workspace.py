@@ -9,10 +9,9 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from urbana.application.ports import SubjectCipher
-from urbana.projections.queries.paging import MAX_LIMIT, Conditions, Page, fetch_page
+from urbana.projections.queries.paging import MAX_LIMIT, Conditions, Page, fetch_page, fetch_rows
 from urbana.projections.queries.sealed import decrypt, field_text
 from urbana.projections.queries.tables import CANNED, CONVERSATIONS, QUEUES, USERS
 
@@ -113,18 +112,17 @@ class CannedResponse:
 async def list_queues(conn: AsyncConnection[Any], tenant_id: UUID | str) -> list[QueueItem]:
     """A tenant's queues by name, with how many wait in each and who is online for it."""
     tenant = str(tenant_id)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT q.*, "  # noqa: S608
-            f"(SELECT count(*) FROM {CONVERSATIONS} c WHERE c.tenant_id = %s "
-            "AND c.status = 'waiting_human' AND c.queue = q.queue_id) AS waiting, "
-            f"(SELECT count(*) FROM {USERS} u WHERE u.tenant_id = %s "
-            "AND u.availability = 'online' AND NOT u.disabled "
-            "AND u.queues @> ARRAY[q.queue_id]) AS online "
-            f"FROM {QUEUES} q WHERE q.tenant_id = %s ORDER BY q.name, q.queue_id",
-            (tenant, tenant, tenant),
-        )
-        rows = await cur.fetchall()
+    rows = await fetch_rows(
+        conn,
+        "SELECT q.*, "  # noqa: S608
+        f"(SELECT count(*) FROM {CONVERSATIONS} c WHERE c.tenant_id = %s "
+        "AND c.status = 'waiting_human' AND c.queue = q.queue_id) AS waiting, "
+        f"(SELECT count(*) FROM {USERS} u WHERE u.tenant_id = %s "
+        "AND u.availability = 'online' AND NOT u.disabled "
+        "AND u.queues @> ARRAY[q.queue_id]) AS online "
+        f"FROM {QUEUES} q WHERE q.tenant_id = %s ORDER BY q.name, q.queue_id",
+        (tenant, tenant, tenant),
+    )
     return [
         QueueItem(
             id=r["queue_id"],
@@ -143,13 +141,12 @@ async def list_canned_responses(
     conn: AsyncConnection[Any], tenant_id: UUID | str, *, prefix: str | None = None
 ) -> list[CannedResponse]:
     """A tenant's canned responses by shortcut (those starting with `prefix`, if given)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT * FROM {CANNED} WHERE tenant_id = %s "  # noqa: S608
-            "AND (%s::text IS NULL OR starts_with(shortcut, %s)) ORDER BY shortcut",
-            (str(tenant_id), prefix, prefix),
-        )
-        rows = await cur.fetchall()
+    rows = await fetch_rows(
+        conn,
+        f"SELECT * FROM {CANNED} WHERE tenant_id = %s "  # noqa: S608
+        "AND (%s::text IS NULL OR starts_with(shortcut, %s)) ORDER BY shortcut",
+        (str(tenant_id), prefix, prefix),
+    )
     return [
         CannedResponse(
             shortcut=r["shortcut"],
