@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from urbana.adapters.bootstrap import Container
 from urbana.adapters.http.auth import PUBLIC, allow, unauthorized, v1_router
+from urbana.adapters.http.common import UNAUTHORIZED, Responses, container_of, examples
 from urbana.application.access import MAX_PASSWORD, MIN_PASSWORD, Principal
 from urbana.domain.errors import NotAuthenticated
 from urbana.domain.user import Role, User
@@ -19,32 +19,30 @@ router = v1_router(tags=["access"])
 
 Anyone = Annotated[Principal, allow(*Role)]
 Admin = Annotated[Principal, allow(Role.ADMIN)]
-UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"}
-}
-ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+ADMIN_ERRORS: Responses = {
     **UNAUTHORIZED,
     403: {"description": "The caller's role is not admin"},
 }
-
-
-def _container(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
-
-
-def _examples(*examples: dict[str, Any]) -> ConfigDict:
-    return ConfigDict(json_schema_extra={"examples": list(examples)})
+_USER_EXAMPLE: dict[str, Any] = {
+    "user_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
+    "tenant_id": "5f0c6f1e-3a57-4b5e-9d0e-0b7a1c9f2e41",
+    "email": "ana@imobiliaria.com.br",
+    "name": "Ana",
+    "role": "attendant",
+    "disabled": False,
+    "availability": "offline",
+    "queues": [],
+}
 
 
 class LoginIn(BaseModel):
-    model_config = _examples({"email": "ana@imobiliaria.com.br", "password": "s3nha-longa"})
+    model_config = examples({"email": "ana@imobiliaria.com.br", "password": "s3nha-longa"})
     email: str = Field(max_length=254)
     password: str = Field(max_length=MAX_PASSWORD)
 
 
 class TokenOut(BaseModel):
-    model_config = _examples(
+    model_config = examples(
         {"access_token": "eyJhbGciOiJIUzI1NiJ9...", "token_type": "bearer", "expires_in": 900}
     )
     access_token: str
@@ -53,18 +51,7 @@ class TokenOut(BaseModel):
 
 
 class UserOut(BaseModel):
-    model_config = _examples(
-        {
-            "user_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
-            "tenant_id": "5f0c6f1e-3a57-4b5e-9d0e-0b7a1c9f2e41",
-            "email": "ana@imobiliaria.com.br",
-            "name": "Ana",
-            "role": "attendant",
-            "disabled": False,
-            "availability": "offline",
-            "queues": [],
-        }
-    )
+    model_config = examples(_USER_EXAMPLE)
     user_id: UUID
     tenant_id: UUID
     email: str
@@ -89,22 +76,13 @@ class UserOut(BaseModel):
 
 
 class MeOut(BaseModel):
-    model_config = _examples(
+    model_config = examples(
         {
             "kind": "user",
             "subject_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
             "tenant_id": "5f0c6f1e-3a57-4b5e-9d0e-0b7a1c9f2e41",
             "role": "attendant",
-            "user": {
-                "user_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
-                "tenant_id": "5f0c6f1e-3a57-4b5e-9d0e-0b7a1c9f2e41",
-                "email": "ana@imobiliaria.com.br",
-                "name": "Ana",
-                "role": "attendant",
-                "disabled": False,
-                "availability": "online",
-                "queues": ["vendas"],
-            },
+            "user": {**_USER_EXAMPLE, "availability": "online", "queues": ["vendas"]},
         }
     )
     kind: Literal["user", "apikey"]
@@ -115,7 +93,7 @@ class MeOut(BaseModel):
 
 
 class NewUserIn(BaseModel):
-    model_config = _examples(
+    model_config = examples(
         {"email": "ana@imobiliaria.com.br", "role": "attendant", "name": "Ana"},
         {"email": "bia@imobiliaria.com.br", "role": "supervisor", "password": "s3nha-longa"},
     )
@@ -131,7 +109,7 @@ class NewUserIn(BaseModel):
 
 
 class NewUserOut(BaseModel):
-    model_config = _examples(
+    model_config = examples(
         {
             "user_id": "0b8f6a3e-2a51-4c3e-9a43-1d2b3c4d5e6f",
             "email": "ana@imobiliaria.com.br",
@@ -146,20 +124,20 @@ class NewUserOut(BaseModel):
 
 
 class UserPatch(BaseModel):
-    model_config = _examples({"role": "supervisor"}, {"disabled": True})
+    model_config = examples({"role": "supervisor"}, {"disabled": True})
     role: Role | None = None
     disabled: bool | None = None
     password: str | None = Field(default=None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
 
 
 class NewKeyIn(BaseModel):
-    model_config = _examples({"role": "analyst", "name": "relatórios"})
+    model_config = examples({"role": "analyst", "name": "relatórios"})
     role: Role
     name: str = Field(default="", max_length=200)
 
 
 class NewKeyOut(BaseModel):
-    model_config = _examples(
+    model_config = examples(
         {
             "key_id": "6e0c8a52-93c1-4b0e-8f0e-2f7d1c9b3a10",
             "key": "urb_6e0c8a5293c14b0e8f0e2f7d1c9b3a10_...",
@@ -188,7 +166,7 @@ async def login(body: LoginIn, request: Request) -> TokenOut:
     """A short-lived bearer token for the user; 401 for a wrong email or password, or a
     disabled user (the answer does not say which); 429 with Retry-After past the failed
     sign-in limits (`URBANA_LOGIN_ATTEMPTS_PER_EMAIL`, `..._PER_ADDRESS`)."""
-    container = _container(request)
+    container = container_of(request)
 
     async def sign_in() -> Principal:
         return await asyncio.to_thread(container.access.login, body.email, body.password)
@@ -211,7 +189,7 @@ async def me(principal: Anyone, request: Request) -> MeOut:
     user = None
     if principal.kind == "user":
         found = await asyncio.to_thread(
-            _container(request).access.current, User, principal.subject_id
+            container_of(request).access.current, User, principal.subject_id
         )
         user = UserOut.of(found) if found is not None else None
     return MeOut(
@@ -233,7 +211,7 @@ async def me(principal: Anyone, request: Request) -> MeOut:
 async def add_user(body: NewUserIn, principal: Admin, request: Request) -> NewUserOut:
     """Invite a user into the caller's tenant. Emails are unique across tenants."""
     user_id, generated = await asyncio.to_thread(
-        _container(request).access.add_user,
+        container_of(request).access.add_user,
         principal.tenant_id,
         email=body.email,
         role=body.role,
@@ -256,7 +234,7 @@ async def update_user(
 ) -> UserOut:
     """Apply what differs; a disabled user's tokens stop working at once."""
     user = await asyncio.to_thread(
-        _container(request).access.update_user,
+        container_of(request).access.update_user,
         principal.tenant_id,
         user_id,
         by=str(principal.subject_id),
@@ -277,7 +255,7 @@ async def update_user(
 async def create_api_key(body: NewKeyIn, principal: Admin, request: Request) -> NewKeyOut:
     """A key acting with `role` in the caller's tenant; the key is shown only here."""
     created = await asyncio.to_thread(
-        _container(request).access.create_api_key,
+        container_of(request).access.create_api_key,
         principal.tenant_id,
         role=body.role,
         name=body.name,
@@ -295,7 +273,7 @@ async def create_api_key(body: NewKeyIn, principal: Admin, request: Request) -> 
 async def revoke_api_key(key_id: UUID, principal: Admin, request: Request) -> Response:
     """The key stops working at once; revoking it again changes nothing (204)."""
     await asyncio.to_thread(
-        _container(request).access.app.revoke_api_key,
+        container_of(request).access.app.revoke_api_key,
         principal.tenant_id,
         key_id,
         by=str(principal.subject_id),

@@ -11,15 +11,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from urbana.adapters.bootstrap import Container
+from urbana.adapters.http.common import container_of
 from urbana.adapters.postgres.knowledge import document_id_for
 from urbana.application.gateways import gateway_config, tenant_uuid
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-async def _container(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
 
 
 async def require_admin(
@@ -27,7 +23,7 @@ async def require_admin(
     authorization: Annotated[str | None, Header()] = None,
     x_admin_key: Annotated[str | None, Header()] = None,
 ) -> Container:
-    container = await _container(request)
+    container = container_of(request)
     expected = container.settings.admin_api_key
     if expected is None:
         raise HTTPException(403, "admin API disabled: set URBANA_ADMIN_API_KEY")

@@ -39,6 +39,7 @@ from urbana.adapters.http import (
     workspace,
 )
 from urbana.adapters.http import erasure as erasure_routes
+from urbana.adapters.http.common import container_of
 from urbana.adapters.http.errors import add_error_handlers
 from urbana.adapters.http.problems import problem
 from urbana.adapters.roles import build_runtime
@@ -47,8 +48,7 @@ from urbana.errors import UrbanaError
 
 
 async def get_container(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
+    return container_of(request)
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

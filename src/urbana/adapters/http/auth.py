@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -29,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection, AsyncCursor
 
 from urbana.adapters import logs
-from urbana.adapters.bootstrap import Container
+from urbana.adapters.http.common import container_of
 from urbana.adapters.postgres.store import PostgresStreamIndex
 from urbana.adapters.tokens import TokenClaims
 from urbana.application.access import (
@@ -112,7 +113,7 @@ async def authenticate(
     """The caller's principal, from a bearer JWT or API key (or the panel's session
     cookie) checked against current state."""
     credential = credential_of(request, credentials)
-    container: Container = request.app.state.container
+    container = container_of(request)
     try:
         return await asyncio.to_thread(_principal, container.access, credential)
     except NotAuthenticated as exc:
@@ -133,7 +134,7 @@ def credential_of(
     """What the request's token says, checked as far as it can be without the store: a
     JWT's signature and expiry, an API key's form (401 when missing, forged, expired)."""
     token = _token(request, credentials)
-    container: Container = request.app.state.container
+    container = container_of(request)
     try:
         if token.startswith(API_KEY_PREFIX):
             return parse_api_key(token)
@@ -142,6 +143,7 @@ def credential_of(
         raise unauthorized(str(exc)) from exc
 
 
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
 class CredentialCheck:
     """A credential's check against current state whose one query was sent on a
     connection of the caller's (`check_on`); `principal()` reads its answer.
@@ -152,21 +154,15 @@ class CredentialCheck:
     usually none): the same check, on every request, as `authenticate`, without a
     thread and a second pool's transaction. Sent in a pipeline, it goes to the server
     with the transaction's BEGIN and whatever the caller queues after it.
+
+    No repr: the credential may hold an API key's secret.
     """
 
-    def __init__(
-        self,
-        access: Access,
-        credential: TokenClaims | ApiKeyCredential,
-        index: PostgresStreamIndex | None,
-        held: Aggregate | None = None,
-        cursor: AsyncCursor[Any] | None = None,
-    ) -> None:
-        self._access = access
-        self._credential = credential
-        self._index = index
-        self._held = held
-        self._cursor = cursor
+    _access: Access
+    _credential: TokenClaims | ApiKeyCredential
+    _index: PostgresStreamIndex | None
+    _held: Aggregate | None = None
+    _cursor: AsyncCursor[Any] | None = None
 
     @property
     def tenant_id(self) -> UUID | None:
@@ -205,7 +201,7 @@ async def check_on(
     conn: AsyncConnection[Any], request: Request, credential: TokenClaims | ApiKeyCredential
 ) -> CredentialCheck:
     """Send the check of `credential` on `conn` (see `CredentialCheck`)."""
-    container: Container = request.app.state.container
+    container = container_of(request)
     access, index = container.access, container.store.app.index
     if not isinstance(index, PostgresStreamIndex):
         return CredentialCheck(access, credential, None)

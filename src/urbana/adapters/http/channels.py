@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import Request
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from urbana.adapters.channels.evolution import ConnectFailed
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import container_of, examples, on_store
+from urbana.adapters.http.common import Responses, container_of, examples, on_store, route_errors
 from urbana.adapters.http.problems import problem
 from urbana.application.access import Principal
 from urbana.application.tenants import ChannelView
@@ -32,12 +32,8 @@ log = logging.getLogger("urbana.channels")
 router = v1_router(tags=["channels"])
 
 Admin = Annotated[Principal, allow(Role.ADMIN)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
-    403: {"description": "Only admins manage channels"},
-    503: {"description": "The store did not answer in time; retry after Retry-After"},
-}
-CONNECT_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS = route_errors("Only admins manage channels")
+CONNECT_ERRORS: Responses = {
     **ERRORS,
     404: {"description": "No such channel in this tenant"},
     409: {"description": "This kind of channel is not linked by QR code (only Evolution is)"},

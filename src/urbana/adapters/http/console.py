@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID, uuid4
 
 from fastapi import HTTPException, Request
@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from urbana.adapters.http.audit import record_access
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import container_of, examples
+from urbana.adapters.http.common import container_of, examples, route_errors
 from urbana.adapters.http.reads import NOT_FOUND, detail_out
 from urbana.adapters.http.tenant_reads import reading
 from urbana.adapters.http.workspace import IdempotencyKey
@@ -42,12 +42,10 @@ router = v1_router(tags=["console"])
 Admin = Annotated[Principal, allow(Role.ADMIN)]
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 CONTACT_NAME = "Teste (console)"
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
-    403: {"description": "Only admins test the bot"},
-    422: {"description": "The message is malformed: nothing is recorded (problem+json)"},
-    503: {"description": "The store did not answer in time; retry after Retry-After"},
-}
+ERRORS = route_errors(
+    "Only admins test the bot",
+    {422: {"description": "The message is malformed: nothing is recorded (problem+json)"}},
+)
 
 
 class ConsoleMessageIn(BaseModel):

@@ -8,17 +8,24 @@ embeds it into pgvector moments after (so the answer is 202: durable, not yet in
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import Path, Request
 from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import container_of, examples, on_store
+from urbana.adapters.http.common import (
+    Responses,
+    container_of,
+    examples,
+    on_store,
+    route_errors,
+    tenant_of,
+)
 from urbana.application.access import Principal
 from urbana.application.ai import document_id_for
-from urbana.domain.tenant import MAX_DOCUMENT, Tenant
+from urbana.domain.tenant import MAX_DOCUMENT
 from urbana.domain.user import Role
 from urbana.errors import Rejected
 
@@ -30,12 +37,8 @@ MAX_NAME = 200
 # A UTF-8 character takes at most four bytes: past this the body cannot be a document
 # of MAX_DOCUMENT characters, and reading stops there.
 MAX_BYTES = 4 * MAX_DOCUMENT
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
-    403: {"description": "Only admins manage the knowledge base"},
-    503: {"description": "The store did not answer in time; retry after Retry-After"},
-}
-UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS = route_errors("Only admins manage the knowledge base")
+UPLOAD_ERRORS: Responses = {
     **ERRORS,
     413: {"description": f"Longer than {MAX_DOCUMENT:,} characters: split it (problem+json)"},
     415: {"description": "Not sent as text/markdown or text/plain (problem+json)"},
@@ -106,8 +109,7 @@ def _document(tenant_id: UUID, name: str, characters: int) -> DocumentOut:
     summary="The tenant's knowledge base documents",
 )
 async def documents(principal: Admin, request: Request) -> DocumentList:
-    app = container_of(request).store.app
-    tenant = await on_store(request, app.get, Tenant, principal.tenant_id)
+    tenant = await tenant_of(request, principal.tenant_id)
     found = sorted(tenant.knowledge_documents.items())
     return DocumentList(items=[_document(principal.tenant_id, n, c) for n, c in found])
 

@@ -8,13 +8,13 @@ already configured.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import container_of, examples, on_store
+from urbana.adapters.http.common import container_of, examples, on_store, route_errors, tenant_of
 from urbana.application.access import Principal
 from urbana.domain.tenant import Tenant
 from urbana.domain.user import Role
@@ -26,11 +26,7 @@ Admin = Annotated[Principal, allow(Role.ADMIN)]
 # token as @BotFather gives it (`<bot id>:<secret>`).
 CHAT_PATTERN = r"^(-?[0-9]{1,20}|@[A-Za-z0-9_]{5,32})$"
 BOT_KEY_SHAPE = r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$"
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
-    403: {"description": "Only admins change the notifications"},
-    503: {"description": "The store did not answer in time; retry after Retry-After"},
-}
+ERRORS = route_errors("Only admins change the notifications")
 
 
 class TelegramIn(BaseModel):
@@ -72,8 +68,7 @@ class TelegramOut(BaseModel):
     summary="Where handoff notices go (Telegram)",
 )
 async def get_telegram(principal: Admin, request: Request) -> TelegramOut:
-    app = container_of(request).store.app
-    return TelegramOut.of(await on_store(request, app.get, Tenant, principal.tenant_id))
+    return TelegramOut.of(await tenant_of(request, principal.tenant_id))
 
 
 @router.put(

@@ -11,19 +11,18 @@ conversation's text.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import HTTPException, Query, Request, Response
 
-from urbana.adapters.bootstrap import Container
 from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
-from urbana.adapters.http.auth import (
-    v1_router,
-)
+from urbana.adapters.http.auth import v1_router
+from urbana.adapters.http.common import Responses, container_of, route_errors
 from urbana.adapters.http.plans import plan_usage
-from urbana.adapters.http.tenant_reads import Everyone, Reader, Steering
+from urbana.adapters.http.tenant_reads import Everyone, Reader, Steering, TenantRead
 from urbana.adapters.http.workspace_json import conversation_page_json
 from urbana.adapters.http.workspace_models import (
     CannedOut,
@@ -59,22 +58,33 @@ Cursor = Annotated[
         max_length=512, pattern=NO_NUL, description="`next_cursor` of the previous page (opaque)"
     ),
 ]
-ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: Responses = {
     400: {"description": "A cursor this API did not write"},
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
-    403: {"description": "The caller's role may not read this"},
-    422: {"description": "A query parameter out of its range or format"},
-    503: {"description": "The read models cannot be reached; retry after Retry-After"},
+    **route_errors(
+        "The caller's role may not read this",
+        {422: {"description": "A query parameter out of its range or format"}},
+        unavailable="The read models cannot be reached; retry after Retry-After",
+    ),
 }
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
+NOT_FOUND: Responses = {
     **ERRORS,
     404: {"description": "No such resource in the caller's tenant"},
 }
 
 
 def _cipher(request: Request) -> SubjectCipher:
-    container: Container = request.app.state.container
-    return container.store.cipher
+    return container_of(request).store.cipher
+
+
+async def _conversation_page(
+    read: TenantRead,
+    request: Request,
+    query: Callable[..., Awaitable[queries.Page[queries.ConversationItem]]],
+    **filters: Any,
+) -> Response:
+    """A page of conversations read with `query`, answered as its JSON (see `workspace_json`)."""
+    page = await read.run(query, **filters, cipher=_cipher(request))
+    return Response(conversation_page_json(page), media_type="application/json")
 
 
 # ------------------------------------------------------------------ routes
@@ -109,7 +119,9 @@ async def conversations(
     cursor: Cursor = None,
 ) -> Response:
     """A page of conversations; follow `next_cursor` until it is null."""
-    page = await read.run(
+    return await _conversation_page(
+        read,
+        request,
         queries.list_conversations,
         status=status.value if status is not None else None,
         assignee=_assignee(assignee),
@@ -118,9 +130,7 @@ async def conversations(
         queue=queue,
         limit=limit,
         cursor=cursor,
-        cipher=_cipher(request),
     )
-    return Response(conversation_page_json(page), media_type="application/json")
 
 
 @router.get(
@@ -179,14 +189,9 @@ async def waiting(
     cursor: Cursor = None,
 ) -> Response:
     """The waiting line: who has waited longest comes first."""
-    page = await read.run(
-        queries.waiting_queue,
-        queue=queue,
-        limit=limit,
-        cursor=cursor,
-        cipher=_cipher(request),
+    return await _conversation_page(
+        read, request, queries.waiting_queue, queue=queue, limit=limit, cursor=cursor
     )
-    return Response(conversation_page_json(page), media_type="application/json")
 
 
 @router.get(

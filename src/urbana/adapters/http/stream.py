@@ -7,12 +7,13 @@ resumes exactly after that event, also on another process or after a restart.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Header, HTTPException, Request
 from sse_starlette import EventSourceResponse
 
 from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.common import UNAUTHORIZED, Responses
 from urbana.adapters.http.sse import last_event_id, sse_messages
 from urbana.adapters.live import LiveFeed, LiveFeedUnavailable
 from urbana.application.access import Principal
@@ -26,7 +27,7 @@ Listener = Annotated[Principal, allow(*Role)]
 
 SEND_TIMEOUT_S = 30.0  # a client that takes no bytes for this long is cut off
 
-_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+_STREAM_DOC: Responses = {
     200: {
         "description": "An endless event stream: `id:` is the event's global position, "
         "`event:` one of conversation.updated, message.created, handoff.requested, "
@@ -42,7 +43,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
         },
     },
     400: {"description": "Last-Event-ID is not a position"},
-    401: {"description": "Missing, wrong, expired, disabled or revoked credentials"},
+    **UNAUTHORIZED,
     503: {"description": "This process's live feed is not following the log; retry"},
 }
 

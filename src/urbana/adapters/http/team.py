@@ -14,7 +14,14 @@ from fastapi import Body, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, scoped
+from urbana.adapters.http.common import (
+    ERRORS,
+    container_of,
+    examples,
+    on_store,
+    scoped,
+    tenant_of,
+)
 from urbana.adapters.http.plans import PLAN_EXAMPLE, plan_usage
 from urbana.application.access import Principal
 from urbana.application.tenants import settings_json
@@ -268,8 +275,7 @@ async def get_settings(principal: Admin, request: Request) -> dict[str, Any]:
     """Prompt, handoff rules, thresholds, debounce, rate limit, bot messages, business
     hours, inactivity limit and queue routing; and, read-only, the plan with this month's
     count of new leads."""
-    app = container_of(request).store.app
-    tenant = await on_store(request, app.get, Tenant, principal.tenant_id)
+    tenant = await tenant_of(request, principal.tenant_id)
     return await _with_plan(request, principal.tenant_id, settings_json(tenant.settings))
 
 

@@ -15,12 +15,10 @@ from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, scoped
-from urbana.adapters.http.workspace import IdempotencyKey, MessageOut, Worker, me
+from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, tenant_of
+from urbana.adapters.http.workspace import IdempotencyKey, MessageOut, Worker, me, on_conversation
 from urbana.application.access import Principal
-from urbana.domain.conversation import Conversation
 from urbana.domain.templates import MAX_PARAMETERS, MAX_VALUE, Template
-from urbana.domain.tenant import Tenant
 from urbana.domain.user import OVERSEERS, Role
 
 router = v1_router(tags=["templates"])
@@ -88,8 +86,7 @@ class TemplateSendIn(BaseModel):
     summary="The tenant's approved WhatsApp templates",
 )
 async def list_templates(principal: Reader, request: Request) -> TemplateList:
-    app = container_of(request).store.app
-    tenant = await on_store(request, app.get, Tenant, principal.tenant_id)
+    tenant = await tenant_of(request, principal.tenant_id)
     return TemplateList(items=[TemplateOut.of(t) for _, t in sorted(tenant.templates.items())])
 
 
@@ -155,17 +152,17 @@ async def send_template(
 
     With an `Idempotency-Key`, a retry answers the same `outbound_id` and appends nothing.
     """
-    app, tenant_id = container_of(request).store.app, principal.tenant_id
-
-    def work() -> str:
-        scoped(app, Conversation, conversation_id, tenant_id)
-        return app.send_template(
+    outbound_id = await on_conversation(
+        request,
+        principal,
+        conversation_id,
+        lambda app: app.send_template(
             conversation_id,
             attendant=me(principal),
             name=body.name,
             values=body.values,
             idempotency_key=idempotency_key,
             as_supervisor=principal.role in OVERSEERS,
-        )
-
-    return MessageOut(outbound_id=await on_store(request, work))
+        ),
+    )
+    return MessageOut(outbound_id=outbound_id)

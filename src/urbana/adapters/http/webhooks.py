@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from urbana.adapters import logs
 from urbana.adapters.bootstrap import Container
 from urbana.adapters.channels import cloud, evolution
+from urbana.adapters.http.common import container_of
 from urbana.adapters.http.problems import problem
 from urbana.adapters.ingest import IngestResult
 from urbana.application.app import ReceiveMessage, RecordStatus
@@ -33,13 +34,6 @@ log = logging.getLogger("urbana.webhooks")
 MAX_BODY = 1024 * 1024
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-
-
-def _container(request: Request) -> Container:
-    """The app's container. Read directly, not as a FastAPI dependency: resolving one
-    was a fifteenth of a webhook's CPU (its cache key inspects the callable each time)."""
-    container: Container = request.app.state.container
-    return container
 
 
 async def read_body(request: Request) -> bytes:
@@ -119,7 +113,7 @@ def _rejection(exc: Rejected, request: Request) -> JSONResponse:
 @router.get("/whatsapp-cloud")
 async def cloud_handshake(request: Request) -> Response:
     """Meta's subscription handshake: echo hub.challenge when the verify token is ours."""
-    container = _container(request)
+    container = container_of(request)
     params = dict(request.query_params)
     token = params.get("hub.verify_token")
     if not token or "hub.challenge" not in params or "hub.mode" not in params:
@@ -139,7 +133,7 @@ async def cloud_handshake(request: Request) -> Response:
 
 @router.post("/whatsapp-cloud")
 async def cloud_webhook(request: Request) -> Response:
-    container = _container(request)
+    container = container_of(request)
     try:
         body = await read_body(request)
         items = container.channels.cloud.parse(body)
@@ -223,7 +217,7 @@ async def _record_states(
 
 @router.post("/evolution/{webhook_secret}")
 async def evolution_webhook(webhook_secret: str, request: Request) -> Response:
-    container = _container(request)
+    container = container_of(request)
     try:
         body = await read_body(request)
         tenant_id, config = await _by_secret(container, "evolution", webhook_secret)
@@ -243,7 +237,7 @@ async def evolution_webhook(webhook_secret: str, request: Request) -> Response:
 
 @router.post("/zapi/{webhook_secret}")
 async def zapi_webhook(webhook_secret: str, request: Request) -> Response:
-    container = _container(request)
+    container = container_of(request)
     try:
         body = await read_body(request)
         tenant_id, config = await _by_secret(container, "zapi", webhook_secret)

@@ -13,7 +13,7 @@ answer is a 503 with Retry-After. The acting user (the principal's subject id) i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import Header, HTTPException, Request
@@ -31,6 +31,8 @@ from urbana.domain.tenant import Tenant
 from urbana.domain.user import HOLDERS, OVERSEERS, Role, User
 
 router = v1_router(tags=["conversations"])
+
+R = TypeVar("R")
 
 # Who works conversations; supervisors and admins may also act on others' conversations.
 Worker = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
@@ -171,11 +173,21 @@ class LeadOut(BaseModel):
     score: int
 
 
-def _then(app: UrbanaApp, tenant_id: UUID, conversation_id: UUID, act: Callable[[], Any]) -> Any:
-    """Check the conversation is the tenant's, run the command, and read what it made."""
-    scoped(app, Conversation, conversation_id, tenant_id)
-    act()
-    return app.get(Conversation, conversation_id)
+async def on_conversation(
+    request: Request,
+    principal: Principal,
+    conversation_id: UUID,
+    act: Callable[[UrbanaApp], R],
+) -> R:
+    """Check the conversation is the caller's tenant's, then run `act` (one command and
+    what it reads) on the store, through the store gate; what `act` answers."""
+    app = container_of(request).store.app
+
+    def work() -> R:
+        scoped(app, Conversation, conversation_id, principal.tenant_id)
+        return act(app)
+
+    return await on_store(request, work)
 
 
 async def _act_on(
@@ -185,10 +197,12 @@ async def _act_on(
     act: Callable[[UrbanaApp], Any],
 ) -> ConversationOut:
     """Run one command on the tenant's conversation and answer its state afterwards."""
-    app = container_of(request).store.app
-    done = await on_store(
-        request, _then, app, principal.tenant_id, conversation_id, lambda: act(app)
-    )
+
+    def act_then_read(app: UrbanaApp) -> Conversation:
+        act(app)
+        return app.get(Conversation, conversation_id)
+
+    done = await on_conversation(request, principal, conversation_id, act_then_read)
     return ConversationOut.of(done)
 
 
@@ -208,16 +222,13 @@ async def assign(
     target = body.user_id if body is not None else None
     if target is not None and target != principal.subject_id and principal.role not in OVERSEERS:
         raise HTTPException(403, "only supervisors and admins assign others")
-    app = container_of(request).store.app
     tenant_id, by = principal.tenant_id, me(principal)
 
-    def work() -> Conversation:
-        scoped(app, Conversation, conversation_id, tenant_id)
+    def take(app: UrbanaApp) -> None:
         assignee = tenant_user(app, tenant_id, target) if target is not None else by
         app.assign(conversation_id, assignee=assignee, by=by)
-        return app.get(Conversation, conversation_id)
 
-    return ConversationOut.of(await on_store(request, work))
+    return await _act_on(request, principal, conversation_id, take)
 
 
 @router.post(
@@ -244,22 +255,21 @@ async def reply(
 
     With an `Idempotency-Key`, a retry answers the same `outbound_id` and appends nothing.
     """
-    container = container_of(request)
-    app, tenant_id = container.store.app, principal.tenant_id
-    now = container.clock.now()
-
-    def work() -> str:
-        scoped(app, Conversation, conversation_id, tenant_id)
-        return app.attendant_reply(
+    now = container_of(request).clock.now()
+    outbound_id = await on_conversation(
+        request,
+        principal,
+        conversation_id,
+        lambda app: app.attendant_reply(
             conversation_id,
             attendant=me(principal),
             text=body.text,
             idempotency_key=idempotency_key,
             now=now,
             as_supervisor=principal.role in OVERSEERS,
-        )
-
-    return MessageOut(outbound_id=await on_store(request, work))
+        ),
+    )
+    return MessageOut(outbound_id=outbound_id)
 
 
 @router.post(
@@ -277,15 +287,15 @@ async def add_note(
     idempotency_key: IdempotencyKey = None,
 ) -> NoteOut:
     """A note for the attendants, sealed under the lead's key like every message."""
-    app, tenant_id = container_of(request).store.app, principal.tenant_id
-
-    def work() -> str:
-        scoped(app, Conversation, conversation_id, tenant_id)
-        return app.add_note(
+    note_id = await on_conversation(
+        request,
+        principal,
+        conversation_id,
+        lambda app: app.add_note(
             conversation_id, author=me(principal), text=body.text, idempotency_key=idempotency_key
-        )
-
-    return NoteOut(note_id=await on_store(request, work))
+        ),
+    )
+    return NoteOut(note_id=note_id)
 
 
 @router.post(
@@ -298,15 +308,15 @@ async def change_labels(
     conversation_id: UUID, body: LabelsIn, principal: Worker, request: Request
 ) -> LabelsOut:
     """Only what really changes is recorded; the answer lists the labels afterwards."""
-    app, tenant_id = container_of(request).store.app, principal.tenant_id
-
-    def work() -> tuple[str, ...]:
-        scoped(app, Conversation, conversation_id, tenant_id)
-        return app.change_labels(
+    labels = await on_conversation(
+        request,
+        principal,
+        conversation_id,
+        lambda app: app.change_labels(
             conversation_id, by=me(principal), add=body.add, remove=body.remove
-        )
-
-    return LabelsOut(labels=list(await on_store(request, work)))
+        ),
+    )
+    return LabelsOut(labels=list(labels))
 
 
 @router.post(
@@ -323,10 +333,9 @@ async def transfer(
     conversation_id: UUID, body: TransferIn, principal: Worker, request: Request
 ) -> TransferOut:
     """To a user it stays with a person; to a queue only, it waits there for one."""
-    app, tenant_id = container_of(request).store.app, principal.tenant_id
+    tenant_id = principal.tenant_id
 
-    def work() -> tuple[Conversation, str | None]:
-        scoped(app, Conversation, conversation_id, tenant_id)
+    def work(app: UrbanaApp) -> tuple[Conversation, str | None]:
         to_user = tenant_user(app, tenant_id, body.to_user) if body.to_user else None
         if body.to_queue is not None and body.to_queue not in app.get(Tenant, tenant_id).queues:
             raise InvalidInput(f"no queue {body.to_queue} in this tenant")
@@ -340,7 +349,7 @@ async def transfer(
         )
         return app.get(Conversation, conversation_id), note_id
 
-    conversation, note_id = await on_store(request, work)
+    conversation, note_id = await on_conversation(request, principal, conversation_id, work)
     return TransferOut(**ConversationOut.of(conversation).model_dump(), note_id=note_id)
 
 

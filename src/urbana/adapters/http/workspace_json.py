@@ -22,13 +22,13 @@ def conversation_page_json(page: queries.Page[queries.ConversationItem]) -> byte
     the models' fields in their order (tests/unit/test_workspace_json.py holds it).
     """
     return orjson.dumps(
-        {"items": [_conversation(c) for c in page.items], "next_cursor": page.next_cursor},
+        {"items": [conversation_json(c) for c in page.items], "next_cursor": page.next_cursor},
         option=orjson.OPT_UTC_Z,
     )
 
 
-def _conversation(c: queries.ConversationItem) -> dict[str, Any]:
-    """`ConversationOut.of(c)`, as the dict its JSON is."""
+def conversation_json(c: queries.ConversationItem) -> dict[str, Any]:
+    """A conversation list item as the dict `ConversationOut` documents (and is made of)."""
     last = None
     if c.last_message_at is not None:
         last = {

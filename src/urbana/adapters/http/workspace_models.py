@@ -13,12 +13,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from urbana.adapters.http.common import examples
 from urbana.adapters.http.plans import PLAN_EXAMPLE, PlanUsageOut
+from urbana.adapters.http.workspace_json import conversation_json
 from urbana.projections import queries
 
 
-def _examples(*examples: dict[str, Any]) -> ConfigDict:
-    return ConfigDict(json_schema_extra={"examples": list(examples)}, from_attributes=True)
+def _examples(*given: dict[str, Any]) -> ConfigDict:
+    return examples(*given, from_attributes=True)
 
 
 CONVERSATION = "3d6f0e8a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
@@ -90,38 +92,7 @@ class ConversationOut(BaseModel):
 
     @classmethod
     def of(cls, c: queries.ConversationItem) -> ConversationOut:
-        last = None
-        if c.last_message_at is not None:
-            author = c.last_message_author
-            last = LastMessage(
-                author=author,
-                direction=c.last_message_direction,
-                kind=c.last_message_kind,
-                preview=c.last_message_preview,
-                at=c.last_message_at,
-            )
-        return cls(
-            id=c.id,
-            status=c.status,
-            channel=c.channel,
-            contact_name=c.contact_name,
-            lead_id=c.lead_id,
-            lead_score=c.lead_score,
-            lead_stage=c.lead_stage,
-            assignee=c.assignee,
-            queue=c.queue,
-            labels=c.labels,
-            last_message=last,
-            unread=c.unread,
-            waiting_since=c.waiting_since,
-            assigned_at=c.assigned_at,
-            last_inbound_at=c.last_inbound_at,
-            handoff_reason=c.handoff_reason,
-            started_at=c.started_at,
-            closed_at=c.closed_at,
-            updated_at=c.updated_at,
-            position=c.position,
-        )
+        return cls.model_validate(conversation_json(c))
 
 
 class ConversationPage(BaseModel):
