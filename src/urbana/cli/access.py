@@ -13,11 +13,9 @@ from urbana.cli.common import (
     JsonOut,
     emit,
     err,
-    opened_store,
     parse_tenant,
     refusals,
-    settings_of,
-    with_running_services,
+    store_of,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +48,7 @@ def _with_access(ctx: typer.Context, data_dir: DataDir, use: Callable[..., T]) -
     from urbana.adapters.passwords import Argon2Hasher
     from urbana.application.access import Access
 
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store, refusals():
+    with store_of(ctx, data_dir) as store, refusals():
         return use(Access(store.app, Argon2Hasher()))
 
 

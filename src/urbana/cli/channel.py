@@ -10,10 +10,8 @@ from urbana.cli.common import (
     DataDir,
     JsonOut,
     emit,
-    opened_store,
     refusals,
-    settings_of,
-    with_running_services,
+    store_of,
 )
 
 app = typer.Typer(help="WhatsApp gateways.", no_args_is_help=True)
@@ -71,8 +69,7 @@ def connect(
             raise DomainError(f"{kind} does not take {flags}")
         config = gateway_config(kind, fields)
         tid = tenant_uuid(tenant_id)
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store, refusals():
+    with store_of(ctx, data_dir) as store, refusals():
         store.app.connect_channel(tid, config)
     emit(
         as_json,

@@ -19,7 +19,7 @@ import httpx
 import typer
 from rich.markup import escape
 
-from urbana.cli.common import DataDir, JsonOut, err, out, parse_tenant, settings_of
+from urbana.cli.common import DataDir, JsonOut, err, out, parse_tenant, refusals, settings_of
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 POLL_S = 0.3
@@ -241,23 +241,22 @@ def chat(
     tenant = parse_tenant(tenant_id)
     settings = settings_of(ctx, data_dir)
     base = _api_url(url, Path(settings.data_dir))
-    with httpx.Client(base_url=base, timeout=httpx.Timeout(15.0, connect=5.0)) as http:
-        try:
-            if api_key is None:
-                if email is None:
-                    err.print("give --api-key (URBANA_API_KEY) or --email (URBANA_EMAIL)")
-                    raise typer.Exit(2)
-                secret = password or typer.prompt("password", hide_input=True, err=True)
-                api_key = _login(http, email, secret)
-            http.headers["Authorization"] = f"Bearer {api_key}"
-            client = ConsoleClient(http, timeout_s=timeout)
-            me = client.whoami()
-            if me.get("tenant_id") != str(tenant):
-                err.print(f"error: these credentials are of tenant {me.get('tenant_id')}")
-                raise typer.Exit(1)
-            if not as_json:
-                out.print(f"[dim]talking to the bot of {tenant} at {base} (/sair to quit)[/]")
-            _repl(client, sys.stdin, session=session, as_json=as_json, timeout_s=timeout)
-        except ChatError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from exc
+    with (
+        httpx.Client(base_url=base, timeout=httpx.Timeout(15.0, connect=5.0)) as http,
+        refusals(1, ChatError),
+    ):
+        if api_key is None:
+            if email is None:
+                err.print("give --api-key (URBANA_API_KEY) or --email (URBANA_EMAIL)")
+                raise typer.Exit(2)
+            secret = password or typer.prompt("password", hide_input=True, err=True)
+            api_key = _login(http, email, secret)
+        http.headers["Authorization"] = f"Bearer {api_key}"
+        client = ConsoleClient(http, timeout_s=timeout)
+        me = client.whoami()
+        if me.get("tenant_id") != str(tenant):
+            err.print(f"error: these credentials are of tenant {me.get('tenant_id')}")
+            raise typer.Exit(1)
+        if not as_json:
+            out.print(f"[dim]talking to the bot of {tenant} at {base} (/sair to quit)[/]")
+        _repl(client, sys.stdin, session=session, as_json=as_json, timeout_s=timeout)

@@ -111,6 +111,33 @@ def opened_store(settings: Settings) -> Iterator[Store]:
         store.close()
 
 
+def service_settings(
+    ctx: typer.Context, data_dir: Path | None, *, need_database: bool = True
+) -> Settings:
+    """This invocation's settings with the service URLs of a running `urbana dev`
+    filling the unset ones (see `with_running_services`)."""
+    return with_running_services(settings_of(ctx, data_dir), need_database=need_database)
+
+
+@contextmanager
+def settings_and_store(
+    ctx: typer.Context, data_dir: Path | None
+) -> Iterator[tuple[Settings, Store]]:
+    """The settings (as `service_settings` gives them) and the event store they name,
+    closed on the way out."""
+    settings = service_settings(ctx, data_dir)
+    with opened_store(settings) as store:
+        yield settings, store
+
+
+@contextmanager
+def store_of(ctx: typer.Context, data_dir: Path | None) -> Iterator[Store]:
+    """The event store of this invocation's installation, for commands that need nothing
+    else from the settings."""
+    with settings_and_store(ctx, data_dir) as (_, store):
+        yield store
+
+
 @contextmanager
 def refusals(code: int = 1, *errors: type[Exception]) -> Iterator[None]:
     """A refusal (`errors`, by default a DomainError) exits `code`, saying why."""

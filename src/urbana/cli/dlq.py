@@ -11,11 +11,9 @@ from urbana.cli.common import (
     DataDir,
     JsonOut,
     err,
-    opened_store,
     out,
     parse_tenant,
-    settings_of,
-    with_running_services,
+    store_of,
 )
 
 app = typer.Typer(
@@ -47,8 +45,7 @@ def list_(
 ) -> None:
     """List failed outbound messages, oldest first: why, and whether they may be retried."""
     tid = parse_tenant(tenant) if tenant else None
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with store_of(ctx, data_dir) as store:
         items = [_failed_item(f) for f in store.app.failed_outbounds(tid)]
     if as_json:
         out.print(json.dumps({"failed": items}))
@@ -87,10 +84,9 @@ def retry(
         err.print("error: give OUTBOUND_ID... or --all (not both)")
         raise typer.Exit(2)
     tid = parse_tenant(tenant) if tenant else None
-    settings = with_running_services(settings_of(ctx, data_dir))
     retried: list[dict[str, str]] = []
     refused: list[dict[str, str]] = []
-    with opened_store(settings) as store:
+    with store_of(ctx, data_dir) as store:
         failed = {f.outbound_id: f for f in store.app.failed_outbounds(tid)}
         if all_:
             wanted = [i for i, f in failed.items() if f.retryable]

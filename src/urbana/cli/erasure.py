@@ -19,12 +19,10 @@ from urbana.cli.common import (
     JsonOut,
     emit,
     err,
-    opened_store,
     out,
     parse_tenant,
     refusals,
-    settings_of,
-    with_running_services,
+    settings_and_store,
 )
 from urbana.cli.privacy import app
 from urbana.domain.lead import ERASURE_REASONS
@@ -93,8 +91,7 @@ def erase(
     with refusals(2, DomainError, ValueError):
         Lead.erase_reason(reason)
         lead_id = UUID(lead) if lead is not None else None
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with settings_and_store(ctx, data_dir) as (settings, store):
         erasure = _erasure(store)
         with refusals():
             subject = (
@@ -132,8 +129,7 @@ def retention_run(
 ) -> None:
     """Erase (or list) the subjects inactive for longer than the tenant's retention_days."""
     tid = parse_tenant(tenant_id)
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store, refusals():
+    with settings_and_store(ctx, data_dir) as (settings, store), refusals():
         report = on_erasure_path(
             settings, store, lambda e: e.retention(tid, datetime.now(UTC), dry_run=dry_run)
         )

@@ -13,11 +13,10 @@ from urbana.cli.common import (
     JsonOut,
     emit,
     err,
-    opened_store,
     out,
     parse_tenant,
-    settings_of,
-    with_running_services,
+    settings_and_store,
+    store_of,
 )
 
 if TYPE_CHECKING:
@@ -33,8 +32,7 @@ def list_jobs(ctx: typer.Context, data_dir: DataDir = None, as_json: JsonOut = F
     from urbana.adapters.roles import job_ports
     from urbana.application.jobs import SPECS
 
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with store_of(ctx, data_dir) as store:
         runs = job_ports(store)[1].last_runs()
     jobs = [{"name": j.name, "schedule": j.schedule, "summary": j.summary} for j in SPECS]
     if as_json:
@@ -80,8 +78,7 @@ def run_job(
     if name not in {s.name for s in SPECS}:
         err.print(f"error: unknown job {name!r} ({', '.join(s.name for s in SPECS)})")
         raise typer.Exit(2)
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with settings_and_store(ctx, data_dir) as (settings, store):
         sources, _ = job_ports(store)
         tenants = [parse_tenant(tenant)] if tenant else sources.tenants()
 

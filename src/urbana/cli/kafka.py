@@ -12,10 +12,9 @@ from urbana.cli.common import (
     DataDir,
     JsonOut,
     emit,
-    err,
+    refusals,
     require_kafka,
-    settings_of,
-    with_running_services,
+    service_settings,
 )
 
 app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
@@ -34,12 +33,7 @@ def init(
     from urbana.adapters.kafka.topics import init_topics
     from urbana.errors import UrbanaError
 
-    bootstrap = require_kafka(
-        with_running_services(settings_of(ctx, data_dir), need_database=False)
-    )
-    try:
+    bootstrap = require_kafka(service_settings(ctx, data_dir, need_database=False))
+    with refusals(1, UrbanaError):  # a bad topics file, or a broker that is down
         created = asyncio.run(init_topics(bootstrap, topics_file))
-    except UrbanaError as exc:  # a bad topics file, or a broker that is down
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
     emit(as_json, {"created": created}, "created: " + (", ".join(created) or "nothing (all exist)"))

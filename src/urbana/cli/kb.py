@@ -13,11 +13,9 @@ from urbana.cli.common import (
     DataDir,
     JsonOut,
     emit,
-    opened_store,
     parse_tenant,
     refusals,
-    settings_of,
-    with_running_services,
+    settings_and_store,
 )
 from urbana.config import Settings
 
@@ -42,8 +40,7 @@ def add(
     with refusals(2, DomainError, OSError, UnicodeDecodeError):
         tid = tenant_uuid(tenant_id)
         documents = [(f.name, f.read_text(encoding="utf-8")) for f in files]
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with settings_and_store(ctx, data_dir) as (settings, store):
         with refusals():
             for name, text in documents:
                 store.app.add_knowledge_document(tid, name, text)
@@ -66,8 +63,7 @@ def reindex(
 ) -> None:
     """Rebuild a tenant's pgvector knowledge index from its events."""
     tid = parse_tenant(tenant_id)
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with settings_and_store(ctx, data_dir) as (settings, store):
         indexed = _index(settings, store, tid, None, force=True)
     emit(
         as_json,

@@ -17,10 +17,9 @@ import typer
 from urbana.cli.common import (
     DataDir,
     err,
-    opened_store,
     parse_tenant,
-    settings_of,
-    with_running_services,
+    refusals,
+    settings_and_store,
 )
 
 app = typer.Typer(
@@ -55,7 +54,7 @@ def export(
     from urbana.adapters.transcript import TranscriptRenderer, export_json
     from urbana.application.ports import SystemClock
     from urbana.application.privacy import SubjectQuery, SubjectRequests
-    from urbana.domain.errors import DomainError, NotFound
+    from urbana.domain.errors import NotFound
 
     tid = parse_tenant(tenant_id)
     if (phone is None) == (lead is None):
@@ -69,11 +68,11 @@ def export(
     except ValueError as exc:
         err.print(f"error: not a lead id: {lead!r}")
         raise typer.Exit(2) from exc
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with settings_and_store(ctx, data_dir) as (settings, store):
         streams = PostgresSubjectStreams(store.pool, store.schema, settings.store_wait_s)
         requests = SubjectRequests(store.app, streams, store.cipher, SystemClock())
-        try:
+        # No such subject exits 1; any other refusal (a bad phone, ...) exits 2.
+        with refusals(2), refusals(1, NotFound):
             done = requests.export(
                 tid,
                 query,
@@ -82,12 +81,6 @@ def export(
                 purpose=purpose,
                 rendering="html" if rendering == "html" else "json",
             )
-        except NotFound as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from exc
-        except DomainError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(2) from exc
     body = TranscriptRenderer().html(done).encode() if rendering == "html" else export_json(done)
     if out_file is None:
         typer.echo(body.decode())

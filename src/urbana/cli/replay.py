@@ -15,9 +15,9 @@ from urbana.cli.common import (
     JsonOut,
     emit,
     err,
+    refusals,
     require_kafka,
-    settings_of,
-    with_running_services,
+    service_settings,
 )
 from urbana.config import Settings
 
@@ -48,7 +48,7 @@ def replay(
     as_json: JsonOut = False,
 ) -> None:
     """Rebuild read models from the event store (resumable), or republish to Kafka."""
-    settings = with_running_services(settings_of(ctx, data_dir))
+    settings = service_settings(ctx, data_dir)
     if to_kafka:
         _republish(settings, from_pos, to_pos, since, until, conversation, topic, restart, as_json)
         return
@@ -73,7 +73,7 @@ def _rebuild(
         def advance(done: int, total: int, rate: float) -> None:
             progress.update(task, completed=done, total=total, rate=rate)
 
-        try:
+        with refusals(2, ValueError):
             result = rebuild(
                 settings.database_url or "",
                 settings.database_schema,
@@ -81,9 +81,6 @@ def _rebuild(
                 from_position,
                 advance,
             )
-        except ValueError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(2) from exc
     emit(
         as_json,
         {

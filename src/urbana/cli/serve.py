@@ -25,9 +25,9 @@ from urbana.cli.common import (
     out,
     refusals,
     run,
+    service_settings,
     settings_of,
     setup_logging,
-    with_running_services,
 )
 from urbana.config import Settings
 
@@ -155,7 +155,7 @@ def serve(
 ) -> None:
     """Run the HTTP API against external services (URBANA_DATABASE_URL, ...)."""
     setup_logging("api")
-    settings = with_running_services(settings_of(ctx, data_dir))
+    settings = service_settings(ctx, data_dir)
     host = settings.host if host is None else host
     port = settings.port if port is None else port
     if workers == 1:
@@ -233,13 +233,10 @@ def worker(
     from urbana.adapters.runtime import parse_roles
     from urbana.errors import ConfigurationError
 
-    try:
+    with refusals(2, ConfigurationError):
         roles = parse_roles(role)
-    except ConfigurationError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from exc
     setup_logging(",".join(roles))
-    settings = with_running_services(settings_of(ctx, data_dir))
+    settings = service_settings(ctx, data_dir)
     if metrics_port is not None:
         settings = settings.model_copy(update={"metrics_port": metrics_port})
     run(_work(settings, roles))

@@ -13,11 +13,9 @@ from urbana.cli.common import (
     JsonOut,
     emit,
     err,
-    opened_store,
     parse_tenant,
     refusals,
-    settings_of,
-    with_running_services,
+    store_of,
 )
 
 app = typer.Typer(help="Tenants.", no_args_is_help=True)
@@ -38,8 +36,7 @@ def create(
     ctx: typer.Context, name: str, data_dir: DataDir = None, as_json: JsonOut = False
 ) -> None:
     """Register a tenant; prints its id."""
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store:
+    with store_of(ctx, data_dir) as store:
         tenant_id, created = store.app.register_tenant(name)
     emit(as_json, {"tenant_id": str(tenant_id), "created": created}, str(tenant_id))
 
@@ -64,8 +61,7 @@ def telegram(
         if off == (chat_id is not None):
             raise DomainError("give --chat-id and --bot-token, or --off")
         tid = tenant_uuid(tenant_id)
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store, refusals():
+    with store_of(ctx, data_dir) as store, refusals():
         store.app.configure_telegram(tid, chat_id=chat_id, bot_token=bot_token)
     emit(
         as_json,
@@ -91,8 +87,7 @@ def set_plan(
     on the 1st at 00:00 America/Sao_Paulo). Leads past it are recorded and flagged."""
 
     tid = parse_tenant(tenant_id)
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store, refusals():
+    with store_of(ctx, data_dir) as store, refusals():
         chosen = store.app.change_plan(tid, plan, limit)
     limit = chosen.lead_limit
     limit_text = (
@@ -139,8 +134,7 @@ def configure(
 
     tid = parse_tenant(tenant_id)
     changes = _changes(set_ or [])
-    settings = with_running_services(settings_of(ctx, data_dir))
-    with opened_store(settings) as store, refusals():
+    with store_of(ctx, data_dir) as store, refusals():
         if changes:
             now = store.app.configure_tenant(tid, changes)
         else:

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 
 from urbana.adapters.http.panel.common import Api, admin_me, fragment, page
 from urbana.adapters.http.panel.session import PREFIX, OurForm, to
-from urbana.adapters.http.panel.v1 import PanelError
+from urbana.adapters.http.panel.v1 import V1, PanelError
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -43,11 +43,26 @@ def _context(channels: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@router.get("/channels")
-async def channels(request: Request, v1: Api) -> Response:
+async def _screen(
+    request: Request, v1: V1, error: str | None = None, status_code: int = 200
+) -> Response:
+    """The channels screen, with what the gateway said when it would not connect."""
     me = await admin_me(v1)
     found = (await v1.get("/channels"))["items"]
-    return await page(request, v1, "channels.html", me=me, error=None, **_context(found))
+    return await page(
+        request,
+        v1,
+        "channels.html",
+        status_code=status_code,
+        me=me,
+        error=error,
+        **_context(found),
+    )
+
+
+@router.get("/channels")
+async def channels(request: Request, v1: Api) -> Response:
+    return await _screen(request, v1)
 
 
 @router.get("/channels/fragment")
@@ -63,15 +78,5 @@ async def connect(request: Request, v1: Api, channel_id: UUID) -> Response:
     except PanelError as exc:
         if exc.status not in SHOWN_FAILURES:
             raise
-        me = await admin_me(v1)
-        found = (await v1.get("/channels"))["items"]
-        return await page(
-            request,
-            v1,
-            "channels.html",
-            status_code=exc.status,
-            me=me,
-            error=exc.detail,
-            **_context(found),
-        )
+        return await _screen(request, v1, exc.detail, exc.status)
     return to("/channels")

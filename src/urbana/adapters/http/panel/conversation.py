@@ -119,15 +119,20 @@ def _state_command(path: str) -> Callable[[Request, V1, UUID], Awaitable[Respons
     return command
 
 
-# Assumir, Devolver para a IA, Encerrar, Reabrir.
-for _path in ("/assign", "/return-to-ai", "/close", "/reopen"):
+def _add_command(path: str, command: Callable[..., Awaitable[Response]], name: str) -> None:
+    """Route a form's POST to the conversation's `path` (the panel's own forms only)."""
     router.add_api_route(
-        f"/conversations/{{cid}}{_path}",
-        _state_command(_path),
+        f"/conversations/{{cid}}{path}",
+        command,
         methods=["POST"],
         dependencies=[OurForm],
-        name=_path[1:],
+        name=name,
     )
+
+
+# Assumir, Devolver para a IA, Encerrar, Reabrir.
+for _path in ("/assign", "/return-to-ai", "/close", "/reopen"):
+    _add_command(_path, _state_command(_path), _path[1:])
 
 
 @router.post("/conversations/{cid}/transfer", dependencies=[OurForm])
@@ -146,34 +151,30 @@ async def transfer(
     return await _act(request, v1, cid, "/transfer", body, _state_is)
 
 
-@router.post("/conversations/{cid}/messages", dependencies=[OurForm])
-async def reply(
-    request: Request,
-    v1: Api,
-    cid: UUID,
-    text: Text,
-    idempotency_key: IdempotencyKey,
-) -> Response:
-    """The reply box."""
-
-    def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
-        return any(answer["outbound_id"] in m["key"] for m in c["messages"])
-
-    return await _act(request, v1, cid, "/messages", {"text": text}, shown, idempotency_key)
+def _reply_shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
+    return any(answer["outbound_id"] in m["key"] for m in c["messages"])
 
 
-@router.post("/conversations/{cid}/notes", dependencies=[OurForm])
-async def note(
-    request: Request,
-    v1: Api,
-    cid: UUID,
-    text: Text,
-    idempotency_key: IdempotencyKey,
-) -> Response:
-    def shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
-        return any(n["id"] == answer["note_id"] for n in c["notes"])
+def _note_shown(c: dict[str, Any], answer: dict[str, Any]) -> bool:
+    return any(n["id"] == answer["note_id"] for n in c["notes"])
 
-    return await _act(request, v1, cid, "/notes", {"text": text}, shown, idempotency_key)
+
+def _text_command(
+    path: str, shown: Callable[[dict[str, Any], dict[str, Any]], bool]
+) -> Callable[[Request, V1, UUID, str, str], Awaitable[Response]]:
+    """A form of one text (sent once, by its idempotency key), done once `shown` sees it."""
+
+    async def command(
+        request: Request, v1: Api, cid: UUID, text: Text, idempotency_key: IdempotencyKey
+    ) -> Response:
+        return await _act(request, v1, cid, path, {"text": text}, shown, idempotency_key)
+
+    return command
+
+
+# The reply box, and a private note.
+for _path, _name, _shown in (("/messages", "reply", _reply_shown), ("/notes", "note", _note_shown)):
+    _add_command(_path, _text_command(_path, _shown), _name)
 
 
 @router.post("/conversations/{cid}/labels", dependencies=[OurForm])

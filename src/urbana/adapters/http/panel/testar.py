@@ -35,24 +35,38 @@ async def _conversation(v1: V1, conversation_id: UUID) -> dict[str, Any] | None:
     return found
 
 
-@router.get("/testar")
-async def chat_page(
-    request: Request, v1: Api, c: UUID | None = None, s: str | None = None
+async def _screen(
+    request: Request,
+    v1: V1,
+    conversation_id: UUID | None,
+    session: str | None,
+    error: str | None = None,
+    status_code: int = 200,
 ) -> Response:
+    """The Testar screen, for admins: the conversation (once it is in the view) and a
+    fresh idempotency key for the next message."""
     me = await admin_me(v1)
-    session = s if s and re.fullmatch(SESSION_PATTERN, s) else None
-    conversation = await _conversation(v1, c) if c else None
+    conversation = await _conversation(v1, conversation_id) if conversation_id else None
     return await page(
         request,
         v1,
         "testar.html",
+        status_code=status_code,
         me=me,
         c=conversation,
-        conversation_id=c,
+        conversation_id=conversation_id,
         session=session,
-        error=None,
+        error=error,
         idempotency_key=uuid4().hex,
     )
+
+
+@router.get("/testar")
+async def chat_page(
+    request: Request, v1: Api, c: UUID | None = None, s: str | None = None
+) -> Response:
+    session = s if s and re.fullmatch(SESSION_PATTERN, s) else None
+    return await _screen(request, v1, c, session)
 
 
 @router.get("/testar/{conversation_id}/fragment")
@@ -77,19 +91,7 @@ async def say(
             "/console/messages", body, headers={"Idempotency-Key": idempotency_key}
         )
     except Refused as exc:
-        me = await admin_me(v1)
-        return await page(
-            request,
-            v1,
-            "testar.html",
-            status_code=422,
-            me=me,
-            c=None,
-            conversation_id=None,
-            session=session or None,
-            error=exc.detail,
-            idempotency_key=uuid4().hex,
-        )
+        return await _screen(request, v1, None, session or None, exc.detail, 422)
     cid, key = said["conversation_id"], f"in:{said['seq']}"
     # The screen shows the message once the conversation view has it; the reply follows.
     await v1.until(
