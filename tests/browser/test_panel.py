@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from uuid import uuid4
 
+import psycopg
 import pytest
 from playwright.sync_api import Page, expect
+from psycopg import sql
 
 from tests.browser.conftest import (
     ASKS_FOR_A_PERSON,
@@ -24,11 +26,15 @@ from tests.browser.conftest import (
 from tests.e2e.access_helpers import PASSWORD
 from tests.e2e.fakes import SUMMARY, Outside
 from tests.e2e.test_ai_loop import wait_until
+from urbana.adapters.http.panel import v1 as panel_v1
 from urbana.adapters.http.panel.views import REASONS
+from urbana.config import conninfo
 from urbana.domain.conversation import Conversation
 from urbana.domain.lead import Lead
 from urbana.domain.tenant import Tenant
 from urbana.domain.user import Role
+from urbana.projections.base import physical_name
+from urbana.projections.conversation_view import ConversationView
 
 pytestmark = pytest.mark.e2e
 
@@ -265,3 +271,33 @@ def test_canned_responses_on_slash_and_private_notes_that_never_reach_the_lead(
     assert greeting in sent
     assert note not in sent
     page.screenshot(path=tmp_path / "canned-and-note.png", full_page=True)
+
+
+def test_what_an_attendant_did_shows_up_even_when_the_read_models_lag_past_the_wait(
+    shop: Shop,
+    outside: Outside,
+    new_page: Callable[[], Page],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The form waits CATCH_UP_S for the read models, then draws what they have; the
+    # screen must still show the note once the projector gets past a stall longer than
+    # that (here: another session holding the notes table against writes).
+    monkeypatch.setattr(panel_v1, "CATCH_UP_S", 0.3)
+    page = new_page()
+    sign_in(page, shop.api, shop.user(Role.ATTENDANT, "Ana"))
+    live(page)
+    handed_off(shop, outside, page, "Iara Souza")
+    page.get_by_role("button", name="Assumir").click()
+    expect(page.get_by_role("textbox", name="Mensagem")).to_be_visible()
+
+    note = f"Retornar amanhã cedo ({uuid4().hex[:6]})"
+    notes = physical_name(ConversationView(), "notes")
+    store = shop.api.store
+    with psycopg.connect(conninfo(store.url, store.schema)) as stall:
+        stall.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(notes)))
+        page.get_by_label("Nota privada").fill(note)
+        page.get_by_role("button", name="Salvar nota").click()
+        expect(page.get_by_label("Nota privada")).to_have_value("")  # the screen after it
+        time.sleep(1.5)  # several catch-up waits pass with the note not yet projected
+        expect(page.get_by_role("region", name="Notas privadas")).to_have_count(0)
+    expect(page.get_by_role("region", name="Notas privadas")).to_contain_text(note)

@@ -6,7 +6,9 @@
   var stream = null;
   var pending = new Map(); // element id -> the latest event for it not yet drawn
   var busy = new Set(); // element ids with a redraw in flight (htmx drops a second one)
+  var latest = new Map(); // conversation id -> the last position the stream told of it
   var timer = null;
+  var BEHIND_RETRY_MS = 1000;
 
   function redraw() {
     timer = null;
@@ -36,14 +38,32 @@
         .finally(function () {
           busy.delete(id);
           if (pending.has(id) && !timer) timer = setTimeout(redraw, 0);
+          else catchUp(BEHIND_RETRY_MS);
         });
     });
+  }
+
+  // A conversation drawn before the read models had what the stream already told of
+  // (a redraw or a form's screen that stopped waiting for them) is drawn again until
+  // it shows it: the event will not come a second time.
+  function catchUp(delay) {
+    document.querySelectorAll("[data-live-conversation][data-position]").forEach(function (el) {
+      var seen = latest.get(el.dataset.liveConversation);
+      if (seen === undefined || Number(el.dataset.position) >= seen || pending.has(el.id)) return;
+      pending.set(el.id, { conversation: el.dataset.liveConversation, position: seen });
+    });
+    if (pending.size && !timer) timer = setTimeout(redraw, delay);
   }
 
   function onEvent(type, message) {
     var data = {};
     try { data = JSON.parse(message.data); } catch (e) { return; }
     var position = Number(message.lastEventId);
+    var known = latest.get(data.conversation_id);
+    if (data.conversation_id && !(known >= position)) {
+      if (latest.size >= 1000) latest.clear(); // a long shift: start over rather than grow
+      latest.set(data.conversation_id, position);
+    }
     document.querySelectorAll("[data-live-src]").forEach(function (el) {
       var types = (el.dataset.liveEvents || "").split(" ");
       if (types.indexOf(type) < 0) return;
@@ -201,6 +221,7 @@
   document.documentElement.classList.add("js");
   function start() {
     connect();
+    document.addEventListener("htmx:afterSettle", function () { catchUp(BEHIND_RETRY_MS); });
     tick();
     setInterval(tick, 1000);
     if ("serviceWorker" in navigator) navigator.serviceWorker.register("/panel/sw.js", { scope: "/panel/" });
