@@ -70,6 +70,14 @@ async def page(
     return render(request, template, {"me": me, "may": may(me), **context}, status_code)
 
 
-def fragment(request: Request, template: str, **context: Any) -> Response:
-    """A piece of a screen, redrawn by the live updates."""
-    return render(request, template, context)
+BEHIND = "X-Urbana-Behind"
+
+
+def fragment(request: Request, template: str, *, behind: bool = False, **context: Any) -> Response:
+    """A piece of a screen, redrawn by the live updates; `behind` when the read models
+    had not caught up with the event it was asked for by the end of the wait (the
+    header tells panel.js to ask again)."""
+    response = render(request, template, context)
+    if behind:
+        response.headers[BEHIND] = "1"
+    return response

@@ -79,8 +79,10 @@ async def live_part(
     found = None
     if wait is not None:
         found = await v1.caught_up(str(cid), lambda c: int(c["position"]) >= wait)
+    behind = wait is not None and (found is None or int(found["position"]) < wait)
     me = await v1.get("/me")
-    return fragment(request, "_thread.html", me=me, may=may(me), **(await _thread(v1, cid, found)))
+    thread = await _thread(v1, cid, found)
+    return fragment(request, "_thread.html", behind=behind, me=me, may=may(me), **thread)
 
 
 async def _act(

@@ -70,15 +70,17 @@ async def _listing(v1: V1, f: Filters) -> dict[str, Any]:
     return {"items": items, "waiting_count": len(waiting), **f.context()}
 
 
-async def _caught_up(v1: V1, wait: str | None) -> None:
-    """Wait until the read models show the event `wait` names (`ID:POSITION`)."""
+async def _caught_up(v1: V1, wait: str | None) -> bool:
+    """Wait until the read models show the event `wait` names (`ID:POSITION`); False
+    when they still do not at the end of the wait."""
     if not wait or ":" not in wait:
-        return
+        return True
     conversation_id, _, position = wait.partition(":")
     if not position.isdigit():
-        return
+        return True
     target = int(position)
-    await v1.caught_up(conversation_id, lambda c: int(c["position"]) >= target)
+    found = await v1.caught_up(conversation_id, lambda c: int(c["position"]) >= target)
+    return found is not None and int(found["position"]) >= target
 
 
 @router.get("/")
@@ -97,8 +99,8 @@ async def conversation_list(
     filters: Filtered,
     wait: Annotated[str | None, Query(max_length=80)] = None,
 ) -> Response:
-    await _caught_up(v1, wait)
-    return fragment(request, "_list.html", **await _listing(v1, filters))
+    shown = await _caught_up(v1, wait)
+    return fragment(request, "_list.html", behind=not shown, **await _listing(v1, filters))
 
 
 @router.post("/availability", dependencies=[OurForm])

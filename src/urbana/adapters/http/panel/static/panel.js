@@ -8,7 +8,16 @@
   var busy = new Set(); // element ids with a redraw in flight (htmx drops a second one)
   var latest = new Map(); // conversation id -> the last position the stream told of it
   var timer = null;
+  var due = 0; // when the timer fires
   var BEHIND_RETRY_MS = 1000;
+
+  function schedule(delay) { // the redraw runs at the earliest time asked for
+    var at = Date.now() + delay;
+    if (timer && due <= at) return;
+    if (timer) clearTimeout(timer);
+    due = at;
+    timer = setTimeout(redraw, delay);
+  }
 
   function redraw() {
     timer = null;
@@ -25,6 +34,10 @@
         .then(function (answer) {
           var away = answer.headers.get("HX-Redirect");
           if (away) { window.location.assign(away); return null; }
+          // Drawn before the read models had the event: ask again (unless a newer one came).
+          if (answer.headers.get("X-Urbana-Behind") && !pending.has(id)) {
+            pending.set(id, { conversation: seen.conversation, position: seen.position, retry: true });
+          }
           return answer.ok ? answer.text() : null;
         })
         .then(function (html) {
@@ -37,8 +50,9 @@
         .catch(function () { /* the next event (or a reload) draws it */ })
         .finally(function () {
           busy.delete(id);
-          if (pending.has(id) && !timer) timer = setTimeout(redraw, 0);
-          else catchUp(BEHIND_RETRY_MS);
+          var next = pending.get(id);
+          if (next) schedule(next.retry ? BEHIND_RETRY_MS : 0);
+          catchUp();
         });
     });
   }
@@ -46,13 +60,13 @@
   // A conversation drawn before the read models had what the stream already told of
   // (a redraw or a form's screen that stopped waiting for them) is drawn again until
   // it shows it: the event will not come a second time.
-  function catchUp(delay) {
+  function catchUp() {
     document.querySelectorAll("[data-live-conversation][data-position]").forEach(function (el) {
       var seen = latest.get(el.dataset.liveConversation);
       if (seen === undefined || Number(el.dataset.position) >= seen || pending.has(el.id)) return;
-      pending.set(el.id, { conversation: el.dataset.liveConversation, position: seen });
+      pending.set(el.id, { conversation: el.dataset.liveConversation, position: seen, retry: true });
+      schedule(BEHIND_RETRY_MS);
     });
-    if (pending.size && !timer) timer = setTimeout(redraw, delay);
   }
 
   function onEvent(type, message) {
@@ -72,7 +86,7 @@
       pending.set(el.id, { conversation: data.conversation_id, position: position });
     });
     if (type === "handoff.requested") notify();
-    if (pending.size && !timer) timer = setTimeout(redraw, 100);
+    if (pending.size) schedule(100);
   }
 
   function notify() {
@@ -221,7 +235,7 @@
   document.documentElement.classList.add("js");
   function start() {
     connect();
-    document.addEventListener("htmx:afterSettle", function () { catchUp(BEHIND_RETRY_MS); });
+    document.addEventListener("htmx:afterSettle", catchUp);
     tick();
     setInterval(tick, 1000);
     if ("serviceWorker" in navigator) navigator.serviceWorker.register("/panel/sw.js", { scope: "/panel/" });
