@@ -14,7 +14,6 @@ import hmac
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 from urbana.adapters.channels.errors import (
     BodyVerdict,
@@ -22,7 +21,9 @@ from urbana.adapters.channels.errors import (
     require_config,
     unknown_outcome,
 )
+from urbana.adapters.channels.payload import Json as _Json
 from urbana.adapters.channels.payload import decode_json as _decode
+from urbana.adapters.channels.payload import epoch_seconds as _epoch_seconds
 from urbana.adapters.channels.payload import json_list as _list
 from urbana.adapters.channels.payload import json_object as _object
 from urbana.adapters.channels.payload import location
@@ -44,7 +45,6 @@ DEFAULT_TEMPLATE_LANGUAGE = "pt_BR"
 BSUID_PREFIX = "bsuid:"
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
-_MAX_EPOCH_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime holds
 _MEDIA_KINDS = frozenset({"image", "audio", "video", "document", "sticker"})
 _REFERRAL_KEYS = (
     "source_url",
@@ -76,8 +76,6 @@ _PAIR_RATE_LIMIT = 131056
 _TRANSIENT_CODES = frozenset({2, 131000, 131016, 133004})
 # Longest opaque callback data Meta accepts on a send.
 MAX_CALLBACK_DATA = 512
-
-_Json = dict[str, object]
 
 
 def verify_signature(body: bytes, header: str | None, app_secret: str) -> None:
@@ -411,14 +409,3 @@ def _number(value: object) -> float | None:
     else:
         return None
     return number if math.isfinite(number) else None
-
-
-def _epoch_seconds(value: object, where: str) -> datetime:
-    seconds: int | None = None
-    if isinstance(value, str) and 0 < len(value) <= 12 and value.isascii() and value.isdigit():
-        seconds = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        seconds = value
-    if seconds is None or not 0 <= seconds <= _MAX_EPOCH_SECONDS:
-        raise Rejected(422, f"{where} must be epoch seconds")
-    return datetime.fromtimestamp(seconds, tz=UTC)

@@ -18,9 +18,10 @@ import jwt
 
 from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
 from urbana.adapters.channels.evolution_state import STATE_EVENTS, connect_state
+from urbana.adapters.channels.payload import AD_REPLY_KEYS, epoch_seconds, location, media, referral
+from urbana.adapters.channels.payload import Json as _Json
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import json_object as _object
-from urbana.adapters.channels.payload import location, referral
 from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
@@ -34,9 +35,6 @@ from urbana.application.channels import (
 from urbana.domain.channels import ChannelKind
 from urbana.errors import Rejected, UrbanaError
 
-_Json = dict[str, object]
-
-_MAX_EPOCH_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime holds
 _PHONE_SUFFIXES = ("@s.whatsapp.net", "@c.us")
 _STATUSES = {
     "SERVER_ACK": DeliveryStatus.SENT,
@@ -75,16 +73,8 @@ _MEDIA = {
     "stickerMessage": "sticker",
 }
 _SKIPPED_CONTENT = frozenset({"protocolMessage", "pollUpdateMessage", "reactionMessageRemove"})
-_AD_KEYS = {
-    "sourceUrl": "source_url",
-    "sourceId": "source_id",
-    "sourceType": "source_type",
-    "title": "headline",
-    "body": "body",
-    "ctwaClid": "ctwa_clid",
-    "mediaUrl": "media_url",
-    "thumbnailUrl": "thumbnail_url",
-}
+# Baileys also passes the ad's media link.
+_AD_KEYS = {**AD_REPLY_KEYS, "mediaUrl": "media_url"}
 
 
 class ConnectFailed(UrbanaError):
@@ -312,12 +302,7 @@ def _content(
     if content_key == "extendedTextMessage":
         return "text", _text(part.get("text")), None, None
     if content_key in _MEDIA:
-        kind = _MEDIA[content_key]
-        if (file_name := _text(part.get("fileName"))) is not None:
-            extra["filename"] = file_name
-        if part.get("ptt") is True:
-            extra["voice"] = True
-        return kind, _text(part.get("caption")), _text(part.get("url")), _text(part.get("mimetype"))
+        return _MEDIA[content_key], *media(part, extra, url="url", mime="mimetype")
     if content_key in ("locationMessage", "liveLocationMessage"):
         degrees = ("degreesLatitude", "degreesLongitude")
         return "location", location(part, extra, coordinates=degrees, link=False), None, None
@@ -405,14 +390,7 @@ def _epoch_seconds(value: object) -> datetime:
         low, high = value.get("low"), value.get("high", 0)
         if type(low) is int and type(high) is int and high == 0:
             value = low & 0xFFFFFFFF
-    seconds: int | None = None
-    if isinstance(value, str) and 0 < len(value) <= 12 and value.isascii() and value.isdigit():
-        seconds = int(value)
-    elif type(value) is int:
-        seconds = value
-    if seconds is None or not 0 <= seconds <= _MAX_EPOCH_SECONDS:
-        raise Rejected(422, "data.messageTimestamp must be epoch seconds")
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    return epoch_seconds(value, "data.messageTimestamp")
 
 
 def _iso_datetime(value: object) -> datetime:

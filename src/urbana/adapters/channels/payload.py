@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import orjson
 
 from urbana.errors import Rejected
+
+_MAX_EPOCH_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime holds
+# WhatsApp's click-to-WhatsApp ad fields as the WhatsApp Web gateways spell them
+# (`externalAdReply`) -> the referral keys Meta's Cloud API uses.
+AD_REPLY_KEYS = {
+    "sourceUrl": "source_url",
+    "sourceId": "source_id",
+    "sourceType": "source_type",
+    "title": "headline",
+    "body": "body",
+    "ctwaClid": "ctwa_clid",
+    "thumbnailUrl": "thumbnail_url",
+}
 
 
 def decode_json(body: bytes) -> object:
@@ -79,6 +93,30 @@ def location(
     if link and (url := text(part.get("url"))) is not None:
         extra["url"] = url
     return ", ".join(labels) or None
+
+
+def epoch_seconds(value: object, where: str) -> datetime:
+    """Epoch seconds, a JSON integer or a string of digits, as a UTC datetime; else 422."""
+    seconds: int | None = None
+    if isinstance(value, str) and 0 < len(value) <= 12 and value.isascii() and value.isdigit():
+        seconds = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    if seconds is None or not 0 <= seconds <= _MAX_EPOCH_SECONDS:
+        raise Rejected(422, f"{where} must be epoch seconds")
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def media(
+    part: Json, extra: Json, *, url: str, mime: str
+) -> tuple[str | None, str | None, str | None]:
+    """A WhatsApp Web media message's caption, link and MIME type (read from the `url` and
+    `mime` keys); its file name and voice-note flag go to `extra`."""
+    if (file_name := text(part.get("fileName"))) is not None:
+        extra["filename"] = file_name
+    if part.get("ptt") is True:
+        extra["voice"] = True
+    return text(part.get("caption")), text(part.get(url)), text(part.get(mime))
 
 
 def referral(ad: object, keys: Mapping[str, str]) -> Mapping[str, str] | None:

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from urbana.adapters.channels.errors import HttpGateway, require_config, unknown_outcome
+from urbana.adapters.channels.payload import AD_REPLY_KEYS, location, media, referral
+from urbana.adapters.channels.payload import Json as _Json
 from urbana.adapters.channels.payload import decode_json as _decode
 from urbana.adapters.channels.payload import json_list as _list
 from urbana.adapters.channels.payload import json_object as _object
-from urbana.adapters.channels.payload import location, referral
 from urbana.adapters.channels.payload import required_str as _required_str
 from urbana.adapters.channels.payload import text as _text
 from urbana.application.channels import (
@@ -28,8 +29,6 @@ from urbana.application.channels import (
 )
 from urbana.domain.channels import ChannelKind
 from urbana.errors import Rejected
-
-_Json = dict[str, object]
 
 DEFAULT_API_BASE_URL = "https://api.z-api.io"
 
@@ -51,15 +50,6 @@ _MEDIA = {
     "video": ("video", "videoUrl"),
     "document": ("document", "documentUrl"),
     "sticker": ("sticker", "stickerUrl"),
-}
-_AD_KEYS = {
-    "sourceUrl": "source_url",
-    "sourceId": "source_id",
-    "sourceType": "source_type",
-    "title": "headline",
-    "body": "body",
-    "ctwaClid": "ctwa_clid",
-    "thumbnailUrl": "thumbnail_url",
 }
 
 
@@ -152,7 +142,7 @@ def _message(root: _Json) -> InboundMessage | None:
         media_url=media_url,
         media_mime=media_mime,
         reply_to=_text(root.get("referenceMessageId")),
-        referral=referral(root.get("externalAdReply"), _AD_KEYS),
+        referral=referral(root.get("externalAdReply"), AD_REPLY_KEYS),
         extra=extra,
         from_me=from_me,
     )
@@ -162,12 +152,7 @@ def _content(root: _Json, extra: _Json) -> tuple[str, str | None, str | None, st
     """Kind, text, media link and media MIME type of one ReceivedCallback."""
     for field, (kind, url_key) in _MEDIA.items():
         if isinstance(part := root.get(field), dict):
-            if (file_name := _text(part.get("fileName"))) is not None:
-                extra["filename"] = file_name
-            if part.get("ptt") is True:
-                extra["voice"] = True
-            text = _text(part.get("caption"))
-            return kind, text, _text(part.get(url_key)), _text(part.get("mimeType"))
+            return kind, *media(part, extra, url=url_key, mime="mimeType")
     if isinstance(part := root.get("text"), dict):
         return "text", _text(part.get("message")), None, None
     if isinstance(part := root.get("location"), dict):
