@@ -15,6 +15,7 @@ from uuid import UUID
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.faults import store_call
+from urbana.adapters.postgres.rows import select_ids
 from urbana.application.erasure import Footprint
 from urbana.projections.base import physical_name
 from urbana.projections.conversation_view import ConversationView
@@ -95,10 +96,10 @@ class PostgresSubjectRows:
 
     def inactive_leads(self, tenant_id: UUID, before: datetime) -> list[UUID]:
         """The tenant's leads whose last activity (or creation) is before `before`."""
-        with store_call("finding inactive subjects"), self._pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT id FROM {self._leads} WHERE tenant_id = %s "  # noqa: S608
-                "AND COALESCE(last_activity_at, created_at) < %s ORDER BY id",
-                (tenant_id, before),
-            ).fetchall()
-        return [row[0] for row in rows]
+        return select_ids(
+            self._pool,
+            "finding inactive subjects",
+            f"SELECT id FROM {self._leads} WHERE tenant_id = %s "  # noqa: S608
+            "AND COALESCE(last_activity_at, created_at) < %s ORDER BY id",
+            (tenant_id, before),
+        )

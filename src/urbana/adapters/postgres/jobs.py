@@ -27,7 +27,8 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.faults import STORE_FAULTS, store_call
-from urbana.adapters.postgres.schema import JOB_RUNS_TABLE
+from urbana.adapters.postgres.rows import as_uuid, select_ids
+from urbana.adapters.postgres.schema import JOB_RUNS_TABLE, qualified
 from urbana.application.ingest import StoreUnavailable
 from urbana.projections.base import physical_name
 from urbana.projections.conversation_view import ConversationView
@@ -40,10 +41,6 @@ _CONVERSATIONS = physical_name(ConversationView(), "conversations")
 _LEADS = physical_name(LeadPipeline(), "leads")
 
 
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
-
-
 class PgJobSources:
     """The jobs' candidates, from the read models."""
 
@@ -53,7 +50,7 @@ class PgJobSources:
     def tenants(self) -> list[UUID]:
         with store_call("listing tenants for the jobs"), self._pool.connection() as conn:
             rows = conn.execute(f"SELECT DISTINCT tenant_id FROM {_CONVERSATIONS}").fetchall()  # noqa: S608
-        return [_uuid(r[0]) for r in rows if r[0] is not None]
+        return [as_uuid(r[0]) for r in rows if r[0] is not None]
 
     def silent_leads(self, tenant_id: UUID, before: datetime) -> list[tuple[UUID, list[UUID]]]:
         query = (
@@ -65,16 +62,16 @@ class PgJobSources:
         )
         with store_call("finding silent leads"), self._pool.connection() as conn:
             rows = conn.execute(query, (tenant_id, tenant_id, before)).fetchall()
-        return [(_uuid(lead), [_uuid(c) for c in conversations]) for lead, conversations in rows]
+        return [
+            (as_uuid(lead), [as_uuid(c) for c in conversations]) for lead, conversations in rows
+        ]
 
     def stale_conversations(self, tenant_id: UUID, before: datetime) -> list[UUID]:
         query = (
             f"SELECT id FROM {_CONVERSATIONS} "  # noqa: S608
             "WHERE tenant_id = %s AND status <> 'closed' AND activity_at < %s ORDER BY id"
         )
-        with store_call("finding stale conversations"), self._pool.connection() as conn:
-            rows = conn.execute(query, (tenant_id, before)).fetchall()
-        return [_uuid(r[0]) for r in rows]
+        return select_ids(self._pool, "finding stale conversations", query, (tenant_id, before))
 
     def cold_conversations(self, tenant_id: UUID, before: datetime) -> list[UUID]:
         query = (
@@ -82,9 +79,7 @@ class PgJobSources:
             "WHERE tenant_id = %s AND status = 'ai' AND last_message_direction = 'out' "
             "AND activity_at < %s ORDER BY id"
         )
-        with store_call("finding conversations gone cold"), self._pool.connection() as conn:
-            rows = conn.execute(query, (tenant_id, before)).fetchall()
-        return [_uuid(r[0]) for r in rows]
+        return select_ids(self._pool, "finding conversations gone cold", query, (tenant_id, before))
 
 
 class PgJobLedger:
@@ -92,7 +87,7 @@ class PgJobLedger:
 
     def __init__(self, pool: ConnectionPool, schema: str | None) -> None:
         self._pool = pool
-        t = sql.Identifier(schema, JOB_RUNS_TABLE) if schema else sql.Identifier(JOB_RUNS_TABLE)
+        t = qualified(schema, JOB_RUNS_TABLE)
         self._claim = sql.SQL(
             "INSERT INTO {t} (job, tenant_id, period, state) VALUES (%s, %s, %s, 'running') "
             "ON CONFLICT DO NOTHING RETURNING job"

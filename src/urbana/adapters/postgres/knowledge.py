@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
+from psycopg import Connection
 from psycopg import Error as PsycopgError
 from psycopg_pool import ConnectionPool
 
@@ -34,6 +36,15 @@ __all__ = ["PgKnowledgeStore", "document_id_for"]
 
 def _literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+
+
+def _version_in(conn: Connection[Any], tenant_id: UUID, document_id: UUID) -> int | None:
+    """The tenant stream version the stored document comes from (None: not stored)."""
+    row = conn.execute(
+        "SELECT max(source_version) FROM kb_chunks WHERE tenant_id = %s AND document_id = %s",
+        (tenant_id, document_id),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 class PgKnowledgeStore:
@@ -97,14 +108,10 @@ class PgKnowledgeStore:
     def _stored_version(self, tenant_id: UUID, document_id: UUID) -> int:
         try:
             with self._pool.connection() as conn:
-                row = conn.execute(
-                    "SELECT max(source_version) FROM kb_chunks "
-                    "WHERE tenant_id = %s AND document_id = %s",
-                    (tenant_id, document_id),
-                ).fetchone()
+                stored = _version_in(conn, tenant_id, document_id)
         except PsycopgError as exc:
             raise Unavailable(f"cannot read kb_chunks: {exc}") from exc
-        return int(row[0]) if row and row[0] is not None else -1
+        return -1 if stored is None else stored
 
     async def search(
         self, tenant_id: UUID, query_vector: Sequence[float], k: int = DEFAULT_K
@@ -155,12 +162,7 @@ class PgKnowledgeStore:
             with self._pool.connection() as conn, conn.transaction():
                 # Serialise writers of one document, then re-check under the lock.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"kb:{document_id}",))
-                row = conn.execute(
-                    "SELECT max(source_version) FROM kb_chunks "
-                    "WHERE tenant_id = %s AND document_id = %s",
-                    (tenant_id, document_id),
-                ).fetchone()
-                stored = int(row[0]) if row and row[0] is not None else None
+                stored = _version_in(conn, tenant_id, document_id)
                 if (
                     version is not None
                     and stored is not None

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import AsyncConnection, sql
 
-from urbana.adapters.postgres.schema import EVENTS_TABLE
+from urbana.adapters.postgres.schema import EVENTS_TABLE, qualified
 from urbana.application.envelope import Envelope, envelope_from_stored, event_names
 
 PAGE_SIZE = 20_000
@@ -54,11 +54,6 @@ class Page(NamedTuple):
     envelopes: list[Envelope]
 
 
-def events_table(schema: str | None) -> sql.Identifier:
-    """The events table, qualified by `schema` when there is one."""
-    return sql.Identifier(schema, EVENTS_TABLE) if schema else sql.Identifier(EVENTS_TABLE)
-
-
 def listen_channel() -> sql.Composed:
     """LISTEN to the channel the store NOTIFYs after each save (named without the schema).
 
@@ -78,7 +73,7 @@ class _Decoder:
         event_ids: bool = True,
         tenant_cache_size: int = TENANT_CACHE_SIZE,
     ) -> None:
-        table = events_table(schema)
+        table = qualified(schema, EVENTS_TABLE)
         self._select = sql.SQL(
             "SELECT notification_id, originator_id::text, originator_version, topic, state "
             "FROM {} WHERE notification_id > %s AND notification_id <= %s "

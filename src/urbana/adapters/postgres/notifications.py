@@ -21,7 +21,7 @@ from uuid import UUID
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from urbana.adapters.postgres.schema import NOTIFICATIONS_TABLE
+from urbana.adapters.postgres.schema import NOTIFICATIONS_TABLE, qualified
 from urbana.application.notifications import Claim
 
 
@@ -30,11 +30,7 @@ class PgNotificationLedger:
 
     def __init__(self, pool: ConnectionPool, schema: str | None) -> None:
         self._pool = pool
-        table = (
-            sql.Identifier(schema, NOTIFICATIONS_TABLE)
-            if schema
-            else sql.Identifier(NOTIFICATIONS_TABLE)
-        )
+        table = qualified(schema, NOTIFICATIONS_TABLE)
         self._claim = sql.SQL(
             "INSERT INTO {t} AS n (key, tenant_id, state, owner, lease_until) "
             "VALUES (%s, %s, 'pending', %s, now() + make_interval(secs => %s)) "

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from urbana.adapters.postgres.schema import RELAY_POSITION_TABLE
+from urbana.adapters.postgres.schema import RELAY_POSITION_TABLE, qualified
 
 
 class PositionStore:
@@ -21,11 +21,7 @@ class PositionStore:
     def __init__(self, schema: str | None, name: str) -> None:
         self.schema = schema
         self.name = name
-        self._table = (
-            sql.Identifier(schema, RELAY_POSITION_TABLE)
-            if schema
-            else sql.Identifier(RELAY_POSITION_TABLE)
-        )
+        self._table = qualified(schema, RELAY_POSITION_TABLE)
 
     async def claim(self, conn: AsyncConnection[Any]) -> bool:
         """Take the name's lock; False if another relay holds it.

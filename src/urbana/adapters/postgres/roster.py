@@ -22,6 +22,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from urbana.adapters.postgres.faults import store_call
+from urbana.adapters.postgres.rows import select_ids
 from urbana.adapters.postgres.schema import EVENTS_TABLE
 from urbana.adapters.postgres.store import Store
 from urbana.application.access import Access
@@ -130,9 +131,8 @@ class StoreRoster:
         return {str(r[0]): int(r[1]) for r in rows}
 
     def _tenants_holding(self) -> list[UUID]:
-        with store_call("listing tenants to sweep"), self._store.pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT DISTINCT tenant_id FROM {_CONVERSATIONS} "  # noqa: S608
-                "WHERE status = 'human'"
-            ).fetchall()
-        return [r[0] if isinstance(r[0], UUID) else UUID(str(r[0])) for r in rows]
+        return select_ids(
+            self._store.pool,
+            "listing tenants to sweep",
+            f"SELECT DISTINCT tenant_id FROM {_CONVERSATIONS} WHERE status = 'human'",  # noqa: S608
+        )

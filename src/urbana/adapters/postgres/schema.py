@@ -48,6 +48,12 @@ NOTIFICATIONS_TABLE = "urbana_notifications"
 JOB_RUNS_TABLE = "urbana_job_runs"
 KNOWLEDGE_DIM = 384  # kb_chunks' vectors: multilingual-e5-small's size (OpenAI's are asked for it)
 
+
+def qualified(schema: str | None, table: str) -> sql.Identifier:
+    """`table`, qualified by `schema` when there is one."""
+    return sql.Identifier(schema, table) if schema else sql.Identifier(table)
+
+
 _SUBJECT_KEYS = (
     "CREATE TABLE IF NOT EXISTS urbana_subject_keys ("
     "subject_id uuid PRIMARY KEY, wrapped bytea NOT NULL, "

@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from urbana.adapters.postgres.faults import store_call
-from urbana.adapters.postgres.log import events_table
+from urbana.adapters.postgres.schema import EVENTS_TABLE, qualified
 from urbana.application.privacy import StoredRecord
 from urbana.config import DEFAULT_STORE_WAIT_S
 from urbana.projections.queries.tables import CONVERSATIONS
@@ -32,7 +32,7 @@ class PostgresSubjectStreams:
         self._records = sql.SQL(
             "SELECT notification_id, originator_id::text, originator_version, topic, state "
             "FROM {} WHERE originator_id = ANY(%s::uuid[]) ORDER BY notification_id"
-        ).format(events_table(schema))
+        ).format(qualified(schema, EVENTS_TABLE))
         self._conversations = sql.SQL(
             "SELECT id FROM {} WHERE tenant_id = %s AND lead_id = %s"
         ).format(sql.Identifier(CONVERSATIONS))
