@@ -24,13 +24,21 @@ from urbana.domain.templates import WINDOW_CHANNELS, window_applies
 from urbana.domain.tenant import Tenant, TenantSettings
 
 
-def reply_outbound_id(conversation_id: UUID, attendant: str, idempotency_key: str) -> str:
-    """The outbound id of an attendant's reply sent with an `Idempotency-Key`.
+def _request_id(conversation_id: UUID, name: str, idempotency_key: str | None) -> str:
+    """The id of what a request adds to a conversation (`name`: what, and whose).
 
-    The same key from the same attendant on the same conversation is the same message,
-    so a retried request finds it instead of sending it twice.
+    A new one each time; with an `Idempotency-Key`, the same for every retry of the
+    request, which finds it instead of adding it twice.
     """
-    return str(uuid5(conversation_id, f"reply:{attendant}:{idempotency_key}"))
+    if not idempotency_key:
+        return str(uuid4())
+    return str(uuid5(conversation_id, f"{name}:{idempotency_key}"))
+
+
+def reply_outbound_id(conversation_id: UUID, attendant: str, idempotency_key: str | None) -> str:
+    """The outbound id of an attendant's reply: the same key from the same attendant on
+    the same conversation is the same message."""
+    return _request_id(conversation_id, f"reply:{attendant}", idempotency_key)
 
 
 def expectation_outbound_id(conversation_id: UUID, handoff: int) -> str:
@@ -121,11 +129,7 @@ class AttendantCommands(StoreApp):
         With an `idempotency_key`, a retry of the same request appends nothing and
         returns the same id.
         """
-        note_id = (
-            str(uuid5(conversation_id, f"note:{author}:{idempotency_key}"))
-            if idempotency_key
-            else str(uuid4())
-        )
+        note_id = _request_id(conversation_id, f"note:{author}", idempotency_key)
 
         def work(uow: UnitOfWork) -> str:
             conversation = uow.require(Conversation, conversation_id)
@@ -168,11 +172,7 @@ class AttendantCommands(StoreApp):
         With an `idempotency_key`, a retry of the same request appends nothing and
         returns the same id. Outside WhatsApp's 24-hour window: TemplateRequired.
         """
-        outbound_id = (
-            reply_outbound_id(conversation_id, attendant, idempotency_key)
-            if idempotency_key
-            else str(uuid4())
-        )
+        outbound_id = reply_outbound_id(conversation_id, attendant, idempotency_key)
         at = now or SystemClock().now()
 
         def work(uow: UnitOfWork) -> str:
@@ -206,11 +206,7 @@ class AttendantCommands(StoreApp):
     ) -> str:
         """Queue one of the tenant's approved templates (any time, on the Cloud API);
         returns its outbound id. `idempotency_key` as for `attendant_reply`."""
-        outbound_id = (
-            reply_outbound_id(conversation_id, attendant, f"template:{idempotency_key}")
-            if idempotency_key
-            else str(uuid4())
-        )
+        outbound_id = _request_id(conversation_id, f"reply:{attendant}:template", idempotency_key)
 
         def work(uow: UnitOfWork) -> str:
             conversation = uow.require(Conversation, conversation_id)

@@ -209,18 +209,14 @@ class Erasure:
             # Nothing destroyed or appended again; what an interrupted first call left
             # behind (Redis was down, say) is removed now and counted.
             ids = sorted({*lead.erased_conversations, *found.conversation_ids}, key=str)
-            keys = await self._run(lambda: self._app.cipher.shred(lead_id))
             removed = await self._clean(tenant_id, lead_id, Footprint(ids, found.provider_ids))
-            removed["data_keys"] = int(keys)
             return ErasureReceipt(
                 lead_id, tenant_id, lead.modified_on, lead.erased_reason, True, removed
             )
         await self._run(
             lambda: self._app.record_erasure(lead_id, reason, found.conversation_ids, by=by)
         )
-        keys = await self._run(lambda: self._app.cipher.shred(lead_id))
         removed = await self._clean(tenant_id, lead_id, found)
-        removed["data_keys"] = int(keys)
         removed["events_appended"] = 1
         return ErasureReceipt(lead_id, tenant_id, self._clock.now(), reason, False, removed)
 
@@ -246,12 +242,14 @@ class Erasure:
         return Footprint(sorted(ids, key=str), found.provider_ids, found.rows)
 
     async def _clean(self, tenant_id: UUID, lead_id: UUID, found: Footprint) -> dict[str, int]:
-        """Remove the subject's read-model rows, Redis keys and this process's copies.
+        """Destroy the subject's data key, then remove its read-model rows, Redis keys and
+        this process's copies.
 
         A table's count is what the drop deleted or, when the projector got there first
         (it deletes the same rows on `SubjectErased`), what the footprint found.
         """
         removed = _zero()
+        removed["data_keys"] = int(await self._run(lambda: self._app.cipher.shred(lead_id)))
         dropped = await self._run(
             lambda: self._rows.drop(tenant_id, lead_id, found.conversation_ids)
         )

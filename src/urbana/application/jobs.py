@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 from urbana.application.erasure import Erasure
@@ -27,6 +27,8 @@ from urbana.domain.tenant import Tenant, TenantSettings
 
 SCHEDULER = "scheduler"  # `by` of what the jobs do
 STALE_RESOLUTION = "stale"
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +108,7 @@ class JobCommands(StoreApp):
                     applied += 1
             return applied
 
-        if dry_run:
-            return work(UnitOfWork(self))
-        return self._retrying(work)
+        return self._decided(work, dry_run=dry_run)
 
     def close_if_stale(self, conversation_id: UUID, *, before: datetime, dry_run: bool) -> bool:
         """Close the conversation when nothing happened on it since `before`."""
@@ -122,9 +122,7 @@ class JobCommands(StoreApp):
                 conversation.close(by=SCHEDULER, resolution=STALE_RESOLUTION)
             return True
 
-        if dry_run:
-            return work(UnitOfWork(self))
-        return self._retrying(work)
+        return self._decided(work, dry_run=dry_run)
 
     def follow_up(self, conversation_id: UUID, *, now: datetime, dry_run: bool) -> bool:
         """One follow-up to a lead who went quiet after the AI answered; False when none
@@ -163,56 +161,48 @@ class JobCommands(StoreApp):
                 )
             return True
 
-        if dry_run:
-            return work(UnitOfWork(self))
-        return self._retrying(work)
+        return self._decided(work, dry_run=dry_run)
 
     def tenant_settings(self, tenant_id: UUID) -> TenantSettings:
         return self.get(Tenant, tenant_id).settings
+
+    def _decided(self, work: Callable[[UnitOfWork], R], *, dry_run: bool) -> R:
+        """What `work` decides, saved; in a dry run, on a unit of work never saved."""
+        if dry_run:
+            return work(UnitOfWork(self))
+        return self._retrying(work)
 
 
 def decay_scores(
     app: JobCommands, sources: JobSources, tenant_id: UUID, now: datetime, dry_run: bool
 ) -> JobReport:
     steps = app.tenant_settings(tenant_id).decay_steps
-    changed = examined = 0
-    if steps:
-        first = min(int(h) for h in steps)
-        candidates = sources.silent_leads(tenant_id, now - timedelta(hours=first))
-        examined = len(candidates)
-        for lead_id, conversation_ids in candidates:
-            applied = app.decay_lead(
-                lead_id, conversation_ids, steps=steps, now=now, dry_run=dry_run
-            )
-            changed += bool(applied)
-    return JobReport("decay-scores", tenant_id, dry_run, examined, changed)
+    first = min((int(h) for h in steps), default=0)
+    leads = sources.silent_leads(tenant_id, now - timedelta(hours=first)) if steps else []
+    changed = sum(
+        bool(app.decay_lead(lead_id, conversation_ids, steps=steps, now=now, dry_run=dry_run))
+        for lead_id, conversation_ids in leads
+    )
+    return JobReport(DECAY_SCORES.name, tenant_id, dry_run, len(leads), changed)
 
 
 def close_stale(
     app: JobCommands, sources: JobSources, tenant_id: UUID, now: datetime, dry_run: bool
 ) -> JobReport:
     days = app.tenant_settings(tenant_id).stale_after_days
-    changed = examined = 0
-    if days:
-        before = now - timedelta(days=days)
-        candidates = sources.stale_conversations(tenant_id, before)
-        examined = len(candidates)
-        for conversation_id in candidates:
-            changed += app.close_if_stale(conversation_id, before=before, dry_run=dry_run)
-    return JobReport("close-stale", tenant_id, dry_run, examined, changed)
+    before = now - timedelta(days=days)
+    stale = sources.stale_conversations(tenant_id, before) if days else []
+    changed = sum(app.close_if_stale(c, before=before, dry_run=dry_run) for c in stale)
+    return JobReport(CLOSE_STALE.name, tenant_id, dry_run, len(stale), changed)
 
 
 def follow_up(
     app: JobCommands, sources: JobSources, tenant_id: UUID, now: datetime, dry_run: bool
 ) -> JobReport:
     hours = app.tenant_settings(tenant_id).follow_up_after_hours
-    changed = examined = 0
-    if hours:
-        candidates = sources.cold_conversations(tenant_id, now - timedelta(hours=hours))
-        examined = len(candidates)
-        for conversation_id in candidates:
-            changed += app.follow_up(conversation_id, now=now, dry_run=dry_run)
-    return JobReport(FOLLOW_UP.name, tenant_id, dry_run, examined, changed)
+    cold = sources.cold_conversations(tenant_id, now - timedelta(hours=hours)) if hours else []
+    changed = sum(app.follow_up(c, now=now, dry_run=dry_run) for c in cold)
+    return JobReport(FOLLOW_UP.name, tenant_id, dry_run, len(cold), changed)
 
 
 DECAY_SCORES = JobSpec(

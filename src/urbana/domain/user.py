@@ -73,19 +73,25 @@ def availability_of(value: str) -> Availability:
         raise InvalidInput(f"unknown availability {value!r} ({', '.join(Availability)})") from None
 
 
+def _checked_name(name: str) -> str:
+    """A user's or key's name as stored: trimmed; InvalidInput when too long."""
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"name longer than {MAX_NAME} characters")
+    return name.strip()
+
+
 class User(TenantScoped):
     @classmethod
     def invite(
         cls, *, tenant_id: UUID, email: str, role: Role, password_hash: str, name: str = ""
     ) -> User:
-        if len(name) > MAX_NAME:
-            raise InvalidInput(f"name longer than {MAX_NAME} characters")
+        name = _checked_name(name)
         if not password_hash:
             raise InvalidInput("a user needs a password")
         return cls(
             tenant_id=tenant_id,
             email=normalise_email(email),
-            name=name.strip(),
+            name=name,
             role=role.value,
             password_hash=password_hash,
         )
@@ -204,13 +210,10 @@ class ApiKey(TenantScoped):
     def create(
         cls, *, tenant_id: UUID, name: str, role: Role, secret_hash: str, by: str | None
     ) -> ApiKey:
-        if len(name) > MAX_NAME:
-            raise InvalidInput(f"name longer than {MAX_NAME} characters")
+        name = _checked_name(name)
         if not secret_hash:
             raise InvalidInput("an API key needs its secret's hash")
-        return cls(
-            tenant_id=tenant_id, name=name.strip(), role=role.value, secret_hash=secret_hash, by=by
-        )
+        return cls(tenant_id=tenant_id, name=name, role=role.value, secret_hash=secret_hash, by=by)
 
     @event("ApiKeyCreated")
     def __init__(
