@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
-from urbana.adapters.http.auth import PUBLIC, allow, unauthorized, v1_router
+from urbana.adapters.http.auth import PUBLIC, Admin, Anyone, unauthorized, v1_router
 from urbana.adapters.http.common import UNAUTHORIZED, Responses, container_of, examples
 from urbana.application.access import MAX_PASSWORD, MIN_PASSWORD, Principal
 from urbana.domain.errors import NotAuthenticated
@@ -17,8 +17,6 @@ from urbana.domain.user import Role, User
 
 router = v1_router(tags=["access"])
 
-Anyone = Annotated[Principal, allow(*Role)]
-Admin = Annotated[Principal, allow(Role.ADMIN)]
 ADMIN_ERRORS: Responses = {
     **UNAUTHORIZED,
     403: {"description": "The caller's role is not admin"},

@@ -237,6 +237,14 @@ def allow(*roles: Role) -> Any:
     return Depends(Allow(roles))
 
 
+# The callers most routes admit.
+Admin = Annotated[Principal, allow(Role.ADMIN)]
+Auditor = Annotated[Principal, allow(Role.AUDITOR, Role.ADMIN)]
+# Who works conversations; supervisors and admins may also act on others' conversations.
+Worker = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
+Anyone = Annotated[Principal, allow(*Role)]
+
+
 def roles_of(dependant: Dependant) -> frozenset[Role] | None:
     """The roles an endpoint admits through `allow(...)`, None when it uses none."""
     for sub in dependant.dependencies:

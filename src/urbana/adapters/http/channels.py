@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated
 from uuid import UUID
 
 from fastapi import Request
@@ -20,18 +19,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from urbana.adapters.channels.evolution import ConnectFailed
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import Admin, v1_router
 from urbana.adapters.http.common import Responses, container_of, examples, on_store, route_errors
 from urbana.adapters.http.problems import problem
-from urbana.application.access import Principal
 from urbana.application.tenants import ChannelView
-from urbana.domain.user import Role
 
 log = logging.getLogger("urbana.channels")
 
 router = v1_router(tags=["channels"])
 
-Admin = Annotated[Principal, allow(Role.ADMIN)]
 ERRORS = route_errors("Only admins manage channels")
 CONNECT_ERRORS: Responses = {
     **ERRORS,

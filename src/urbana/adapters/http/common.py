@@ -47,6 +47,8 @@ ERRORS = route_errors(
         422: {"description": "The request is malformed (problem+json)"},
     },
 )
+# ERRORS but the 409 of a conversation's state: for routes on the tenant's other resources.
+TENANT_ERRORS = {k: v for k, v in ERRORS.items() if k != 409}
 
 
 def examples(*given: dict[str, Any], from_attributes: bool = False) -> ConfigDict:

@@ -14,32 +14,27 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated
 from uuid import UUID, uuid4
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
 
-from urbana.adapters.http.audit import record_access
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import Admin, v1_router
 from urbana.adapters.http.common import container_of, examples, route_errors
-from urbana.adapters.http.reads import NOT_FOUND, detail_out
+from urbana.adapters.http.reads import NOT_FOUND, disclosed
 from urbana.adapters.http.tenant_reads import reading
 from urbana.adapters.http.workspace import IdempotencyKey
 from urbana.adapters.http.workspace_models import ConversationDetailOut
-from urbana.application.access import Principal
 from urbana.application.app import Received, ReceiveMessage
 from urbana.application.channels import InboundMessage
 from urbana.domain.channels import CONSOLE
 from urbana.domain.errors import DomainError
 from urbana.domain.reply import MAX_REPLY
-from urbana.domain.user import Role
 from urbana.errors import Rejected
 from urbana.projections import queries
 
 router = v1_router(tags=["console"])
 
-Admin = Annotated[Principal, allow(Role.ADMIN)]
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 CONTACT_NAME = "Teste (console)"
 ERRORS = route_errors(
@@ -139,12 +134,4 @@ async def console_conversation(
         )
     if found is None or found.conversation.channel != CONSOLE:
         raise HTTPException(404, "no such console conversation")
-    # Its text is answered in clear, as on the conversation route: the read is logged.
-    await record_access(
-        request,
-        principal,
-        lead_id=found.conversation.lead_id,
-        resource=conversation_id,
-        purpose="console",
-    )
-    return detail_out(found)
+    return await disclosed(request, principal, found, "console")

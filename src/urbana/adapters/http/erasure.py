@@ -10,25 +10,21 @@ nothing) and appends nothing (see `urbana.application.erasure`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from fastapi import Request
 from pydantic import BaseModel, Field
 
 from urbana.adapters.bootstrap import build_erasure
-from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import ERRORS, container_of, examples
-from urbana.application.access import Principal
+from urbana.adapters.http.auth import Auditor, v1_router
+from urbana.adapters.http.common import TENANT_ERRORS, Responses, container_of, examples
 from urbana.domain.lead import ERASURE_REASONS
-from urbana.domain.user import Role
 
 router = v1_router(tags=["privacy"])
 
-Eraser = Annotated[Principal, allow(Role.AUDITOR, Role.ADMIN)]
-
-ERASE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **{k: v for k, v in ERRORS.items() if k != 409},
+ERASE_ERRORS: Responses = {
+    **TENANT_ERRORS,
     404: {"description": "No such data subject (lead) in this tenant"},
     422: {"description": "No reason, or not one of the reason categories (problem+json)"},
 }
@@ -84,7 +80,7 @@ class ErasureOut(BaseModel):
     summary="Erase a data subject (crypto-shredding) and get the receipt",
 )
 async def erase_subject(
-    lead_id: UUID, body: EraseIn, principal: Eraser, request: Request
+    lead_id: UUID, body: EraseIn, principal: Auditor, request: Request
 ) -> ErasureOut:
     """Destroy the lead's data key, record `SubjectErased`, remove its rows and keys."""
     erasure = build_erasure(container_of(request), gated=True)

@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import Path, Request
 from pydantic import BaseModel, Field
 
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import Admin, v1_router
 from urbana.adapters.http.common import (
     Responses,
     container_of,
@@ -23,15 +23,12 @@ from urbana.adapters.http.common import (
     route_errors,
     tenant_of,
 )
-from urbana.application.access import Principal
 from urbana.application.ai import document_id_for
 from urbana.domain.tenant import MAX_DOCUMENT
-from urbana.domain.user import Role
 from urbana.errors import Rejected
 
 router = v1_router(tags=["knowledge"])
 
-Admin = Annotated[Principal, allow(Role.ADMIN)]
 TEXT_TYPES = ("text/markdown", "text/plain")
 MAX_NAME = 200
 # A UTF-8 character takes at most four bytes: past this the body cannot be a document

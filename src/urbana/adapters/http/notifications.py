@@ -8,20 +8,15 @@ already configured.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import Admin, v1_router
 from urbana.adapters.http.common import container_of, examples, on_store, route_errors, tenant_of
-from urbana.application.access import Principal
 from urbana.domain.tenant import Tenant
-from urbana.domain.user import Role
 
 router = v1_router(tags=["settings"])
 
-Admin = Annotated[Principal, allow(Role.ADMIN)]
 # A chat's id (groups and channels are negative) or a public channel's @username; a
 # token as @BotFather gives it (`<bot id>:<secret>`).
 CHAT_PATTERN = r"^(-?[0-9]{1,20}|@[A-Za-z0-9_]{5,32})$"

@@ -9,7 +9,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,17 +18,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from urbana.adapters import logs, metrics
 from urbana.adapters.http.access import ADMIN_ERRORS
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import Admin, v1_router
 from urbana.adapters.http.problems import problem
-from urbana.application.access import Principal
-from urbana.domain.user import Role
 
 log = logging.getLogger("urbana.http")
 
 Figures = Callable[[Request], Mapping[str, Any]]
 
 router = v1_router(tags=["operations"])
-Admin = Annotated[Principal, allow(Role.ADMIN)]
 
 
 class RequestLog:

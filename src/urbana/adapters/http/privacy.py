@@ -20,22 +20,19 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
-from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import container_of, examples
+from urbana.adapters.http.auth import Auditor, v1_router
+from urbana.adapters.http.common import Responses, container_of, examples
 from urbana.adapters.http.reads import NO_NUL, NOT_FOUND, Cursor, Limit
 from urbana.adapters.http.tenant_reads import reading
 from urbana.adapters.postgres import access_log
 from urbana.adapters.postgres.subjects import PostgresSubjectStreams
 from urbana.adapters.transcript import TranscriptRenderer, export_json
-from urbana.application.access import Principal
 from urbana.application.privacy import SubjectQuery, SubjectRequests
-from urbana.domain.user import Role
 from urbana.projections import queries
 
 router = v1_router(tags=["privacy"])
 
-Auditor = Annotated[Principal, allow(Role.AUDITOR, Role.ADMIN)]
-ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: Responses = {
     **NOT_FOUND,
     404: {"description": "No such data subject in the caller's tenant"},
     422: {"description": "Not exactly one of phone, lead_id, contact_id, or a malformed one"},

@@ -41,6 +41,7 @@ from urbana.adapters.http.workspace_models import (
     NoteOut,
     QueueOut,
 )
+from urbana.application.access import Principal
 from urbana.application.ports import SubjectCipher
 from urbana.domain.conversation import Status
 from urbana.domain.lead import Stage
@@ -152,18 +153,24 @@ async def conversation(
     found = await read.run(queries.get_conversation, conversation_id, cipher=_cipher(request))
     if found is None:
         raise HTTPException(404, "no such conversation")
+    return await disclosed(request, read.principal, found, purpose_of(purpose, x_purpose))
+
+
+async def disclosed(
+    request: Request,
+    principal: Principal,
+    found: queries.ConversationDetail,
+    purpose: str | None,
+) -> ConversationDetailOut:
+    """One conversation as the API shows it (here and on the console route): its text is
+    in clear, so the read is first recorded in the access log."""
     await record_access(
         request,
-        read.principal,
+        principal,
         lead_id=found.conversation.lead_id,
-        resource=conversation_id,
-        purpose=purpose_of(purpose, x_purpose),
+        resource=found.conversation.id,
+        purpose=purpose,
     )
-    return detail_out(found)
-
-
-def detail_out(found: queries.ConversationDetail) -> ConversationDetailOut:
-    """One conversation as the API shows it (here and on the console route)."""
     return ConversationDetailOut(
         **ConversationOut.of(found.conversation).model_dump(),
         handoff_summary=found.summary,

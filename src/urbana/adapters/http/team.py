@@ -13,9 +13,9 @@ from uuid import UUID
 from fastapi import Body, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import Admin, Worker, allow, v1_router
 from urbana.adapters.http.common import (
-    ERRORS,
+    TENANT_ERRORS,
     container_of,
     examples,
     on_store,
@@ -34,9 +34,6 @@ from urbana.domain.user import Availability, Role, User
 router = v1_router(tags=["team"])
 
 Lead = Annotated[Principal, allow(Role.SUPERVISOR, Role.ADMIN)]
-Worker = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
-Admin = Annotated[Principal, allow(Role.ADMIN)]
-TEAM_ERRORS = {k: v for k, v in ERRORS.items() if k != 409}
 
 
 class QueueIn(BaseModel):
@@ -143,7 +140,7 @@ PATCH_EXAMPLES = [
     "/queues",
     status_code=201,
     response_model=QueueOut,
-    responses={**TEAM_ERRORS, 422: {"description": "A bad name or intent, or the name is taken"}},
+    responses={**TENANT_ERRORS, 422: {"description": "A bad name or intent, or the name is taken"}},
     summary="Create a queue (fila)",
 )
 async def create_queue(body: QueueIn, principal: Lead, request: Request) -> QueueOut:
@@ -160,7 +157,7 @@ async def create_queue(body: QueueIn, principal: Lead, request: Request) -> Queu
 @router.patch(
     "/queues/{queue_id}",
     response_model=QueueOut,
-    responses={**TEAM_ERRORS, 404: {"description": "No such queue in this tenant"}},
+    responses={**TENANT_ERRORS, 404: {"description": "No such queue in this tenant"}},
     summary="Rename a queue or change its intents",
 )
 async def change_queue(
@@ -181,7 +178,7 @@ async def change_queue(
     "/me/availability",
     response_model=AvailabilityIn,
     responses={
-        **TEAM_ERRORS,
+        **TENANT_ERRORS,
         403: {"description": "The caller's role, or an API key"},
         409: {"description": "Already so, or the user is disabled"},
     },
@@ -204,7 +201,7 @@ async def set_availability(
     "/users/{user_id}/queues",
     response_model=UserQueuesOut,
     responses={
-        **TEAM_ERRORS,
+        **TENANT_ERRORS,
         404: {"description": "No such user in this tenant"},
         409: {"description": "The user already works exactly these queues"},
         422: {"description": "A queue this tenant does not have"},
@@ -232,7 +229,7 @@ async def set_user_queues(
 @router.put(
     "/canned-responses/{shortcut}",
     response_model=CannedOut,
-    responses={**TEAM_ERRORS, 422: {"description": "A bad shortcut or text"}},
+    responses={**TENANT_ERRORS, 422: {"description": "A bad shortcut or text"}},
     summary="Save a canned response (resposta pronta)",
 )
 async def save_canned(
@@ -253,7 +250,7 @@ async def save_canned(
 @router.delete(
     "/canned-responses/{shortcut}",
     status_code=204,
-    responses={**TEAM_ERRORS, 404: {"description": "No such canned response in this tenant"}},
+    responses={**TENANT_ERRORS, 404: {"description": "No such canned response in this tenant"}},
     summary="Remove a canned response",
 )
 async def remove_canned(shortcut: str, principal: Lead, request: Request) -> Response:
@@ -266,7 +263,7 @@ async def remove_canned(shortcut: str, principal: Lead, request: Request) -> Res
     "/settings",
     responses={
         200: {"content": {"application/json": {"schema": SETTINGS_SCHEMA}}},
-        **TEAM_ERRORS,
+        **TENANT_ERRORS,
     },
     tags=["settings"],
     summary="The tenant's settings",
@@ -288,7 +285,7 @@ async def _with_plan(request: Request, tenant_id: UUID, shown: dict[str, Any]) -
     "/settings",
     responses={
         200: {"content": {"application/json": {"schema": SETTINGS_SCHEMA}}},
-        **TEAM_ERRORS,
+        **TENANT_ERRORS,
         422: {"description": "An unknown key or a bad value: nothing is changed"},
     },
     tags=["settings"],

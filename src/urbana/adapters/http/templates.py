@@ -14,18 +14,20 @@ from uuid import UUID
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
-from urbana.adapters.http.auth import allow, v1_router
-from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, tenant_of
-from urbana.adapters.http.workspace import IdempotencyKey, MessageOut, Worker, me, on_conversation
-from urbana.application.access import Principal
+from urbana.adapters.http.auth import Admin, Worker, v1_router
+from urbana.adapters.http.common import (
+    ERRORS,
+    TENANT_ERRORS,
+    container_of,
+    examples,
+    on_store,
+    tenant_of,
+)
+from urbana.adapters.http.workspace import IdempotencyKey, MessageOut, me, on_conversation
 from urbana.domain.templates import MAX_PARAMETERS, MAX_VALUE, Template
-from urbana.domain.user import OVERSEERS, Role
+from urbana.domain.user import OVERSEERS
 
 router = v1_router(tags=["templates"])
-
-Admin = Annotated[Principal, allow(Role.ADMIN)]
-Reader = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
-TEMPLATE_ERRORS = {k: v for k, v in ERRORS.items() if k != 409}
 
 
 class TemplateIn(BaseModel):
@@ -82,10 +84,10 @@ class TemplateSendIn(BaseModel):
 @router.get(
     "/templates",
     response_model=TemplateList,
-    responses=TEMPLATE_ERRORS,
+    responses=TENANT_ERRORS,
     summary="The tenant's approved WhatsApp templates",
 )
-async def list_templates(principal: Reader, request: Request) -> TemplateList:
+async def list_templates(principal: Worker, request: Request) -> TemplateList:
     tenant = await tenant_of(request, principal.tenant_id)
     return TemplateList(items=[TemplateOut.of(t) for _, t in sorted(tenant.templates.items())])
 
@@ -93,7 +95,7 @@ async def list_templates(principal: Reader, request: Request) -> TemplateList:
 @router.put(
     "/templates/{name}",
     response_model=TemplateOut,
-    responses={**TEMPLATE_ERRORS, 422: {"description": "A bad name, language or text"}},
+    responses={**TENANT_ERRORS, 422: {"description": "A bad name, language or text"}},
     summary="Register an approved template",
 )
 async def put_template(
@@ -118,7 +120,7 @@ async def put_template(
 @router.delete(
     "/templates/{name}",
     status_code=204,
-    responses={**TEMPLATE_ERRORS, 404: {"description": "No such template in this tenant"}},
+    responses={**TENANT_ERRORS, 404: {"description": "No such template in this tenant"}},
     summary="Remove a template",
 )
 async def delete_template(name: str, principal: Admin, request: Request) -> Response:

@@ -19,7 +19,7 @@ from uuid import UUID
 from fastapi import Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from urbana.adapters.http.auth import allow, v1_router
+from urbana.adapters.http.auth import Worker, v1_router
 from urbana.adapters.http.common import ERRORS, container_of, examples, on_store, scoped
 from urbana.application.access import Principal
 from urbana.application.app import UrbanaApp
@@ -28,14 +28,11 @@ from urbana.domain.errors import InvalidInput, NotFound
 from urbana.domain.lead import Lead, Stage
 from urbana.domain.reply import MAX_REPLY
 from urbana.domain.tenant import Tenant
-from urbana.domain.user import HOLDERS, OVERSEERS, Role, User
+from urbana.domain.user import HOLDERS, OVERSEERS, User
 
 router = v1_router(tags=["conversations"])
 
 R = TypeVar("R")
-
-# Who works conversations; supervisors and admins may also act on others' conversations.
-Worker = Annotated[Principal, allow(Role.ATTENDANT, Role.SUPERVISOR, Role.ADMIN)]
 
 LEAD_ERRORS = {**ERRORS, 404: {"description": "No such lead in this tenant"}}
 IdempotencyKey = Annotated[
