@@ -23,12 +23,15 @@ URBANA = str(Path(sys.executable).with_name("urbana"))
 
 
 def _start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
-    proc = subprocess.Popen(
-        [URBANA, "dev", "--data-dir", str(data_dir), "--port", "0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    # What dev logs goes to a file beside the data directory, to say why it did not start.
+    log = data_dir.with_name(f"{data_dir.name}-dev.log")
+    with log.open("a") as err:
+        proc = subprocess.Popen(
+            [URBANA, "dev", "--data-dir", str(data_dir), "--port", "0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     lines: list[str] = []
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -40,9 +43,12 @@ def _start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str
         if line.strip() == "ready":
             return proc, lines
     proc.kill()
-    proc.wait()
+    code = proc.wait()
     proc.stdout.close()
-    raise AssertionError(f"urbana dev did not get ready: {lines}")
+    logged = log.read_text(errors="replace").splitlines()[-40:]
+    raise AssertionError(
+        f"urbana dev did not get ready (exit {code}): {lines}\n" + "\n".join(logged)
+    )
 
 
 def _stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGINT) -> int:
