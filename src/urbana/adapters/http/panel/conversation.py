@@ -76,13 +76,10 @@ async def live_part(
     wait: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
     """The thread, redrawn when /v1/stream tells of an event of this conversation."""
-    found = None
-    if wait is not None:
-        found = await v1.caught_up(str(cid), lambda c: int(c["position"]) >= wait)
-    behind = wait is not None and (found is None or int(found["position"]) < wait)
+    found, reached = (None, True) if wait is None else await v1.at_position(str(cid), wait)
     me = await v1.get("/me")
     thread = await _thread(v1, cid, found)
-    return fragment(request, "_thread.html", behind=behind, me=me, may=may(me), **thread)
+    return fragment(request, "_thread.html", behind=not reached, me=me, may=may(me), **thread)
 
 
 async def _act(

@@ -78,9 +78,8 @@ async def _caught_up(v1: V1, wait: str | None) -> bool:
     conversation_id, _, position = wait.partition(":")
     if not position.isdigit():
         return True
-    target = int(position)
-    found = await v1.caught_up(conversation_id, lambda c: int(c["position"]) >= target)
-    return found is not None and int(found["position"]) >= target
+    _, reached = await v1.at_position(conversation_id, int(position))
+    return reached
 
 
 @router.get("/")

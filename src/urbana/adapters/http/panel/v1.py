@@ -103,6 +103,14 @@ class V1:
         """The conversation once the read models show `done` of it (see `until`)."""
         return await self.until(f"/conversations/{conversation_id}", done)
 
+    async def at_position(
+        self, conversation_id: str, position: int
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """The conversation once the read models reached the event at `position` (see
+        `until`), and whether they had by the end of the wait."""
+        found = await self.caught_up(conversation_id, lambda c: int(c["position"]) >= position)
+        return found, found is not None and int(found["position"]) >= position
+
     async def until(
         self, path: str, done: Callable[[dict[str, Any]], bool]
     ) -> dict[str, Any] | None:
