@@ -151,7 +151,6 @@ class NewKeyOut(BaseModel):
 
 @router.post(
     "/auth/login",
-    response_model=TokenOut,
     responses={
         **UNAUTHORIZED,
         429: {"description": "Too many failed sign-ins for the email or from the address"},
@@ -181,7 +180,7 @@ async def login(body: LoginIn, request: Request) -> TokenOut:
     return TokenOut(access_token=token, expires_in=container.tokens.ttl_s)
 
 
-@router.get("/me", response_model=MeOut, responses=UNAUTHORIZED, summary="Who am I")
+@router.get("/me", responses=UNAUTHORIZED, summary="Who am I")
 async def me(principal: Anyone, request: Request) -> MeOut:
     """The caller: tenant, role and, for a user, the profile."""
     user = None
@@ -202,7 +201,6 @@ async def me(principal: Anyone, request: Request) -> MeOut:
 @router.post(
     "/users",
     status_code=201,
-    response_model=NewUserOut,
     responses={**ADMIN_ERRORS, 409: {"description": "Another user signs in with that email"}},
     summary="Add a user to the tenant",
 )
@@ -223,7 +221,6 @@ async def add_user(body: NewUserIn, principal: Admin, request: Request) -> NewUs
 
 @router.patch(
     "/users/{user_id}",
-    response_model=UserOut,
     responses={**ADMIN_ERRORS, 404: {"description": "No such user in this tenant"}},
     summary="Change a user's role, password, or disable / enable them",
 )
@@ -246,7 +243,6 @@ async def update_user(
 @router.post(
     "/api-keys",
     status_code=201,
-    response_model=NewKeyOut,
     responses=ADMIN_ERRORS,
     summary="Create an API key for scripts",
 )

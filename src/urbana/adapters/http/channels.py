@@ -26,11 +26,9 @@ from urbana.application.tenants import ChannelView
 
 log = logging.getLogger("urbana.channels")
 
-router = v1_router(tags=["channels"])
-
 ERRORS = route_errors("Only admins manage channels")
+router = v1_router(tags=["channels"], responses=ERRORS)
 CONNECT_ERRORS: Responses = {
-    **ERRORS,
     404: {"description": "No such channel in this tenant"},
     409: {"description": "This kind of channel is not linked by QR code (only Evolution is)"},
     502: {"description": "Evolution could not be reached or refused (problem+json)"},
@@ -109,8 +107,6 @@ class ChannelList(BaseModel):
 
 @router.get(
     "/channels",
-    response_model=ChannelList,
-    responses=ERRORS,
     summary="The tenant's channels and their live state",
 )
 async def channels(principal: Admin, request: Request) -> ChannelList:

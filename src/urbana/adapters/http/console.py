@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import Admin, v1_router
 from urbana.adapters.http.common import container_of, examples, route_errors
-from urbana.adapters.http.reads import NOT_FOUND, disclosed
+from urbana.adapters.http.reads import ERRORS as READ_ERRORS
+from urbana.adapters.http.reads import disclosed
 from urbana.adapters.http.tenant_reads import reading
 from urbana.adapters.http.workspace import IdempotencyKey
 from urbana.adapters.http.workspace_models import ConversationDetailOut
@@ -82,7 +83,6 @@ def _provider_id(session: str, idempotency_key: str | None) -> str:
 @router.post(
     "/console/messages",
     status_code=202,
-    response_model=ConsoleMessageOut,
     responses=ERRORS,
     summary="Say something to the tenant's bot, as a lead would",
 )
@@ -118,8 +118,7 @@ async def console_message(
 
 @router.get(
     "/console/conversations/{conversation_id}",
-    response_model=ConversationDetailOut,
-    responses={**NOT_FOUND, 404: {"description": "No such console conversation here"}},
+    responses={**READ_ERRORS, 404: {"description": "No such console conversation here"}},
     summary="A console conversation: the bot's replies and why it gave them",
 )
 async def console_conversation(

@@ -75,7 +75,6 @@ class ErasureOut(BaseModel):
 
 @router.post(
     "/privacy/subjects/{lead_id}/erase",
-    response_model=ErasureOut,
     responses=ERASE_ERRORS,
     summary="Erase a data subject (crypto-shredding) and get the receipt",
 )

@@ -27,16 +27,14 @@ from urbana.application.ai import document_id_for
 from urbana.domain.tenant import MAX_DOCUMENT
 from urbana.errors import Rejected
 
-router = v1_router(tags=["knowledge"])
-
 TEXT_TYPES = ("text/markdown", "text/plain")
 MAX_NAME = 200
 # A UTF-8 character takes at most four bytes: past this the body cannot be a document
 # of MAX_DOCUMENT characters, and reading stops there.
 MAX_BYTES = 4 * MAX_DOCUMENT
 ERRORS = route_errors("Only admins manage the knowledge base")
+router = v1_router(tags=["knowledge"], responses=ERRORS)
 UPLOAD_ERRORS: Responses = {
-    **ERRORS,
     413: {"description": f"Longer than {MAX_DOCUMENT:,} characters: split it (problem+json)"},
     415: {"description": "Not sent as text/markdown or text/plain (problem+json)"},
     422: {"description": "Empty, not UTF-8 text, or a bad name: nothing is recorded"},
@@ -101,8 +99,6 @@ def _document(tenant_id: UUID, name: str, characters: int) -> DocumentOut:
 
 @router.get(
     "/knowledge",
-    response_model=DocumentList,
-    responses=ERRORS,
     summary="The tenant's knowledge base documents",
 )
 async def documents(principal: Admin, request: Request) -> DocumentList:
@@ -137,7 +133,6 @@ async def _text(request: Request) -> str:
 @router.put(
     "/knowledge/{name}",
     status_code=202,
-    response_model=Accepted,
     responses=UPLOAD_ERRORS,
     openapi_extra={"requestBody": BODY},
     summary="Add a knowledge document, or replace the one of that name",

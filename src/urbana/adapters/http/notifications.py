@@ -15,13 +15,12 @@ from urbana.adapters.http.auth import Admin, v1_router
 from urbana.adapters.http.common import container_of, examples, on_store, route_errors, tenant_of
 from urbana.domain.tenant import Tenant
 
-router = v1_router(tags=["settings"])
-
 # A chat's id (groups and channels are negative) or a public channel's @username; a
 # token as @BotFather gives it (`<bot id>:<secret>`).
 CHAT_PATTERN = r"^(-?[0-9]{1,20}|@[A-Za-z0-9_]{5,32})$"
 BOT_KEY_SHAPE = r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$"
 ERRORS = route_errors("Only admins change the notifications")
+router = v1_router(tags=["settings"], responses=ERRORS)
 
 
 class TelegramIn(BaseModel):
@@ -58,8 +57,6 @@ class TelegramOut(BaseModel):
 
 @router.get(
     "/settings/telegram",
-    response_model=TelegramOut,
-    responses=ERRORS,
     summary="Where handoff notices go (Telegram)",
 )
 async def get_telegram(principal: Admin, request: Request) -> TelegramOut:
@@ -68,9 +65,7 @@ async def get_telegram(principal: Admin, request: Request) -> TelegramOut:
 
 @router.put(
     "/settings/telegram",
-    response_model=TelegramOut,
     responses={
-        **ERRORS,
         422: {"description": "A bad chat id or token, or no token configured yet: nothing changes"},
     },
     summary="Send handoff notices to a Telegram chat",
@@ -89,7 +84,6 @@ async def put_telegram(body: TelegramIn, principal: Admin, request: Request) -> 
 @router.delete(
     "/settings/telegram",
     status_code=204,
-    responses=ERRORS,
     summary="Stop sending handoff notices (the token is forgotten)",
 )
 async def delete_telegram(principal: Admin, request: Request) -> Response:

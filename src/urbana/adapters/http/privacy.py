@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 from urbana.adapters.http.audit import PurposeHeader, PurposeQuery, purpose_of, record_access
 from urbana.adapters.http.auth import Auditor, v1_router
 from urbana.adapters.http.common import Responses, container_of, examples
-from urbana.adapters.http.reads import NO_NUL, NOT_FOUND, Cursor, Limit
+from urbana.adapters.http.reads import ERRORS as READ_ERRORS
+from urbana.adapters.http.reads import NO_NUL, Cursor, Limit
 from urbana.adapters.http.tenant_reads import reading
 from urbana.adapters.postgres import access_log
 from urbana.adapters.postgres.subjects import PostgresSubjectStreams
@@ -33,7 +34,7 @@ from urbana.projections import queries
 router = v1_router(tags=["privacy"])
 
 ERRORS: Responses = {
-    **NOT_FOUND,
+    **READ_ERRORS,
     404: {"description": "No such data subject in the caller's tenant"},
     422: {"description": "Not exactly one of phone, lead_id, contact_id, or a malformed one"},
     503: {"description": "The store or the access log did not answer; retry after Retry-After"},
@@ -169,7 +170,6 @@ def _renderer(request: Request) -> TranscriptRenderer:
 
 @router.get(
     "/privacy/subjects",
-    response_model=SubjectOut,
     responses=ERRORS,
     summary="Find a data subject by phone, lead id or contact id",
 )
@@ -254,7 +254,6 @@ async def export_subject(
 
 @router.get(
     "/privacy/access-log",
-    response_model=AccessLogPage,
     responses={k: v for k, v in ERRORS.items() if k != 404},
     summary="Who read which subject's data, when and why (newest first)",
 )

@@ -47,8 +47,6 @@ from urbana.domain.conversation import Status
 from urbana.domain.lead import Stage
 from urbana.projections import queries
 
-router = v1_router(tags=["workspace"])
-
 MAX_KPI_DAYS = 366
 # PostgreSQL text cannot hold NUL: such a parameter is the client's error, not a 500.
 NO_NUL = r"^[^\x00]*$"
@@ -67,10 +65,8 @@ ERRORS: Responses = {
         unavailable="The read models cannot be reached; retry after Retry-After",
     ),
 }
-NOT_FOUND: Responses = {
-    **ERRORS,
-    404: {"description": "No such resource in the caller's tenant"},
-}
+router = v1_router(tags=["workspace"], responses=ERRORS)
+NOT_FOUND: Responses = {404: {"description": "No such resource in the caller's tenant"}}
 
 
 def _cipher(request: Request) -> SubjectCipher:
@@ -104,7 +100,6 @@ def _assignee(raw: str | None) -> str | None:
 @router.get(
     "/conversations",
     response_model=ConversationPage,
-    responses=ERRORS,
     summary="The tenant's conversations, latest activity first",
 )
 async def conversations(
@@ -136,7 +131,6 @@ async def conversations(
 
 @router.get(
     "/conversations/{conversation_id}",
-    response_model=ConversationDetailOut,
     responses=NOT_FOUND,
     summary="One conversation with its messages, notes and handoff summary",
 )
@@ -183,7 +177,6 @@ async def disclosed(
 @router.get(
     "/queue",
     response_model=ConversationPage,
-    responses=ERRORS,
     summary="Conversations waiting for a person, longest wait first",
 )
 async def waiting(
@@ -201,9 +194,7 @@ async def waiting(
     )
 
 
-@router.get(
-    "/leads", response_model=LeadPage, responses=ERRORS, summary="The tenant's leads, hottest first"
-)
+@router.get("/leads", summary="The tenant's leads, hottest first")
 async def leads(
     read: Everyone,
     request: Request,
@@ -228,7 +219,6 @@ async def leads(
 
 @router.get(
     "/leads/{lead_id}",
-    response_model=LeadDetailOut,
     responses=NOT_FOUND,
     summary="One lead with its conversations",
 )
@@ -245,9 +235,7 @@ async def lead(lead_id: UUID, read: Everyone, request: Request) -> LeadDetailOut
 
 @router.get(
     "/kpis",
-    response_model=KpiReportOut,
     response_model_by_alias=True,
-    responses=ERRORS,
     summary="KPIs per day (UTC) and for the range",
 )
 async def kpis(
@@ -281,8 +269,6 @@ async def kpis(
 
 @router.get(
     "/users",
-    response_model=MemberPage,
-    responses=ERRORS,
     summary="The team: role, availability, queues and open conversations",
 )
 async def users(
@@ -300,8 +286,6 @@ async def users(
 
 @router.get(
     "/queues",
-    response_model=list[QueueOut],
-    responses=ERRORS,
     summary="The tenant's queues, with who waits and who is online in each",
 )
 async def queues(read: Everyone, request: Request) -> list[QueueOut]:
@@ -312,8 +296,6 @@ async def queues(read: Everyone, request: Request) -> list[QueueOut]:
 
 @router.get(
     "/canned-responses",
-    response_model=list[CannedOut],
-    responses=ERRORS,
     summary="The tenant's canned responses (respostas prontas)",
 )
 async def canned_responses(

@@ -31,7 +31,7 @@ from urbana.domain.reply import MAX_REPLY
 from urbana.domain.tenant import Tenant
 from urbana.domain.user import Availability, Role, User
 
-router = v1_router(tags=["team"])
+router = v1_router(tags=["team"], responses=TENANT_ERRORS)
 
 Lead = Annotated[Principal, allow(Role.SUPERVISOR, Role.ADMIN)]
 
@@ -139,8 +139,7 @@ PATCH_EXAMPLES = [
 @router.post(
     "/queues",
     status_code=201,
-    response_model=QueueOut,
-    responses={**TENANT_ERRORS, 422: {"description": "A bad name or intent, or the name is taken"}},
+    responses={422: {"description": "A bad name or intent, or the name is taken"}},
     summary="Create a queue (fila)",
 )
 async def create_queue(body: QueueIn, principal: Lead, request: Request) -> QueueOut:
@@ -156,8 +155,7 @@ async def create_queue(body: QueueIn, principal: Lead, request: Request) -> Queu
 
 @router.patch(
     "/queues/{queue_id}",
-    response_model=QueueOut,
-    responses={**TENANT_ERRORS, 404: {"description": "No such queue in this tenant"}},
+    responses={404: {"description": "No such queue in this tenant"}},
     summary="Rename a queue or change its intents",
 )
 async def change_queue(
@@ -176,9 +174,7 @@ async def change_queue(
 
 @router.put(
     "/me/availability",
-    response_model=AvailabilityIn,
     responses={
-        **TENANT_ERRORS,
         403: {"description": "The caller's role, or an API key"},
         409: {"description": "Already so, or the user is disabled"},
     },
@@ -199,9 +195,7 @@ async def set_availability(
 
 @router.put(
     "/users/{user_id}/queues",
-    response_model=UserQueuesOut,
     responses={
-        **TENANT_ERRORS,
         404: {"description": "No such user in this tenant"},
         409: {"description": "The user already works exactly these queues"},
         422: {"description": "A queue this tenant does not have"},
@@ -228,8 +222,7 @@ async def set_user_queues(
 
 @router.put(
     "/canned-responses/{shortcut}",
-    response_model=CannedOut,
-    responses={**TENANT_ERRORS, 422: {"description": "A bad shortcut or text"}},
+    responses={422: {"description": "A bad shortcut or text"}},
     summary="Save a canned response (resposta pronta)",
 )
 async def save_canned(
@@ -250,7 +243,7 @@ async def save_canned(
 @router.delete(
     "/canned-responses/{shortcut}",
     status_code=204,
-    responses={**TENANT_ERRORS, 404: {"description": "No such canned response in this tenant"}},
+    responses={404: {"description": "No such canned response in this tenant"}},
     summary="Remove a canned response",
 )
 async def remove_canned(shortcut: str, principal: Lead, request: Request) -> Response:
@@ -263,7 +256,6 @@ async def remove_canned(shortcut: str, principal: Lead, request: Request) -> Res
     "/settings",
     responses={
         200: {"content": {"application/json": {"schema": SETTINGS_SCHEMA}}},
-        **TENANT_ERRORS,
     },
     tags=["settings"],
     summary="The tenant's settings",
@@ -285,7 +277,6 @@ async def _with_plan(request: Request, tenant_id: UUID, shown: dict[str, Any]) -
     "/settings",
     responses={
         200: {"content": {"application/json": {"schema": SETTINGS_SCHEMA}}},
-        **TENANT_ERRORS,
         422: {"description": "An unknown key or a bad value: nothing is changed"},
     },
     tags=["settings"],

@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from urbana.adapters.http.auth import Admin, Worker, v1_router
 from urbana.adapters.http.common import (
-    ERRORS,
     TENANT_ERRORS,
     container_of,
     examples,
@@ -27,7 +26,7 @@ from urbana.adapters.http.workspace import IdempotencyKey, MessageOut, me, on_co
 from urbana.domain.templates import MAX_PARAMETERS, MAX_VALUE, Template
 from urbana.domain.user import OVERSEERS
 
-router = v1_router(tags=["templates"])
+router = v1_router(tags=["templates"], responses=TENANT_ERRORS)
 
 
 class TemplateIn(BaseModel):
@@ -83,8 +82,6 @@ class TemplateSendIn(BaseModel):
 
 @router.get(
     "/templates",
-    response_model=TemplateList,
-    responses=TENANT_ERRORS,
     summary="The tenant's approved WhatsApp templates",
 )
 async def list_templates(principal: Worker, request: Request) -> TemplateList:
@@ -94,8 +91,7 @@ async def list_templates(principal: Worker, request: Request) -> TemplateList:
 
 @router.put(
     "/templates/{name}",
-    response_model=TemplateOut,
-    responses={**TENANT_ERRORS, 422: {"description": "A bad name, language or text"}},
+    responses={422: {"description": "A bad name, language or text"}},
     summary="Register an approved template",
 )
 async def put_template(
@@ -120,7 +116,7 @@ async def put_template(
 @router.delete(
     "/templates/{name}",
     status_code=204,
-    responses={**TENANT_ERRORS, 404: {"description": "No such template in this tenant"}},
+    responses={404: {"description": "No such template in this tenant"}},
     summary="Remove a template",
 )
 async def delete_template(name: str, principal: Admin, request: Request) -> Response:
@@ -132,9 +128,7 @@ async def delete_template(name: str, principal: Admin, request: Request) -> Resp
 @router.post(
     "/conversations/{conversation_id}/template",
     status_code=202,
-    response_model=MessageOut,
     responses={
-        **ERRORS,
         409: {"description": "Not held by the caller, or not in human mode"},
         422: {
             "description": "Unknown template, values that do not match its parameters, "

@@ -30,11 +30,10 @@ from urbana.domain.reply import MAX_REPLY
 from urbana.domain.tenant import Tenant
 from urbana.domain.user import HOLDERS, OVERSEERS, User
 
-router = v1_router(tags=["conversations"])
+router = v1_router(tags=["conversations"], responses=ERRORS)
 
 R = TypeVar("R")
 
-LEAD_ERRORS = {**ERRORS, 404: {"description": "No such lead in this tenant"}}
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -205,8 +204,7 @@ async def _act_on(
 
 @router.post(
     "/conversations/{conversation_id}/assign",
-    response_model=ConversationOut,
-    responses={**ERRORS, 409: {"description": "Someone else holds it, or it is closed"}},
+    responses={409: {"description": "Someone else holds it, or it is closed"}},
     summary="Take a conversation (or give it to someone: supervisors, admins)",
 )
 async def assign(
@@ -231,9 +229,7 @@ async def assign(
 @router.post(
     "/conversations/{conversation_id}/messages",
     status_code=202,
-    response_model=MessageOut,
     responses={
-        **ERRORS,
         409: {
             "description": "Not held by the caller, not in human mode, or outside WhatsApp's "
             "24-hour window (a template is needed)"
@@ -272,8 +268,6 @@ async def reply(
 @router.post(
     "/conversations/{conversation_id}/notes",
     status_code=201,
-    response_model=NoteOut,
-    responses=ERRORS,
     summary="Add a private note (never sent to the lead)",
 )
 async def add_note(
@@ -297,8 +291,6 @@ async def add_note(
 
 @router.post(
     "/conversations/{conversation_id}/labels",
-    response_model=LabelsOut,
-    responses=ERRORS,
     summary="Add and remove labels",
 )
 async def change_labels(
@@ -318,9 +310,7 @@ async def change_labels(
 
 @router.post(
     "/conversations/{conversation_id}/transfer",
-    response_model=TransferOut,
     responses={
-        **ERRORS,
         409: {"description": "Not held by the caller, or not with a person (ai, closed)"},
         422: {"description": "Neither a user nor a queue, or one this tenant does not have"},
     },
@@ -352,8 +342,6 @@ async def transfer(
 
 @router.post(
     "/conversations/{conversation_id}/return-to-ai",
-    response_model=ConversationOut,
-    responses=ERRORS,
     summary="Give the conversation back to the AI",
 )
 async def return_to_ai(
@@ -370,8 +358,6 @@ async def return_to_ai(
 
 @router.post(
     "/conversations/{conversation_id}/close",
-    response_model=ConversationOut,
-    responses=ERRORS,
     summary="Close the conversation",
 )
 async def close(
@@ -391,8 +377,6 @@ async def close(
 
 @router.post(
     "/conversations/{conversation_id}/reopen",
-    response_model=ConversationOut,
-    responses=ERRORS,
     summary="Reopen a closed conversation",
 )
 async def reopen(conversation_id: UUID, principal: Worker, request: Request) -> ConversationOut:
@@ -407,8 +391,10 @@ async def reopen(conversation_id: UUID, principal: Worker, request: Request) -> 
 
 @router.post(
     "/leads/{lead_id}/stage",
-    response_model=LeadOut,
-    responses={**LEAD_ERRORS, 409: {"description": "The lead is already in that stage"}},
+    responses={
+        404: {"description": "No such lead in this tenant"},
+        409: {"description": "The lead is already in that stage"},
+    },
     tags=["leads"],
     summary="Move a lead in the pipeline",
 )
