@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from tests.e2e.access_helpers import PASSWORD, access, bearer, login, new_email
 from tests.e2e.conftest import Api, start_api, stop_api
 from tests.e2e.webhook_helpers import CloudTenant, cloud_tenant, cloud_text, post_cloud
 from urbana.adapters.embedded import ServiceUrls
+from urbana.adapters.http.auth import SESSION_COOKIE
 from urbana.adapters.postgres.log import AsyncLogReader
 from urbana.application.live import LIVE_SOURCES, live_event, visible_to
 from urbana.config import conninfo
@@ -52,8 +54,10 @@ def events(
     last_event_id: int | None = None,
     until: Callable[[Sse], bool],
     on_heartbeat: Callable[[], None] | None = None,
+    path: str = "/v1/stream",
 ) -> list[Sse]:
-    """Read the stream until `until` holds for an event (which is included), then hang up.
+    """Read the stream at `path` until `until` holds for an event (which is included),
+    then hang up.
 
     `on_heartbeat` runs at the first heartbeat: by then the subscription is in place.
     """
@@ -63,7 +67,7 @@ def events(
     got: list[Sse] = []
     fields: dict[str, str] = {}
     timeout = httpx.Timeout(10.0, read=20.0)
-    with httpx.stream("GET", f"{api.url}/v1/stream", headers=headers, timeout=timeout) as answer:
+    with httpx.stream("GET", f"{api.url}{path}", headers=headers, timeout=timeout) as answer:
         assert answer.status_code == 200, answer.read()
         assert answer.headers["content-type"].startswith("text/event-stream")
         for line in answer.iter_lines():
@@ -236,6 +240,53 @@ def test_a_resume_after_the_api_restarted_misses_nothing(services: ServiceUrls) 
         assert pairs(first + rest) == expected
     finally:
         stop_api(api)
+
+
+def test_a_panel_page_streams_from_where_it_was_drawn_so_nothing_between_is_missed(
+    running: Running,
+) -> None:
+    # A page is drawn, then the browser connects to its stream: what happened in between
+    # would be lost by a stream that starts "from now".
+    api = running.api
+    mine = shop(api)
+    token = mine.tokens[Role.ATTENDANT]
+    page = httpx.get(f"{api.url}/panel/", cookies={SESSION_COOKIE: token}, timeout=10)
+    assert page.status_code == 200, page.text
+    found = re.search(r'data-stream="(/v1/stream\?after=([0-9]+))"', page.text)
+    assert found is not None, "the page names no stream position"
+    stream_path, drawn_at = found.group(1), int(found.group(2))
+    assert 0 < drawn_at <= api.event_count()  # where the feed stood (it trails the log)
+    write(api, mine, "Escrevi enquanto a página carregava")
+    expected = live_log(api, mine.tenant.tenant_id, Role.ATTENDANT, drawn_at)
+    assert "message.created" in {t for _, t in expected}
+    got = events(api, token, path=stream_path, until=upto(expected[-1][0]))
+    assert pairs(got) == expected
+
+
+def test_last_event_id_wins_over_the_pages_position(running: Running) -> None:
+    # EventSource reconnects to the same URL with Last-Event-ID: it resumes from there.
+    api = running.api
+    mine = shop(api)
+    token = mine.tokens[Role.ATTENDANT]
+    before = api.event_count()
+    write(api, mine, "Oi")
+    expected = live_log(api, mine.tenant.tenant_id, Role.ATTENDANT, before)
+    got = events(
+        api, token, last_event_id=before, path="/v1/stream?after=0", until=upto(expected[-1][0])
+    )
+    assert pairs(got) == expected
+
+
+@pytest.mark.parametrize("after", ["abc", "-1", "1.5"])
+def test_an_after_that_is_not_a_position_is_a_problem(running: Running, after: str) -> None:
+    mine = shop(running.api)
+    answer = httpx.get(
+        f"{running.api.url}/v1/stream",
+        params={"after": after},
+        headers=bearer(mine.tokens[Role.ATTENDANT]),
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == PROBLEM
 
 
 @pytest.mark.parametrize("header", ["abc", "-1", "1.5", "1e3"])

@@ -180,6 +180,11 @@ class LiveFeed(Service):
                 _drop(subscriber)  # their next read finds the feed closed
         self._subscribers.clear()
 
+    @property
+    def following(self) -> bool:
+        """Whether the feed follows the log (started, and not stopped or crashed)."""
+        return self._task is not None and not self._task.done()
+
     def metrics(self) -> dict[str, Any]:
         """Position, subscribers and how often they fell behind, for /metrics."""
         return {
@@ -189,7 +194,7 @@ class LiveFeed(Service):
             "fell_behind": self.fell_behind,
             "caught_up": self.caught_up,
             "errors": self.errors,
-            "following": self._task is not None and not self._task.done(),
+            "following": self.following,
         }
 
     # --------------------------------------------------------------- subscribing

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Header, HTTPException, Request
+from fastapi import Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse
 
 from urbana.adapters.http.auth import Anyone, v1_router
@@ -61,16 +61,26 @@ async def stream(
             description="The last `id:` received: resume right after it",
         ),
     ] = None,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="Start right after this position: a panel page's, taken before it "
+            "read what it shows (`Last-Event-ID`, sent on a reconnect, wins)",
+        ),
+    ] = None,
 ) -> EventSourceResponse:
-    """What changes in the caller's tenant from now on, or after `Last-Event-ID`."""
+    """What changes in the caller's tenant from now on, or after `Last-Event-ID` (or
+    `after`)."""
     try:
-        after = last_event_id(last_seen)
+        resumed = last_event_id(last_seen)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
     feed: LiveFeed = request.app.state.live
-    if not feed.metrics()["following"]:
+    if not feed.following:
         # Said before the 200: a stream that could only end at once would make the
         # client reconnect in a tight loop.
         raise LiveFeedUnavailable("the live feed is not following the log")
-    items = feed.subscribe(principal.tenant_id, principal.role, after)
+    start = after if resumed is None else resumed
+    items = feed.subscribe(principal.tenant_id, principal.role, start)
     return EventSourceResponse(sse_messages(items), ping=None, send_timeout=SEND_TIMEOUT_S)

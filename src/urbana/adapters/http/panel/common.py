@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from urbana.adapters.http.panel.v1 import V1, PanelError
 from urbana.adapters.http.panel.views import render
+from urbana.adapters.live import LiveFeed
 
 # Roles as the API names them, and what each may see in the panel (the API decides;
 # the panel hides what it would refuse).
@@ -21,6 +22,10 @@ AUDITORS = frozenset({"auditor", "admin"})  # data subject requests (the privacy
 
 
 async def _v1(request: Request) -> AsyncIterator[V1]:
+    # Where the live feed stands before the screen reads anything: a page's stream starts
+    # right after it, so what happens while the page reaches the browser is not missed.
+    feed: LiveFeed | None = getattr(request.app.state, "live", None)
+    request.state.stream_after = feed.position if feed is not None and feed.following else None
     client = V1.of(request)
     try:
         yield client
@@ -67,7 +72,9 @@ async def page(
 ) -> Response:
     """A full screen: the header needs who is signed in, so /v1/me is asked first."""
     me = context.pop("me", None) or await v1.get("/me")
-    return render(request, template, {"me": me, "may": may(me), **context}, status_code)
+    after = getattr(request.state, "stream_after", None)
+    shared = {"me": me, "may": may(me), "stream_after": after}
+    return render(request, template, {**shared, **context}, status_code)
 
 
 BEHIND = "X-Urbana-Behind"
