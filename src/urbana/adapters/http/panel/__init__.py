@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
 
 from urbana.adapters.http.panel import (
     audit,
@@ -54,7 +55,10 @@ async def _panel_error(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Serve the panel from `app`: its pages, its static files and its error pages."""
     app.state.panel_templates = build_templates()
-    app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="panel-static")
+    # Compressed for clients that accept it (htmx is 52 kB as is, about a third gzipped);
+    # ETag and Last-Modified then let a browser keep its copy.
+    static = GZipMiddleware(StaticFiles(directory=HERE / "static"), minimum_size=1024)
+    app.mount(f"{PREFIX}/static", static, name="panel-static")
     for module in (session, inbox, conversation, more, testar, channels, knowledge, audit):
         app.include_router(module.router)
     app.add_exception_handler(PanelError, _panel_error)
