@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     debounce_ms: int = 1500
     pool_size: int = 4
     store_wait_s: float = Field(default=DEFAULT_STORE_WAIT_S, gt=0)
+    # The longest one read-model query (and the credential check sent with it) may run.
+    read_timeout_s: float = Field(default=10.0, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
     # Outbound: how long a gateway call may take, and how the dispatcher retries.
@@ -122,18 +124,29 @@ def postgres_parts(url: str) -> dict[str, str]:
     }
 
 
-def conninfo(url: str, schema: str | None = None, *, wait_s: float = DEFAULT_STORE_WAIT_S) -> str:
+def conninfo(
+    url: str,
+    schema: str | None = None,
+    *,
+    wait_s: float = DEFAULT_STORE_WAIT_S,
+    statement_timeout_s: float | None = None,
+) -> str:
     """The libpq conninfo of every connection Urbana makes to PostgreSQL.
 
     The URL's own parameters (sslmode, ...) are kept; the search_path starts with
-    `schema` (then `public`, where the `vector` type lives), and connecting gives up
-    within the store wait.
+    `schema` (then `public`, where the `vector` type lives), connecting gives up within
+    the store wait, and with `statement_timeout_s` every statement is cancelled after it.
     """
     if schema and not _SCHEMA_NAME.match(schema):
         raise ValueError(f"bad schema name {schema!r}")
     extra = {"connect_timeout": str(connect_timeout_s(wait_s))}
+    options = []
     if schema:
-        extra["options"] = f"-c search_path={schema},public"
+        options.append(f"-c search_path={schema},public")
+    if statement_timeout_s is not None:
+        options.append(f"-c statement_timeout={max(1, round(statement_timeout_s * 1000))}")
+    if options:
+        extra["options"] = " ".join(options)
     return make_conninfo(url, **extra)
 
 

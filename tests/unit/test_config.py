@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 import typer
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 from typer.core import TyperGroup
 
 from urbana.adapters.llm.openai_llm import PRICES, OpenAILLM
 from urbana.cli import app
-from urbana.config import Settings
+from urbana.config import Settings, conninfo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,3 +116,13 @@ def test_a_given_jwt_secret_wins_and_production_requires_one(tmp_path: Path) -> 
     assert not (tmp_path / "jwt.key").exists()
     with pytest.raises(ConfigurationError, match="URBANA_JWT_SECRET"):
         jwt_secret_for(Settings(env="production", data_dir=tmp_path))
+
+
+def test_a_statement_timeout_joins_the_search_path_in_the_connection_options() -> None:
+    given = "postgresql://u@db:5432/x?sslmode=require"
+    read = conninfo_to_dict(conninfo(given, "tenant_a", statement_timeout_s=2.5))
+    assert read["options"] == "-c search_path=tenant_a,public -c statement_timeout=2500"
+    assert read["sslmode"] == "require"
+    plain = conninfo_to_dict(conninfo(given, "tenant_a"))
+    assert plain["options"] == "-c search_path=tenant_a,public"
+    assert "options" not in conninfo_to_dict(conninfo(given))

@@ -321,7 +321,12 @@ def build_read_pool(s: Settings) -> AsyncConnectionPool[Any]:
     if not s.database_url:
         raise ConfigurationError("URBANA_DATABASE_URL is not set")
     return AsyncConnectionPool(
-        conninfo(s.database_url, s.database_schema, wait_s=s.store_wait_s),
+        conninfo(
+            s.database_url,
+            s.database_schema,
+            wait_s=s.store_wait_s,
+            statement_timeout_s=s.read_timeout_s,
+        ),
         min_size=1,
         max_size=max(2, s.pool_size),
         timeout=s.store_wait_s,
