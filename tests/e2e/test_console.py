@@ -16,12 +16,14 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from tests.e2e.access_helpers import access, bearer
+from tests.e2e.access_helpers import PASSWORD, access, bearer, login, new_email
 from tests.e2e.conftest import ADMIN_KEY, Api, running_api
 from tests.e2e.fakes import Outside
 from tests.e2e.test_ai_loop import KNOWLEDGE, wait_until
 from tests.e2e.webhook_helpers import cloud_tenant, create_tenant
 from urbana.adapters.embedded import ServiceUrls
+from urbana.adapters.http.auth import SESSION_COOKIE
+from urbana.adapters.http.panel import testar
 from urbana.adapters.runtime import ROLES
 from urbana.domain.conversation import Conversation
 from urbana.domain.user import Role
@@ -162,6 +164,29 @@ def test_a_console_handoff_shows_its_reason_and_waits_for_nobody(
     # The conversation stays unassigned: no attendant is pulled into a test.
     conv = console_api.store.app.get(Conversation, UUID(said["conversation_id"]))
     assert conv.assignee is None
+
+
+def test_the_testar_thread_stops_asking_once_the_bot_has_had_its_say(
+    console_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = create_tenant(console_api)
+    headers = with_knowledge(console_api, tenant_id)
+    email = new_email()
+    access(console_api).add_user(UUID(tenant_id), email=email, role=Role.ADMIN, password=PASSWORD)
+    token = login(console_api, email).json()["access_token"]
+    said = say(console_api, headers, "Qual o horário de atendimento?")
+    answered(console_api, headers, said)
+    url = f"{console_api.url}/panel/testar/{said['conversation_id']}/fragment"
+
+    def polls() -> bool:
+        r = httpx.get(url, cookies={SESSION_COOKIE: token})
+        assert r.status_code == 200, r.text
+        assert "Atendemos de segunda a sexta" in r.text
+        return 'hx-trigger="every 1s"' in r.text
+
+    assert polls()  # just answered: a handoff's summary could still follow
+    monkeypatch.setattr(testar, "QUIET_S", 0.0)
+    assert not polls()  # quiet since: the tab stops reading (and logging) it
 
 
 def test_a_retried_console_message_is_recorded_once(console_api: Api) -> None:

@@ -4,12 +4,15 @@ Each message goes through `/v1/console/messages` (the console channel: the store
 responder and the dispatcher, as a lead's message would); the conversation is read from
 `/v1/console/conversations/{id}`, and its part of the screen is asked again every second
 (htmx polling) so the bot's reply appears without a reload, with the passages it was
-given, its intent and confidence, and a handoff's reason.
+given, its intent and confidence, and a handoff's reason. The asking stops once the bot
+has had its say (`QUIET_S` after the conversation last changed, unless the lead spoke
+last to the AI): each ask is a read of the conversation, and goes to the access log.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
@@ -23,6 +26,20 @@ from urbana.adapters.http.panel.v1 import V1, PanelError, Refused
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# How long after its last change a conversation is still asked for: the AI's reply comes
+# within its debounce and model call, a handoff's summary within the model's timeout.
+QUIET_S = 30.0
+
+
+def still_coming(conversation: dict[str, Any] | None, now: datetime) -> bool:
+    """Whether the bot may still add to the conversation, so the thread keeps asking."""
+    if conversation is None:  # not in the conversation view yet
+        return True
+    messages = conversation["messages"]
+    if conversation["status"] == "ai" and messages and messages[-1]["author"] == "lead":
+        return True  # the AI has not answered yet
+    changed = conversation["updated_at"]
+    return changed is None or now - datetime.fromisoformat(changed) < timedelta(seconds=QUIET_S)
 
 
 async def _conversation(v1: V1, conversation_id: UUID) -> dict[str, Any] | None:
@@ -55,6 +72,7 @@ async def _screen(
         me=me,
         c=conversation,
         conversation_id=conversation_id,
+        polling=still_coming(conversation, datetime.now(UTC)),
         session=session,
         error=error,
         idempotency_key=uuid4().hex,
@@ -72,7 +90,13 @@ async def chat_page(
 @router.get("/testar/{conversation_id}/fragment")
 async def chat_fragment(request: Request, v1: Api, conversation_id: UUID) -> Response:
     conversation = await _conversation(v1, conversation_id)
-    return fragment(request, "_testar_thread.html", c=conversation, conversation_id=conversation_id)
+    return fragment(
+        request,
+        "_testar_thread.html",
+        c=conversation,
+        conversation_id=conversation_id,
+        polling=still_coming(conversation, datetime.now(UTC)),
+    )
 
 
 @router.post("/testar", dependencies=[OurForm])
