@@ -178,8 +178,8 @@ def test_the_testar_thread_stops_asking_once_the_bot_has_had_its_say(
     answered(console_api, headers, said)
     url = f"{console_api.url}/panel/testar/{said['conversation_id']}/fragment"
 
-    def polls() -> bool:
-        r = httpx.get(url, cookies={SESSION_COOKIE: token})
+    def polls(**params: int) -> bool:
+        r = httpx.get(url, params=params, cookies={SESSION_COOKIE: token})
         assert r.status_code == 200, r.text
         assert "Atendemos de segunda a sexta" in r.text
         return 'hx-trigger="every 1s"' in r.text
@@ -187,6 +187,7 @@ def test_the_testar_thread_stops_asking_once_the_bot_has_had_its_say(
     assert polls()  # just answered: a handoff's summary could still follow
     monkeypatch.setattr(testar, "QUIET_S", 0.0)
     assert not polls()  # quiet since: the tab stops reading (and logging) it
+    assert polls(n=said["seq"] + 1)  # a message the view does not show yet: keep asking
 
 
 def test_a_retried_console_message_is_recorded_once(console_api: Api) -> None:

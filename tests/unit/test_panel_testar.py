@@ -15,9 +15,12 @@ NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
 def conversation(status: str, authors: list[str], changed_s_ago: float) -> dict[str, Any]:
+    """A console conversation as the API reads it; the lead's messages are in:1, in:2, ..."""
+    seqs = iter(range(1, len(authors) + 1))
+    keys = [f"in:{next(seqs)}" if a == "lead" else f"out:{i}" for i, a in enumerate(authors)]
     return {
         "status": status,
-        "messages": [{"author": a} for a in authors],
+        "messages": [{"author": a, "key": k} for a, k in zip(authors, keys, strict=True)],
         "updated_at": (NOW - timedelta(seconds=changed_s_ago)).isoformat(),
     }
 
@@ -53,3 +56,12 @@ def test_the_api_s_utc_timestamps_are_read() -> None:
         "%Y-%m-%dT%H:%M:%S.%fZ"
     )
     assert not still_coming(found, NOW)
+
+
+def test_it_asks_while_the_view_lacks_the_message_the_admin_just_sent() -> None:
+    # The read models were behind when the screen was drawn: the thread still shows the
+    # bot's earlier answer, long quiet, but the admin's second message is on its way.
+    before = conversation("ai", ["lead", "ai"], testar.QUIET_S + 60)
+    assert not still_coming(before, NOW)
+    assert still_coming(before, NOW, said=2)
+    assert not still_coming(before, NOW, said=1)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from urbana.adapters.http.panel.common import Api, admin_me, fragment, page
@@ -31,11 +31,16 @@ SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 QUIET_S = 30.0
 
 
-def still_coming(conversation: dict[str, Any] | None, now: datetime) -> bool:
-    """Whether the bot may still add to the conversation, so the thread keeps asking."""
+def still_coming(
+    conversation: dict[str, Any] | None, now: datetime, said: int | None = None
+) -> bool:
+    """Whether the bot may still add to the conversation, so the thread keeps asking;
+    `said`, the number of the message the admin just sent (while the view lacks it)."""
     if conversation is None:  # not in the conversation view yet
         return True
     messages = conversation["messages"]
+    if said is not None and not any(m["key"] == f"in:{said}" for m in messages):
+        return True  # the read models are behind the admin's message
     if conversation["status"] == "ai" and messages and messages[-1]["author"] == "lead":
         return True  # the AI has not answered yet
     changed = conversation["updated_at"]
@@ -57,6 +62,7 @@ async def _screen(
     v1: V1,
     conversation_id: UUID | None,
     session: str | None,
+    said: int | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -72,7 +78,8 @@ async def _screen(
         me=me,
         c=conversation,
         conversation_id=conversation_id,
-        polling=still_coming(conversation, datetime.now(UTC)),
+        said=said,
+        polling=still_coming(conversation, datetime.now(UTC), said),
         session=session,
         error=error,
         idempotency_key=uuid4().hex,
@@ -81,21 +88,31 @@ async def _screen(
 
 @router.get("/testar")
 async def chat_page(
-    request: Request, v1: Api, c: UUID | None = None, s: str | None = None
+    request: Request,
+    v1: Api,
+    c: UUID | None = None,
+    s: str | None = None,
+    n: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     session = s if s and re.fullmatch(SESSION_PATTERN, s) else None
-    return await _screen(request, v1, c, session)
+    return await _screen(request, v1, c, session, n)
 
 
 @router.get("/testar/{conversation_id}/fragment")
-async def chat_fragment(request: Request, v1: Api, conversation_id: UUID) -> Response:
+async def chat_fragment(
+    request: Request,
+    v1: Api,
+    conversation_id: UUID,
+    n: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
     conversation = await _conversation(v1, conversation_id)
     return fragment(
         request,
         "_testar_thread.html",
         c=conversation,
         conversation_id=conversation_id,
-        polling=still_coming(conversation, datetime.now(UTC)),
+        said=n,
+        polling=still_coming(conversation, datetime.now(UTC), n),
     )
 
 
@@ -115,11 +132,11 @@ async def say(
             "/console/messages", body, headers={"Idempotency-Key": idempotency_key}
         )
     except Refused as exc:
-        return await _screen(request, v1, None, session or None, exc.detail, 422)
+        return await _screen(request, v1, None, session or None, error=exc.detail, status_code=422)
     cid, key = said["conversation_id"], f"in:{said['seq']}"
     # The screen shows the message once the conversation view has it; the reply follows.
     await v1.until(
         f"/console/conversations/{cid}",
         lambda found: any(m["key"] == key for m in found["messages"]),
     )
-    return to(f"/testar?c={cid}&s={said['session']}")
+    return to(f"/testar?c={cid}&s={said['session']}&n={said['seq']}")
