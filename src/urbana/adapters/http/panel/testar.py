@@ -29,6 +29,8 @@ SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # How long after its last change a conversation is still asked for: the AI's reply comes
 # within its debounce and model call, a handoff's summary within the model's timeout.
 QUIET_S = 30.0
+# `?n=`: the number of the message the admin just sent, until the view shows it.
+Said = Annotated[int | None, Query(ge=1)]
 
 
 def still_coming(
@@ -92,7 +94,7 @@ async def chat_page(
     v1: Api,
     c: UUID | None = None,
     s: str | None = None,
-    n: Annotated[int | None, Query(ge=1)] = None,
+    n: Said = None,
 ) -> Response:
     session = s if s and re.fullmatch(SESSION_PATTERN, s) else None
     return await _screen(request, v1, c, session, n)
@@ -103,7 +105,7 @@ async def chat_fragment(
     request: Request,
     v1: Api,
     conversation_id: UUID,
-    n: Annotated[int | None, Query(ge=1)] = None,
+    n: Said = None,
 ) -> Response:
     conversation = await _conversation(v1, conversation_id)
     return fragment(
